@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Every namespace a test creates is named vipdt<pid>-<n>-<what>, so a later run
+// can tell its own namespaces from those a crashed run left behind, and nothing
+// here can collide with a namespace that is not ours.
+var nsSeq atomic.Int32
+
+func nsPrefix() string { return fmt.Sprintf("vipdt%d-", os.Getpid()) }
+
+// needRoot skips tests that create namespaces, interfaces and raw sockets.
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces, veth pairs and raw sockets")
+	}
+}
+
+// sweepStaleNamespaces deletes namespaces left by earlier test runs whose
+// process no longer exists.
+func sweepStaleNamespaces() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "vipdt")
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			exec.Command("ip", "netns", "delete", e.Name()).Run()
+		}
+	}
+}
+
+// testNS is a network namespace owned by one test.
+type testNS struct {
+	name string
+}
+
+// newNS creates a namespace with loopback up and removes it when the test ends,
+// after the test's own cleanups (which stop the processes inside it) have run.
+func newNS(t testing.TB, what string) *testNS {
+	t.Helper()
+	needRoot(t)
+	ns := &testNS{name: fmt.Sprintf("%s%d-%s", nsPrefix(), nsSeq.Add(1), what)}
+	if out, err := exec.Command("ip", "netns", "add", ns.name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", ns.name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "delete", ns.name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", ns.name, err, out)
+		}
+	})
+	ns.ip(t, "link", "set", "lo", "up")
+	return ns
+}
+
+// ip runs `ip -n <ns> args...` and fails the test on error.
+func (ns *testNS) ip(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"-n", ns.name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip -n %s %s: %v: %s", ns.name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// sysctl sets a sysctl inside the namespace.
+func (ns *testNS) sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	err := ns.do(func() error { return os.WriteFile(path, []byte(value), 0o644) })
+	if err != nil {
+		t.Fatalf("sysctl %s=%s in %s: %v", key, value, ns.name, err)
+	}
+}
+
+// command prepares a process that runs inside the namespace and is killed if
+// the test binary dies first.
+func (ns *testNS) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// do runs fn on an OS thread that has entered the namespace. Sockets opened in
+// fn stay in the namespace after do returns. If the thread cannot be brought
+// back, it stays locked so the runtime discards it with the goroutine.
+func (ns *testNS) do(fn func() error) error {
+	target, err := os.Open(filepath.Join("/run/netns", ns.name))
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer self.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns.name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- ferr
+			return // thread stays locked and dies with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// fd opens the namespace file, for netlink.Config.NetNS.
+func (ns *testNS) fd(t testing.TB) int {
+	t.Helper()
+	f, err := os.Open(filepath.Join("/run/netns", ns.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
+// veth joins two namespaces with a veth pair: aName in a, bName in b, both up.
+func veth(t testing.TB, a *testNS, aName string, b *testNS, bName string) {
+	t.Helper()
+	a.ip(t, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name)
+	a.ip(t, "link", "set", aName, "up")
+	b.ip(t, "link", "set", bName, "up")
+}
