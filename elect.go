@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// A term is one lease and one campaign: it starts as a candidate and ends
+// when the lease is lost, revoked or the node steps down. A node never
+// campaigns twice on the same lease: the election would silently hand it back
+// its old key and with it a leadership that another node may hold by now.
+
+// termEventKind says what happened in a term.
+type termEventKind int
+
+const (
+	evGranted termEventKind = iota // lease granted; deadline is set
+	evRenewed                      // renewal acknowledged; deadline moved
+	evElected                      // campaign won and our key checked
+	evLost                         // lease or key gone; the term is over
+	evTrouble                      // etcd unreachable (err set) or back (err nil)
+)
+
+// termEvent is what a term reports to the node's loop.
+type termEvent struct {
+	t        *term
+	kind     termEventKind
+	deadline time.Time // evGranted, evRenewed: when to step down at the latest
+	ttl      time.Duration
+	err      error
+}
+
+// electConfig is the part of the configuration a term needs.
+type electConfig struct {
+	prefix string
+	name   string
+	ttl    time.Duration
+}
+
+type term struct {
+	cli    *clientv3.Client
+	cfg    electConfig
+	log    *logger
+	events chan<- termEvent
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the lease is revoked (or given up)
+}
+
+const (
+	rpcTimeout    = 2 * time.Second
+	revokeTimeout = 1 * time.Second
+	backoffMin    = 100 * time.Millisecond
+	backoffMax    = 2 * time.Second
+)
+
+// startTerm grants a lease and campaigns with it in the background.
+func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<- termEvent) *term {
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	go t.run()
+	return t
+}
+
+// stop ends the term: the campaign is abandoned and the lease revoked, which
+// deletes our election key so that the next candidate wins at once. It waits
+// at most wait for the revocation (0: not at all).
+func (t *term) stop(wait time.Duration) {
+	t.cancel()
+	if wait <= 0 {
+		return
+	}
+	select {
+	case <-t.done:
+	case <-time.After(wait):
+		t.log.warnf("lease revocation still pending after %v; etcd will expire the lease", wait)
+	}
+}
+
+// margin is how long before the lease could expire on the server that the
+// node gives up the address: clocks, scheduling and the kernel's one-second
+// lifetime granularity all need room.
+func margin(ttl time.Duration) time.Duration {
+	return max(500*time.Millisecond, ttl/4)
+}
+
+// deadlineAfter is when a node must have stepped down if its last
+// acknowledged renewal was sent at sent. The send time, not the time of the
+// acknowledgement, is what bounds the server's expiry.
+func deadlineAfter(sent time.Time, ttl time.Duration) time.Time {
+	return sent.Add(ttl - margin(ttl))
+}
+
+// effectiveTTL is the TTL that timing is based on. etcd leases are whole
+// seconds: a fractional request is granted rounded up, and the shorter
+// requested value keeps the deadline safe. When the server raises the TTL
+// (its minimum depends on its election timeout), the granted TTL rules.
+func effectiveTTL(requested time.Duration, grantedSecs int64) time.Duration {
+	granted := time.Duration(grantedSecs) * time.Second
+	if grantedSecs == ceilSeconds(requested) {
+		return requested
+	}
+	return granted
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	return int64(math.Ceil(d.Seconds()))
+}
+
+func (t *term) send(ev termEvent) bool {
+	ev.t = t
+	select {
+	case t.events <- ev:
+		return true
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+func (t *term) run() {
+	defer close(t.done)
+	id, ttl, ok := t.grant()
+	if !ok {
+		return
+	}
+	defer t.revoke(id)
+
+	session, err := concurrency.NewSession(t.cli, concurrency.WithLease(id), concurrency.WithContext(t.ctx))
+	if err != nil {
+		t.send(termEvent{kind: evLost, err: fmt.Errorf("open election session: %w", err)})
+		return
+	}
+	// The session's own KeepAlive would renew the lease outside our
+	// send-time bookkeeping; we renew it ourselves.
+	session.Orphan()
+
+	go t.renew(id, ttl)
+	t.campaign(concurrency.NewElection(session, t.cfg.prefix), id)
+	// The lease is revoked only when the node ends the term.
+	<-t.ctx.Done()
+}
+
+// grant obtains a lease, retrying with capped backoff while etcd is
+// unreachable. It reports the first deadline.
+func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
+	backoff := backoffMin
+	trouble := false
+	for {
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+		resp, err := t.cli.Grant(ctx, ceilSeconds(t.cfg.ttl))
+		cancel()
+		if err == nil {
+			if trouble {
+				t.send(termEvent{kind: evTrouble})
+			}
+			ttl := effectiveTTL(t.cfg.ttl, resp.TTL)
+			if ttl != t.cfg.ttl {
+				t.log.infof("etcd granted a %d s lease for the requested %v; timing follows the granted TTL", resp.TTL, t.cfg.ttl)
+			}
+			ok := t.send(termEvent{kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl)})
+			if !ok {
+				t.revoke(resp.ID)
+			}
+			return resp.ID, ttl, ok
+		}
+		if t.ctx.Err() != nil {
+			return 0, 0, false
+		}
+		if !trouble {
+			trouble = true
+			t.send(termEvent{kind: evTrouble, err: fmt.Errorf("grant lease: %w", err)})
+		}
+		if !t.sleep(backoff) {
+			return 0, 0, false
+		}
+		backoff = min(backoff*2, backoffMax)
+	}
+}
+
+// renew keeps the lease alive with one KeepAliveOnce per third of the TTL,
+// recording when each renewal was sent.
+func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
+	interval := ttl / 3
+	trouble := false
+	for {
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(t.ctx, interval)
+		_, err := t.cli.KeepAliveOnce(ctx, id)
+		cancel()
+		switch {
+		case t.ctx.Err() != nil:
+			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			t.send(termEvent{kind: evLost, err: errors.New("lease expired on the server")})
+			return
+		case err != nil:
+			if !trouble {
+				trouble = true
+				t.send(termEvent{kind: evTrouble, err: fmt.Errorf("renew lease: %w", err)})
+			}
+		default:
+			if trouble {
+				trouble = false
+				t.send(termEvent{kind: evTrouble})
+			}
+			t.send(termEvent{kind: evRenewed, deadline: deadlineAfter(sent, ttl)})
+		}
+		if !t.sleep(time.Until(sent.Add(interval))) {
+			return
+		}
+	}
+}
+
+// campaign waits to become leader, checks that the election key is still
+// ours, reports it, and then watches the key until the term ends.
+func (t *term) campaign(e *concurrency.Election, id clientv3.LeaseID) {
+	backoff := backoffMin
+	for {
+		// Campaign blocks in Resign when its context is cancelled while etcd
+		// is unreachable, so it runs apart from the term's own teardown.
+		errc := make(chan error, 1)
+		go func() { errc <- e.Campaign(t.ctx, t.cfg.name) }()
+		var err error
+		select {
+		case err = <-errc:
+		case <-t.ctx.Done():
+			return
+		}
+		if err == nil {
+			break
+		}
+		if t.ctx.Err() != nil {
+			return
+		}
+		t.log.warnf("campaign for %s: %v (retrying)", t.cfg.prefix, err)
+		if !t.sleep(backoff) {
+			return
+		}
+		backoff = min(backoff*2, backoffMax)
+	}
+
+	rev, err := t.checkKey(e.Key(), e.Rev(), id)
+	if err != nil {
+		t.send(termEvent{kind: evLost, err: err})
+		return
+	}
+	if !t.send(termEvent{kind: evElected}) {
+		return
+	}
+	t.watchKey(e.Key(), rev)
+}
+
+// checkKey confirms that the key the campaign won still exists with the
+// create revision and lease it was won with: Campaign can return success
+// after the key is gone (lease expired while it waited).
+func (t *term) checkKey(key string, createRev int64, id clientv3.LeaseID) (int64, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+	defer cancel()
+	resp, err := t.cli.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("check election key %s: %w", key, err)
+	}
+	if len(resp.Kvs) != 1 {
+		return 0, fmt.Errorf("election key %s vanished after the campaign", key)
+	}
+	kv := resp.Kvs[0]
+	if kv.CreateRevision != createRev || clientv3.LeaseID(kv.Lease) != id {
+		return 0, fmt.Errorf("election key %s changed hands (create revision %d lease %x, want %d %x)",
+			key, kv.CreateRevision, kv.Lease, createRev, id)
+	}
+	return resp.Header.Revision, nil
+}
+
+// watchKey ends the term if someone deletes our election key (an operator
+// forcing a handover, or etcd expiring the lease).
+func (t *term) watchKey(key string, rev int64) {
+	for wr := range t.cli.Watch(t.ctx, key, clientv3.WithRev(rev+1)) {
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				t.send(termEvent{kind: evLost, err: fmt.Errorf("election key %s was deleted", key)})
+				return
+			}
+		}
+	}
+}
+
+// revoke gives the lease back so the next candidate need not wait for it to
+// expire. Bounded: with etcd unreachable the lease expires by itself.
+func (t *term) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	if _, err := t.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		t.log.warnf("revoke lease %x: %v (etcd will expire it)", id, err)
+		return
+	}
+	t.log.infof("lease %x revoked", id)
+}
+
+// sleep waits d unless the term ends first.
+func (t *term) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return t.ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-t.ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,689 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Config is the effective configuration.
+type Config struct {
+	Addresses                 []netip.Prefix // each VIP; Addr() unmasked as given; Bits() = given prefix or 32 (IPv4)
+	Interface                 string         // name or "auto"
+	Etcd                      []string       // endpoint URLs as given
+	EtcdCA, EtcdCert, EtcdKey string
+	TTL                       time.Duration
+	Key                       string
+	Name                      string // "" means: the caller uses the interface MAC at runtime
+	Garp                      int
+	GarpInterval              time.Duration
+	GarpRefresh               time.Duration
+	Probe                     time.Duration
+	ConfigSource              string
+	ConfigTimeout             time.Duration
+	Log                       string // "stderr", "kmsg" or "auto"
+}
+
+// configError is bad input: it names the key, the value and what is wrong.
+type configError struct{ Key, Value, Reason string }
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("%s=%q: %s", e.Key, e.Value, e.Reason)
+}
+
+// splitCmdline splits a kernel command line into words with the kernel's quoting
+// rules (lib/cmdline.c next_arg), stopping at a lone "--" (the rest belongs to init).
+// A word is "param=value" or "param" (no '=': the kernel's NULL value). Words
+// that the kernel reduces to an empty param with no value carry nothing and are
+// dropped.
+func splitCmdline(s string) []string {
+	// The kernel sees a C string: nothing after a NUL exists for it.
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	var words []string
+	for s = skipKernelSpaces(s); s != ""; s = skipKernelSpaces(s) {
+		n := kernelWordLen(s)
+		param, val, hasVal := kernelUnquote(s[:n])
+		if n < len(s) {
+			n++ // next_arg consumes the separator itself
+		}
+		s = s[n:]
+		// parse_args stops only at a valueless "--"; "--=x" is an ordinary word.
+		if !hasVal && param == "--" {
+			break
+		}
+		switch {
+		case hasVal:
+			words = append(words, param+"="+val)
+		case param != "":
+			words = append(words, param)
+		}
+	}
+	return words
+}
+
+// isKernelSpace is the kernel's isspace() (lib/ctype.c), which, unlike C's
+// locale-free one, also counts Latin-1 NBSP (0xA0): a raw 0xA0 byte splits words.
+func isKernelSpace(c byte) bool {
+	return c == ' ' || (c >= '\t' && c <= '\r') || c == 0xA0
+}
+
+func skipKernelSpaces(s string) string {
+	for s != "" && isKernelSpace(s[0]) {
+		s = s[1:]
+	}
+	return s
+}
+
+// kernelWordLen is next_arg's scan: the word ends at whitespace outside quotes.
+// A leading quote is just the first toggle, exactly as next_arg's in_quote=1.
+func kernelWordLen(s string) int {
+	inQuote := false
+	for i := 0; i < len(s); i++ {
+		if isKernelSpace(s[i]) && !inQuote {
+			return i
+		}
+		if s[i] == '"' {
+			inQuote = !inQuote
+		}
+	}
+	return len(s)
+}
+
+// kernelUnquote applies next_arg's quote stripping to one already delimited word.
+// It replays the kernel's in-place NUL writes on a copy, because the order of
+// those writes decides which quotes survive (e.g. `"a="` gives a="" not a=`"`).
+func kernelUnquote(w string) (param, val string, hasVal bool) {
+	quoted := strings.HasPrefix(w, `"`)
+	b := []byte(w)
+	if quoted {
+		b = b[1:]
+	}
+	n := len(b)
+	// next_arg's "equals == 0" test means an '=' at index 0 never counts.
+	eq := -1
+	if n > 1 {
+		if j := strings.IndexByte(string(b[1:]), '='); j >= 0 {
+			eq = j + 1
+		}
+	}
+	valStart := 0
+	if eq > 0 {
+		b[eq] = 0
+		valStart = eq + 1
+		if valStart < n && b[valStart] == '"' {
+			valStart++
+			if b[n-1] == '"' {
+				b[n-1] = 0
+			}
+		}
+	}
+	if quoted && n > 0 && b[n-1] == '"' {
+		b[n-1] = 0
+	}
+	param = cString(b)
+	if eq > 0 {
+		return param, cString(b[valStart:]), true
+	}
+	return param, "", false
+}
+
+func cString(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+// setting is one vip.* key. The table below fixes the order in which keys are
+// validated (so the first error is deterministic) and printed by Words.
+type setting struct {
+	key      string
+	def      string // used when no source gives the key
+	required bool
+	// defFunc, when set, replaces def for defaults that depend on other settings.
+	defFunc func(c *Config, hostname string) string
+	// set parses and stores v; a plain error is the reason, a *configError
+	// (for rules that tie two keys together) is returned as is.
+	set func(c *Config, v string) error
+	get func(c *Config) string
+}
+
+var settings = []setting{
+	{key: "vip.address", required: true, set: setAddresses, get: func(c *Config) string {
+		s := make([]string, len(c.Addresses))
+		for i, p := range c.Addresses {
+			s[i] = p.String()
+		}
+		return strings.Join(s, ",")
+	}},
+	{key: "vip.interface", def: "auto", set: setInterface, get: func(c *Config) string { return c.Interface }},
+	{key: "vip.etcd", required: true, set: setEtcd, get: func(c *Config) string { return strings.Join(c.Etcd, ",") }},
+	{key: "vip.etcd.ca", set: func(c *Config, v string) error { c.EtcdCA = v; return nil },
+		get: func(c *Config) string { return c.EtcdCA }},
+	{key: "vip.etcd.cert", set: func(c *Config, v string) error { c.EtcdCert = v; return nil },
+		get: func(c *Config) string { return c.EtcdCert }},
+	{key: "vip.etcd.key", set: setEtcdKey, get: func(c *Config) string { return c.EtcdKey }},
+	{key: "vip.ttl", def: "3s", set: setTTL, get: func(c *Config) string { return c.TTL.String() }},
+	{key: "vip.key", defFunc: defaultKey, set: setKey, get: func(c *Config) string { return c.Key }},
+	{key: "vip.name", defFunc: usableHostname, set: setName, get: func(c *Config) string { return c.Name }},
+	{key: "vip.garp", def: "5", set: setGarp, get: func(c *Config) string { return strconv.Itoa(c.Garp) }},
+	{key: "vip.garp.interval", def: "1s", set: setGarpInterval, get: func(c *Config) string { return c.GarpInterval.String() }},
+	{key: "vip.garp.refresh", def: "30s", set: setGarpRefresh, get: func(c *Config) string { return c.GarpRefresh.String() }},
+	{key: "vip.probe", def: "20ms", set: setProbe, get: func(c *Config) string { return c.Probe.String() }},
+	{key: "vip.config", set: setConfigSource, get: func(c *Config) string { return c.ConfigSource }},
+	{key: "vip.config.timeout", def: "30s", set: setConfigTimeout, get: func(c *Config) string { return c.ConfigTimeout.String() }},
+	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }},
+}
+
+func lookupSetting(key string) *setting {
+	for i := range settings {
+		if settings[i].key == key {
+			return &settings[i]
+		}
+	}
+	return nil
+}
+
+// parseConfig builds the Config from words given as program arguments and words
+// from the kernel command line (already split). Precedence: args > cmdline > defaults.
+// hostname is the default for vip.name ("" if unknown).
+//
+// Arguments get the same per-word quote stripping as the kernel applies
+// (vip.name="a b"), so that Words() output works both on the kernel command
+// line and as arguments; cmdline words are already unquoted by splitCmdline.
+func parseConfig(args, cmdline []string, hostname string) (Config, error) {
+	fromArgs, err := collectWords(args, true)
+	if err != nil {
+		return Config{}, err
+	}
+	fromCmdline, err := collectWords(cmdline, false)
+	if err != nil {
+		return Config{}, err
+	}
+	var c Config
+	for i := range settings {
+		s := &settings[i]
+		v, ok := fromArgs[s.key]
+		if !ok {
+			v, ok = fromCmdline[s.key]
+		}
+		if !ok {
+			if s.required {
+				return Config{}, &configError{Key: s.key, Reason: "required"}
+			}
+			v = s.def
+			if s.defFunc != nil {
+				v = s.defFunc(&c, hostname)
+			}
+		}
+		if err := applySetting(&c, s, v); err != nil {
+			return Config{}, err
+		}
+	}
+	return c, nil
+}
+
+func applySetting(c *Config, s *setting, v string) error {
+	if strings.IndexByte(v, 0) >= 0 {
+		return &configError{Key: s.key, Value: v, Reason: "contains a NUL byte"}
+	}
+	err := s.set(c, v)
+	if err == nil {
+		return nil
+	}
+	var ce *configError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return &configError{Key: s.key, Value: v, Reason: err.Error()}
+}
+
+// collectWords maps each vip.* key to its last value in words. Only arguments
+// must all be vip.* words: the kernel command line is shared with everyone else.
+func collectWords(words []string, isArgs bool) (map[string]string, error) {
+	m := make(map[string]string)
+	for _, raw := range words {
+		w := raw
+		if isArgs {
+			param, val, hasVal := kernelUnquote(raw)
+			w = param
+			if hasVal {
+				w += "=" + val
+			}
+		}
+		if !strings.HasPrefix(w, "vip.") {
+			if isArgs {
+				return nil, &configError{Key: raw, Reason: "not a vip.<key>=<value> word"}
+			}
+			continue
+		}
+		key, val, ok := strings.Cut(w, "=")
+		if !ok {
+			return nil, &configError{Key: key, Reason: "missing =value"}
+		}
+		if lookupSetting(key) == nil {
+			return nil, &configError{Key: key, Value: val, Reason: unknownKeyReason(key)}
+		}
+		m[key] = val
+	}
+	return m, nil
+}
+
+// unknownKeyReason suggests the nearest known key, because an unknown key is
+// almost always a typo of a real one.
+func unknownKeyReason(key string) string {
+	best, bestDist := "", 3
+	for _, s := range settings {
+		if d := editDistance(strings.ToLower(key), s.key); d < bestDist {
+			best, bestDist = s.key, d
+		}
+	}
+	if best == "" {
+		return "unknown key"
+	}
+	return "unknown key (did you mean " + best + "?)"
+}
+
+// editDistance is the Levenshtein distance in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Words returns the effective configuration as "vip.key=value" lines in a fixed
+// order (every key, defaults included), values quoted kernel-style ("a b") when they
+// contain whitespace; used by `vipd -check`. Durations printed with time.Duration.String.
+func (c Config) Words() []string {
+	lines := make([]string, len(settings))
+	for i := range settings {
+		lines[i] = settings[i].key + "=" + quoteKernelValue(settings[i].get(&c))
+	}
+	return lines
+}
+
+// quoteKernelValue quotes v when the kernel would otherwise split it or strip
+// a leading quote from it; `key="v"` always unquotes to exactly v.
+func quoteKernelValue(v string) string {
+	// A raw 0xA0 byte splits a kernel word even inside a UTF-8 sequence.
+	if strings.HasPrefix(v, `"`) || hasSpace(v) || strings.IndexByte(v, 0xA0) >= 0 {
+		return `"` + v + `"`
+	}
+	return v
+}
+
+// hasSpace reports whitespace as a person reads it (Unicode) or as the kernel
+// splits words.
+func hasSpace(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < utf8.RuneSelf && isKernelSpace(s[i]) {
+			return true
+		}
+	}
+	return strings.IndexFunc(s, unicode.IsSpace) >= 0
+}
+
+// forEachElement runs f on each element of a comma-separated list, naming the
+// element in the reason when the list has more than one.
+func forEachElement(v string, f func(string) error) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	elems := strings.Split(v, ",")
+	for _, e := range elems {
+		if e == "" {
+			return errors.New("empty list element")
+		}
+		if err := f(e); err != nil {
+			if len(elems) > 1 {
+				return fmt.Errorf("%s: %w", e, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func setAddresses(c *Config, v string) error {
+	var list []netip.Prefix
+	err := forEachElement(v, func(e string) error {
+		p, err := parseVIP(e)
+		if err != nil {
+			return err
+		}
+		for _, q := range list {
+			if q.Addr() == p.Addr() {
+				return errors.New("duplicate address")
+			}
+		}
+		list = append(list, p)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.Addresses = list
+	return nil
+}
+
+// parseVIP parses "IP" or "IP/prefix", keeping the address unmasked because it
+// is the address to add, not a network.
+func parseVIP(s string) (netip.Prefix, error) {
+	addrPart, bitsPart, hasBits := strings.Cut(s, "/")
+	addr, err := netip.ParseAddr(addrPart)
+	if err != nil {
+		return netip.Prefix{}, errors.New("not an IP address")
+	}
+	if !addr.Is4() {
+		return netip.Prefix{}, errors.New("IPv6 is not yet supported")
+	}
+	switch {
+	case addr.IsUnspecified():
+		return netip.Prefix{}, errors.New("unspecified address")
+	case addr.IsLoopback():
+		return netip.Prefix{}, errors.New("loopback address")
+	case addr.IsMulticast():
+		return netip.Prefix{}, errors.New("multicast address")
+	case addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return netip.Prefix{}, errors.New("broadcast address")
+	}
+	bits := addr.BitLen()
+	if hasBits {
+		if bits, err = parsePrefixLen(bitsPart, addr.BitLen()); err != nil {
+			return netip.Prefix{}, err
+		}
+	}
+	return netip.PrefixFrom(addr, bits), nil
+}
+
+// parsePrefixLen accepts 1..max in plain decimal; /0 would make the VIP's
+// subnet route swallow all traffic.
+func parsePrefixLen(s string, max int) (int, error) {
+	if s == "" || len(s) > 3 || strings.Trim(s, "0123456789") != "" || (len(s) > 1 && s[0] == '0') {
+		return 0, errors.New("bad prefix length")
+	}
+	n, _ := strconv.Atoi(s)
+	if n < 1 || n > max {
+		return 0, fmt.Errorf("prefix length out of range (1-%d)", max)
+	}
+	return n, nil
+}
+
+func setInterface(c *Config, v string) error {
+	if v != "auto" {
+		if err := validInterfaceName(v); err != nil {
+			return err
+		}
+	}
+	c.Interface = v
+	return nil
+}
+
+// validInterfaceName follows the kernel's dev_valid_name, so that a name it
+// would never accept is reported now rather than waited for forever.
+func validInterfaceName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 15:
+		return errors.New("interface name longer than 15 bytes")
+	case s == "." || s == "..":
+		return errors.New("not a valid interface name")
+	case strings.ContainsAny(s, "/:"):
+		return errors.New("interface name must not contain '/' or ':'")
+	}
+	for i := 0; i < len(s); i++ {
+		if isKernelSpace(s[i]) {
+			return errors.New("interface name must not contain whitespace")
+		}
+	}
+	return nil
+}
+
+func setEtcd(c *Config, v string) error {
+	var list []string
+	err := forEachElement(v, func(e string) error {
+		if err := validEndpoint(e); err != nil {
+			return err
+		}
+		list = append(list, e)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.Etcd = list
+	return nil
+}
+
+// validEndpoint accepts what the etcd client dials: a scheme and host[:port]
+// only; anything more would be silently ignored by the client.
+func validEndpoint(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("scheme must be http or https")
+	case u.Opaque != "" || u.Host == "":
+		return errors.New("missing host")
+	case u.User != nil:
+		return errors.New("user info is not supported")
+	case strings.ContainsAny(s, "?#"):
+		return errors.New("must not have a query or fragment")
+	case u.Path != "" && u.Path != "/":
+		return errors.New("must not have a path")
+	case u.Hostname() == "":
+		return errors.New("missing host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("port out of range")
+		}
+	}
+	return nil
+}
+
+// setEtcdKey also checks the pair, because a client certificate without its
+// key (or the reverse) cannot be loaded.
+func setEtcdKey(c *Config, v string) error {
+	if c.EtcdCert != "" && v == "" {
+		return &configError{Key: "vip.etcd.cert", Value: c.EtcdCert, Reason: "vip.etcd.key is required with vip.etcd.cert"}
+	}
+	if v != "" && c.EtcdCert == "" {
+		return errors.New("vip.etcd.cert is required with vip.etcd.key")
+	}
+	c.EtcdKey = v
+	return nil
+}
+
+// parseSeconds reads a plain decimal number as seconds, else a Go duration.
+func parseSeconds(v string) (time.Duration, error) {
+	if isDecimal(v) {
+		v += "s"
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("not a duration (seconds like 2.5, or a Go duration like 2500ms)")
+	}
+	if d < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return d, nil
+}
+
+// isDecimal matches digits with an optional fraction, and nothing that
+// strconv.ParseFloat would also take (exponents, signs, inf).
+func isDecimal(s string) bool {
+	whole, frac, hasFrac := strings.Cut(s, ".")
+	digits := func(x string) bool { return x != "" && strings.Trim(x, "0123456789") == "" }
+	return digits(whole) && (!hasFrac || digits(frac))
+}
+
+func setTTL(c *Config, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	if d < time.Second || d > time.Hour {
+		return errors.New("must be between 1s and 1h")
+	}
+	c.TTL = d
+	return nil
+}
+
+func defaultKey(c *Config, _ string) string {
+	return "/vipd/" + c.Addresses[0].Addr().String()
+}
+
+func setKey(c *Config, v string) error {
+	switch {
+	case !strings.HasPrefix(v, "/"):
+		return errors.New(`must start with "/"`)
+	case hasSpace(v):
+		return errors.New("must not contain whitespace")
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return errors.New("must not contain control characters")
+	}
+	c.Key = v
+	return nil
+}
+
+// usableHostname drops hostnames that are the same on every unconfigured machine
+// (the kernel's "(none)", a distribution's "localhost"): two nodes with one
+// identity would both believe they hold the lease, so the MAC is safer.
+func usableHostname(_ *Config, hostname string) string {
+	switch strings.ToLower(hostname) {
+	case "(none)", "localhost", "localhost.localdomain":
+		return ""
+	}
+	if validName(hostname) != nil {
+		return ""
+	}
+	return hostname
+}
+
+// setName accepts an explicit empty value as "use the interface MAC", so that
+// Words() of a Config without a name reads back to the same Config.
+func setName(c *Config, v string) error {
+	if v != "" {
+		if err := validName(v); err != nil {
+			return err
+		}
+	}
+	c.Name = v
+	return nil
+}
+
+func validName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 253:
+		return errors.New("longer than 253 bytes")
+	case hasSpace(s):
+		return errors.New("must not contain whitespace")
+	case !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
+		return errors.New("must be printable")
+	}
+	return nil
+}
+
+func setGarp(c *Config, v string) error {
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return errors.New("not a whole number")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n > 1000 {
+		return errors.New("must be between 0 and 1000")
+	}
+	c.Garp = n
+	return nil
+}
+
+func setGarpInterval(c *Config, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	if d == 0 && c.Garp > 1 {
+		return errors.New("must be more than 0 when vip.garp is more than 1")
+	}
+	c.GarpInterval = d
+	return nil
+}
+
+func setGarpRefresh(c *Config, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	if d != 0 && d < time.Second {
+		return errors.New("must be 0 (off) or at least 1s")
+	}
+	c.GarpRefresh = d
+	return nil
+}
+
+func setProbe(c *Config, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	if d > 10*time.Second {
+		return errors.New("must be at most 10s")
+	}
+	c.Probe = d
+	return nil
+}
+
+func setConfigSource(c *Config, v string) error {
+	if v != "" {
+		return errors.New("config sources are not supported yet")
+	}
+	c.ConfigSource = v
+	return nil
+}
+
+func setConfigTimeout(c *Config, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	c.ConfigTimeout = d
+	return nil
+}
+
+func setLog(c *Config, v string) error {
+	switch v {
+	case "stderr", "kmsg", "auto":
+		c.Log = v
+		return nil
+	}
+	return errors.New("must be stderr, kmsg or auto")
+}

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The lab: one "lan" namespace with a bridge and a real etcd, node
+// namespaces n1..nN each joined to the bridge by a veth named eth0, and a
+// client namespace. Addresses come from 192.0.2.0/24 only.
+
+const (
+	labVIP     = "192.0.2.100"
+	labEtcdIP  = "192.0.2.1"
+	labClient  = "192.0.2.50"
+	labEtcdURL = "http://" + labEtcdIP + ":2379"
+	labBridge  = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
+)
+
+var (
+	buildOnce sync.Once
+	vipdBin   string
+	etcdBin   string
+	buildErr  error
+)
+
+// binaries builds vipd and the pinned etcd once per test run. etcd is
+// cached in test/etcd/bin (or taken from $VIPD_ETCD).
+func binaries(t testing.TB) (string, string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "vipd-test-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		vipdBin = filepath.Join(dir, "vipd")
+		cmd := exec.Command("go", "build", "-o", vipdBin, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build vipd: %v: %s", err, out)
+			return
+		}
+		etcdBin = os.Getenv("VIPD_ETCD")
+		if etcdBin == "" {
+			etcdBin, err = filepath.Abs("test/etcd/bin/etcd")
+			if err != nil {
+				buildErr = err
+				return
+			}
+			if _, err := os.Stat(etcdBin); err != nil {
+				cmd := exec.Command("go", "build", "-trimpath", "-o", etcdBin, ".")
+				cmd.Dir = "test/etcd"
+				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					buildErr = fmt.Errorf("build etcd (test/etcd): %v: %s", err, out)
+				}
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return vipdBin, etcdBin
+}
+
+// syncBuffer collects a process's output for the failure report.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type labNode struct {
+	name string
+	ns   *testNS
+	ip   string
+	mac  string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	exit chan error // receives the process's exit once
+}
+
+type lab struct {
+	t      *testing.T
+	lan    *testNS
+	client *testNS
+	nodes  []*labNode
+	mon    *monitor
+	args   []string // extra vip.* words for every node
+	logs   []*syncBuffer
+}
+
+// newLab builds the topology with n nodes and starts etcd; vipd is started
+// per node with start.
+func newLab(t *testing.T, n int, args ...string) *lab {
+	needRoot(t)
+	_, etcd := binaries(t)
+	l := &lab{t: t, args: args}
+	l.lan = newNS(t, "lan")
+	l.lan.ip(t, "link", "add", "br0", "address", labBridge, "type", "bridge")
+	l.lan.ip(t, "addr", "add", labEtcdIP+"/24", "dev", "br0")
+	l.lan.ip(t, "link", "set", "br0", "up")
+	l.lan.sysctl(t, "net.ipv4.conf.all.rp_filter", "1")
+	l.lan.sysctl(t, "net.ipv4.conf.br0.rp_filter", "1")
+
+	for i := 1; i <= n; i++ {
+		nd := &labNode{
+			name: fmt.Sprintf("n%d", i),
+			ns:   newNS(t, fmt.Sprintf("n%d", i)),
+			ip:   fmt.Sprintf("192.0.2.%d", 10+i),
+			mac:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
+		}
+		l.join(nd.ns, "v"+nd.name, nd.mac, nd.ip)
+		l.nodes = append(l.nodes, nd)
+	}
+	l.client = newNS(t, "client")
+	l.join(l.client, "vclient", "02:00:5e:00:53:c0", labClient)
+
+	l.startEtcd(etcd)
+	l.mon = startMonitor(t, l.nodes)
+	t.Cleanup(func() {
+		for _, nd := range l.nodes {
+			l.kill(nd)
+		}
+		if t.Failed() {
+			for _, nd := range l.nodes {
+				if nd.log != nil {
+					t.Logf("--- vipd %s log:\n%s", nd.name, nd.log.String())
+				}
+			}
+			t.Logf("--- address events:\n%s", l.mon.history())
+		}
+	})
+	return l
+}
+
+// join connects ns to the bridge with a veth named eth0 (port name port).
+func (l *lab) join(ns *testNS, port, mac, ip string) {
+	t := l.t
+	l.lan.ip(t, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
+	l.lan.ip(t, "link", "set", port, "master", "br0", "up")
+	ns.ip(t, "link", "set", "eth0", "address", mac, "up")
+	ns.ip(t, "addr", "add", ip+"/24", "dev", "eth0")
+}
+
+func (l *lab) startEtcd(bin string) {
+	t := l.t
+	dir := t.TempDir()
+	cmd := l.lan.command(bin,
+		"--name", "lab", "--data-dir", dir,
+		"--listen-client-urls", labEtcdURL, "--advertise-client-urls", labEtcdURL,
+		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-cluster", "lab=http://127.0.0.1:2380", "--log-level", "error")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("--- etcd log:\n%s", out.String())
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if l.etcdHealthy() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd not healthy after 20 s:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// etcdHealthy asks etcd's /health from inside the client namespace.
+func (l *lab) etcdHealthy() bool {
+	client := http.Client{
+		Timeout: time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := l.client.do(func() (err error) {
+				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}},
+	}
+	resp, err := client.Get(labEtcdURL + "/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`)
+}
+
+// start runs vipd on the node with the lab's words plus extra ones.
+func (l *lab) start(nd *labNode, extra ...string) {
+	t := l.t
+	bin, _ := binaries(t)
+	args := []string{"-cmdline", "none",
+		"vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=" + labEtcdURL,
+		"vip.name=" + nd.name, "vip.log=stderr"}
+	args = append(append(args, l.args...), extra...)
+	nd.cmd = nd.ns.command(bin, args...)
+	nd.log = &syncBuffer{}
+	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
+	if err := nd.cmd.Start(); err != nil {
+		t.Fatalf("start vipd on %s: %v", nd.name, err)
+	}
+	nd.exit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+}
+
+func (l *lab) startAll(extra ...string) {
+	for _, nd := range l.nodes {
+		l.start(nd, extra...)
+	}
+}
+
+func (l *lab) signal(nd *labNode, sig syscall.Signal) {
+	if err := nd.cmd.Process.Signal(sig); err != nil {
+		l.t.Fatalf("signal %v to vipd on %s: %v", sig, nd.name, err)
+	}
+}
+
+// wait waits (bounded) for the node's vipd to exit and returns its status.
+func (l *lab) wait(nd *labNode, timeout time.Duration) error {
+	l.t.Helper()
+	select {
+	case err := <-nd.exit:
+		nd.cmd = nil
+		return err
+	case <-time.After(timeout):
+		l.t.Fatalf("vipd on %s still running %v after the signal", nd.name, timeout)
+		return nil
+	}
+}
+
+func (l *lab) kill(nd *labNode) {
+	if nd.cmd == nil {
+		return
+	}
+	nd.cmd.Process.Signal(syscall.SIGCONT)
+	nd.cmd.Process.Kill()
+	<-nd.exit
+	nd.cmd = nil
+}
+
+// holder waits (bounded) until exactly one node holds the VIP and it has
+// held it for settle, and returns it.
+func (l *lab) holder(timeout, settle time.Duration) *labNode {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if h, since := l.mon.current(); len(h) == 1 && time.Since(since) >= settle {
+			return l.nodes[h[0]]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h, _ := l.mon.current()
+	l.t.Fatalf("no single holder of %s within %v (holders now: %v)", labVIP, timeout, l.names(h))
+	return nil
+}
+
+// holderOtherThan waits for a node other than old to hold the VIP.
+func (l *lab) holderOtherThan(old *labNode, timeout time.Duration) *labNode {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if h, _ := l.mon.current(); len(h) == 1 && l.nodes[h[0]] != old {
+			return l.nodes[h[0]]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h, _ := l.mon.current()
+	l.t.Fatalf("no node other than %s took %s within %v (holders now: %v)", old.name, labVIP, timeout, l.names(h))
+	return nil
+}
+
+func (l *lab) names(idx []int) []string {
+	var s []string
+	for _, i := range idx {
+		s = append(s, l.nodes[i].name)
+	}
+	return s
+}
+
+// hasVIP reads the node's addresses right now (not from the monitor).
+func (l *lab) hasVIP(nd *labNode) bool {
+	l.t.Helper()
+	r, err := dialRTNL(nd.ns.fd(l.t))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer r.Close()
+	addrs, err := r.addrs(0)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if a.ip() == netip.MustParseAddr(labVIP) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitGone waits (bounded) until the node no longer has the VIP.
+func (l *lab) waitGone(nd *labNode, timeout time.Duration) {
+	l.t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if !l.hasVIP(nd) {
+			return
+		}
+	}
+	l.t.Fatalf("%s still has %s after %v", nd.name, labVIP, timeout)
+}
+
+// assertNoOverlap checks the invariant of every scenario.
+func (l *lab) assertNoOverlap() {
+	l.t.Helper()
+	if o := l.mon.overlaps(); len(o) > 0 {
+		l.t.Fatalf("two holders at once: %v", o)
+	}
+}
+
+// touchVIP sends one UDP datagram from the client to the VIP, which makes
+// the client's kernel resolve (and keep) a neighbour entry for it.
+func (l *lab) touchVIP() {
+	l.t.Helper()
+	err := l.client.do(func() error {
+		c, err := net.Dial("udp4", labVIP+":9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("vipd-test"))
+		return err
+	})
+	if err != nil {
+		l.t.Fatalf("send to the VIP from the client: %v", err)
+	}
+}
+
+var lladdrRE = regexp.MustCompile(`lladdr ([0-9a-f:]{17})`)
+
+// clientNeighbour is the client's neighbour entry for the VIP ("" if none).
+func (l *lab) clientNeighbour() string {
+	out := l.client.ip(l.t, "neigh", "show", labVIP, "dev", "eth0")
+	if m := lladdrRE.FindStringSubmatch(out); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// waitClientNeighbour waits (bounded) for the client's entry to be mac.
+func (l *lab) waitClientNeighbour(mac string, timeout time.Duration) {
+	l.t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if l.clientNeighbour() == mac {
+			return
+		}
+	}
+	l.t.Fatalf("client's neighbour entry for %s is %q, want %s", labVIP, l.clientNeighbour(), mac)
+}

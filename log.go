@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// logger writes one line per event. Early in boot there is no syslog, so
+// vipd can write to /dev/kmsg, where `dmesg` and the console show it.
+type logger struct {
+	mu   sync.Mutex
+	w    io.Writer
+	kmsg bool
+}
+
+// kmsg priorities (syslog levels).
+const (
+	levelErr  = 3
+	levelWarn = 4
+	levelInfo = 6
+)
+
+// openLogger picks the destination for vip.log: "stderr", "kmsg" or "auto"
+// (kmsg when stderr is not a terminal and /dev/kmsg can be written).
+func openLogger(mode string) (*logger, error) {
+	if mode == "stderr" || (mode == "auto" && isTerminal(os.Stderr)) {
+		return &logger{w: os.Stderr}, nil
+	}
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		if mode == "kmsg" {
+			return nil, fmt.Errorf("open /dev/kmsg for vip.log=kmsg: %w", err)
+		}
+		return &logger{w: os.Stderr}, nil
+	}
+	return &logger{w: f, kmsg: true}, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func (l *logger) printf(level int, format string, args ...any) {
+	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.kmsg {
+		// Each write is one kernel log record.
+		fmt.Fprintf(l.w, "<%d>vipd: %s\n", level, msg)
+		return
+	}
+	tag := map[int]string{levelErr: "error: ", levelWarn: "warning: ", levelInfo: ""}[level]
+	fmt.Fprintf(l.w, "%s vipd: %s%s\n", time.Now().Format("2006-01-02T15:04:05.000Z07:00"), tag, msg)
+}
+
+func (l *logger) errorf(format string, args ...any) { l.printf(levelErr, format, args...) }
+func (l *logger) warnf(format string, args ...any)  { l.printf(levelWarn, format, args...) }
+func (l *logger) infof(format string, args ...any)  { l.printf(levelInfo, format, args...) }
