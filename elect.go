@@ -157,6 +157,12 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 		ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
 		resp, err := t.cli.Grant(ctx, ceilSeconds(t.cfg.ttl))
 		cancel()
+		if err == nil && time.Now().After(deadlineAfter(sent, effectiveTTL(t.cfg.ttl, resp.TTL))) {
+			// The answer took so long (etcd just came back) that this
+			// lease is already past its deadline: start over at once.
+			t.revoke(resp.ID)
+			continue
+		}
 		if err == nil {
 			if trouble {
 				t.send(termEvent{kind: evTrouble})

@@ -133,9 +133,9 @@ func TestReconcile(t *testing.T) {
 
 	// Removed by hand on the holder: put back.
 	h.ns.ip(t, "addr", "del", labVIP+"/32", "dev", "eth0")
-	waitFor(t, 5*time.Second, "the VIP to be re-added", func() bool { return l.hasVIP(h) })
-	if !strings.Contains(h.log.String(), "re-added") {
-		t.Errorf("re-add not logged:\n%s", h.log.String())
+	waitFor(t, 5*time.Second, "the re-add to be logged", func() bool { return strings.Contains(h.log.String(), "re-added") })
+	if !l.hasVIP(h) {
+		t.Fatalf("%s logged the re-add but does not have %s", h.name, labVIP)
 	}
 
 	// Link down on the holder: it steps down and the other node takes over.
@@ -218,4 +218,56 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestWaitsForInterface(t *testing.T) {
+	l := newLab(t, 1, "vip.ttl=2")
+	nd := l.nodes[0]
+	l.start(nd, "vip.interface=eth1")
+	waitFor(t, 5*time.Second, "the wait to be logged", func() bool {
+		return strings.Contains(nd.log.String(), "waiting for interface eth1 to appear")
+	})
+	time.Sleep(labTTL)
+	select {
+	case err := <-nd.exit:
+		t.Fatalf("vipd exited (%v) while the interface was missing", err)
+	default:
+	}
+	// The interface appears (as a late driver or a renamed NIC would).
+	l.join(nd.ns, "eth1", "vn1b", "02:00:5e:00:53:11", "192.0.2.21")
+	waitFor(t, electBound, "the VIP on eth1", func() bool {
+		return strings.Contains(nd.ns.ip(t, "-4", "addr", "show", "dev", "eth1"), " "+labVIP+"/32")
+	})
+}
+
+func TestEtcdOutageDropsAddress(t *testing.T) {
+	l := newLab(t, 2, "vip.ttl=2")
+	l.startAll()
+	h := l.holder(electBound, time.Second)
+
+	// With etcd gone no node can renew: the holder must give the address up
+	// by its own deadline, and nobody may take it.
+	l.stopEtcd()
+	l.waitGone(h, 5*time.Second)
+	time.Sleep(2 * labTTL)
+	if held, _ := l.mon.current(); len(held) != 0 {
+		t.Fatalf("%v hold %s while etcd is down", l.names(held), labVIP)
+	}
+	for _, nd := range l.nodes {
+		select {
+		case err := <-nd.exit:
+			t.Fatalf("vipd on %s exited (%v) while etcd was down", nd.name, err)
+		default:
+		}
+	}
+	if !strings.Contains(h.log.String(), "etcd unreachable") {
+		t.Errorf("the outage was not logged:\n%s", h.log.String())
+	}
+	if n := strings.Count(h.log.String(), "etcd unreachable"); n > 3 {
+		t.Errorf("the outage was logged %d times; once per change is enough:\n%s", n, h.log.String())
+	}
+
+	l.startEtcd()
+	l.holder(3*electBound, time.Second)
+	l.assertNoOverlap()
 }

@@ -113,14 +113,16 @@ type lab struct {
 	nodes  []*labNode
 	mon    *monitor
 	args   []string // extra vip.* words for every node
-	logs   []*syncBuffer
+
+	etcd    *exec.Cmd
+	etcdDir string
+	etcdLog *syncBuffer
 }
 
 // newLab builds the topology with n nodes and starts etcd; vipd is started
 // per node with start.
 func newLab(t *testing.T, n int, args ...string) *lab {
 	needRoot(t)
-	_, etcd := binaries(t)
 	l := &lab{t: t, args: args}
 	l.lan = newNS(t, "lan")
 	l.lan.ip(t, "link", "add", "br0", "address", labBridge, "type", "bridge")
@@ -136,19 +138,19 @@ func newLab(t *testing.T, n int, args ...string) *lab {
 			ip:   fmt.Sprintf("192.0.2.%d", 10+i),
 			mac:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
 		}
-		l.join(nd.ns, "v"+nd.name, nd.mac, nd.ip)
+		l.join(nd.ns, "eth0", "v"+nd.name, nd.mac, nd.ip)
 		l.nodes = append(l.nodes, nd)
 	}
 	l.client = newNS(t, "client")
-	l.join(l.client, "vclient", "02:00:5e:00:53:c0", labClient)
+	l.join(l.client, "eth0", "vclient", "02:00:5e:00:53:c0", labClient)
 
-	l.startEtcd(etcd)
+	l.startEtcd()
 	l.mon = startMonitor(t, l.nodes)
 	t.Cleanup(func() {
 		for _, nd := range l.nodes {
 			l.kill(nd)
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("VIPD_TEST_LOGS") != "" {
 			for _, nd := range l.nodes {
 				if nd.log != nil {
 					t.Logf("--- vipd %s log:\n%s", nd.name, nd.log.String())
@@ -160,43 +162,50 @@ func newLab(t *testing.T, n int, args ...string) *lab {
 	return l
 }
 
-// join connects ns to the bridge with a veth named eth0 (port name port).
-func (l *lab) join(ns *testNS, port, mac, ip string) {
+// join connects ns to the bridge with a veth named ifname (bridge port
+// port).
+func (l *lab) join(ns *testNS, ifname, port, mac, ip string) {
 	t := l.t
-	l.lan.ip(t, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
+	l.lan.ip(t, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns.name)
 	l.lan.ip(t, "link", "set", port, "master", "br0", "up")
-	ns.ip(t, "link", "set", "eth0", "address", mac, "up")
-	ns.ip(t, "addr", "add", ip+"/24", "dev", "eth0")
+	ns.ip(t, "link", "set", ifname, "address", mac, "up")
+	ns.ip(t, "addr", "add", ip+"/24", "dev", ifname)
 }
 
-func (l *lab) startEtcd(bin string) {
+// startEtcd starts (or restarts, on the same data) the lab's etcd and waits
+// until it is healthy.
+func (l *lab) startEtcd() {
 	t := l.t
-	dir := t.TempDir()
+	_, bin := binaries(t)
+	if l.etcdDir == "" {
+		l.etcdDir = t.TempDir()
+		l.etcdLog = &syncBuffer{}
+		t.Cleanup(func() {
+			l.stopEtcd()
+			if t.Failed() {
+				t.Logf("--- etcd log:\n%s", l.etcdLog.String())
+			}
+		})
+	}
 	cmd := l.lan.command(bin,
-		"--name", "lab", "--data-dir", dir,
+		"--name", "lab", "--data-dir", l.etcdDir,
 		"--listen-client-urls", labEtcdURL, "--advertise-client-urls", labEtcdURL,
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "lab=http://127.0.0.1:2380", "--log-level", "error")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Stdout, cmd.Stderr = l.etcdLog, l.etcdLog
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("--- etcd log:\n%s", out.String())
-		}
-	})
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if l.etcdHealthy() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("etcd not healthy after 20 s:\n%s", out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	l.etcd = cmd
+	waitFor(t, 20*time.Second, "etcd to be healthy", l.etcdHealthy)
+}
+
+// stopEtcd kills etcd (a crash, not a clean shutdown).
+func (l *lab) stopEtcd() {
+	if l.etcd != nil {
+		l.etcd.Process.Kill()
+		l.etcd.Wait()
+		l.etcd = nil
 	}
 }
 
