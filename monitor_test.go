@@ -23,7 +23,7 @@ type monitor struct {
 	lastAdds []time.Time // per node: when it last gained the VIP
 }
 
-func startMonitor(t *testing.T, nodes []*labNode) *monitor {
+func startMonitor(t testing.TB, nodes []*labNode) *monitor {
 	m := &monitor{start: time.Now(), since: time.Now()}
 	vip := netip.MustParseAddr(labVIP)
 	for i, nd := range nodes {
