@@ -271,3 +271,26 @@ func TestEtcdOutageDropsAddress(t *testing.T) {
 	l.holder(3*electBound, time.Second)
 	l.assertNoOverlap()
 }
+
+func TestCannotAddAddressDoesNotSpin(t *testing.T) {
+	l := newLab(t, 1, "vip.ttl=2")
+	nd := l.nodes[0]
+	// Without CAP_NET_ADMIN the kernel refuses the address: a local fault
+	// that no amount of re-election fixes.
+	l.startWrapped(nd, []string{"setpriv", "--bounding-set", "-net_admin", "--"})
+	waitFor(t, electBound, "the failure to be logged", func() bool {
+		return strings.Contains(nd.log.String(), "cannot add the address")
+	})
+	time.Sleep(3 * time.Second)
+	if n := strings.Count(nd.log.String(), "cannot add the address"); n > 1 {
+		t.Fatalf("%d failed takeovers in 3 s; a local fault must not spin through elections:\n%s", n, nd.log.String())
+	}
+	if l.hasVIP(nd) {
+		t.Fatal("the address is there although adding it failed")
+	}
+	select {
+	case err := <-nd.exit:
+		t.Fatalf("vipd exited (%v); runtime trouble must be waited out", err)
+	default:
+	}
+}

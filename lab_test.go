@@ -235,13 +235,19 @@ func (l *lab) etcdHealthy() bool {
 
 // start runs vipd on the node with the lab's words plus extra ones.
 func (l *lab) start(nd *labNode, extra ...string) {
+	l.startWrapped(nd, nil, extra...)
+}
+
+// startWrapped runs vipd under a wrapper command (such as setpriv).
+func (l *lab) startWrapped(nd *labNode, wrapper []string, extra ...string) {
 	t := l.t
 	bin, _ := binaries(t)
-	args := []string{"-cmdline", "none",
-		"vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=" + labEtcdURL,
-		"vip.name=" + nd.name, "vip.log=stderr"}
+	args := append(wrapper[len(wrapper):], wrapper...)
+	args = append(args, bin, "-cmdline", "none",
+		"vip.address="+labVIP, "vip.interface=eth0", "vip.etcd="+labEtcdURL,
+		"vip.name="+nd.name, "vip.log=stderr")
 	args = append(append(args, l.args...), extra...)
-	nd.cmd = nd.ns.command(bin, args...)
+	nd.cmd = nd.ns.command(args[0], args[1:]...)
 	nd.log = &syncBuffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {

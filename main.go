@@ -63,6 +63,10 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
+	if err := refuseTLSForNow(cfg); err != nil {
+		fmt.Fprintf(stderr, "vipd: %v\n", err)
+		return exitUsage
+	}
 	if *check {
 		for _, w := range cfg.Words() {
 			fmt.Fprintln(stdout, w)
@@ -147,4 +151,20 @@ func keepWatching(w *rtnlWatch, out chan<- rtnlEvent) {
 		}
 		out <- rtnlEvent{resync: true}
 	}
+}
+
+// refuseTLSForNow rejects etcd TLS settings until TLS is implemented:
+// dialling without the operator's certificates would fail in confusing ways.
+func refuseTLSForNow(cfg Config) error {
+	for _, kv := range [][2]string{{"vip.etcd.ca", cfg.EtcdCA}, {"vip.etcd.cert", cfg.EtcdCert}, {"vip.etcd.key", cfg.EtcdKey}} {
+		if kv[1] != "" {
+			return &configError{Key: kv[0], Value: kv[1], Reason: "etcd TLS is not supported yet"}
+		}
+	}
+	for _, e := range cfg.Etcd {
+		if strings.HasPrefix(e, "https://") {
+			return &configError{Key: "vip.etcd", Value: strings.Join(cfg.Etcd, ","), Reason: "https (etcd TLS) is not supported yet"}
+		}
+	}
+	return nil
 }

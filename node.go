@@ -65,6 +65,11 @@ type node struct {
 	waitingFor  string    // what the last "waiting" line said
 	burstCancel context.CancelFunc
 	refresh     *time.Ticker
+
+	// After a local failure (the address cannot be added) the next term
+	// waits, so that a persistent fault does not spin through elections.
+	holdOff time.Time
+	wake    chan struct{}
 }
 
 func newNode(cfg Config, log *logger, rt *rtnl, cli *clientv3.Client) *node {
@@ -75,6 +80,7 @@ func newNode(cfg Config, log *logger, rt *rtnl, cli *clientv3.Client) *node {
 		rtEvents:   make(chan rtnlEvent, 256),
 		termEvents: make(chan termEvent, 16),
 		probes:     make(chan probeResult, 1),
+		wake:       make(chan struct{}, 1),
 		timer:      timer,
 	}
 }
@@ -103,6 +109,10 @@ func (n *node) run(signals <-chan os.Signal) {
 			n.onProbe(r)
 		case <-n.timer.C:
 			n.checkDeadline()
+		case <-n.wake:
+			if n.term == nil && n.usable() {
+				n.campaign()
+			}
 		case <-refresh:
 			n.checkDeadline()
 			n.announceAll("periodic refresh")
@@ -135,6 +145,14 @@ func (n *node) checkDeadline() {
 // stepDown gives up the address and the term, then campaigns again with a
 // new lease if the link allows it.
 func (n *node) stepDown(reason string) {
+	next := stateCandidate
+	if !n.usable() {
+		next = stateWaiting
+	}
+	if next == n.state {
+		n.log.infof("%s: %s; starting over", n.state, reason)
+	}
+	n.setState(next, reason)
 	n.release()
 	if n.term != nil {
 		n.term.stop(0)
@@ -143,16 +161,26 @@ func (n *node) stepDown(reason string) {
 	n.deadline = time.Time{}
 	n.timer.Stop()
 	n.elected = false
-	if !n.usable() {
-		n.setState(stateWaiting, reason)
-		return
+	if next == stateCandidate {
+		n.campaign()
 	}
-	n.setState(stateCandidate, reason)
-	n.campaign()
 }
 
-// campaign starts a new term.
+// localRetry is how long a node that could not add the address waits
+// before it campaigns again.
+const localRetry = 5 * time.Second
+
+// campaign starts a new term, unless a local failure asks to wait.
 func (n *node) campaign() {
+	if wait := time.Until(n.holdOff); wait > 0 {
+		time.AfterFunc(wait, func() {
+			select {
+			case n.wake <- struct{}{}:
+			default:
+			}
+		})
+		return
+	}
 	name := n.cfg.Name
 	if name == "" {
 		name = n.link.HardwareAddr.String()
@@ -282,13 +310,14 @@ func (n *node) take() {
 		n.log.infof("elected with %v before the deadline; taking the address after the next renewal", left.Round(time.Millisecond))
 		return
 	}
+	n.holding = true // from here on, release() removes what was added
 	for _, p := range n.cfg.Addresses {
 		if err := n.rt.setAddr(n.link.Index, p, left); err != nil {
-			n.stepDown(fmt.Sprintf("cannot add the address: %v", err))
+			n.holdOff = time.Now().Add(localRetry)
+			n.stepDown(fmt.Sprintf("cannot add the address (campaigning again in %v): %v", localRetry, err))
 			return
 		}
 	}
-	n.holding = true
 	n.setState(stateLeader, fmt.Sprintf("elected; added %s on %s (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(left/time.Second)))
 	n.startBurst()
 	if n.cfg.GarpRefresh > 0 {
