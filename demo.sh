@@ -54,7 +54,7 @@ ip netns exec "$P-lan" "$ETCD" --name demo --data-dir "$TMP/etcd" \
 	--initial-cluster demo=http://127.0.0.1:2380 --log-level error >"$TMP/etcd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
-	ip netns exec "$P-client" curl -fsS -m 1 http://192.0.2.1:2379/health >/dev/null 2>&1 && break
+	ip netns exec "$P-client" bash -c "exec 3<>/dev/tcp/192.0.2.1/2379" 2>/dev/null && break
 	sleep 0.1
 done
 
