@@ -20,6 +20,7 @@ pids=()
 
 cleanup() {
 	trap - EXIT INT TERM
+	set +e # remove everything, whatever has already gone
 	for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	for ns in lan client "${NODES[@]}"; do ip netns delete "$P-$ns" 2>/dev/null || true; done
@@ -61,7 +62,7 @@ done
 declare -A pid
 for n in "${NODES[@]}"; do
 	ip netns exec "$P-$n" "$VIPD" -cmdline none vip.address=$VIP vip.interface=eth0 \
-		vip.etcd=http://192.0.2.1:2379 vip.name="$n" vip.ttl=2 vip.log=stderr 2> >(sed "s/^/  [$n] /" >&2) &
+		vip.etcd=http://192.0.2.1:2379 vip.name="$n" vip.ttl=2 vip.log=stderr 2> >(sed -u "s/^/  [$n] /" >&2) &
 	pid[$n]=$!
 	pids+=($!)
 done
