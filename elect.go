@@ -191,10 +191,15 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 	}
 }
 
-// renew keeps the lease alive with one KeepAliveOnce per third of the TTL,
+// renewalsPerTTL is how many renewals are sent per TTL. With TTL 2 the
+// address lifetime is 1 s: renewing every 400 ms leaves room for one
+// renewal to time out and the next to refresh the address in time.
+const renewalsPerTTL = 5
+
+// renew keeps the lease alive with KeepAliveOnce every TTL/renewalsPerTTL,
 // recording when each renewal was sent.
 func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
-	interval := ttl / 3
+	interval := ttl / renewalsPerTTL
 	trouble := false
 	for {
 		sent := time.Now()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -27,7 +28,6 @@ const (
 	labVIP     = "192.0.2.100"
 	labEtcdIP  = "192.0.2.1"
 	labClient  = "192.0.2.50"
-	labEtcdURL = "http://" + labEtcdIP + ":2379"
 	labBridge  = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
 )
 
@@ -110,22 +110,47 @@ type labNode struct {
 
 type lab struct {
 	t      testing.TB
+	opt    labOptions
 	lan    *testNS
 	client *testNS
 	nodes  []*labNode
+	etcd   []*etcdMember
 	mon    *monitor
-	args   []string // extra vip.* words for every node
-
-	etcd    *exec.Cmd
-	etcdDir string
-	etcdLog *syncBuffer
 }
 
-// newLab builds the topology with n nodes and starts etcd; vipd is started
-// per node with start.
+// labOptions shape a lab.
+type labOptions struct {
+	nodes int
+	// cluster puts one etcd member in each node namespace, as on a
+	// control-plane node; otherwise one etcd runs on the bridge.
+	cluster   bool
+	etcdFlags []string // extra etcd flags, e.g. tuned timers
+	args      []string // extra vip.* words for every node
+}
+
+// etcdMember is one etcd server of the lab.
+type etcdMember struct {
+	name string
+	ns   *testNS
+	ip   string
+	dir  string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+func (m *etcdMember) clientURL() string { return "http://" + m.ip + ":2379" }
+func (m *etcdMember) peerURL() string   { return "http://" + m.ip + ":2380" }
+
+// newLab is n nodes against one etcd, with vip.* words for every node.
 func newLab(t testing.TB, n int, args ...string) *lab {
+	return newLabWith(t, labOptions{nodes: n, args: args})
+}
+
+// newLabWith builds the topology and starts etcd; vipd is started per node
+// with start.
+func newLabWith(t testing.TB, opt labOptions) *lab {
 	needRoot(t)
-	l := &lab{t: t, args: args}
+	l := &lab{t: t, opt: opt}
 	l.lan = newNS(t, "lan")
 	l.lan.ip(t, "link", "add", "br0", "address", labBridge, "type", "bridge")
 	l.lan.ip(t, "addr", "add", labEtcdIP+"/24", "dev", "br0")
@@ -133,7 +158,7 @@ func newLab(t testing.TB, n int, args ...string) *lab {
 	l.lan.sysctl(t, "net.ipv4.conf.all.rp_filter", "1")
 	l.lan.sysctl(t, "net.ipv4.conf.br0.rp_filter", "1")
 
-	for i := 1; i <= n; i++ {
+	for i := 1; i <= opt.nodes; i++ {
 		nd := &labNode{
 			name: fmt.Sprintf("n%d", i),
 			ns:   newNS(t, fmt.Sprintf("n%d", i)),
@@ -142,11 +167,25 @@ func newLab(t testing.TB, n int, args ...string) *lab {
 		}
 		l.join(nd.ns, "eth0", "v"+nd.name, nd.mac, nd.ip)
 		l.nodes = append(l.nodes, nd)
+		if opt.cluster {
+			l.etcd = append(l.etcd, &etcdMember{name: nd.name, ns: nd.ns, ip: nd.ip})
+		}
+	}
+	if !opt.cluster {
+		l.etcd = []*etcdMember{{name: "lab", ns: l.lan, ip: labEtcdIP}}
 	}
 	l.client = newNS(t, "client")
 	l.join(l.client, "eth0", "vclient", "02:00:5e:00:53:c0", labClient)
 
-	l.startEtcd()
+	t.Cleanup(func() {
+		for _, m := range l.etcd {
+			l.stopMember(m)
+			if t.Failed() && m.log != nil {
+				t.Logf("--- etcd %s log:\n%s", m.name, m.log.String())
+			}
+		}
+	})
+	l.startEtcd(l.etcd...)
 	l.mon = startMonitor(t, l.nodes)
 	t.Cleanup(func() {
 		for _, nd := range l.nodes {
@@ -174,46 +213,59 @@ func (l *lab) join(ns *testNS, ifname, port, mac, ip string) {
 	ns.ip(t, "addr", "add", ip+"/24", "dev", ifname)
 }
 
-// startEtcd starts (or restarts, on the same data) the lab's etcd and waits
-// until it is healthy.
-func (l *lab) startEtcd() {
+// startEtcd starts (or restarts, on the same data) etcd members and waits
+// until each is healthy. Members of a cluster are started together: none
+// is healthy before a quorum runs.
+func (l *lab) startEtcd(members ...*etcdMember) {
 	t := l.t
 	_, bin := binaries(t)
-	if l.etcdDir == "" {
-		l.etcdDir = t.TempDir()
-		l.etcdLog = &syncBuffer{}
-		t.Cleanup(func() {
-			l.stopEtcd()
-			if t.Failed() {
-				t.Logf("--- etcd log:\n%s", l.etcdLog.String())
-			}
-		})
+	var cluster []string
+	for _, m := range l.etcd {
+		cluster = append(cluster, m.name+"="+m.peerURL())
 	}
-	cmd := l.lan.command(bin,
-		"--name", "lab", "--data-dir", l.etcdDir,
-		"--listen-client-urls", labEtcdURL, "--advertise-client-urls", labEtcdURL,
-		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-		"--initial-cluster", "lab=http://127.0.0.1:2380", "--log-level", "error")
-	cmd.Stdout, cmd.Stderr = l.etcdLog, l.etcdLog
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start etcd: %v", err)
+	for _, m := range members {
+		if m.dir == "" {
+			m.dir, m.log = t.TempDir(), &syncBuffer{}
+		}
+		args := append([]string{
+			"--name", m.name, "--data-dir", m.dir,
+			"--listen-client-urls", m.clientURL(), "--advertise-client-urls", m.clientURL(),
+			"--listen-peer-urls", m.peerURL(), "--initial-advertise-peer-urls", m.peerURL(),
+			"--initial-cluster", strings.Join(cluster, ","), "--initial-cluster-token", "vipd-lab",
+			"--log-level", "error"}, l.opt.etcdFlags...)
+		m.cmd = m.ns.command(bin, args...)
+		m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+		if err := m.cmd.Start(); err != nil {
+			t.Fatalf("start etcd %s: %v", m.name, err)
+		}
 	}
-	l.etcd = cmd
-	waitFor(t, 20*time.Second, "etcd to be healthy", l.etcdHealthy)
-}
-
-// stopEtcd kills etcd (a crash, not a clean shutdown).
-func (l *lab) stopEtcd() {
-	if l.etcd != nil {
-		l.etcd.Process.Kill()
-		l.etcd.Wait()
-		l.etcd = nil
+	for _, m := range members {
+		waitFor(t, 30*time.Second, "etcd "+m.name+" to be healthy", func() bool { return l.etcdHealthy(m) })
 	}
 }
 
-// etcdHealthy asks etcd's /health from inside the client namespace.
-func (l *lab) etcdHealthy() bool {
-	client := http.Client{
+// stopMember kills one etcd member (a crash, not a clean shutdown).
+func (l *lab) stopMember(m *etcdMember) {
+	if m.cmd != nil {
+		m.cmd.Process.Kill()
+		m.cmd.Wait()
+		m.cmd = nil
+	}
+}
+
+// etcdURLs is the vip.etcd value: every member.
+func (l *lab) etcdURLs() string {
+	var urls []string
+	for _, m := range l.etcd {
+		urls = append(urls, m.clientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// clientHTTP is an HTTP client whose connections start in the client
+// namespace.
+func (l *lab) clientHTTP() *http.Client {
+	return &http.Client{
 		Timeout: time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
@@ -224,13 +276,40 @@ func (l *lab) etcdHealthy() bool {
 			return c, err
 		}},
 	}
-	resp, err := client.Get(labEtcdURL + "/health")
+}
+
+// etcdHealthy asks a member's /health from inside the client namespace.
+func (l *lab) etcdHealthy(m *etcdMember) bool {
+	resp, err := l.clientHTTP().Get(m.clientURL() + "/health")
 	if err != nil {
 		return false
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`)
+}
+
+// etcdLeader is the member that etcd reports as its raft leader (nil if
+// none answers).
+func (l *lab) etcdLeader() *etcdMember {
+	for _, m := range l.etcd {
+		resp, err := l.clientHTTP().Post(m.clientURL()+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Header struct {
+				MemberID string `json:"member_id"`
+			} `json:"header"`
+			Leader string `json:"leader"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err == nil && st.Leader != "" && st.Leader == st.Header.MemberID {
+			return m
+		}
+	}
+	return nil
 }
 
 // start runs vipd on the node with the lab's words plus extra ones.
@@ -244,9 +323,9 @@ func (l *lab) startWrapped(nd *labNode, wrapper []string, extra ...string) {
 	bin, _ := binaries(t)
 	args := append(wrapper[len(wrapper):], wrapper...)
 	args = append(args, bin, "-cmdline", "none",
-		"vip.address="+labVIP, "vip.interface=eth0", "vip.etcd="+labEtcdURL,
+		"vip.address="+labVIP, "vip.interface=eth0", "vip.etcd="+l.etcdURLs(),
 		"vip.name="+nd.name, "vip.log=stderr")
-	args = append(append(args, l.args...), extra...)
+	args = append(append(args, l.opt.args...), extra...)
 	nd.cmd = nd.ns.command(args[0], args[1:]...)
 	nd.log = &syncBuffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log

@@ -455,7 +455,7 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 	case deleted && n.holding:
 		left := time.Until(n.deadline)
 		if left < time.Second {
-			n.stepDown(fmt.Sprintf("%s expired with %v before the deadline", a.prefix(), left.Round(time.Millisecond)))
+			n.stepDown(fmt.Sprintf("renewals late: %s expired %v before the deadline", a.prefix(), left.Round(time.Millisecond)))
 			return
 		}
 		if err := n.rt.setAddr(n.link.Index, a.prefix(), left); err != nil {

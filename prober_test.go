@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The client's view: every node answers UDP probes on labEchoPort with its
+// name; the prober in the client namespace asks the VIP every 10 ms and
+// records who answered.
+
+const (
+	labEchoPort   = 7777
+	probeInterval = 10 * time.Millisecond
+)
+
+// startResponders opens an echo socket in every node namespace. The sockets
+// belong to the test process, so they answer whether or not vipd runs.
+func (l *lab) startResponders() {
+	for _, nd := range l.nodes {
+		var c *net.UDPConn
+		err := nd.ns.do(func() (err error) {
+			c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: labEchoPort})
+			return err
+		})
+		if err != nil {
+			l.t.Fatalf("echo responder in %s: %v", nd.name, err)
+		}
+		l.t.Cleanup(func() { c.Close() })
+		go func(name string) {
+			buf := make([]byte, 64)
+			for {
+				n, from, err := c.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				c.WriteToUDP(append(buf[:n:n], name...), from)
+			}
+		}(nd.name)
+	}
+}
+
+// answer is one probe that was answered.
+type answer struct {
+	sent time.Time
+	node string
+}
+
+type prober struct {
+	mu      sync.Mutex
+	answers []answer // in the order of sending
+	sent    map[uint64]time.Time
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// startProber sends a probe to the VIP every probeInterval until the test
+// ends. Replies may come from a node's own address: the socket is not
+// connected, so it takes them from any source.
+func (l *lab) startProber() *prober {
+	l.startResponders()
+	var c *net.UDPConn
+	err := l.client.do(func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{})
+		return err
+	})
+	if err != nil {
+		l.t.Fatalf("prober socket: %v", err)
+	}
+	p := &prober{sent: map[uint64]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	l.t.Cleanup(func() {
+		close(p.stop)
+		c.Close()
+		<-p.done
+	})
+	vip := &net.UDPAddr{IP: net.ParseIP(labVIP), Port: labEchoPort}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(probeInterval)
+		defer t.Stop()
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+			}
+			p.mu.Lock()
+			p.sent[seq] = time.Now()
+			p.mu.Unlock()
+			c.WriteToUDP(binary.BigEndian.AppendUint64(nil, seq), vip)
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, _, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if n < 8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(buf[:8])
+			p.mu.Lock()
+			if at, ok := p.sent[seq]; ok {
+				delete(p.sent, seq) // count each probe once
+				p.answers = append(p.answers, answer{sent: at, node: string(buf[8:n])})
+			}
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// lastAnswerFrom is the send time of the latest probe that node answered.
+func (p *prober) lastAnswerFrom(node string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.answers) - 1; i >= 0; i-- {
+		if p.answers[i].node == node {
+			return p.answers[i].sent
+		}
+	}
+	return time.Time{}
+}
+
+// waitAnsweredBy waits (bounded) until a probe sent after since is answered
+// by node.
+func (p *prober) waitAnsweredBy(t testing.TB, node string, since time.Time, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, "the client to be answered by "+node, func() bool {
+		return p.lastAnswerFrom(node).After(since)
+	})
+}
+
+// outage is the longest stretch without answers around a fault at t0: from
+// the last probe answered before t0 to the first answered by another node
+// than old (or by anyone, if old is "").
+func (p *prober) outage(t0 time.Time, old string) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var before, after time.Time
+	for _, a := range p.answers {
+		switch {
+		case !a.sent.After(t0):
+			before = a.sent
+		case old != "" && a.node == old:
+			before = a.sent // the old holder still answering after the fault
+		default:
+			after = a.sent
+		}
+		if !after.IsZero() {
+			break
+		}
+	}
+	if before.IsZero() || after.IsZero() {
+		return 0, false
+	}
+	return after.Sub(before), true
+}
