@@ -25,10 +25,10 @@ import (
 // client namespace. Addresses come from 192.0.2.0/24 only.
 
 const (
-	labVIP     = "192.0.2.100"
-	labEtcdIP  = "192.0.2.1"
-	labClient  = "192.0.2.50"
-	labBridge  = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
+	labVIP    = "192.0.2.100"
+	labEtcdIP = "192.0.2.1"
+	labClient = "192.0.2.50"
+	labBridge = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
 )
 
 var (
