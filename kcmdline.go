@@ -550,8 +550,11 @@ func setTTL(c *Config, v string) error {
 	if err != nil {
 		return err
 	}
-	if d < time.Second || d > time.Hour {
-		return errors.New("must be between 1s and 1h")
+	// Below 2 s the time between a renewal and the step-down deadline
+	// (TTL minus a 500 ms margin) is under the kernel's one-second address
+	// lifetime granularity, so the address could never be added safely.
+	if d < 2*time.Second || d > time.Hour {
+		return errors.New("must be between 2s and 1h")
 	}
 	c.TTL = d
 	return nil
