@@ -1,24 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mdlayher/packet"
-	"golang.org/x/sys/unix"
 )
 
-// `make bench` runs these with -benchtime 1x: each run does its own trials
-// and prints a table. Nothing here asserts a time.
+// `make bench` runs these with -benchtime 1x: each run does its own trials,
+// prints tables and appends them as Markdown to $VIPD_BENCH_MD (default
+// bench.md). Nothing here asserts a time.
 
 func benchTrials() int {
 	if n, err := strconv.Atoi(os.Getenv("VIPD_BENCH_TRIALS")); err == nil && n > 0 {
@@ -27,135 +25,284 @@ func benchTrials() int {
 	return 10
 }
 
-// arpCapture records the gratuitous ARP requests the client namespace sees.
-type arpCapture struct {
-	mu     sync.Mutex
-	frames []capturedARP
-	conn   *packet.Conn
+// report collects the tables of one benchmark run.
+type report struct {
+	b  *testing.B
+	md strings.Builder
 }
 
-type capturedARP struct {
-	at     time.Time
-	sender string
+func (r *report) table(title string, header []string, rows [][]string) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%s\n\n| %s |\n|%s\n", title, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
+	for _, row := range rows {
+		fmt.Fprintf(&sb, "| %s |\n", strings.Join(row, " | "))
+	}
+	fmt.Print(sb.String())
+	r.md.WriteString(sb.String())
 }
 
-func captureARP(b testing.TB, ns *testNS) *arpCapture {
-	c := &arpCapture{}
-	err := ns.do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
-		return err
-	})
+func (r *report) write() {
+	path := os.Getenv("VIPD_BENCH_MD")
+	if path == "" {
+		path = "bench.md"
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		b.Fatalf("capture ARP in %s: %v", ns.name, err)
+		r.b.Fatal(err)
 	}
-	b.Cleanup(func() { c.conn.Close() })
-	vip := netip.MustParseAddr(labVIP)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := c.conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			at := time.Now()
-			var f ethernetFrame
-			var p arpPacket
-			if f.UnmarshalBinary(buf[:n]) != nil || p.UnmarshalBinary(f.Payload) != nil {
-				continue
-			}
-			if p.SenderIP == vip && p.TargetIP == vip {
-				c.mu.Lock()
-				c.frames = append(c.frames, capturedARP{at: at, sender: p.SenderHardwareAddr.String()})
-				c.mu.Unlock()
-			}
-		}
-	}()
-	return c
+	defer f.Close()
+	fmt.Fprintf(f, "\n<!-- %s, %s -->\n%s", r.b.Name(), time.Now().UTC().Format(time.RFC3339), r.md.String())
+	abs, _ := filepath.Abs(path)
+	fmt.Printf("\n(tables appended to %s)\n", abs)
 }
 
-// first is the first announcement from mac at or after t (zero if none).
-func (c *arpCapture) first(mac string, after time.Time) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, f := range c.frames {
-		if f.sender == mac && !f.at.Before(after) {
-			return f.at
-		}
+// stats is min / median / p95 / max in milliseconds.
+func stats(vals []time.Duration) []string {
+	if len(vals) == 0 {
+		return []string{"0", "-", "-", "-", "-"}
 	}
-	return time.Time{}
-}
-
-type series struct {
-	name string
-	unit time.Duration
-	vals []time.Duration
-}
-
-func (s *series) row() string {
-	if len(s.vals) == 0 {
-		return fmt.Sprintf("| %-38s | %3d | %8s | %8s | %8s | %8s |", s.name, 0, "-", "-", "-", "-")
-	}
-	v := slices.Clone(s.vals)
+	v := slices.Clone(vals)
 	slices.Sort(v)
-	pct := func(p float64) time.Duration { return v[min(len(v)-1, int(p*float64(len(v))))] }
-	f := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/float64(s.unit), 'f', 2, 64) }
-	return fmt.Sprintf("| %-38s | %3d | %8s | %8s | %8s | %8s |", s.name, len(v), f(v[0]), f(pct(0.5)), f(pct(0.95)), f(v[len(v)-1]))
+	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 0, 64) }
+	p95 := v[min(len(v)-1, int(0.95*float64(len(v))))]
+	return []string{strconv.Itoa(len(v)), ms(v[0]), ms(v[len(v)/2]), ms(p95), ms(v[len(v)-1])}
 }
 
-func printTable(title, unit string, rows []*series) {
-	fmt.Printf("\n%s\n\n| %-38s | %3s | %8s | %8s | %8s | %8s |\n|%s|-----|----------|----------|----------|----------|\n",
-		title, "measure ("+unit+")", "n", "min", "median", "p95", "max", strings.Repeat("-", 40))
-	for _, r := range rows {
-		fmt.Println(r.row())
+func median(vals []time.Duration) time.Duration {
+	if len(vals) == 0 {
+		return 0
 	}
+	v := slices.Clone(vals)
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
-// BenchmarkFailover measures, with vip.ttl=2 and etcd's default timers:
-// SIGTERM on the holder to the next node holding the address; SIGKILL on
-// the holder to the next node holding it; and the time from the address
-// being added to the first gratuitous ARP seen by the client.
-func BenchmarkFailover(b *testing.B) {
-	l := newLab(b, 3, "vip.ttl=2")
-	l.startAll()
-	capture := captureARP(b, l.client)
-	trials := benchTrials()
+// A fault is one way to lose the holder. inject returns a function that
+// undoes it once the VIP has moved (nil if there is nothing to undo).
+type fault struct {
+	name   string
+	inject func(l *lab, h *labNode) (undo func())
+}
 
-	graceful := &series{name: "graceful: SIGTERM to next holder", unit: time.Millisecond}
-	crash := &series{name: "crash: SIGKILL to next holder", unit: time.Millisecond}
-	announce := &series{name: "address added to first GARP on wire", unit: time.Millisecond}
+var faults = []fault{
+	{"graceful (SIGTERM)", func(l *lab, h *labNode) func() {
+		l.signal(h, syscall.SIGTERM)
+		return func() { l.wait(h, 10*time.Second); l.restart(h) }
+	}},
+	// A crashed node answers nothing any more, as after a power loss: the
+	// daemon is killed and the node cut off at the same moment. (Killing
+	// only the daemon leaves a keepalived node answering for the VIP for
+	// good, and a vipd node until its address lifetime ends.)
+	{"crash (SIGKILL + cut off)", func(l *lab, h *labNode) func() {
+		l.signal(h, syscall.SIGKILL)
+		l.partition(h)
+		return func() {
+			l.wait(h, 10*time.Second)
+			l.waitGone(h, 10*time.Second)
+			l.heal(h)
+			l.restart(h)
+		}
+	}},
+	{"freeze (SIGSTOP)", func(l *lab, h *labNode) func() {
+		l.signal(h, syscall.SIGSTOP)
+		return func() { l.signal(h, syscall.SIGCONT) }
+	}},
+	{"partition (cut off the LAN)", func(l *lab, h *labNode) func() {
+		l.partition(h)
+		return func() { l.heal(h) }
+	}},
+}
 
-	for _, tc := range []struct {
-		sig syscall.Signal
-		s   *series
-	}{{syscall.SIGTERM, graceful}, {syscall.SIGKILL, crash}} {
-		for i := 0; i < trials; i++ {
-			old := l.holder(electBound, time.Second)
-			t0 := time.Now()
-			l.signal(old, tc.sig)
-			next := l.holderOtherThan(old, moveBound)
-			added := l.mon.gainedAt(slices.Index(l.nodes, next))
-			tc.s.vals = append(tc.s.vals, added.Sub(t0))
-			// Frames and netlink events are stamped by different goroutines:
-			// the difference can be a little below zero.
-			waitFor(b, 5*time.Second, "the takeover announcement", func() bool { return !capture.first(next.mac, t0).IsZero() })
-			announce.vals = append(announce.vals, capture.first(next.mac, t0).Sub(added))
-			l.wait(old, 5*time.Second)
-			l.waitGone(old, 5*time.Second) // a crashed node's copy expires by its lifetime
-			l.start(old)
+// restart starts the node's daemon again the way it was started.
+func (l *lab) restart(nd *labNode) {
+	if nd.restart != nil {
+		nd.restart()
+		return
+	}
+	l.start(nd)
+}
+
+// trial injects a fault on the current holder and returns the outage the
+// client saw and the time until the next node held the address.
+func trial(b *testing.B, l *lab, p *prober, f fault, settle time.Duration) (outage, moved time.Duration, ok bool) {
+	h := l.holder(3*electBound, settle)
+	t0 := time.Now()
+	undo := f.inject(l, h)
+	next := l.holderOtherThan(h, 3*moveBound)
+	moved = l.mon.gainedAt(indexOf(l.nodes, next)).Sub(t0)
+	p.waitAnsweredBy(b, next.name, t0, 5*time.Second)
+	outage, ok = p.outage(t0, h.name)
+	undo()
+	return outage, moved, ok
+}
+
+// measure runs the trials of one fault.
+func measure(b *testing.B, l *lab, p *prober, f fault, trials int, settle time.Duration) (outs, moves []time.Duration) {
+	for i := 0; i < trials; i++ {
+		if out, moved, ok := trial(b, l, p, f, settle); ok {
+			outs, moves = append(outs, out), append(moves, moved)
 		}
 	}
-	l.assertNoOverlap()
-	printTable(fmt.Sprintf("Failover, 3 nodes, vip.ttl=2, etcd default timers, %d trials each", trials), "ms",
-		[]*series{graceful, crash, announce})
+	return outs, moves
 }
 
-// BenchmarkIdle measures the binary and an idle leader and follower: RSS and
-// CPU time over a quiet minute (VIPD_BENCH_IDLE, default 30s).
+// row is one line of the outage table.
+func row(daemon, fault string, outs, moves []time.Duration, overlaps string) []string {
+	return append(append([]string{daemon, fault}, stats(outs)...), stats(moves)[2], overlaps)
+}
+
+type benchConfig struct {
+	name      string
+	etcdFlags []string
+	words     []string
+}
+
+// BenchmarkFailover measures client-visible outages for each fault, for
+// vipd (default etcd timers and tuned ones) and for keepalived in the same
+// topology with the same prober.
+func BenchmarkFailover(b *testing.B) {
+	r := &report{b: b}
+	trials := benchTrials()
+	vipdRuns := []benchConfig{
+		{"vipd, vip.ttl=2, etcd default timers", nil, []string{"vip.ttl=2"}},
+		{"vipd, vip.ttl=2, etcd --heartbeat-interval=50 --election-timeout=500", []string{"--heartbeat-interval=50", "--election-timeout=500"}, []string{"vip.ttl=2"}},
+	}
+	medians := map[string]map[string]time.Duration{} // config → fault → median
+	var rows [][]string
+	for _, cfg := range vipdRuns {
+		medians[cfg.name] = map[string]time.Duration{}
+		for _, f := range faults {
+			b.Run(cfg.name+"/"+f.name, func(b *testing.B) {
+				l := newLabWith(b, labOptions{nodes: 3, cluster: true, etcdFlags: cfg.etcdFlags, args: cfg.words})
+				p := l.startProber()
+				l.startAll()
+				outs, moves := measure(b, l, p, f, trials, time.Second)
+				medians[cfg.name][f.name] = median(outs)
+				rows = append(rows, row(cfg.name, f.name, outs, moves, strconv.Itoa(len(l.mon.overlaps()))))
+			})
+		}
+	}
+
+	kaRows, kaMedians := keepalivedRuns(b, trials)
+	rows = append(rows, kaRows...)
+	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to the VIP every 10 ms, %d trials each (ms)", trials),
+		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "median to next holder", "overlaps (two holders)"}, rows)
+
+	var ratio [][]string
+	base := vipdRuns[0].name
+	for ka, m := range kaMedians {
+		for _, f := range []string{faults[0].name, faults[1].name} {
+			if m[f] > 0 {
+				ratio = append(ratio, []string{f, ka, fmt.Sprintf("%.2f", float64(medians[base][f])/float64(m[f]))})
+			}
+		}
+	}
+	slices.SortFunc(ratio, func(a, b []string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) })
+	r.table("Median outage ratio, vipd (vip.ttl=2, default etcd) / keepalived, same run",
+		[]string{"fault", "keepalived", "vipd / keepalived"}, ratio)
+	r.write()
+}
+
+// keepalivedRuns runs graceful, crash and partition against keepalived with
+// its default advert_int 1 and with 0.3 (VRRPv3).
+func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string]time.Duration) {
+	if _, err := exec.LookPath("keepalived"); err != nil {
+		fmt.Println("keepalived not installed (apt-get install keepalived): comparison skipped")
+		return nil, nil
+	}
+	var rows [][]string
+	medians := map[string]map[string]time.Duration{}
+	for _, advert := range []string{"1", "0.3"} {
+		name := "keepalived, advert_int " + advert
+		medians[name] = map[string]time.Duration{}
+		for _, f := range []fault{faults[0], faults[1], faults[3]} {
+			b.Run(name+"/"+f.name, func(b *testing.B) {
+				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
+				p := l.startProber()
+				for _, nd := range l.nodes {
+					l.startKeepalived(nd, advert)
+				}
+				if f.name == faults[3].name {
+					most := 0
+					for i := 0; i < trials; i++ {
+						most = max(most, keepalivedPartition(b, l))
+					}
+					rows = append(rows, []string{name, f.name, strconv.Itoa(trials), "-", "-", "-", "-", "-",
+						fmt.Sprintf("%d (up to %d masters at once)", len(l.mon.overlaps()), most)})
+					return
+				}
+				outs, moves := measure(b, l, p, f, trials, 2*time.Second)
+				medians[name][f.name] = median(outs)
+				rows = append(rows, row(name, f.name, outs, moves, strconv.Itoa(len(l.mon.overlaps()))))
+			})
+		}
+	}
+	return rows, medians
+}
+
+// keepalivedPartition cuts the master off and counts the holders before
+// healing. keepalived has no fencing: the cut-off master keeps the address.
+func keepalivedPartition(b *testing.B, l *lab) int {
+	h := l.holder(3*electBound, 2*time.Second)
+	l.partition(h)
+	deadline := time.Now().Add(10 * time.Second)
+	most := 1
+	for time.Now().Before(deadline) && most < 2 {
+		held, _ := l.mon.current()
+		most = max(most, len(held))
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.heal(h)
+	return most
+}
+
+// startKeepalived runs keepalived (VRRP only) on the node with equal
+// priorities, as a plain VRRP setup would.
+func (l *lab) startKeepalived(nd *labNode, advert string) {
+	dir := l.t.TempDir()
+	version := "2"
+	if strings.Contains(advert, ".") {
+		version = "3" // sub-second adverts need VRRPv3
+	}
+	conf := fmt.Sprintf(`global_defs {
+    router_id %s
+    vrrp_version %s
+    vrrp_garp_master_delay 1
+}
+vrrp_instance VI {
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    advert_int %s
+    virtual_ipaddress {
+        %s/32 dev eth0
+    }
+}
+`, nd.name, version, advert, labVIP)
+	confPath := filepath.Join(dir, "keepalived.conf")
+	writeFile(l.t, confPath, conf)
+	nd.restart = func() { l.runKeepalived(nd, dir, confPath) }
+	nd.restart()
+}
+
+func (l *lab) runKeepalived(nd *labNode, dir, conf string) {
+	nd.cmd = nd.ns.command("keepalived", "--dont-fork", "--log-console", "--vrrp", "--use-file", conf,
+		"--pid", filepath.Join(dir, "k.pid"), "--vrrp_pid", filepath.Join(dir, "v.pid"))
+	nd.log = &syncBuffer{}
+	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
+	if err := nd.cmd.Start(); err != nil {
+		l.t.Fatalf("start keepalived on %s: %v", nd.name, err)
+	}
+	nd.exit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+}
+
+// BenchmarkIdle measures the binary and an idle leader and follower: RSS,
+// CPU time and the requests each sends to etcd, over VIPD_BENCH_IDLE
+// (default 30s).
 func BenchmarkIdle(b *testing.B) {
+	r := &report{b: b}
 	bin, _ := binaries(b)
 	st, err := os.Stat(bin)
 	if err != nil {
@@ -174,19 +321,46 @@ func BenchmarkIdle(b *testing.B) {
 		follower = l.nodes[1]
 	}
 	cpu0 := map[*labNode]time.Duration{leader: cpuTime(b, leader), follower: cpuTime(b, follower)}
+	msgs0 := etcdMessages(b, l)
 	time.Sleep(idle)
-	fmt.Printf("\nResources (stripped static binary, idle %v, vip.ttl=2)\n\n", idle)
-	fmt.Printf("| measure | value |\n|---|---|\n")
-	fmt.Printf("| binary size, stripped, CGO_ENABLED=0 | %.1f MiB |\n", float64(st.Size())/(1<<20))
+	msgs := etcdMessages(b, l) - msgs0
+
+	rows := [][]string{{"binary size, stripped, CGO_ENABLED=0", fmt.Sprintf("%.1f MiB", float64(st.Size())/(1<<20))}}
 	for _, nd := range []*labNode{leader, follower} {
 		role := "leader"
 		if nd == follower {
 			role = "follower"
 		}
 		used := cpuTime(b, nd) - cpu0[nd]
-		fmt.Printf("| %s RSS | %.1f MiB |\n", role, float64(rss(b, nd))/(1<<20))
-		fmt.Printf("| %s CPU | %.2f%% (%.1f s per hour) |\n", role, 100*used.Seconds()/idle.Seconds(), used.Seconds()*3600/idle.Seconds())
+		rows = append(rows,
+			[]string{role + " RSS", fmt.Sprintf("%.1f MiB", float64(rss(b, nd))/(1<<20))},
+			[]string{role + " CPU", fmt.Sprintf("%.2f%% (%.1f s per hour)", 100*used.Seconds()/idle.Seconds(), used.Seconds()*3600/idle.Seconds())})
 	}
+	rows = append(rows, []string{"etcd requests per node", fmt.Sprintf("%.1f per second", msgs/idle.Seconds()/2)})
+	r.table(fmt.Sprintf("Resources, idle %v, vip.ttl=2", idle), []string{"measure", "value"}, rows)
+	r.write()
+}
+
+// etcdMessages is the number of gRPC messages etcd has received, from its
+// /metrics.
+func etcdMessages(b testing.TB, l *lab) float64 {
+	resp, err := l.clientHTTP().Get(l.etcd[0].clientURL() + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "grpc_server_msg_received_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		sum += v
+	}
+	return sum
 }
 
 // cpuTime is user+system time of the node's vipd, from /proc/PID/stat.

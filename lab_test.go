@@ -106,6 +106,8 @@ type labNode struct {
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	exit chan error // receives the process's exit once
+	// restart starts the node's daemon again; nil means vipd (l.start).
+	restart func()
 }
 
 type lab struct {
@@ -126,6 +128,7 @@ type labOptions struct {
 	cluster   bool
 	etcdFlags []string // extra etcd flags, e.g. tuned timers
 	args      []string // extra vip.* words for every node
+	noEtcd    bool     // for labs that run keepalived instead
 }
 
 // etcdMember is one etcd server of the lab.
@@ -171,7 +174,7 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 			l.etcd = append(l.etcd, &etcdMember{name: nd.name, ns: nd.ns, ip: nd.ip})
 		}
 	}
-	if !opt.cluster {
+	if !opt.cluster && !opt.noEtcd {
 		l.etcd = []*etcdMember{{name: "lab", ns: l.lan, ip: labEtcdIP}}
 	}
 	l.client = newNS(t, "client")
@@ -185,7 +188,9 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 			}
 		}
 	})
-	l.startEtcd(l.etcd...)
+	if len(l.etcd) > 0 {
+		l.startEtcd(l.etcd...)
+	}
 	l.mon = startMonitor(t, l.nodes)
 	t.Cleanup(func() {
 		for _, nd := range l.nodes {

@@ -3,9 +3,13 @@ package main
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 )
 
 // The client's view: every node answers UDP probes on labEchoPort with its
@@ -160,4 +164,66 @@ func (p *prober) outage(t0 time.Time, old string) (time.Duration, bool) {
 		return 0, false
 	}
 	return after.Sub(before), true
+}
+
+// arpCapture records the gratuitous ARP requests the client namespace sees.
+type arpCapture struct {
+	mu     sync.Mutex
+	frames []capturedARP
+	conn   *packet.Conn
+}
+
+type capturedARP struct {
+	at     time.Time
+	sender string
+}
+
+func captureARP(b testing.TB, ns *testNS) *arpCapture {
+	c := &arpCapture{}
+	err := ns.do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		return err
+	})
+	if err != nil {
+		b.Fatalf("capture ARP in %s: %v", ns.name, err)
+	}
+	b.Cleanup(func() { c.conn.Close() })
+	vip := netip.MustParseAddr(labVIP)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := c.conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			at := time.Now()
+			var f ethernetFrame
+			var p arpPacket
+			if f.UnmarshalBinary(buf[:n]) != nil || p.UnmarshalBinary(f.Payload) != nil {
+				continue
+			}
+			if p.SenderIP == vip && p.TargetIP == vip {
+				c.mu.Lock()
+				c.frames = append(c.frames, capturedARP{at: at, sender: p.SenderHardwareAddr.String()})
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c
+}
+
+// first is the first announcement from mac at or after t (zero if none).
+func (c *arpCapture) first(mac string, after time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.frames {
+		if f.sender == mac && !f.at.Before(after) {
+			return f.at
+		}
+	}
+	return time.Time{}
 }
