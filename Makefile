@@ -37,9 +37,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitCmdline$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) .
 
-demo: $(ETCD) vipd
-	./demo.sh
+# The demo is the test lab with a live view (demo_test.go), run from a
+# compiled test binary so that Ctrl-C reaches it directly and it cleans up.
+demo: $(ETCD)
+	$(GO) test -c -o bin/vipd.test .
+	VIPD_DEMO=1 VIPD_ETCD=$(CURDIR)/$(ETCD) ./bin/vipd.test -test.run '^TestDemo$$' -test.count=1
 
 clean:
 	rm -f vipd
-	rm -rf test/etcd/bin
+	rm -rf bin test/etcd/bin
