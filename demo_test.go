@@ -52,7 +52,10 @@ func TestDemo(t *testing.T) {
 		d.say("%s vipd on %s (%v)", step.what, h.name, step.sig)
 		t0 := time.Now()
 		l.signal(h, step.sig)
-		if !d.watch(8*time.Second, func() bool { n, _ := l.mon.current(); return len(n) == 1 && l.nodes[n[0]] != h && p.lastAnswerFrom(l.nodes[n[0]].name).After(t0) }) {
+		if !d.watch(8*time.Second, func() bool {
+			n, _ := l.mon.current()
+			return len(n) == 1 && l.nodes[n[0]] != h && p.lastAnswerFrom(l.nodes[n[0]].name).After(t0)
+		}) {
 			return
 		}
 		n, _ := l.mon.current()
