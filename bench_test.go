@@ -89,28 +89,41 @@ var faults = []fault{
 		l.signal(h, syscall.SIGTERM)
 		return func() { l.wait(h, 10*time.Second); l.restart(h) }
 	}},
-	// A crashed node answers nothing any more, as after a power loss: the
-	// daemon is killed and the node cut off at the same moment. (Killing
-	// only the daemon leaves a keepalived node answering for the VIP for
-	// good, and a vipd node until its address lifetime ends.)
-	{"crash (SIGKILL + cut off)", func(l *lab, h *labNode) func() {
+	// The daemon dies, the node stays up. vipd's address goes with its
+	// lifetime; keepalived's stays until someone removes it.
+	{"crash (SIGKILL)", func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGKILL)
+		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.restart(h) }
+	}},
+	// The node dies, as after a power loss: cut off first (so that nothing
+	// it sends on the way down gets out), then the daemon killed. With
+	// etcd on the nodes this also takes an etcd member away.
+	{"node loss (cut off + SIGKILL)", func(l *lab, h *labNode) func() {
 		l.partition(h)
-		return func() {
-			l.wait(h, 10*time.Second)
-			l.waitGone(h, 10*time.Second)
-			l.heal(h)
-			l.restart(h)
-		}
+		l.signal(h, syscall.SIGKILL)
+		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
 	}},
 	{"freeze (SIGSTOP)", func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGSTOP)
-		return func() { l.signal(h, syscall.SIGCONT) }
+		return func() { l.signal(h, syscall.SIGCONT); l.clearVIP(h) }
 	}},
 	{"partition (cut off the LAN)", func(l *lab, h *labNode) func() {
 		l.partition(h)
-		return func() { l.heal(h) }
+		return func() { l.heal(h); l.clearVIP(h) }
 	}},
+}
+
+// clearVIP waits for a vipd node's copy of the VIP to go by its lifetime;
+// a keepalived node keeps it, so it is removed by hand there, as an
+// operator would have to.
+func (l *lab) clearVIP(nd *labNode) {
+	if nd.restart == nil {
+		l.waitGone(nd, 10*time.Second)
+		return
+	}
+	if nd.cmd == nil && l.hasVIP(nd) {
+		nd.ns.ip(l.t, "addr", "del", labVIP+"/32", "dev", "eth0")
+	}
 }
 
 // restart starts the node's daemon again the way it was started.
@@ -128,7 +141,19 @@ func trial(b *testing.B, l *lab, p *prober, f fault, settle time.Duration) (outa
 	h := l.holder(3*electBound, settle)
 	t0 := time.Now()
 	undo := f.inject(l, h)
-	next := l.holderOtherThan(h, 3*moveBound)
+	// Not holderOtherThan: a keepalived node that was killed or frozen
+	// keeps the address, so there may be two holders for a while.
+	var next *labNode
+	waitFor(b, 3*moveBound, "another node to take the VIP", func() bool {
+		held, _ := l.mon.current()
+		for _, i := range held {
+			if l.nodes[i] != h {
+				next = l.nodes[i]
+				return true
+			}
+		}
+		return false
+	})
 	moved = l.mon.gainedAt(indexOf(l.nodes, next)).Sub(t0)
 	p.waitAnsweredBy(b, next.name, t0, 5*time.Second)
 	outage, ok = p.outage(t0, h.name)
@@ -191,9 +216,12 @@ func BenchmarkFailover(b *testing.B) {
 	var ratio [][]string
 	base := vipdRuns[0].name
 	for ka, m := range kaMedians {
-		for _, f := range []string{faults[0].name, faults[1].name} {
-			if m[f] > 0 {
-				ratio = append(ratio, []string{f, ka, fmt.Sprintf("%.2f", float64(medians[base][f])/float64(m[f]))})
+		// Only where both lose the service: a keepalived node whose daemon
+		// was killed or frozen keeps answering (with two holders), which is
+		// no outage to compare with.
+		for _, f := range []fault{faults[0], faults[2]} {
+			if m[f.name] > 0 {
+				ratio = append(ratio, []string{f.name, ka, fmt.Sprintf("%.2f", float64(medians[base][f.name])/float64(m[f.name]))})
 			}
 		}
 	}
@@ -215,14 +243,14 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 	for _, advert := range []string{"1", "0.3"} {
 		name := "keepalived, advert_int " + advert
 		medians[name] = map[string]time.Duration{}
-		for _, f := range []fault{faults[0], faults[1], faults[3]} {
+		for _, f := range faults {
 			b.Run(name+"/"+f.name, func(b *testing.B) {
 				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
 				p := l.startProber()
 				for _, nd := range l.nodes {
 					l.startKeepalived(nd, advert)
 				}
-				if f.name == faults[3].name {
+				if f.name == faults[4].name {
 					most := 0
 					for i := 0; i < trials; i++ {
 						most = max(most, keepalivedPartition(b, l))

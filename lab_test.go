@@ -347,9 +347,10 @@ func (l *lab) startAll(extra ...string) {
 	}
 }
 
+// signal signals the node's daemon and any children it has.
 func (l *lab) signal(nd *labNode, sig syscall.Signal) {
-	if err := nd.cmd.Process.Signal(sig); err != nil {
-		l.t.Fatalf("signal %v to vipd on %s: %v", sig, nd.name, err)
+	if err := syscall.Kill(-nd.cmd.Process.Pid, sig); err != nil {
+		l.t.Fatalf("signal %v to the daemon on %s: %v", sig, nd.name, err)
 	}
 }
 
@@ -370,8 +371,8 @@ func (l *lab) kill(nd *labNode) {
 	if nd.cmd == nil {
 		return
 	}
-	nd.cmd.Process.Signal(syscall.SIGCONT)
-	nd.cmd.Process.Kill()
+	syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGCONT)
+	syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGKILL)
 	<-nd.exit
 	nd.cmd = nil
 }

@@ -93,11 +93,12 @@ func (ns *testNS) sysctl(t testing.TB, key, value string) {
 	}
 }
 
-// command prepares a process that runs inside the namespace and is killed if
-// the test binary dies first.
+// command prepares a process that runs inside the namespace, in a process
+// group of its own (so that a signal reaches a daemon's children too), and
+// is killed if the test binary dies first.
 func (ns *testNS) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	return cmd
 }
 
