@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -215,17 +216,43 @@ func arpProbe(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 // itself. When the interface's MAC changes, close the announcer and open a
 // new one with the new MAC.
 type announcer struct {
-	name string // interface name, for errors
-	mac  net.HardwareAddr
-	conn *packet.Conn
+	name  string // interface name, for errors
+	mac   net.HardwareAddr
+	conn  *packet.Conn // ARP
+	conn6 *packet.Conn // ICMPv6 neighbour discovery (ndp.go); nil without IPv6 VIPs
 }
 
 // announceWriteTimeout bounds one send, so a stuck transmit queue cannot wedge
 // the caller (e.g. an announcement burst that must stop on step-down).
 const announceWriteTimeout = time.Second
 
-// openAnnouncer opens the AF_PACKET socket (packet.Raw, ETH_P_ARP) on the interface.
-func openAnnouncer(ifindex int, name string, mac net.HardwareAddr) (*announcer, error) {
+// ndpFilter lets only ICMPv6 neighbour solicitations and advertisements
+// (without extension headers) reach the IPv6 socket, which would otherwise
+// be handed a copy of every IPv6 packet on the link.
+var ndpFilter = mustAssemble([]bpf.Instruction{
+	bpf.LoadAbsolute{Off: 12, Size: 2}, // EtherType
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeIPv6, SkipTrue: 5},
+	bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 1}, // next header
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoICMPv6, SkipTrue: 3},
+	bpf.LoadAbsolute{Off: ethHeaderLen + ipv6HeaderLen, Size: 1}, // ICMPv6 type
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpv6NeighSol, SkipTrue: 2},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpv6NeighAdv, SkipTrue: 1},
+	bpf.RetConstant{Val: 0},
+	bpf.RetConstant{Val: 0x40000},
+})
+
+func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+// openAnnouncer opens the AF_PACKET sockets on the interface: one for ARP
+// (packet.Raw, ETH_P_ARP) and, when ipv6 is set, one for neighbour
+// discovery.
+func openAnnouncer(ifindex int, name string, mac net.HardwareAddr, ipv6 bool) (*announcer, error) {
 	if len(mac) != 6 {
 		return nil, fmt.Errorf("open ARP socket on %s: hardware address %q is not 6 bytes", name, mac)
 	}
@@ -237,43 +264,79 @@ func openAnnouncer(ifindex int, name string, mac net.HardwareAddr) (*announcer, 
 	if err != nil {
 		return nil, fmt.Errorf("open ARP socket on %s: %w", name, err)
 	}
-	return &announcer{name: name, mac: bytes.Clone(mac), conn: conn}, nil
+	a := &announcer{name: name, mac: bytes.Clone(mac), conn: conn}
+	if ipv6 {
+		a.conn6, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: ndpFilter})
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("open neighbour discovery socket on %s: %w", name, err)
+		}
+	}
+	return a, nil
 }
 
-// Close closes the socket.
+// Close closes the sockets.
 func (a *announcer) Close() error {
+	if a.conn6 != nil {
+		a.conn6.Close()
+	}
 	if err := a.conn.Close(); err != nil {
 		return fmt.Errorf("close ARP socket on %s: %w", a.name, err)
 	}
 	return nil
 }
 
-// send writes one frame, broadcast.
-func (a *announcer) send(frame []byte) error {
-	if err := a.conn.SetWriteDeadline(time.Now().Add(announceWriteTimeout)); err != nil {
+// socket is the connection that carries ip's family.
+func (a *announcer) socket(ip netip.Addr) (*packet.Conn, error) {
+	if ip.Is4() {
+		return a.conn, nil
+	}
+	if a.conn6 == nil {
+		return nil, errors.New("no IPv6 socket: the announcer was opened for IPv4 only")
+	}
+	return a.conn6, nil
+}
+
+// send writes one complete Ethernet frame (its header names the
+// destination).
+func (a *announcer) send(conn *packet.Conn, frame []byte) error {
+	if err := conn.SetWriteDeadline(time.Now().Add(announceWriteTimeout)); err != nil {
 		return err
 	}
-	_, err := a.conn.WriteTo(frame, &packet.Addr{HardwareAddr: ethBroadcast})
+	_, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: net.HardwareAddr(frame[0:6])})
 	return err
 }
 
-// announce sends the gratuitous ARP frames for ip once (both forms).
+// announce sends the announcement for ip once: both gratuitous ARP forms
+// for IPv4, an unsolicited Neighbor Advertisement for IPv6.
 func (a *announcer) announce(ip netip.Addr) error {
+	what := "gratuitous ARP"
 	frames, err := gratuitousARP(a.mac, ip)
-	if err != nil {
-		return fmt.Errorf("send gratuitous ARP for %s on %s: %w", ip, a.name, err)
+	if ip.Is6() {
+		what = "unsolicited neighbour advertisement"
+		var na []byte
+		na, err = unsolicitedNA(a.mac, ip)
+		frames = [][]byte{na}
+	}
+	conn, serr := a.socket(ip)
+	if err == nil {
+		err = serr
 	}
 	for _, f := range frames {
-		if err := a.send(f); err != nil {
-			return fmt.Errorf("send gratuitous ARP for %s on %s: %w", ip, a.name, err)
+		if err != nil {
+			break
 		}
+		err = a.send(conn, f)
+	}
+	if err != nil {
+		return fmt.Errorf("send %s for %s on %s: %w", what, ip, a.name, err)
 	}
 	return nil
 }
 
 // drain discards every frame already queued on the socket, without blocking.
-func (a *announcer) drain() error {
-	rc, err := a.conn.SyscallConn()
+func (a *announcer) drain(conn *packet.Conn) error {
+	rc, err := conn.SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -313,23 +376,34 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 	if window <= 0 {
 		return nil, nil
 	}
-	wrap := func(err error) error {
-		return fmt.Errorf("ARP probe for %s on %s: %w", ip, a.name, err)
+	what, claimant, frame, err := "ARP probe", a.claimant, []byte(nil), error(nil)
+	if ip.Is4() {
+		frame, err = arpProbe(a.mac, ip)
+	} else {
+		what = "neighbour solicitation probe"
+		claimant = func(f []byte, ip netip.Addr) net.HardwareAddr { return ndpClaimant(f, ip, a.mac) }
+		frame, err = ndpProbe(a.mac, ip)
 	}
-	frame, err := arpProbe(a.mac, ip)
+	wrap := func(err error) error {
+		return fmt.Errorf("%s for %s on %s: %w", what, ip, a.name, err)
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	conn, err := a.socket(ip)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
 	}
-	if err := a.drain(); err != nil {
+	if err := a.drain(conn); err != nil {
 		return nil, wrap(err)
 	}
-	if err := a.send(frame); err != nil {
+	if err := a.send(conn, frame); err != nil {
 		return nil, wrap(err)
 	}
-	if err := a.conn.SetReadDeadline(time.Now().Add(window)); err != nil {
+	if err := conn.SetReadDeadline(time.Now().Add(window)); err != nil {
 		return nil, wrap(err)
 	}
 	// Cancellation interrupts a blocked read by moving the deadline into
@@ -337,7 +411,7 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 	// on a later probe's deadline.
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
-		_ = a.conn.SetReadDeadline(time.Unix(1, 0))
+		_ = conn.SetReadDeadline(time.Unix(1, 0))
 		close(fired)
 	})
 	defer func() {
@@ -348,7 +422,7 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 
 	buf := make([]byte, 1600)
 	for {
-		n, _, err := a.conn.ReadFrom(buf)
+		n, _, err := conn.ReadFrom(buf)
 		if err != nil {
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, wrap(cerr)
@@ -358,7 +432,7 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 			}
 			return nil, wrap(err)
 		}
-		if mac := a.claimant(buf[:n], ip); mac != nil {
+		if mac := claimant(buf[:n], ip); mac != nil {
 			return mac, nil
 		}
 	}

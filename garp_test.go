@@ -637,7 +637,7 @@ func openAnnouncerIn(t *testing.T, ns *testNS, name string) *announcer {
 		if err != nil {
 			return err
 		}
-		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr)
+		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, true)
 		return err
 	})
 	if err != nil {
@@ -1010,11 +1010,11 @@ func TestAnnouncerErrors(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if a, err := openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr[:5]); err == nil {
+		if a, err := openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr[:5], false); err == nil {
 			a.Close()
 			t.Error("openAnnouncer with a 5-byte MAC succeeded")
 		}
-		if a, err := openAnnouncer(0, ifi.Name, ifi.HardwareAddr); err == nil {
+		if a, err := openAnnouncer(0, ifi.Name, ifi.HardwareAddr, false); err == nil {
 			a.Close()
 			t.Error("openAnnouncer with ifindex 0 succeeded")
 		}

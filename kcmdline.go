@@ -398,10 +398,13 @@ func parseVIP(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, errors.New("not an IP address")
 	}
-	if !addr.Is4() {
-		return netip.Prefix{}, errors.New("IPv6 is not yet supported")
-	}
 	switch {
+	case addr.Is4In6():
+		return netip.Prefix{}, errors.New("IPv4-mapped IPv6 address (write the IPv4 address)")
+	case addr.Zone() != "":
+		return netip.Prefix{}, errors.New("zoned address (the interface is vip.interface)")
+	case addr.IsLinkLocalUnicast():
+		return netip.Prefix{}, errors.New("link-local address")
 	case addr.IsUnspecified():
 		return netip.Prefix{}, errors.New("unspecified address")
 	case addr.IsLoopback():

@@ -119,6 +119,11 @@ func TestParseConfigSources(t *testing.T) {
 				return slices.Equal(c.Addresses, []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24"), netip.MustParsePrefix("198.51.100.7/32")}) &&
 					c.Key == "/vipd/192.0.2.10" && slices.Equal(c.Etcd, []string{"https://a:2379", "http://b/"})
 			}},
+		{"dual stack, IPv6 defaults to /128", []string{"vip.address=2001:db8::100,192.0.2.10", "vip.etcd=http://a:2379"}, nil,
+			func(c Config) bool {
+				return slices.Equal(c.Addresses, []netip.Prefix{netip.MustParsePrefix("2001:db8::100/128"), netip.MustParsePrefix("192.0.2.10/32")}) &&
+					c.Key == "/vipd/2001:db8::100"
+			}},
 		{"zero interval is fine for one announcement", append([]string{"vip.garp=1", "vip.garp.interval=0"}, kcMinimal...), nil,
 			func(c Config) bool { return c.Garp == 1 && c.GarpInterval == 0 }},
 		{"cert and key together", append([]string{"vip.etcd.cert=c.pem", "vip.etcd.key=k.pem"}, kcMinimal...), nil,
@@ -176,8 +181,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"empty address", with("vip.address="), nil, `vip.address="": must not be empty`},
 		{"not an ip", with("vip.address=300.1.1.1"), nil, `vip.address="300.1.1.1": not an IP address`},
 		{"leading zero", with("vip.address=192.0.2.01"), nil, `vip.address="192.0.2.01": not an IP address`},
-		{"ipv6", with("vip.address=2001:db8::1"), nil, `vip.address="2001:db8::1": IPv6 is not yet supported`},
-		{"v4 mapped v6", with("vip.address=::ffff:192.0.2.1"), nil, `vip.address="::ffff:192.0.2.1": IPv6 is not yet supported`},
+		{"v4 mapped v6", with("vip.address=::ffff:192.0.2.1"), nil, `vip.address="::ffff:192.0.2.1": IPv4-mapped IPv6 address (write the IPv4 address)`},
+		{"v6 zone", with("vip.address=2001:db8::1%eth0"), nil, `vip.address="2001:db8::1%eth0": zoned address (the interface is vip.interface)`},
+		{"v6 link-local", with("vip.address=fe80::1"), nil, `vip.address="fe80::1": link-local address`},
+		{"v6 loopback", with("vip.address=::1"), nil, `vip.address="::1": loopback address`},
+		{"v6 multicast", with("vip.address=ff02::1"), nil, `vip.address="ff02::1": multicast address`},
+		{"v6 prefix too long", with("vip.address=2001:db8::1/129"), nil, `vip.address="2001:db8::1/129": prefix length out of range (1-128)`},
 		{"prefix too long", with("vip.address=192.0.2.1/33"), nil, `vip.address="192.0.2.1/33": prefix length out of range (1-32)`},
 		{"prefix zero", with("vip.address=192.0.2.1/0"), nil, `vip.address="192.0.2.1/0": prefix length out of range (1-32)`},
 		{"prefix not a number", with("vip.address=192.0.2.1/x"), nil, `vip.address="192.0.2.1/x": bad prefix length`},

@@ -241,11 +241,9 @@ func (n *node) startProbe() {
 		for {
 			r := probeResult{seq: seq}
 			for _, p := range vips {
-				if p.Addr().Is4() {
-					r.foreign, r.err = ann.probe(ctx, p.Addr(), window)
-					if r.foreign != nil || r.err != nil {
-						break
-					}
+				r.foreign, r.err = ann.probe(ctx, p.Addr(), window)
+				if r.foreign != nil || r.err != nil {
+					break
 				}
 			}
 			select {
@@ -469,6 +467,15 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 	}
 }
 
+func (n *node) hasIPv6() bool {
+	for _, v := range n.cfg.Addresses {
+		if v.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *node) isVIP(p netip.Prefix) bool {
 	for _, v := range n.cfg.Addresses {
 		if v == p {
@@ -526,7 +533,7 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		n.closeAnnouncer()
 	}
 	if usable && n.ann == nil {
-		ann, err := openAnnouncer(int(l.Index), l.Name, l.HardwareAddr)
+		ann, err := openAnnouncer(int(l.Index), l.Name, l.HardwareAddr, n.hasIPv6())
 		if err != nil {
 			n.log.errorf("%v", err) // announcements and probes are skipped until the next link change
 		}
