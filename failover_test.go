@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -183,4 +184,41 @@ func TestCannotAddAddressDoesNotSpin(t *testing.T) {
 		t.Fatalf("vipd exited (%v); runtime trouble must be waited out", err)
 	default:
 	}
+}
+
+func TestDualStackFailover(t *testing.T) {
+	l := newLabWith(t, labOptions{nodes: 2, dualStack: true, args: []string{"vip.ttl=2"}})
+	l.startResponders()
+	p6 := l.startProberTo(labVIP6)
+	na := captureNA(t, l.client)
+	l.startAll()
+	old := l.holder(electBound, time.Second)
+	waitFor(t, 5*time.Second, "the IPv6 VIP on "+old.name, func() bool {
+		held, _ := l.mon6.current()
+		return len(held) == 1 && l.nodes[held[0]] == old
+	})
+	p6.waitAnsweredBy(t, old.name, time.Now(), 5*time.Second) // the client resolved the IPv6 VIP
+	if got := l.clientNeighbourOf(labVIP6); got != old.mac {
+		t.Fatalf("client's IPv6 neighbour entry is %q, want %s", got, old.mac)
+	}
+
+	t0 := time.Now()
+	l.signal(old, syscall.SIGKILL)
+	next := l.holderOtherThan(old, moveBound)
+	waitFor(t, 5*time.Second, "the IPv6 VIP to move with the IPv4 one", func() bool {
+		held, _ := l.mon6.current()
+		return len(held) == 1 && l.nodes[held[0]] == next
+	})
+	// Once the advertisement has reached the client, its entry must already
+	// name the new holder: no waiting for neighbour unreachability
+	// detection, which takes five seconds and more.
+	waitFor(t, 5*time.Second, "the new holder's neighbour advertisement", func() bool { return !na.first(next.mac, t0).IsZero() })
+	waitFor(t, 200*time.Millisecond, "the client's IPv6 entry to follow the advertisement", func() bool {
+		return l.clientNeighbourOf(labVIP6) == next.mac
+	})
+	p6.waitAnsweredBy(t, next.name, t0, time.Second)
+	if o := l.mon6.overlaps(); len(o) > 0 {
+		t.Fatalf("two holders of %s: %v", labVIP6, o)
+	}
+	l.assertNoOverlap()
 }

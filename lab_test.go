@@ -25,10 +25,12 @@ import (
 // client namespace. Addresses come from 192.0.2.0/24 only.
 
 const (
-	labVIP    = "192.0.2.100"
-	labEtcdIP = "192.0.2.1"
-	labClient = "192.0.2.50"
-	labBridge = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
+	labVIP     = "192.0.2.100"
+	labVIP6    = "2001:db8::100"
+	labPrefix6 = "2001:db8::"
+	labEtcdIP  = "192.0.2.1"
+	labClient  = "192.0.2.50"
+	labBridge  = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
 )
 
 var (
@@ -118,6 +120,7 @@ type lab struct {
 	nodes  []*labNode
 	etcd   []*etcdMember
 	mon    *monitor
+	mon6   *monitor // dual-stack labs: the IPv6 VIP
 }
 
 // labOptions shape a lab.
@@ -129,6 +132,7 @@ type labOptions struct {
 	etcdFlags []string // extra etcd flags, e.g. tuned timers
 	args      []string // extra vip.* words for every node
 	noEtcd    bool     // for labs that run keepalived instead
+	dualStack bool     // IPv6 addresses too, and an IPv6 VIP beside the IPv4 one
 }
 
 // etcdMember is one etcd server of the lab.
@@ -169,6 +173,9 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 			mac:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
 		}
 		l.join(nd.ns, "eth0", "v"+nd.name, nd.mac, nd.ip)
+		if opt.dualStack {
+			nd.ns.ip(t, "addr", "add", fmt.Sprintf("%s%d/64", labPrefix6, 10+i), "dev", "eth0", "nodad")
+		}
 		l.nodes = append(l.nodes, nd)
 		if opt.cluster {
 			l.etcd = append(l.etcd, &etcdMember{name: nd.name, ns: nd.ns, ip: nd.ip})
@@ -179,6 +186,9 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 	}
 	l.client = newNS(t, "client")
 	l.join(l.client, "eth0", "vclient", "02:00:5e:00:53:c0", labClient)
+	if opt.dualStack {
+		l.client.ip(t, "addr", "add", labPrefix6+"50/64", "dev", "eth0", "nodad")
+	}
 
 	t.Cleanup(func() {
 		for _, m := range l.etcd {
@@ -191,7 +201,10 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 	if len(l.etcd) > 0 {
 		l.startEtcd(l.etcd...)
 	}
-	l.mon = startMonitor(t, l.nodes)
+	l.mon = startMonitor(t, l.nodes, netip.MustParseAddr(labVIP))
+	if opt.dualStack {
+		l.mon6 = startMonitor(t, l.nodes, netip.MustParseAddr(labVIP6))
+	}
 	t.Cleanup(func() {
 		for _, nd := range l.nodes {
 			l.kill(nd)
@@ -203,6 +216,9 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 				}
 			}
 			t.Logf("--- address events:\n%s", l.mon.history())
+			if l.mon6 != nil {
+				t.Logf("--- IPv6 address events:\n%s", l.mon6.history())
+			}
 		}
 	})
 	return l
@@ -328,7 +344,7 @@ func (l *lab) startWrapped(nd *labNode, wrapper []string, extra ...string) {
 	bin, _ := binaries(t)
 	args := append(wrapper[len(wrapper):], wrapper...)
 	args = append(args, bin, "-cmdline", "none",
-		"vip.address="+labVIP, "vip.interface=eth0", "vip.etcd="+l.etcdURLs(),
+		"vip.address="+l.vipWord(), "vip.interface=eth0", "vip.etcd="+l.etcdURLs(),
 		"vip.name="+nd.name, "vip.log=stderr")
 	args = append(append(args, l.opt.args...), extra...)
 	nd.cmd = nd.ns.command(args[0], args[1:]...)
@@ -339,6 +355,15 @@ func (l *lab) startWrapped(nd *labNode, wrapper []string, extra ...string) {
 	}
 	nd.exit = make(chan error, 1)
 	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+}
+
+// vipWord is the vip.address value: the IPv4 VIP, and the IPv6 one in a
+// dual-stack lab.
+func (l *lab) vipWord() string {
+	if l.opt.dualStack {
+		return labVIP + "," + labVIP6
+	}
+	return labVIP
 }
 
 func (l *lab) startAll(extra ...string) {
@@ -475,9 +500,13 @@ func (l *lab) touchVIP() {
 
 var lladdrRE = regexp.MustCompile(`lladdr ([0-9a-f:]{17})`)
 
-// clientNeighbour is the client's neighbour entry for the VIP ("" if none).
-func (l *lab) clientNeighbour() string {
-	out := l.client.ip(l.t, "neigh", "show", labVIP, "dev", "eth0")
+// clientNeighbour is the client's neighbour entry for the IPv4 VIP ("" if
+// none).
+func (l *lab) clientNeighbour() string { return l.clientNeighbourOf(labVIP) }
+
+// clientNeighbourOf is the client's neighbour entry for addr.
+func (l *lab) clientNeighbourOf(addr string) string {
+	out := l.client.ip(l.t, "neigh", "show", addr, "dev", "eth0")
 	if m := lladdrRE.FindStringSubmatch(out); m != nil {
 		return m[1]
 	}

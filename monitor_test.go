@@ -13,6 +13,7 @@ import (
 // timestamped on one monotonic clock, and records any moment at which two
 // nodes held it.
 type monitor struct {
+	vip      netip.Addr
 	mu       sync.Mutex
 	start    time.Time
 	names    []string
@@ -23,9 +24,8 @@ type monitor struct {
 	lastAdds []time.Time // per node: when it last gained the VIP
 }
 
-func startMonitor(t testing.TB, nodes []*labNode) *monitor {
-	m := &monitor{start: time.Now(), since: time.Now()}
-	vip := netip.MustParseAddr(labVIP)
+func startMonitor(t testing.TB, nodes []*labNode, vip netip.Addr) *monitor {
+	m := &monitor{vip: vip, start: time.Now(), since: time.Now()}
 	for i, nd := range nodes {
 		m.names = append(m.names, nd.name)
 		m.held = append(m.held, false)
@@ -84,7 +84,7 @@ func (m *monitor) record(node int, held bool) {
 		for i, h := range m.held {
 			if h && i != node {
 				m.overlap = append(m.overlap, fmt.Sprintf("%s gained %s at %.3fs while %s held it",
-					m.names[node], labVIP, now.Sub(m.start).Seconds(), m.names[i]))
+					m.names[node], m.vip, now.Sub(m.start).Seconds(), m.names[i]))
 			}
 		}
 	}

@@ -27,7 +27,7 @@ func (l *lab) startResponders() {
 	for _, nd := range l.nodes {
 		var c *net.UDPConn
 		err := nd.ns.do(func() (err error) {
-			c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: labEchoPort})
+			c, err = net.ListenUDP("udp", &net.UDPAddr{Port: labEchoPort})
 			return err
 		})
 		if err != nil {
@@ -61,14 +61,20 @@ type prober struct {
 	done    chan struct{}
 }
 
-// startProber sends a probe to the VIP every probeInterval until the test
-// ends. Replies may come from a node's own address: the socket is not
-// connected, so it takes them from any source.
+// startProber sends a probe to the IPv4 VIP every probeInterval until the
+// test ends.
 func (l *lab) startProber() *prober {
 	l.startResponders()
+	return l.startProberTo(labVIP)
+}
+
+// startProberTo probes one address (the responders must be running).
+// Replies may come from a node's own address: the socket is not connected,
+// so it takes them from any source.
+func (l *lab) startProberTo(addr string) *prober {
 	var c *net.UDPConn
 	err := l.client.do(func() (err error) {
-		c, err = net.ListenUDP("udp4", &net.UDPAddr{})
+		c, err = net.ListenUDP("udp", &net.UDPAddr{})
 		return err
 	})
 	if err != nil {
@@ -80,7 +86,7 @@ func (l *lab) startProber() *prober {
 		c.Close()
 		<-p.done
 	})
-	vip := &net.UDPAddr{IP: net.ParseIP(labVIP), Port: labEchoPort}
+	vip := &net.UDPAddr{IP: net.ParseIP(addr), Port: labEchoPort}
 	go func() {
 		defer close(p.done)
 		t := time.NewTicker(probeInterval)
@@ -166,33 +172,41 @@ func (p *prober) outage(t0 time.Time, old string) (time.Duration, bool) {
 	return after.Sub(before), true
 }
 
-// arpCapture records the gratuitous ARP requests the client namespace sees.
-type arpCapture struct {
+// capture records the announcements of the VIP that the client namespace
+// sees: gratuitous ARP for IPv4, unsolicited Neighbor Advertisements for
+// IPv6.
+type capture struct {
 	mu     sync.Mutex
-	frames []capturedARP
+	frames []captured
 	conn   *packet.Conn
 }
 
-type capturedARP struct {
+type captured struct {
 	at     time.Time
 	sender string
 }
 
-func captureARP(b testing.TB, ns *testNS) *arpCapture {
-	c := &arpCapture{}
+func captureARP(b testing.TB, ns *testNS) *capture { return captureAnnouncements(b, ns, false) }
+func captureNA(b testing.TB, ns *testNS) *capture  { return captureAnnouncements(b, ns, true) }
+
+func captureAnnouncements(b testing.TB, ns *testNS, ipv6 bool) *capture {
+	c := &capture{}
 	err := ns.do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
-		c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		if ipv6 {
+			c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: ndpFilter})
+		} else {
+			c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		}
 		return err
 	})
 	if err != nil {
-		b.Fatalf("capture ARP in %s: %v", ns.name, err)
+		b.Fatalf("capture announcements in %s: %v", ns.name, err)
 	}
 	b.Cleanup(func() { c.conn.Close() })
-	vip := netip.MustParseAddr(labVIP)
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -201,14 +215,9 @@ func captureARP(b testing.TB, ns *testNS) *arpCapture {
 				return
 			}
 			at := time.Now()
-			var f ethernetFrame
-			var p arpPacket
-			if f.UnmarshalBinary(buf[:n]) != nil || p.UnmarshalBinary(f.Payload) != nil {
-				continue
-			}
-			if p.SenderIP == vip && p.TargetIP == vip {
+			if sender := announcedBy(buf[:n], ipv6); sender != "" {
 				c.mu.Lock()
-				c.frames = append(c.frames, capturedARP{at: at, sender: p.SenderHardwareAddr.String()})
+				c.frames = append(c.frames, captured{at: at, sender: sender})
 				c.mu.Unlock()
 			}
 		}
@@ -216,8 +225,34 @@ func captureARP(b testing.TB, ns *testNS) *arpCapture {
 	return c
 }
 
+// announcedBy is the MAC that frame announces for the lab's VIP, or "".
+func announcedBy(frame []byte, ipv6 bool) string {
+	var f ethernetFrame
+	if f.UnmarshalBinary(frame) != nil {
+		return ""
+	}
+	if !ipv6 {
+		var p arpPacket
+		vip := netip.MustParseAddr(labVIP)
+		if p.UnmarshalBinary(f.Payload) != nil || p.SenderIP != vip || p.TargetIP != vip {
+			return ""
+		}
+		return p.SenderHardwareAddr.String()
+	}
+	var h ipv6Header
+	var m ndpMessage
+	if h.UnmarshalBinary(f.Payload) != nil || int(h.PayloadLength) > len(f.Payload)-ipv6HeaderLen ||
+		m.UnmarshalBinary(f.Payload[ipv6HeaderLen:ipv6HeaderLen+int(h.PayloadLength)]) != nil {
+		return ""
+	}
+	if m.Type != icmpv6NeighAdv || m.Target != netip.MustParseAddr(labVIP6) || m.Flags&naFlagOverride == 0 || h.Destination != ipv6AllNodes {
+		return ""
+	}
+	return m.LinkLayerAddr.String()
+}
+
 // first is the first announcement from mac at or after t (zero if none).
-func (c *arpCapture) first(mac string, after time.Time) time.Time {
+func (c *capture) first(mac string, after time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, f := range c.frames {
