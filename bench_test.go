@@ -135,12 +135,20 @@ func (l *lab) restart(nd *labNode) {
 	l.start(nd)
 }
 
-// trial injects a fault on the current holder and returns the outage the
-// client saw and the time until the next node held the address.
-func trial(b *testing.B, l *lab, p *prober, f fault, settle time.Duration) (outage, moved time.Duration, ok bool) {
+// result is what one trial measured.
+type result struct {
+	outage  time.Duration // client-visible, IPv4
+	outage6 time.Duration // client-visible, IPv6 (dual-stack labs)
+	moved   time.Duration // until the next node held the address
+}
+
+// trial injects a fault on the current holder and measures the handover;
+// p6 may be nil.
+func trial(b *testing.B, l *lab, p, p6 *prober, f fault, settle time.Duration) (result, bool) {
 	h := l.holder(3*electBound, settle)
 	t0 := time.Now()
 	undo := f.inject(l, h)
+	defer undo()
 	// Not holderOtherThan: a keepalived node that was killed or frozen
 	// keeps the address, so there may be two holders for a while.
 	var next *labNode
@@ -154,26 +162,38 @@ func trial(b *testing.B, l *lab, p *prober, f fault, settle time.Duration) (outa
 		}
 		return false
 	})
-	moved = l.mon.gainedAt(indexOf(l.nodes, next)).Sub(t0)
+	r := result{moved: l.mon.gainedAt(indexOf(l.nodes, next)).Sub(t0)}
 	p.waitAnsweredBy(b, next.name, t0, 5*time.Second)
-	outage, ok = p.outage(t0, h.name)
-	undo()
-	return outage, moved, ok
+	out, ok := p.outage(t0, h.name)
+	r.outage = out
+	if p6 != nil {
+		p6.waitAnsweredBy(b, next.name, t0, 5*time.Second)
+		out6, ok6 := p6.outage(t0, h.name)
+		r.outage6, ok = out6, ok && ok6
+	}
+	return r, ok
 }
 
-// measure runs the trials of one fault.
-func measure(b *testing.B, l *lab, p *prober, f fault, trials int, settle time.Duration) (outs, moves []time.Duration) {
+// series are the results of the trials of one fault.
+type series struct{ outs, outs6, moves []time.Duration }
+
+func measure(b *testing.B, l *lab, p, p6 *prober, f fault, trials int, settle time.Duration) series {
+	var s series
 	for i := 0; i < trials; i++ {
-		if out, moved, ok := trial(b, l, p, f, settle); ok {
-			outs, moves = append(outs, out), append(moves, moved)
+		if r, ok := trial(b, l, p, p6, f, settle); ok {
+			s.outs, s.outs6, s.moves = append(s.outs, r.outage), append(s.outs6, r.outage6), append(s.moves, r.moved)
 		}
 	}
-	return outs, moves
+	return s
 }
 
 // row is one line of the outage table.
-func row(daemon, fault string, outs, moves []time.Duration, overlaps string) []string {
-	return append(append([]string{daemon, fault}, stats(outs)...), stats(moves)[2], overlaps)
+func row(daemon, fault string, s series, ipv6 bool, overlaps string) []string {
+	v6 := "-"
+	if ipv6 {
+		v6 = stats(s.outs6)[2]
+	}
+	return append(append([]string{daemon, fault}, stats(s.outs)...), v6, stats(s.moves)[2], overlaps)
 }
 
 type benchConfig struct {
@@ -198,20 +218,20 @@ func BenchmarkFailover(b *testing.B) {
 		medians[cfg.name] = map[string]time.Duration{}
 		for _, f := range faults {
 			b.Run(cfg.name+"/"+f.name, func(b *testing.B) {
-				l := newLabWith(b, labOptions{nodes: 3, cluster: true, etcdFlags: cfg.etcdFlags, args: cfg.words})
-				p := l.startProber()
+				l := newLabWith(b, labOptions{nodes: 3, cluster: true, dualStack: true, etcdFlags: cfg.etcdFlags, args: cfg.words})
+				p, p6 := l.startProber(), l.startProberTo(labVIP6)
 				l.startAll()
-				outs, moves := measure(b, l, p, f, trials, time.Second)
-				medians[cfg.name][f.name] = median(outs)
-				rows = append(rows, row(cfg.name, f.name, outs, moves, strconv.Itoa(len(l.mon.overlaps()))))
+				s := measure(b, l, p, p6, f, trials, time.Second)
+				medians[cfg.name][f.name] = median(s.outs)
+				rows = append(rows, row(cfg.name, f.name, s, true, strconv.Itoa(len(l.overlaps()))))
 			})
 		}
 	}
 
 	kaRows, kaMedians := keepalivedRuns(b, trials)
 	rows = append(rows, kaRows...)
-	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to the VIP every 10 ms, %d trials each (ms)", trials),
-		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "median to next holder", "overlaps (two holders)"}, rows)
+	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only", trials),
+		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "IPv6 median", "median to next holder", "overlaps (two holders)"}, rows)
 
 	var ratio [][]string
 	base := vipdRuns[0].name
@@ -255,13 +275,13 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 					for i := 0; i < trials; i++ {
 						most = max(most, keepalivedPartition(b, l))
 					}
-					rows = append(rows, []string{name, f.name, strconv.Itoa(trials), "-", "-", "-", "-", "-",
+					rows = append(rows, []string{name, f.name, strconv.Itoa(trials), "-", "-", "-", "-", "-", "-",
 						fmt.Sprintf("%d (up to %d masters at once)", len(l.mon.overlaps()), most)})
 					return
 				}
-				outs, moves := measure(b, l, p, f, trials, 2*time.Second)
-				medians[name][f.name] = median(outs)
-				rows = append(rows, row(name, f.name, outs, moves, strconv.Itoa(len(l.mon.overlaps()))))
+				s := measure(b, l, p, nil, f, trials, 2*time.Second)
+				medians[name][f.name] = median(s.outs)
+				rows = append(rows, row(name, f.name, s, false, strconv.Itoa(len(l.overlaps()))))
 			})
 		}
 	}

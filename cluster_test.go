@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"syscall"
@@ -13,17 +14,28 @@ import (
 // the VIP every 10 ms. Every scenario checks that there were never two
 // holders at once.
 
-// clusterLab starts the three-node cluster, the prober and vipd everywhere,
-// and waits for the first holder.
+// clusterLab starts the three-node cluster with a dual-stack VIP, the
+// prober and vipd everywhere, and waits for the first holder.
 func clusterLab(t *testing.T) (*lab, *prober, *labNode) {
-	l := newLabWith(t, labOptions{nodes: 3, cluster: true, args: []string{"vip.ttl=2"}})
+	l := newLabWith(t, labOptions{nodes: 3, cluster: true, dualStack: true, args: []string{"vip.ttl=2"}})
 	p := l.startProber()
 	l.startAll()
 	h := l.holder(electBound, time.Second)
 	t.Cleanup(func() {
-		if o := l.mon.overlaps(); len(o) > 0 {
+		if o := l.overlaps(); len(o) > 0 {
 			t.Errorf("two holders at once: %v", o)
 		}
+		// Both addresses move as one unit: whoever holds one holds both
+		// (the two events may arrive a moment apart).
+		var h4, h6 []int
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			h4, _ = l.mon.current()
+			h6, _ = l.mon6.current()
+			if fmt.Sprint(h4) == fmt.Sprint(h6) {
+				return
+			}
+		}
+		t.Errorf("IPv4 VIP held by %v, IPv6 VIP by %v", l.names(h4), l.names(h6))
 	})
 	return l, p, h
 }

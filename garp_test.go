@@ -637,7 +637,7 @@ func openAnnouncerIn(t *testing.T, ns *testNS, name string) *announcer {
 		if err != nil {
 			return err
 		}
-		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, true)
+		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, false)
 		return err
 	})
 	if err != nil {

@@ -472,10 +472,19 @@ func (l *lab) waitGone(nd *labNode, timeout time.Duration) {
 	l.t.Fatalf("%s still has %s after %v", nd.name, labVIP, timeout)
 }
 
+// overlaps lists every moment two nodes held a VIP.
+func (l *lab) overlaps() []string {
+	o := l.mon.overlaps()
+	if l.mon6 != nil {
+		o = append(o, l.mon6.overlaps()...)
+	}
+	return o
+}
+
 // assertNoOverlap checks the invariant of every scenario.
 func (l *lab) assertNoOverlap() {
 	l.t.Helper()
-	if o := l.mon.overlaps(); len(o) > 0 {
+	if o := l.overlaps(); len(o) > 0 {
 		l.t.Fatalf("two holders at once: %v", o)
 	}
 }

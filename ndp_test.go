@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 )
 
 var (
@@ -248,4 +250,53 @@ func TestNDPMessageErrors(t *testing.T) {
 	if err := m.UnmarshalBinary(msg); err == nil {
 		t.Error("zero-length option accepted")
 	}
+}
+
+// openAnnouncer6In opens a dual-stack announcer on name inside ns.
+func openAnnouncer6In(t *testing.T, ns *testNS, name string) *announcer {
+	t.Helper()
+	var a *announcer
+	err := ns.do(func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, true)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("open announcer on %s in %s: %v", name, ns.name, err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func TestNDPProbeSeesOwner(t *testing.T) {
+	l := newARPLink(t)
+	a := openAnnouncer6In(t, l.node, "vn0")
+	l.peer.ip(t, "addr", "add", ndpTestVIP.String()+"/64", "dev", "vp0", "nodad")
+	mac, err := a.probe(t.Context(), ndpTestVIP, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mac.String() != testPeerMAC.String() {
+		t.Fatalf("probe while the peer owns %s: got %v, want %v", ndpTestVIP, mac, testPeerMAC)
+	}
+	l.peer.ip(t, "addr", "del", ndpTestVIP.String()+"/64", "dev", "vp0")
+	if mac, err := a.probe(t.Context(), ndpTestVIP, 300*time.Millisecond); mac != nil || err != nil {
+		t.Fatalf("probe after the peer let go: %v, %v; want nil, nil", mac, err)
+	}
+}
+
+func TestNAMovesNeighbour(t *testing.T) {
+	l := newARPLink(t)
+	a := openAnnouncer6In(t, l.node, "vn0")
+	l.peer.ip(t, "addr", "add", "2001:db8::1/64", "dev", "vp0", "nodad")
+	l.peer.ip(t, "neigh", "replace", ndpTestVIP.String(), "lladdr", "02:00:00:00:00:99", "dev", "vp0", "nud", "stale")
+	if err := a.announce(ndpTestVIP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the peer's entry to move", func() bool {
+		return strings.Contains(l.peer.ip(t, "-6", "neigh", "show", ndpTestVIP.String(), "dev", "vp0"), "lladdr "+testNodeMAC.String())
+	})
 }
