@@ -202,29 +202,80 @@ func lookupSetting(key string) *setting {
 // (vip.name="a b"), so that Words() output works both on the kernel command
 // line and as arguments; cmdline words are already unquoted by splitCmdline.
 func parseConfig(args, cmdline []string, hostname string) (Config, error) {
+	c, _, err := parseConfigSources(args, cmdline, nil, hostname)
+	return c, err
+}
+
+// Where a setting came from, for -check.
+const (
+	fromArgument   = "argument"
+	fromCmdline    = "kernel command line"
+	fromConfigFile = "config file"
+	fromDefault    = "default"
+)
+
+// parseConfigSources is parseConfig with the words of a config file
+// (precedence: args > cmdline > file > defaults). It also reports where
+// each setting came from.
+func parseConfigSources(args, cmdline, file []string, hostname string) (Config, map[string]string, error) {
+	var layers [3]map[string]string
+	for i, ws := range [][]string{args, cmdline, file} {
+		m, err := collectWords(ws, i == 0)
+		if err != nil {
+			return Config{}, nil, err
+		}
+		layers[i] = m
+	}
+	names := [3]string{fromArgument, fromCmdline, fromConfigFile}
+	var c Config
+	sources := make(map[string]string, len(settings))
+	for i := range settings {
+		s := &settings[i]
+		v, src := "", ""
+		for j, m := range layers {
+			if val, ok := m[s.key]; ok {
+				v, src = val, names[j]
+				break
+			}
+		}
+		if src == "" {
+			if s.required {
+				return Config{}, nil, &configError{Key: s.key, Reason: "required"}
+			}
+			v, src = s.def, fromDefault
+			if s.defFunc != nil {
+				v = s.defFunc(&c, hostname)
+			}
+		}
+		if err := applySetting(&c, s, v); err != nil {
+			return Config{}, nil, err
+		}
+		sources[s.key] = src
+	}
+	return c, sources, nil
+}
+
+// bootstrapConfig reads, from arguments and the kernel command line only,
+// the settings needed before the config source can be read: the source
+// itself, how long to wait for it, and where to log while waiting.
+func bootstrapConfig(args, cmdline []string) (Config, error) {
 	fromArgs, err := collectWords(args, true)
 	if err != nil {
 		return Config{}, err
 	}
-	fromCmdline, err := collectWords(cmdline, false)
+	fromCmd, err := collectWords(cmdline, false)
 	if err != nil {
 		return Config{}, err
 	}
 	var c Config
-	for i := range settings {
-		s := &settings[i]
-		v, ok := fromArgs[s.key]
+	for _, key := range []string{"vip.config", "vip.config.timeout", "vip.log"} {
+		s := lookupSetting(key)
+		v, ok := fromArgs[key]
 		if !ok {
-			v, ok = fromCmdline[s.key]
+			v, ok = fromCmd[key]
 		}
 		if !ok {
-			if s.required {
-				return Config{}, &configError{Key: s.key, Reason: "required"}
-			}
 			v = s.def
-			if s.defFunc != nil {
-				v = s.defFunc(&c, hostname)
-			}
 		}
 		if err := applySetting(&c, s, v); err != nil {
 			return Config{}, err
@@ -322,6 +373,18 @@ func (c Config) Words() []string {
 	lines := make([]string, len(settings))
 	for i := range settings {
 		lines[i] = settings[i].key + "=" + quoteKernelValue(settings[i].get(&c))
+	}
+	return lines
+}
+
+// WordsWithSources is Words with where each setting came from, as a
+// comment (so the lines still read as a config file).
+func (c Config) WordsWithSources(sources map[string]string) []string {
+	lines := c.Words()
+	for i := range settings {
+		if src := sources[settings[i].key]; src != "" {
+			lines[i] += " # " + src
+		}
 	}
 	return lines
 }
@@ -670,7 +733,9 @@ func setProbe(c *Config, v string) error {
 
 func setConfigSource(c *Config, v string) error {
 	if v != "" {
-		return errors.New("config sources are not supported yet")
+		if _, err := parseConfigSpec(v); err != nil {
+			return err
+		}
 	}
 	c.ConfigSource = v
 	return nil

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,29 +58,69 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
-	hostname, _ := os.Hostname() // the parser ignores names many hosts share
-	cfg, err := parseConfig(fs.Args(), cmdline, hostname)
+	args := fs.Args()
+	boot, err := bootstrapConfig(args, cmdline)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
-	if err := refuseTLSForNow(cfg); err != nil {
+	log, err := openLogger(boot.Log)
+	if err != nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
+	hostname, _ := os.Hostname() // the parser ignores names many hosts share
+
+	// The config source is read first; arguments and the kernel command
+	// line override what it says, TLS paths included.
+	var loaded loadedConfig
+	if boot.ConfigSource != "" {
+		spec, _ := parseConfigSpec(boot.ConfigSource) // validated by bootstrapConfig
+		effectiveTLS := func(fileWords []string) map[string]string {
+			c, _, err := parseConfigSources(args, cmdline, fileWords, hostname)
+			if err != nil {
+				return nil // reported by the full parse below
+			}
+			return tlsPaths(c)
+		}
+		if loaded, err = loadConfig(spec, boot.ConfigTimeout, log, effectiveTLS); err != nil {
+			return failConfig(stderr, log, err)
+		}
+	}
+	cfg, sources, err := parseConfigSources(args, cmdline, loaded.words, hostname)
+	if err != nil {
+		fmt.Fprintf(stderr, "vipd: %v\n", err)
+		return exitUsage
+	}
+	files := loaded.files
+	if boot.ConfigSource == "" {
+		if files, err = readTLSFiles(cfg); err != nil {
+			return failConfig(stderr, log, err)
+		}
+	}
+	tlsCfg, err := etcdTLS(cfg, files, log)
+	if err != nil {
+		return failConfig(stderr, log, err)
+	}
 	if *check {
-		for _, w := range cfg.Words() {
+		for _, w := range cfg.WordsWithSources(sources) {
 			fmt.Fprintln(stdout, w)
 		}
 		return exitOK
 	}
+	return serve(cfg, tlsCfg, log)
+}
 
-	log, err := openLogger(cfg.Log)
-	if err != nil {
+// failConfig reports a configuration that could not be loaded: bad input
+// exits 2; a device that never appeared or would not mount exits 1.
+func failConfig(stderr io.Writer, log *logger, err error) int {
+	var ce *configError
+	if errors.As(err, &ce) {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
-	return serve(cfg, log)
+	log.errorf("%v", err)
+	return exitRuntime
 }
 
 // readCmdline reads the kernel command line words. A missing /proc (a very
@@ -99,7 +140,7 @@ func readCmdline(path string) ([]string, error) {
 	return splitCmdline(string(b)), nil
 }
 
-func serve(cfg Config, log *logger) int {
+func serve(cfg Config, tlsCfg *tls.Config, log *logger) int {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 
@@ -119,6 +160,7 @@ func serve(cfg Config, log *logger) int {
 	// by the lease loop, with logs.
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Etcd,
+		TLS:                  tlsCfg,
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		Logger:               zap.NewNop(),
@@ -151,20 +193,4 @@ func keepWatching(w *rtnlWatch, out chan<- rtnlEvent) {
 		}
 		out <- rtnlEvent{resync: true}
 	}
-}
-
-// refuseTLSForNow rejects etcd TLS settings until TLS is implemented:
-// dialling without the operator's certificates would fail in confusing ways.
-func refuseTLSForNow(cfg Config) error {
-	for _, kv := range [][2]string{{"vip.etcd.ca", cfg.EtcdCA}, {"vip.etcd.cert", cfg.EtcdCert}, {"vip.etcd.key", cfg.EtcdKey}} {
-		if kv[1] != "" {
-			return &configError{Key: kv[0], Value: kv[1], Reason: "etcd TLS is not supported yet"}
-		}
-	}
-	for _, e := range cfg.Etcd {
-		if strings.HasPrefix(e, "https://") {
-			return &configError{Key: "vip.etcd", Value: strings.Join(cfg.Etcd, ","), Reason: "https (etcd TLS) is not supported yet"}
-		}
-	}
-	return nil
 }
