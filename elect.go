@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -39,9 +43,11 @@ type termEvent struct {
 
 // electConfig is the part of the configuration a term needs.
 type electConfig struct {
-	prefix string
-	name   string
-	ttl    time.Duration
+	prefix    string
+	name      string
+	ttl       time.Duration
+	endpoints []string    // for diagnose
+	tls       *tls.Config // for diagnose
 }
 
 type term struct {
@@ -182,7 +188,7 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 		}
 		if !trouble {
 			trouble = true
-			t.send(termEvent{kind: evTrouble, err: fmt.Errorf("grant lease: %w", err)})
+			t.send(termEvent{kind: evTrouble, err: fmt.Errorf("grant lease: %w%s", err, diagnose(t.cfg.endpoints, t.cfg.tls))})
 		}
 		if !t.sleep(backoff) {
 			return 0, 0, false
@@ -215,7 +221,7 @@ func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
 		case err != nil:
 			if !trouble {
 				trouble = true
-				t.send(termEvent{kind: evTrouble, err: fmt.Errorf("renew lease: %w", err)})
+				t.send(termEvent{kind: evTrouble, err: fmt.Errorf("renew lease: %w%s", err, diagnose(t.cfg.endpoints, t.cfg.tls))})
 			}
 		default:
 			if trouble {
@@ -328,4 +334,48 @@ func (t *term) sleep(d time.Duration) bool {
 	case <-t.ctx.Done():
 		return false
 	}
+}
+
+// diagnose says why etcd cannot be reached where a plain connection attempt
+// can tell: the client library waits for a connection and reports only a
+// deadline, which hides a refused connection or a certificate mismatch.
+func diagnose(endpoints []string, tlsCfg *tls.Config) string {
+	var reasons []string
+	for _, ep := range endpoints {
+		if err := dialEndpoint(ep, tlsCfg, time.Second); err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %v", ep, err))
+		}
+	}
+	if len(reasons) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(reasons, "; ") + "]"
+}
+
+// dialEndpoint connects to an etcd endpoint and, for https, completes the
+// TLS handshake.
+func dialEndpoint(endpoint string, tlsCfg *tls.Config, timeout time.Duration) error {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "2379")
+	}
+	conn, err := net.DialTimeout("tcp", host, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if u.Scheme != "https" {
+		return nil
+	}
+	cfg := &tls.Config{}
+	if tlsCfg != nil {
+		cfg = tlsCfg.Clone()
+	}
+	cfg.ServerName = u.Hostname()
+	conn.SetDeadline(time.Now().Add(timeout))
+	return tls.Client(conn, cfg).Handshake()
 }

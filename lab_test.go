@@ -133,6 +133,7 @@ type labOptions struct {
 	args      []string // extra vip.* words for every node
 	noEtcd    bool     // for labs that run keepalived instead
 	dualStack bool     // IPv6 addresses too, and an IPv6 VIP beside the IPv4 one
+	etcdTLS   *testPKI // serve etcd over TLS and require client certificates
 }
 
 // etcdMember is one etcd server of the lab.
@@ -143,10 +144,16 @@ type etcdMember struct {
 	dir  string
 	cmd  *exec.Cmd
 	log  *syncBuffer
+	tls  bool // clients must present a certificate (labOptions.etcdTLS)
 }
 
-func (m *etcdMember) clientURL() string { return "http://" + m.ip + ":2379" }
-func (m *etcdMember) peerURL() string   { return "http://" + m.ip + ":2380" }
+func (m *etcdMember) clientURL() string {
+	if m.tls {
+		return "https://" + m.ip + ":2379"
+	}
+	return "http://" + m.ip + ":2379"
+}
+func (m *etcdMember) peerURL() string { return "http://" + m.ip + ":2380" }
 
 // newLab is n nodes against one etcd, with vip.* words for every node.
 func newLab(t testing.TB, n int, args ...string) *lab {
@@ -183,6 +190,9 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 	}
 	if !opt.cluster && !opt.noEtcd {
 		l.etcd = []*etcdMember{{name: "lab", ns: l.lan, ip: labEtcdIP}}
+	}
+	for _, m := range l.etcd {
+		m.tls = opt.etcdTLS != nil
 	}
 	l.client = newNS(t, "client")
 	l.join(l.client, "eth0", "vclient", "02:00:5e:00:53:c0", labClient)
@@ -254,6 +264,10 @@ func (l *lab) startEtcd(members ...*etcdMember) {
 			"--listen-peer-urls", m.peerURL(), "--initial-advertise-peer-urls", m.peerURL(),
 			"--initial-cluster", strings.Join(cluster, ","), "--initial-cluster-token", "vipd-lab",
 			"--log-level", "error"}, l.opt.etcdFlags...)
+		if pki := l.opt.etcdTLS; pki != nil {
+			args = append(args, "--cert-file", pki.serverCert, "--key-file", pki.serverKey,
+				"--trusted-ca-file", pki.caCert, "--client-cert-auth")
+		}
 		m.cmd = m.ns.command(bin, args...)
 		m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 		if err := m.cmd.Start(); err != nil {
@@ -288,7 +302,7 @@ func (l *lab) etcdURLs() string {
 func (l *lab) clientHTTP() *http.Client {
 	return &http.Client{
 		Timeout: time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		Transport: &http.Transport{TLSClientConfig: l.opt.etcdTLS.clientConfig(), DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
 			err := l.client.do(func() (err error) {
 				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
@@ -340,14 +354,23 @@ func (l *lab) start(nd *labNode, extra ...string) {
 
 // startWrapped runs vipd under a wrapper command (such as setpriv).
 func (l *lab) startWrapped(nd *labNode, wrapper []string, extra ...string) {
-	t := l.t
-	bin, _ := binaries(t)
+	bin, _ := binaries(l.t)
 	args := append(wrapper[len(wrapper):], wrapper...)
 	args = append(args, bin, "-cmdline", "none",
 		"vip.address="+l.vipWord(), "vip.interface=eth0", "vip.etcd="+l.etcdURLs(),
 		"vip.name="+nd.name, "vip.log=stderr")
-	args = append(append(args, l.opt.args...), extra...)
-	nd.cmd = nd.ns.command(args[0], args[1:]...)
+	l.run(nd, append(append(args, l.opt.args...), extra...))
+}
+
+// startRaw runs vipd on the node with exactly these arguments.
+func (l *lab) startRaw(nd *labNode, args ...string) {
+	bin, _ := binaries(l.t)
+	l.run(nd, append([]string{bin}, args...))
+}
+
+func (l *lab) run(nd *labNode, argv []string) {
+	t := l.t
+	nd.cmd = nd.ns.command(argv[0], argv[1:]...)
 	nd.log = &syncBuffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {

@@ -171,7 +171,7 @@ func serve(cfg Config, tlsCfg *tls.Config, log *logger) int {
 	}
 	defer cli.Close()
 
-	n := newNode(cfg, log, rt, cli)
+	n := newNode(cfg, tlsCfg, log, rt, cli)
 	go keepWatching(watch, n.rtEvents)
 	n.run(signals)
 	log.infof("stopped")

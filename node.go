@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -39,6 +40,7 @@ type probeResult struct {
 
 type node struct {
 	cfg Config
+	tls *tls.Config // etcd client TLS, nil for plain http
 	log *logger
 	rt  *rtnl
 	cli *clientv3.Client
@@ -72,11 +74,11 @@ type node struct {
 	wake    chan struct{}
 }
 
-func newNode(cfg Config, log *logger, rt *rtnl, cli *clientv3.Client) *node {
+func newNode(cfg Config, tlsCfg *tls.Config, log *logger, rt *rtnl, cli *clientv3.Client) *node {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	return &node{
-		cfg: cfg, log: log, rt: rt, cli: cli,
+		cfg: cfg, tls: tlsCfg, log: log, rt: rt, cli: cli,
 		rtEvents:   make(chan rtnlEvent, 256),
 		termEvents: make(chan termEvent, 16),
 		probes:     make(chan probeResult, 1),
@@ -185,7 +187,7 @@ func (n *node) campaign() {
 	if name == "" {
 		name = n.link.HardwareAddr.String()
 	}
-	n.term = startTerm(n.cli, electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL}, n.log, n.termEvents)
+	n.term = startTerm(n.cli, electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, endpoints: n.cfg.Etcd, tls: n.tls}, n.log, n.termEvents)
 }
 
 func (n *node) onTerm(ev termEvent) {

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestParseConfigSpec(t *testing.T) {
+	tests := []struct {
+		in   string
+		want configSpec
+		err  string
+	}{
+		{in: "LABEL=VIPCFG", want: configSpec{label: "VIPCFG", path: "/vipd.conf"}},
+		{in: "LABEL=VIPCFG:/etc/vipd.conf", want: configSpec{label: "VIPCFG", path: "/etc/vipd.conf"}},
+		{in: "PARTLABEL=vipd-config", want: configSpec{partLabel: "vipd-config", path: "/vipd.conf"}},
+		{in: "/dev/vdb1", want: configSpec{device: "/dev/vdb1", path: "/vipd.conf"}},
+		{in: "/dev/vdb1:/a/../b.conf", want: configSpec{device: "/dev/vdb1", path: "/b.conf"}},
+		{in: "/etc/vipd.conf", want: configSpec{file: "/etc/vipd.conf"}},
+		{in: "vipd.conf", err: "must be LABEL="},
+		{in: "LABEL=", err: "empty label"},
+		{in: "/dev/", err: "empty label or device name"},
+		{in: "LABEL=x:rel.conf", err: "must be absolute"},
+	}
+	for _, tt := range tests {
+		got, err := parseConfigSpec(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: error %v, want one containing %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%q: got %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestConfigFileWords(t *testing.T) {
+	data := "# vipd settings\n\nvip.address=192.0.2.100  # the VIP\n\tvip.name=\"cp 1\"\nvip.key=/a#b\n"
+	got, err := configFileWords([]byte(data))
+	want := []string{"vip.address=192.0.2.100", "vip.name=cp 1", "vip.key=/a#b"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("got %q, %v; want %q", got, err, want)
+	}
+	for in, wantErr := range map[string]string{
+		"vip.address=1\nroot=/dev/sda\n": `line 2: "root=/dev/sda" is not a vip.<key>=<value> word`,
+		"vip.address\n":                  "line 1: vip.address has no =value",
+		"vip.config=LABEL=x\n":           "line 1: vip.config cannot be set in a config file",
+		"vip.config.timeout=5\n":         "line 1: vip.config.timeout cannot be set in a config file",
+	} {
+		if _, err := configFileWords([]byte(in)); err == nil || err.Error() != wantErr {
+			t.Errorf("%q: error %v, want %q", in, err, wantErr)
+		}
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := []string{"vip.address=192.0.2.1", "vip.etcd=http://192.0.2.9:2379", "vip.ttl=9", "vip.name=file"}
+	c, src, err := parseConfigSources([]string{"vip.name=arg"}, []string{"vip.ttl=5"}, file, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "arg" || c.TTL.Seconds() != 5 || c.Etcd[0] != "http://192.0.2.9:2379" {
+		t.Fatalf("precedence: %+v", c)
+	}
+	for key, want := range map[string]string{"vip.name": fromArgument, "vip.ttl": fromCmdline, "vip.address": fromConfigFile, "vip.garp": fromDefault} {
+		if src[key] != want {
+			t.Errorf("%s came from %q, want %q", key, src[key], want)
+		}
+	}
+	lines := c.WordsWithSources(src)
+	if !slices.Contains(lines, "vip.ttl=5s # kernel command line") || !slices.Contains(lines, "vip.address=192.0.2.1/32 # config file") {
+		t.Fatalf("-check lines: %q", lines)
+	}
+}
+
+// Filesystem images are made with the real tools (e2fsprogs, dosfstools,
+// xorriso), as an operator would make a config partition.
+
+var imageSeq atomic.Int32
+
+func needTool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s is not installed (apt-get install e2fsprogs dosfstools xorriso)", name)
+	}
+}
+
+func run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// contentDir holds files to put into an image.
+func contentDir(t testing.TB, files map[string]string) string {
+	dir := t.TempDir()
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func makeImage(t testing.TB, fstype, label string, files map[string]string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), fmt.Sprintf("img%d", imageSeq.Add(1)))
+	src := contentDir(t, files)
+	switch fstype {
+	case "ext4":
+		needTool(t, "mkfs.ext4")
+		run(t, "truncate", "-s", "8M", img)
+		run(t, "mkfs.ext4", "-q", "-F", "-L", label, "-d", src, img)
+	case "vfat", "vfat16", "vfat32":
+		needTool(t, "mkfs.vfat")
+		// The smallest image each FAT width accepts.
+		layout := map[string]struct{ size, bits string }{"vfat": {"8M", "12"}, "vfat16": {"20M", "16"}, "vfat32": {"40M", "32"}}[fstype]
+		run(t, "truncate", "-s", layout.size, img)
+		run(t, "mkfs.vfat", "-F", layout.bits, "-n", label, img)
+	case "iso9660":
+		needTool(t, "xorriso")
+		run(t, "xorriso", "-as", "mkisofs", "-quiet", "-V", label, "-o", img, src)
+	}
+	return img
+}
+
+func TestProbeFilesystemLabels(t *testing.T) {
+	tests := []struct{ kind, label, fstype string }{
+		{"ext4", "VIPCFG-ext4", "ext4"},
+		{"vfat", "VIPCFG12", "vfat"},
+		{"vfat16", "VIPCFG16", "vfat"},
+		{"vfat32", "VIPCFG32", "vfat"},
+		{"iso9660", "VIPCFG_ISO", "iso9660"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind, func(t *testing.T) {
+			img := makeImage(t, tt.kind, tt.label, map[string]string{"vipd.conf": "vip.address=192.0.2.100\n"})
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			fstype, label, err := probeFilesystem(f)
+			if err != nil || fstype != tt.fstype || label != tt.label {
+				t.Fatalf("got %q %q %v; want %q %q", fstype, label, err, tt.fstype, tt.label)
+			}
+
+			// Truncated before its superblock: no filesystem, said plainly.
+			data, _ := os.ReadFile(img)
+			cut := map[string]int{"ext4": 1500, "vfat": 300, "vfat16": 300, "vfat32": 300, "iso9660": 16 * 2048}[tt.kind]
+			if _, _, err := probeFilesystem(bytes.NewReader(data[:cut])); !errors.Is(err, errNoFilesystem) {
+				t.Fatalf("truncated image: %v, want %v", err, errNoFilesystem)
+			}
+		})
+	}
+}
+
+func TestProbeFilesystemCorrupt(t *testing.T) {
+	img := makeImage(t, "ext4", "VIPCFG", nil)
+	data, _ := os.ReadFile(img)
+	data[1024+56] ^= 0xff // the magic
+	if _, _, err := probeFilesystem(bytes.NewReader(data)); !errors.Is(err, errNoFilesystem) || err.Error() != "no ext2/3/4, vfat or iso9660 filesystem" {
+		t.Fatalf("corrupt magic: %v", err)
+	}
+	fat := makeImage(t, "vfat", "VIPCFG", nil)
+	data, _ = os.ReadFile(fat)
+	data[11], data[12] = 0x01, 0x00 // 1 byte per sector: not a BPB
+	if _, _, err := probeFilesystem(bytes.NewReader(data)); !errors.Is(err, errNoFilesystem) {
+		t.Fatalf("corrupt BPB: %v", err)
+	}
+}
+
+func FuzzProbeFilesystem(f *testing.F) {
+	f.Add(make([]byte, 4096))
+	boot := make([]byte, 512)
+	boot[510], boot[511], boot[11], boot[12], boot[13], boot[38] = 0x55, 0xaa, 0x00, 0x02, 1, 0x29
+	copy(boot[54:], "FAT16   ")
+	f.Add(boot)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fstype, label, err := probeFilesystem(bytes.NewReader(data))
+		if err != nil {
+			if fstype != "" || label != "" {
+				t.Fatalf("error %v with a result %q %q", err, fstype, label)
+			}
+			return
+		}
+		max := map[string]int{"ext4": 16, "vfat": 11, "iso9660": 32}[fstype]
+		if max == 0 || len(label) > max {
+			t.Fatalf("fstype %q label %q (max %d)", fstype, label, max)
+		}
+	})
+}
+
+// attachLoop attaches img to a free loop device and detaches it at the end.
+func attachLoop(t testing.TB, img string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", img).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+	return dev
+}
+
+// uniqueLabel is an ext4 label (at most 16 bytes) no other test run uses.
+func uniqueLabel() string {
+	return fmt.Sprintf("vt%d-%d", os.Getpid()%100000, imageSeq.Add(1))
+}
+
+// mountsOf is the mount table seen by a process (vipd runs in the mount
+// namespace that `ip netns exec` makes).
+func mountsOf(t testing.TB, pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mounts", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestConfigPartitionWithTLS(t *testing.T) {
+	needRoot(t)
+	pki := newTestPKI(t)
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	label := uniqueLabel()
+	conf := strings.Join([]string{
+		"# made by TestConfigPartitionWithTLS",
+		"vip.address=" + labVIP,
+		"vip.interface=eth0",
+		"vip.etcd=https://" + labEtcdIP + ":2379",
+		"vip.etcd.ca=pki/ca.pem",
+		"vip.etcd.cert=pki/client.pem",
+		"vip.etcd.key=pki/client-key.pem",
+		"vip.ttl=2",
+	}, "\n")
+	img := makeImage(t, "ext4", label, map[string]string{
+		"vipd.conf":          conf,
+		"pki/ca.pem":         read(pki.caCert),
+		"pki/client.pem":     read(pki.clientCert),
+		"pki/client-key.pem": read(pki.clientKey),
+	})
+	attachLoop(t, img)
+
+	l := newLabWith(t, labOptions{nodes: 1, etcdTLS: pki})
+	nd := l.nodes[0]
+	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.name=n1", "vip.log=stderr")
+	if h := l.holder(electBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.name)
+	}
+	if log := nd.log.String(); !strings.Contains(log, "read 7 settings from LABEL="+label) {
+		t.Errorf("reading the partition was not logged:\n%s", log)
+	}
+	if m := mountsOf(t, nd.cmd.Process.Pid); strings.Contains(m, "vipd-config-") {
+		t.Fatalf("the config partition is still mounted:\n%s", m)
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "vipd-config-*")); len(left) > 0 {
+		t.Fatalf("mount directories left behind: %v", left)
+	}
+}
+
+func TestConfigWrongCAWaits(t *testing.T) {
+	needRoot(t)
+	pki := newTestPKI(t)
+	l := newLabWith(t, labOptions{nodes: 1, etcdTLS: pki})
+	nd := l.nodes[0]
+	l.startRaw(nd, "-cmdline", "none", "vip.address="+labVIP, "vip.interface=eth0", "vip.name=n1", "vip.log=stderr",
+		"vip.etcd=https://"+labEtcdIP+":2379", "vip.etcd.ca="+pki.otherCA, "vip.etcd.cert="+pki.clientCert, "vip.etcd.key="+pki.clientKey)
+	waitFor(t, 15*time.Second, "the TLS failure to be logged", func() bool {
+		return strings.Contains(nd.log.String(), "etcd unreachable")
+	})
+	time.Sleep(3 * time.Second)
+	select {
+	case err := <-nd.exit:
+		t.Fatalf("vipd exited (%v); a wrong CA is waited out and logged, not a crash loop", err)
+	default:
+	}
+	log := nd.log.String()
+	if !strings.Contains(log, "certificate") {
+		t.Errorf("the log does not say the certificate is the trouble:\n%s", log)
+	}
+	if n := strings.Count(log, "etcd unreachable"); n > 2 {
+		t.Errorf("logged %d times in a few seconds:\n%s", n, log)
+	}
+	if l.hasVIP(nd) {
+		t.Fatal("holds the VIP without etcd")
+	}
+}
+
+func TestConfigDeviceAppearsLate(t *testing.T) {
+	needRoot(t)
+	l := newLab(t, 1)
+	nd := l.nodes[0]
+	label := uniqueLabel()
+	img := makeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
+		"vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.ttl=2"}, "\n")})
+	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.config.timeout=20", "vip.name=n1", "vip.log=stderr")
+	waitFor(t, 5*time.Second, "the wait to be logged", func() bool {
+		return strings.Contains(nd.log.String(), "waiting up to 20s for config source LABEL="+label)
+	})
+	attachLoop(t, img) // the disk shows up after vipd started, as at boot
+	if h := l.holder(electBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.name)
+	}
+	if !strings.Contains(nd.log.String(), "appeared as /dev/loop") {
+		t.Errorf("the late device was not logged:\n%s", nd.log.String())
+	}
+}
+
+func TestConfigDeviceNeverAppears(t *testing.T) {
+	bin, _ := binaries(t)
+	cmd := exec.Command(bin, "-cmdline", "none", "vip.config=LABEL="+uniqueLabel(), "vip.config.timeout=1", "vip.log=stderr")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1 (runtime trouble, not bad input)\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "no such device after waiting 1s (vip.config.timeout)") {
+		t.Fatalf("output: %s", out)
+	}
+}
