@@ -36,6 +36,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitCmdline$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzProbeFilesystem$$' -fuzztime $(FUZZTIME) .
 
 # The demo is the test lab with a live view (demo_test.go), run from a
 # compiled test binary so that Ctrl-C reaches it directly and it cleans up.

@@ -129,7 +129,8 @@ func TestCheckPrintsEffectiveConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("-check: %v: %s", err, out)
 	}
-	for _, want := range []string{"vip.address=192.0.2.100/32", "vip.etcd=http://192.0.2.1:2379", "vip.ttl=2s", "vip.name=n1", "vip.interface=auto"} {
+	for _, want := range []string{"vip.address=192.0.2.100/32 # kernel command line", "vip.etcd=http://192.0.2.1:2379 # kernel command line",
+		"vip.ttl=2s # argument", "vip.name=n1 # argument", "vip.interface=auto # default"} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("-check output lacks %q:\n%s", want, out)
 		}
