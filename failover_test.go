@@ -34,16 +34,8 @@ func TestElectsOneHolder(t *testing.T) {
 			}
 			// The address carries a lifetime no longer than the TTL, so the
 			// kernel removes it if vipd dies.
-			r, err := dialRTNL(h.ns.fd(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			addrs, _ := r.addrs(0)
-			for _, a := range addrs {
-				if a.ip().String() == labVIP && (!a.HasLifetimes || a.Valid > 2 || a.Valid == foreverLifetime) {
-					t.Fatalf("VIP on %s has valid_lft %d, want ≤ 2 s", h.name, a.Valid)
-				}
+			if a, _ := l.vipAddr(h); !a.HasLifetimes || a.Valid > 2 {
+				t.Fatalf("VIP on %s has valid_lft %d, want ≤ 2 s", h.name, a.Valid)
 			}
 			l.assertNoOverlap()
 		})
@@ -63,16 +55,8 @@ func TestRemovesStaleCopy(t *testing.T) {
 		t.Fatalf("holder is %s, want %s (the only node running)", h.name, nd.name)
 	}
 	// The copy it holds now is its own, with a lifetime of at most the TTL.
-	r, err := dialRTNL(nd.ns.fd(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	addrs, _ := r.addrs(0)
-	for _, a := range addrs {
-		if a.ip().String() == labVIP && a.Valid > 2 {
-			t.Fatalf("the VIP kept the stale copy's lifetime (%d s)", a.Valid)
-		}
+	if a, _ := l.vipAddr(nd); a.Valid > 2 {
+		t.Fatalf("the VIP kept the stale copy's lifetime (%d s)", a.Valid)
 	}
 }
 

@@ -628,8 +628,14 @@ func newARPLink(t *testing.T) *arpLink {
 	return l
 }
 
-// openAnnouncerIn opens an announcer on name inside ns.
+// openAnnouncerIn opens an IPv4 announcer on name inside ns.
 func openAnnouncerIn(t *testing.T, ns *testNS, name string) *announcer {
+	t.Helper()
+	return openAnnouncerFor(t, ns, name, false)
+}
+
+// openAnnouncerFor opens an announcer on name inside ns, dual-stack if ipv6.
+func openAnnouncerFor(t *testing.T, ns *testNS, name string, ipv6 bool) *announcer {
 	t.Helper()
 	var a *announcer
 	err := ns.do(func() error {
@@ -637,7 +643,7 @@ func openAnnouncerIn(t *testing.T, ns *testNS, name string) *announcer {
 		if err != nil {
 			return err
 		}
-		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, false)
+		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, ipv6)
 		return err
 	})
 	if err != nil {

@@ -464,8 +464,9 @@ func (l *lab) names(idx []int) []string {
 	return s
 }
 
-// hasVIP reads the node's addresses right now (not from the monitor).
-func (l *lab) hasVIP(nd *labNode) bool {
+// vipAddr reads the node's copy of the IPv4 VIP right now (not from the
+// monitor).
+func (l *lab) vipAddr(nd *labNode) (addrMessage, bool) {
 	l.t.Helper()
 	r, err := dialRTNL(nd.ns.fd(l.t))
 	if err != nil {
@@ -478,10 +479,15 @@ func (l *lab) hasVIP(nd *labNode) bool {
 	}
 	for _, a := range addrs {
 		if a.ip() == netip.MustParseAddr(labVIP) {
-			return true
+			return a, true
 		}
 	}
-	return false
+	return addrMessage{}, false
+}
+
+func (l *lab) hasVIP(nd *labNode) bool {
+	_, ok := l.vipAddr(nd)
+	return ok
 }
 
 // waitGone waits (bounded) until the node no longer has the VIP.

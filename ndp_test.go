@@ -252,28 +252,9 @@ func TestNDPMessageErrors(t *testing.T) {
 	}
 }
 
-// openAnnouncer6In opens a dual-stack announcer on name inside ns.
-func openAnnouncer6In(t *testing.T, ns *testNS, name string) *announcer {
-	t.Helper()
-	var a *announcer
-	err := ns.do(func() error {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return err
-		}
-		a, err = openAnnouncer(ifi.Index, ifi.Name, ifi.HardwareAddr, true)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("open announcer on %s in %s: %v", name, ns.name, err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a
-}
-
 func TestNDPProbeSeesOwner(t *testing.T) {
 	l := newARPLink(t)
-	a := openAnnouncer6In(t, l.node, "vn0")
+	a := openAnnouncerFor(t, l.node, "vn0", true)
 	l.peer.ip(t, "addr", "add", ndpTestVIP.String()+"/64", "dev", "vp0", "nodad")
 	mac, err := a.probe(t.Context(), ndpTestVIP, 500*time.Millisecond)
 	if err != nil {
@@ -290,7 +271,7 @@ func TestNDPProbeSeesOwner(t *testing.T) {
 
 func TestNAMovesNeighbour(t *testing.T) {
 	l := newARPLink(t)
-	a := openAnnouncer6In(t, l.node, "vn0")
+	a := openAnnouncerFor(t, l.node, "vn0", true)
 	l.peer.ip(t, "addr", "add", "2001:db8::1/64", "dev", "vp0", "nodad")
 	l.peer.ip(t, "neigh", "replace", ndpTestVIP.String(), "lladdr", "02:00:00:00:00:99", "dev", "vp0", "nud", "stale")
 	if err := a.announce(ndpTestVIP); err != nil {

@@ -348,10 +348,7 @@ func (n *node) release() {
 		n.probeCancel = nil
 		n.probeSeq++
 	}
-	if n.burstCancel != nil {
-		n.burstCancel()
-		n.burstCancel = nil
-	}
+	n.stopBurst()
 	if n.refresh != nil {
 		n.refresh.Stop()
 		n.refresh = nil
@@ -369,10 +366,7 @@ func (n *node) release() {
 
 // startBurst announces at once, then vip.garp-1 more times.
 func (n *node) startBurst() {
-	if n.burstCancel != nil {
-		n.burstCancel()
-		n.burstCancel = nil
-	}
+	n.stopBurst()
 	if n.cfg.Garp < 1 || n.ann == nil {
 		return
 	}
@@ -577,11 +571,17 @@ func (n *node) logWaiting(haveLink bool) {
 	}
 }
 
-func (n *node) closeAnnouncer() {
+// stopBurst cancels a running announcement burst: after a step-down (or a
+// new MAC) its frames would announce the wrong thing.
+func (n *node) stopBurst() {
 	if n.burstCancel != nil {
 		n.burstCancel()
 		n.burstCancel = nil
 	}
+}
+
+func (n *node) closeAnnouncer() {
+	n.stopBurst()
 	if n.ann != nil {
 		n.ann.Close()
 		n.ann = nil

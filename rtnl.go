@@ -15,9 +15,6 @@ import (
 // This file speaks rtnetlink directly: links (RTM_*LINK), addresses
 // (RTM_*ADDR) and the multicast groups that report changes to both.
 
-// foreverLifetime is the kernel's "infinite" address lifetime.
-const foreverLifetime = 0xffffffff
-
 // addrMessage is an ifaddrmsg (rtnetlink(7)) with the attributes vipd uses.
 type addrMessage struct {
 	Family    uint8
@@ -29,7 +26,7 @@ type addrMessage struct {
 	Address netip.Addr // IFA_ADDRESS
 	Local   netip.Addr // IFA_LOCAL; the address itself for IPv4
 
-	// IFA_CACHEINFO lifetimes, in seconds; foreverLifetime means permanent.
+	// IFA_CACHEINFO lifetimes, in seconds; 0xffffffff means permanent.
 	// HasLifetimes says whether the attribute is present.
 	HasLifetimes               bool
 	Preferred, Valid           uint32
