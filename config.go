@@ -208,7 +208,6 @@ func probeFAT(r readerAt) (string, string, bool, error) {
 // blockDevice is one entry of /sys/class/block.
 type blockDevice struct {
 	name      string // kernel name, e.g. loop0, sda1
-	devnum    string // "major:minor"
 	partLabel string // GPT partition name (PARTNAME in uevent)
 }
 
@@ -226,21 +225,15 @@ func blockDevices(sysBlock string) ([]blockDevice, error) {
 		if err != nil {
 			continue // gone since the listing
 		}
-		var major, minor string
 		for _, line := range strings.Split(string(uevent), "\n") {
 			k, v, _ := strings.Cut(line, "=")
 			switch k {
-			case "MAJOR":
-				major = v
-			case "MINOR":
-				minor = v
 			case "DEVNAME":
 				d.name = v
 			case "PARTNAME":
 				d.partLabel = v
 			}
 		}
-		d.devnum = major + ":" + minor
 		devs = append(devs, d)
 	}
 	return devs, nil

@@ -334,3 +334,28 @@ func TestConfigDeviceNeverAppears(t *testing.T) {
 		t.Fatalf("output: %s", out)
 	}
 }
+
+// GPT partition names come from the kernel's uevent for each block device.
+func TestBlockDevicesFromSysfs(t *testing.T) {
+	sys := t.TempDir()
+	for name, uevent := range map[string]string{
+		"vda":  "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+		"vda1": "MAJOR=254\nMINOR=1\nDEVNAME=vda1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=vipcfg\n",
+	} {
+		if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(sys, name, "uevent"), uevent)
+	}
+	devs, err := blockDevices(sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []blockDevice{{name: "vda"}, {name: "vda1", partLabel: "vipcfg"}}
+	if !slices.Equal(devs, want) {
+		t.Fatalf("got %+v, want %+v", devs, want)
+	}
+	if _, err := blockDevices(filepath.Join(sys, "missing")); err == nil {
+		t.Fatal("a missing /sys/class/block was not an error")
+	}
+}

@@ -152,6 +152,10 @@ func TestFindLink(t *testing.T) {
 	if l, ok := findLink(links, addrs, "auto", vip); !ok || l.Name != "eth1" {
 		t.Fatalf("auto: got %q %v, want eth1", l.Name, ok)
 	}
+	v6 := append(addrs, addr(2, "2001:db8:1::10/64"), addr(2, "fe80::1/64"))
+	if l, ok := findLink(links, v6, "auto", netip.MustParseAddr("2001:db8:1::100")); !ok || l.Name != "eth0" {
+		t.Fatalf("auto for IPv6: got %q %v, want eth0", l.Name, ok)
+	}
 	if _, ok := findLink(links, addrs, "auto", netip.MustParseAddr("203.0.113.1")); ok {
 		t.Fatal("auto matched an address in no local subnet")
 	}
