@@ -359,3 +359,16 @@ func TestBlockDevicesFromSysfs(t *testing.T) {
 		t.Fatal("a missing /sys/class/block was not an error")
 	}
 }
+
+func TestKernelFilesystems(t *testing.T) {
+	if !kernelHasFilesystem("proc") {
+		t.Fatal("/proc/filesystems does not list proc")
+	}
+	if kernelHasFilesystem("vipdfs") {
+		t.Fatal("a made-up filesystem is listed")
+	}
+	err := withMounted("/dev/null", "vipdfs", func(string) error { return nil })
+	if err == nil || err.Error() != "vipdfs on /dev/null: filesystem not supported by this kernel" {
+		t.Fatalf("error %v", err)
+	}
+}
