@@ -335,8 +335,15 @@ vrrp_instance VI {
 }
 
 func (l *lab) runKeepalived(nd *labNode, dir, conf string) {
+	// A killed keepalived leaves its pid files, and its orphaned child may
+	// linger as a zombie with the pid they name: keepalived would take
+	// that for "daemon is already running".
+	pids := []string{filepath.Join(dir, "k.pid"), filepath.Join(dir, "v.pid")}
+	for _, p := range pids {
+		os.Remove(p)
+	}
 	nd.cmd = nd.ns.command("keepalived", "--dont-fork", "--log-console", "--vrrp", "--use-file", conf,
-		"--pid", filepath.Join(dir, "k.pid"), "--vrrp_pid", filepath.Join(dir, "v.pid"))
+		"--pid", pids[0], "--vrrp_pid", pids[1])
 	nd.log = &syncBuffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
