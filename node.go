@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -241,13 +242,8 @@ func (n *node) startProbe() {
 	vips := n.cfg.Addresses
 	go func() {
 		for {
-			r := probeResult{seq: seq}
-			for _, p := range vips {
-				r.foreign, r.err = ann.probe(ctx, p.Addr(), window)
-				if r.foreign != nil || r.err != nil {
-					break
-				}
-			}
+			r := probeAll(ctx, ann, vips, window)
+			r.seq = seq
 			select {
 			case n.probes <- r:
 			case <-ctx.Done():
@@ -263,6 +259,33 @@ func (n *node) startProbe() {
 			}
 		}
 	}()
+}
+
+// probeAll probes every VIP; the IPv4 and IPv6 ones in parallel (they use
+// separate sockets), so that a dual-stack takeover waits one window, not two.
+func probeAll(ctx context.Context, ann *announcer, vips []netip.Prefix, window time.Duration) probeResult {
+	var results [2]probeResult
+	var wg sync.WaitGroup
+	for i, v6 := range []bool{false, true} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, p := range vips {
+				if p.Addr().Is6() != v6 {
+					continue
+				}
+				r := &results[i]
+				if r.foreign, r.err = ann.probe(ctx, p.Addr(), window); r.foreign != nil || r.err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if results[0].foreign != nil || results[0].err != nil {
+		return results[0]
+	}
+	return results[1]
 }
 
 // probeRetry is how soon a VIP that another host answered for is probed
