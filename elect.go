@@ -238,21 +238,44 @@ func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
 
 // campaign waits to become leader, checks that the election key is still
 // ours, reports it, and then watches the key until the term ends.
+//
+// Two paths can find that we lead, and the first one counts: the library's
+// Campaign, which waits on a watch stream, and pollLeader, which asks with
+// short unary requests. A watch stream bound to an etcd member that has just
+// vanished (its node died or was cut off) hangs until gRPC's keepalive gives
+// up on the connection, ten seconds or more; the poll goes round it.
 func (t *term) campaign(e *concurrency.Election, id clientv3.LeaseID) {
+	key := fmt.Sprintf("%s/%x", t.cfg.prefix, id) // the key Campaign creates for this lease
+	won := make(chan int64, 2)                    // our key's create revision, once it leads
+	go t.runCampaign(e, won)
+	go t.pollLeader(key, id, won)
+	var createRev int64
+	select {
+	case createRev = <-won:
+	case <-t.ctx.Done():
+		return
+	}
+	rev, err := t.checkKey(key, createRev, id)
+	if err != nil {
+		t.send(termEvent{kind: evLost, err: err})
+		return
+	}
+	if !t.send(termEvent{kind: evElected}) {
+		return
+	}
+	t.watchKey(key, rev)
+}
+
+// runCampaign campaigns until it wins or the term ends. Campaign blocks in
+// Resign when its context is cancelled while etcd is unreachable, so nothing
+// waits for this goroutine.
+func (t *term) runCampaign(e *concurrency.Election, won chan<- int64) {
 	backoff := backoffMin
 	for {
-		// Campaign blocks in Resign when its context is cancelled while etcd
-		// is unreachable, so it runs apart from the term's own teardown.
-		errc := make(chan error, 1)
-		go func() { errc <- e.Campaign(t.ctx, t.cfg.name) }()
-		var err error
-		select {
-		case err = <-errc:
-		case <-t.ctx.Done():
-			return
-		}
+		err := e.Campaign(t.ctx, t.cfg.name)
 		if err == nil {
-			break
+			won <- e.Rev()
+			return
 		}
 		if t.ctx.Err() != nil {
 			return
@@ -263,16 +286,27 @@ func (t *term) campaign(e *concurrency.Election, id clientv3.LeaseID) {
 		}
 		backoff = min(backoff*2, backoffMax)
 	}
+}
 
-	rev, err := t.checkKey(e.Key(), e.Rev(), id)
-	if err != nil {
-		t.send(termEvent{kind: evLost, err: err})
-		return
+// leaderPoll is how often a candidate asks etcd whether its key leads.
+const leaderPoll = 500 * time.Millisecond
+
+// pollLeader reports our key's create revision once it is the oldest key
+// under the election prefix, which is what makes a campaign's owner the
+// leader.
+func (t *term) pollLeader(key string, id clientv3.LeaseID, won chan<- int64) {
+	for t.sleep(leaderPoll) {
+		ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
+		resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithFirstCreate()...)
+		cancel()
+		if err != nil || len(resp.Kvs) == 0 {
+			continue
+		}
+		if kv := resp.Kvs[0]; string(kv.Key) == key && clientv3.LeaseID(kv.Lease) == id {
+			won <- kv.CreateRevision
+			return
+		}
 	}
-	if !t.send(termEvent{kind: evElected}) {
-		return
-	}
-	t.watchKey(e.Key(), rev)
 }
 
 // checkKey confirms that the key the campaign won still exists with the
