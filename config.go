@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,7 +129,7 @@ var errNoFilesystem = errors.New("no ext2/3/4, vfat or iso9660 filesystem")
 
 // probeFilesystem returns the filesystem type (as mount(2) names it) and
 // label of the image read through r.
-func probeFilesystem(r readerAt) (fstype, label string, err error) {
+func probeFilesystem(r io.ReaderAt) (fstype, label string, err error) {
 	if fstype, label, ok, err := probeExt(r); ok || err != nil {
 		return fstype, label, err
 	}
@@ -141,19 +142,15 @@ func probeFilesystem(r readerAt) (fstype, label string, err error) {
 	return "", "", errNoFilesystem
 }
 
-type readerAt interface {
-	ReadAt(p []byte, off int64) (int, error)
-}
-
 // readFull reads len(b) bytes at off; a short read means a truncated image.
-func readFull(r readerAt, b []byte, off int64) bool {
+func readFull(r io.ReaderAt, b []byte, off int64) bool {
 	n, _ := r.ReadAt(b, off)
 	return n == len(b)
 }
 
 // probeExt reads an ext2/3/4 superblock: 1024 bytes in, magic 0xEF53 at
 // offset 56, the 16-byte volume name at offset 120.
-func probeExt(r readerAt) (string, string, bool, error) {
+func probeExt(r io.ReaderAt) (string, string, bool, error) {
 	sb := make([]byte, 1024)
 	if !readFull(r, sb, 1024) {
 		return "", "", false, nil
@@ -166,7 +163,7 @@ func probeExt(r readerAt) (string, string, bool, error) {
 
 // probeISO9660 reads the primary volume descriptor at sector 16: type 1,
 // "CD001", the 32-byte volume identifier at offset 40, padded with spaces.
-func probeISO9660(r readerAt) (string, string, bool, error) {
+func probeISO9660(r io.ReaderAt) (string, string, bool, error) {
 	pvd := make([]byte, 2048)
 	if !readFull(r, pvd, 16*2048) {
 		return "", "", false, nil
@@ -180,7 +177,7 @@ func probeISO9660(r readerAt) (string, string, bool, error) {
 // probeFAT reads a FAT boot sector: signature 0x55AA at 510, and the
 // extended BPB (boot signature 0x29) of FAT12/16 at 38 or of FAT32 at 66,
 // whose 11-byte volume label follows the volume ID.
-func probeFAT(r readerAt) (string, string, bool, error) {
+func probeFAT(r io.ReaderAt) (string, string, bool, error) {
 	bs := make([]byte, 512)
 	if !readFull(r, bs, 0) || bs[510] != 0x55 || bs[511] != 0xaa {
 		return "", "", false, nil

@@ -92,6 +92,12 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
+	if cfg.Log != boot.Log { // set in the config file
+		if log, err = openLogger(cfg.Log); err != nil {
+			fmt.Fprintf(stderr, "vipd: %v\n", err)
+			return exitUsage
+		}
+	}
 	files := loaded.files
 	if boot.ConfigSource == "" {
 		if files, err = readTLSFiles(cfg); err != nil {
