@@ -35,7 +35,7 @@ func openLogger(mode string) (*logger, error) {
 	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
 	if err != nil {
 		if mode == "kmsg" {
-			return nil, fmt.Errorf("open /dev/kmsg for vip.log=kmsg: %w", err)
+			return nil, fmt.Errorf("cannot open /dev/kmsg: %w", err)
 		}
 		return &logger{w: os.Stderr}, nil
 	}

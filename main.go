@@ -58,21 +58,41 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
-	args := fs.Args()
+	st, err := loadSettings(fs.Args(), cmdline)
+	if err != nil {
+		return failConfig(stderr, st.log, err)
+	}
+	if *check {
+		for _, w := range st.cfg.WordsWithSources(st.sources) {
+			fmt.Fprintln(stdout, w)
+		}
+		return exitOK
+	}
+	return serve(st.cfg, st.tls, st.log)
+}
+
+// setup is everything vipd runs with, from every source.
+type setup struct {
+	cfg     Config
+	sources map[string]string // where each setting came from, for -check
+	tls     *tls.Config       // etcd client TLS; nil for plain http
+	log     *logger           // set as soon as vip.log is known
+}
+
+// loadSettings reads the config source first (arguments and the kernel
+// command line override what it says, TLS paths included), then the TLS
+// files. A *configError is bad input; anything else is runtime trouble.
+func loadSettings(args, cmdline []string) (setup, error) {
+	var st setup
 	boot, err := bootstrapConfig(args, cmdline)
 	if err != nil {
-		fmt.Fprintf(stderr, "vipd: %v\n", err)
-		return exitUsage
+		return st, err
 	}
-	log, err := openLogger(boot.Log)
-	if err != nil {
-		fmt.Fprintf(stderr, "vipd: %v\n", err)
-		return exitUsage
+	if st.log, err = openLogger(boot.Log); err != nil {
+		return st, &configError{Key: "vip.log", Value: boot.Log, Reason: err.Error()}
 	}
 	hostname, _ := os.Hostname() // the parser ignores names many hosts share
 
-	// The config source is read first; arguments and the kernel command
-	// line override what it says, TLS paths included.
 	var loaded loadedConfig
 	if boot.ConfigSource != "" {
 		spec, _ := parseConfigSpec(boot.ConfigSource) // validated by bootstrapConfig
@@ -83,45 +103,33 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 			}
 			return tlsPaths(c)
 		}
-		if loaded, err = loadConfig(spec, boot.ConfigTimeout, log, effectiveTLS); err != nil {
-			return failConfig(stderr, log, err)
+		if loaded, err = loadConfig(spec, boot.ConfigTimeout, st.log, effectiveTLS); err != nil {
+			return st, err
 		}
 	}
-	cfg, sources, err := parseConfigSources(args, cmdline, loaded.words, hostname)
-	if err != nil {
-		fmt.Fprintf(stderr, "vipd: %v\n", err)
-		return exitUsage
+	if st.cfg, st.sources, err = parseConfigSources(args, cmdline, loaded.words, hostname); err != nil {
+		return st, err
 	}
-	if cfg.Log != boot.Log { // set in the config file
-		if log, err = openLogger(cfg.Log); err != nil {
-			fmt.Fprintf(stderr, "vipd: %v\n", err)
-			return exitUsage
+	if st.cfg.Log != boot.Log { // set in the config file
+		if st.log, err = openLogger(st.cfg.Log); err != nil {
+			return st, &configError{Key: "vip.log", Value: st.cfg.Log, Reason: err.Error()}
 		}
 	}
 	files := loaded.files
 	if boot.ConfigSource == "" {
-		if files, err = readTLSFiles(cfg); err != nil {
-			return failConfig(stderr, log, err)
+		if files, err = readTLSFiles(st.cfg); err != nil {
+			return st, err
 		}
 	}
-	tlsCfg, err := etcdTLS(cfg, files, log)
-	if err != nil {
-		return failConfig(stderr, log, err)
-	}
-	if *check {
-		for _, w := range cfg.WordsWithSources(sources) {
-			fmt.Fprintln(stdout, w)
-		}
-		return exitOK
-	}
-	return serve(cfg, tlsCfg, log)
+	st.tls, err = etcdTLS(st.cfg, files, st.log)
+	return st, err
 }
 
 // failConfig reports a configuration that could not be loaded: bad input
 // exits 2; a device that never appeared or would not mount exits 1.
 func failConfig(stderr io.Writer, log *logger, err error) int {
 	var ce *configError
-	if errors.As(err, &ce) {
+	if errors.As(err, &ce) || log == nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
