@@ -160,7 +160,10 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 	trouble := false
 	for {
 		sent := time.Now()
-		ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+		// Short attempts: a request that landed on a vanished etcd member
+		// waits out its whole timeout, and the next attempt may go to a
+		// live one.
+		ctx, cancel := context.WithTimeout(t.ctx, min(rpcTimeout, max(500*time.Millisecond, t.cfg.ttl/4)))
 		resp, err := t.cli.Grant(ctx, ceilSeconds(t.cfg.ttl))
 		cancel()
 		if err == nil && time.Now().After(deadlineAfter(sent, effectiveTTL(t.cfg.ttl, resp.TTL))) {

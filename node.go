@@ -134,11 +134,15 @@ func (n *node) setState(s nodeState, reason string) {
 // usable says whether the link can carry the VIP.
 func (n *node) usable() bool { return n.haveLink && n.link.up() }
 
-// checkDeadline steps down once the deadline has passed. It runs on every
-// wake-up: after a freeze (SIGSTOP, a stalled VM) stale events and the timer
-// arrive together, and none of them may act on the old leadership first.
+// checkDeadline steps a leader down once the deadline has passed. It runs
+// on every wake-up: after a freeze (SIGSTOP, a stalled VM) stale events and
+// the timer arrive together, and none of them may act on the old
+// leadership first. A candidate holds nothing to fence: it keeps its lease
+// and its place in the election (a lease that did expire ends the term
+// through the renewal's "not found"), and take() will not add the address
+// without a second left before the deadline.
 func (n *node) checkDeadline() {
-	if n.term == nil || n.deadline.IsZero() || time.Now().Before(n.deadline) {
+	if !n.elected || n.deadline.IsZero() || time.Now().Before(n.deadline) {
 		return
 	}
 	late := time.Since(n.deadline).Round(time.Millisecond)
