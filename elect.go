@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -377,10 +378,17 @@ func (t *term) sleep(d time.Duration) bool {
 // can tell: the client library waits for a connection and reports only a
 // deadline, which hides a refused connection or a certificate mismatch.
 func diagnose(endpoints []string, tlsCfg *tls.Config) string {
+	// In parallel: the term waits for this before it retries.
+	errs := make([]error, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		wg.Go(func() { errs[i] = dialEndpoint(ep, tlsCfg, time.Second) })
+	}
+	wg.Wait()
 	var reasons []string
-	for _, ep := range endpoints {
-		if err := dialEndpoint(ep, tlsCfg, time.Second); err != nil {
-			reasons = append(reasons, fmt.Sprintf("%s: %v", ep, err))
+	for i, err := range errs {
+		if err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %v", endpoints[i], err))
 		}
 	}
 	if len(reasons) == 0 {

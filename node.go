@@ -271,9 +271,7 @@ func probeAll(ctx context.Context, ann *announcer, vips []netip.Prefix, window t
 	var results [2]probeResult
 	var wg sync.WaitGroup
 	for i, v6 := range []bool{false, true} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for _, p := range vips {
 				if p.Addr().Is6() != v6 {
 					continue
@@ -283,7 +281,7 @@ func probeAll(ctx context.Context, ann *announcer, vips []netip.Prefix, window t
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if results[0].foreign != nil || results[0].err != nil {
