@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -28,7 +29,8 @@ type termEventKind int
 const (
 	evGranted termEventKind = iota // lease granted; deadline is set
 	evRenewed                      // renewal acknowledged; deadline moved
-	evElected                      // campaign won and our key checked
+	evElected                      // campaign won, key claimed; deadline is the heartbeat's
+	evBeat                         // heartbeat acknowledged; its deadline moved
 	evLost                         // lease or key gone; the term is over
 	evTrouble                      // etcd unreachable (err set) or back (err nil)
 )
@@ -37,7 +39,7 @@ const (
 type termEvent struct {
 	t        *term
 	kind     termEventKind
-	deadline time.Time // evGranted, evRenewed: when to step down at the latest
+	deadline time.Time // evGranted, evRenewed, evElected, evBeat: when to step down at the latest
 	ttl      time.Duration
 	err      error
 }
@@ -52,13 +54,15 @@ type electConfig struct {
 }
 
 type term struct {
-	cli    *clientv3.Client
-	cfg    electConfig
-	log    *logger
-	events chan<- termEvent
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the lease is revoked (or given up)
+	cli     *clientv3.Client
+	cfg     electConfig
+	log     *logger
+	events  chan<- termEvent
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the lease is revoked (or given up)
+	ttl     time.Duration // the effective TTL, set once the lease is granted
+	trouble chan error    // etcd unreachable (the error) or back (nil); see reportTrouble
 }
 
 const (
@@ -71,7 +75,8 @@ const (
 // startTerm grants a lease and campaigns with it in the background.
 func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<- termEvent) *term {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8)}
+	go t.reportTrouble()
 	go t.run()
 	return t
 }
@@ -137,6 +142,7 @@ func (t *term) run() {
 	if !ok {
 		return
 	}
+	t.ttl = ttl
 	defer t.revoke(id)
 
 	session, err := concurrency.NewSession(t.cli, concurrency.WithLease(id), concurrency.WithContext(t.ctx))
@@ -175,7 +181,7 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 		}
 		if err == nil {
 			if trouble {
-				t.send(termEvent{kind: evTrouble})
+				t.troubled(nil)
 			}
 			ttl := effectiveTTL(t.cfg.ttl, resp.TTL)
 			if ttl != t.cfg.ttl {
@@ -192,12 +198,38 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 		}
 		if !trouble {
 			trouble = true
-			t.send(termEvent{kind: evTrouble, err: fmt.Errorf("grant lease: %w%s", err, diagnose(t.cfg.endpoints, t.cfg.tls))})
+			t.troubled(fmt.Errorf("grant lease: %w", err))
 		}
 		if !t.sleep(backoff) {
 			return 0, 0, false
 		}
 		backoff = min(backoff*2, backoffMax)
+	}
+}
+
+// troubled reports that etcd became unreachable (err) or is back (nil).
+func (t *term) troubled(err error) {
+	select {
+	case t.trouble <- err:
+	case <-t.ctx.Done():
+	}
+}
+
+// reportTrouble tells the node, in order, when etcd becomes unreachable and
+// when it is back. It runs apart from the lease loops: finding out why the
+// endpoints fail takes up to a dial timeout, and a renewal loop that waited
+// for it would miss its own deadline.
+func (t *term) reportTrouble() {
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case err := <-t.trouble:
+			if err != nil {
+				err = fmt.Errorf("%w%s", err, diagnose(t.cfg.endpoints, t.cfg.tls))
+			}
+			t.send(termEvent{kind: evTrouble, err: err})
+		}
 	}
 }
 
@@ -225,12 +257,12 @@ func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
 		case err != nil:
 			if !trouble {
 				trouble = true
-				t.send(termEvent{kind: evTrouble, err: fmt.Errorf("renew lease: %w%s", err, diagnose(t.cfg.endpoints, t.cfg.tls))})
+				t.troubled(fmt.Errorf("renew lease: %w", err))
 			}
 		default:
 			if trouble {
 				trouble = false
-				t.send(termEvent{kind: evTrouble})
+				t.troubled(nil)
 			}
 			t.send(termEvent{kind: evRenewed, deadline: deadlineAfter(sent, ttl)})
 		}
@@ -240,14 +272,15 @@ func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
 	}
 }
 
-// campaign waits to become leader, checks that the election key is still
-// ours, reports it, and then watches the key until the term ends.
+// campaign waits to become leader, claims the election key (checking that
+// it is still ours and writing the first heartbeat), reports it, and then
+// keeps the heartbeat going and watches the key until the term ends.
 //
 // Two paths can find that we lead, and the first one counts: the library's
 // Campaign, which waits on a watch stream, and pollLeader, which asks with
 // short unary requests. A watch stream bound to an etcd member that has just
-// vanished (its node died or was cut off) hangs until gRPC's keepalive gives
-// up on the connection, ten seconds or more; the poll goes round it.
+// vanished (its node died or was cut off) hangs until gRPC gives up on the
+// connection; the poll goes round it.
 func (t *term) campaign(e *concurrency.Election, id clientv3.LeaseID) {
 	key := fmt.Sprintf("%s/%x", t.cfg.prefix, id) // the key Campaign creates for this lease
 	won := make(chan int64, 2)                    // our key's create revision, once it leads
@@ -259,14 +292,16 @@ func (t *term) campaign(e *concurrency.Election, id clientv3.LeaseID) {
 	case <-t.ctx.Done():
 		return
 	}
-	rev, err := t.checkKey(key, createRev, id)
+	sent := time.Now()
+	rev, err := t.claim(key, createRev, id)
 	if err != nil {
 		t.send(termEvent{kind: evLost, err: err})
 		return
 	}
-	if !t.send(termEvent{kind: evElected}) {
+	if !t.send(termEvent{kind: evElected, deadline: deadlineAfter(sent, t.ttl)}) {
 		return
 	}
+	go t.heartbeat(key, createRev, sent)
 	t.watchKey(key, rev)
 }
 
@@ -292,46 +327,200 @@ func (t *term) runCampaign(e *concurrency.Election, won chan<- int64) {
 	}
 }
 
-// leaderPoll is how often a candidate asks etcd whether its key leads.
-const leaderPoll = 500 * time.Millisecond
+// leaderPoll is how often a candidate asks etcd whether its key leads. It
+// is also how late, at most, a candidate notices that the holder's heartbeat
+// has moved.
+const leaderPoll = 250 * time.Millisecond
 
 // pollLeader reports our key's create revision once it is the oldest key
 // under the election prefix, which is what makes a campaign's owner the
-// leader.
+// leader. Until then it follows the holder's heartbeat (see holderView):
+// through a watch, which hears each heartbeat within milliseconds while its
+// etcd member lives, and through the polls, which go on when it does not.
 func (t *term) pollLeader(key string, id clientv3.LeaseID, won chan<- int64) {
-	for t.sleep(leaderPoll) {
+	var h holderView
+	var beats clientv3.WatchChan // nil (blocking) after the watch closed
+	watching, pollNow := false, false
+	tick := time.NewTicker(leaderPoll)
+	defer tick.Stop()
+	for {
+		if !watching {
+			beats, watching = t.cli.Watch(t.ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithFilterDelete()), true
+		}
+		if !pollNow {
+			select {
+			case <-t.ctx.Done():
+				return
+			case wr, ok := <-beats:
+				if !ok {
+					beats = nil // watched again after the next poll
+				}
+				for _, ev := range wr.Events {
+					h.heard(ev.Kv, time.Now())
+				}
+				continue
+			case <-tick.C:
+			}
+		}
+		pollNow, watching = false, beats != nil
 		ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
 		resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithFirstCreate()...)
 		cancel()
 		if err != nil || len(resp.Kvs) == 0 {
 			continue
 		}
-		if kv := resp.Kvs[0]; string(kv.Key) == key && clientv3.LeaseID(kv.Lease) == id {
+		kv := resp.Kvs[0]
+		if string(kv.Key) == key && clientv3.LeaseID(kv.Lease) == id {
 			won <- kv.CreateRevision
 			return
 		}
+		h.observe(kv, time.Now())
+		if h.ttl == 0 {
+			h.ttl = t.grantedTTL(clientv3.LeaseID(kv.Lease))
+		}
+		// After removing the holder's key, the next key in line leads:
+		// ask again at once.
+		pollNow = h.stale(time.Now()) && t.removeStale(h)
 	}
 }
 
-// checkKey confirms that the key the campaign won still exists with the
-// create revision and lease it was won with: Campaign can return success
-// after the key is gone (lease expired while it waited).
-func (t *term) checkKey(key string, createRev int64, id clientv3.LeaseID) (int64, error) {
+// holderView is what a candidate has seen of the holder's heartbeat.
+//
+// The holder rewrites its election key every TTL/renewalsPerTTL and holds
+// the address only until the send time of its last acknowledged heartbeat +
+// TTL - margin. A candidate that has seen the key's mod revision stand still
+// for the holder's whole TTL, counted from the moment it first saw that
+// revision (which was written after the heartbeat was sent), knows that the
+// holder's deadline has passed by at least the margin: the same room that
+// etcd's own lease expiry leaves. It may then remove the key, on condition
+// that its mod revision has still not moved, and the next candidate leads.
+//
+// This is not the lease done twice: a new etcd leader extends every lease by
+// a TTL and its election timeout, so when a node that hosted etcd's leader
+// dies, its lease outlives it by seconds; its heartbeat does not.
+type holderView struct {
+	key               string
+	name              string
+	createRev, modRev int64
+	lease             clientv3.LeaseID
+	since             time.Time     // when this mod revision was first seen
+	ttl               time.Duration // the holder's granted lease TTL; 0 until known
+}
+
+// observe records the holder's key as read at now.
+func (h *holderView) observe(kv *mvccpb.KeyValue, now time.Time) {
+	if h.sameKey(kv) && kv.ModRevision <= h.modRev {
+		return // nothing new (a watch event may have told us more already)
+	}
+	ttl := h.ttl
+	if !h.sameKey(kv) {
+		ttl = 0 // another holder: its TTL is looked up again
+	}
+	*h = holderView{key: string(kv.Key), name: string(kv.Value), createRev: kv.CreateRevision, modRev: kv.ModRevision,
+		lease: clientv3.LeaseID(kv.Lease), since: now, ttl: ttl}
+}
+
+// heard records a write to a key under the election prefix, seen at now:
+// a heartbeat if it is the holder's key.
+func (h *holderView) heard(kv *mvccpb.KeyValue, now time.Time) {
+	if h.sameKey(kv) && kv.ModRevision > h.modRev {
+		h.modRev, h.since = kv.ModRevision, now
+	}
+}
+
+func (h *holderView) sameKey(kv *mvccpb.KeyValue) bool {
+	return string(kv.Key) == h.key && kv.CreateRevision == h.createRev
+}
+
+// stale says whether the holder's heartbeat has stood still for its TTL.
+func (h *holderView) stale(now time.Time) bool {
+	return h.ttl > 0 && now.Sub(h.since) >= h.ttl
+}
+
+// grantedTTL is the TTL etcd granted the holder's lease (0 if unknown). The
+// holder's own timing uses that TTL or a shorter requested one, never a
+// longer one, and other nodes may be configured with a different vip.ttl.
+func (t *term) grantedTTL(id clientv3.LeaseID) time.Duration {
+	ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
+	defer cancel()
+	resp, err := t.cli.TimeToLive(ctx, id)
+	if err != nil || resp.GrantedTTL <= 0 {
+		return 0
+	}
+	return time.Duration(resp.GrantedTTL) * time.Second
+}
+
+// removeStale deletes the election key of a holder whose heartbeat stood
+// still, unless it has moved since. It reports whether the key was removed.
+func (t *term) removeStale(h holderView) bool {
+	ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
+	defer cancel()
+	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(h.key), "=", h.modRev)).
+		Then(clientv3.OpDelete(h.key)).Commit()
+	if err != nil || !resp.Succeeded {
+		return false // etcd busy (we ask again), or the heartbeat moved, or the key is gone already
+	}
+	t.log.warnf("removed election key %s of holder %q: its heartbeat stood still for %v (dead, frozen or cut off; by its own deadline it no longer holds the address)",
+		h.key, h.name, time.Since(h.since).Round(time.Millisecond))
+	return true
+}
+
+// claim confirms that the key the campaign won still exists with the create
+// revision and lease it was won with (Campaign can return success after the
+// key is gone: the lease expired while it waited) and, in the same
+// transaction, writes the first heartbeat.
+func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
 	defer cancel()
-	resp, err := t.cli.Get(ctx, key)
+	resp, err := t.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(key), "=", createRev),
+		clientv3.Compare(clientv3.LeaseValue(key), "=", id),
+	).Then(beatOp(key)).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("check election key %s: %w", key, err)
+		return 0, fmt.Errorf("claim election key %s: %w", key, err)
 	}
-	if len(resp.Kvs) != 1 {
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
 		return 0, fmt.Errorf("election key %s vanished after the campaign", key)
 	}
-	kv := resp.Kvs[0]
-	if kv.CreateRevision != createRev || clientv3.LeaseID(kv.Lease) != id {
-		return 0, fmt.Errorf("election key %s changed hands (create revision %d lease %x, want %d %x)",
-			key, kv.CreateRevision, kv.Lease, createRev, id)
+	return 0, fmt.Errorf("election key %s changed hands (create revision %d lease %x, want %d %x)",
+		key, kvs[0].CreateRevision, kvs[0].Lease, createRev, id)
+}
+
+// beatOp rewrites a key as it is: a new mod revision, same value and lease.
+func beatOp(key string) clientv3.Op {
+	return clientv3.OpPut(key, "", clientv3.WithIgnoreValue(), clientv3.WithIgnoreLease())
+}
+
+// heartbeat rewrites our election key every TTL/renewalsPerTTL while we lead
+// (see holderView), recording when each write was sent. The write is
+// conditional on the key still being ours: a leader whose key was removed
+// learns it here.
+func (t *term) heartbeat(key string, createRev int64, last time.Time) {
+	interval := t.ttl / renewalsPerTTL
+	for t.sleep(time.Until(last.Add(interval))) {
+		sent := time.Now()
+		last = sent
+		ctx, cancel := context.WithTimeout(t.ctx, interval)
+		resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
+			Then(beatOp(key)).Commit()
+		cancel()
+		switch {
+		case t.ctx.Err() != nil:
+			return
+		case err != nil:
+			// The renewal loop reports etcd trouble; a missed heartbeat
+			// only lets the deadline come closer.
+		case !resp.Succeeded:
+			t.send(termEvent{kind: evLost, err: fmt.Errorf("election key %s is gone (another node removed it after our heartbeat stood still, or it was deleted by hand)", key)})
+			return
+		default:
+			t.send(termEvent{kind: evBeat, deadline: deadlineAfter(sent, t.ttl)})
+		}
 	}
-	return resp.Header.Revision, nil
 }
 
 // watchKey ends the term if someone deletes our election key (an operator

@@ -56,8 +56,9 @@ type node struct {
 
 	state    nodeState
 	term     *term
-	deadline time.Time   // step down at the latest then; zero without a lease
-	timer    *time.Timer // fires at deadline
+	deadline time.Time   // the lease's deadline; zero without a lease
+	beat     time.Time   // once elected, the heartbeat's deadline (elect.go)
+	timer    *time.Timer // fires at holdUntil
 	elected  bool        // this term won the campaign
 	holding  bool        // the address is on the link because we put it there
 
@@ -142,11 +143,32 @@ func (n *node) usable() bool { return n.haveLink && n.link.up() }
 // through the renewal's "not found"), and take() will not add the address
 // without a second left before the deadline.
 func (n *node) checkDeadline() {
-	if !n.elected || n.deadline.IsZero() || time.Now().Before(n.deadline) {
+	if !n.elected || n.deadline.IsZero() {
 		return
 	}
-	late := time.Since(n.deadline).Round(time.Millisecond)
-	n.stepDown(fmt.Sprintf("lease not renewed in time (deadline passed %v ago)", late))
+	until, what := n.holdUntil()
+	if time.Now().Before(until) {
+		return
+	}
+	late := time.Since(until).Round(time.Millisecond)
+	n.stepDown(fmt.Sprintf("%s not acknowledged in time (deadline passed %v ago)", what, late))
+}
+
+// holdUntil is when the address must be gone at the latest: the lease's
+// deadline and, once elected, the heartbeat's, whichever comes first. Other
+// nodes may remove the election key of a holder whose heartbeat they have
+// seen standing still for a TTL (elect.go), so both bind.
+func (n *node) holdUntil() (time.Time, string) {
+	if n.elected && n.beat.Before(n.deadline) {
+		return n.beat, "heartbeat"
+	}
+	return n.deadline, "lease renewal"
+}
+
+// timeLeft is how long the address may still be held.
+func (n *node) timeLeft() time.Duration {
+	until, _ := n.holdUntil()
+	return time.Until(until)
 }
 
 // stepDown gives up the address and the term, then campaigns again with a
@@ -165,7 +187,7 @@ func (n *node) stepDown(reason string) {
 		n.term.stop(0)
 		n.term = nil
 	}
-	n.deadline = time.Time{}
+	n.deadline, n.beat = time.Time{}, time.Time{}
 	n.timer.Stop()
 	n.elected = false
 	if next == stateCandidate {
@@ -205,13 +227,13 @@ func (n *node) onTerm(ev termEvent) {
 		n.log.infof("campaigning for %s as %q (lease TTL %v)", n.cfg.Key, n.term.cfg.name, ev.ttl)
 	case evRenewed:
 		n.setDeadline(ev.deadline)
-		if n.holding {
-			n.refreshAddrs()
-		} else if n.elected && n.probeCancel == nil {
-			n.take()
-		}
+		n.extended()
+	case evBeat:
+		n.setBeat(ev.deadline)
+		n.extended()
 	case evElected:
 		n.elected = true
+		n.setBeat(ev.deadline)
 		n.startProbe()
 	case evLost:
 		n.stepDown(ev.err.Error())
@@ -228,7 +250,28 @@ func (n *node) setDeadline(d time.Time) {
 	if d.After(n.deadline) {
 		n.deadline = d
 	}
-	n.timer.Reset(time.Until(n.deadline))
+	n.resetTimer()
+}
+
+func (n *node) setBeat(d time.Time) {
+	if d.After(n.beat) {
+		n.beat = d
+	}
+	n.resetTimer()
+}
+
+func (n *node) resetTimer() {
+	n.timer.Reset(n.timeLeft())
+}
+
+// extended acts on a deadline that moved: the address's lifetime follows it,
+// and an elected node that had too little time left takes the address now.
+func (n *node) extended() {
+	if n.holding {
+		n.refreshAddrs()
+	} else if n.elected && n.probeCancel == nil {
+		n.take()
+	}
 }
 
 // startProbe checks that nobody else answers for the VIP before we take it:
@@ -330,7 +373,7 @@ func (n *node) onSquatter(mac net.HardwareAddr) {
 // take adds the addresses with a lifetime that ends before the deadline,
 // then announces them.
 func (n *node) take() {
-	left := time.Until(n.deadline)
+	left := n.timeLeft()
 	if left < time.Second {
 		n.log.infof("elected with %v before the deadline; taking the address after the next renewal", left.Round(time.Millisecond))
 		return
@@ -354,7 +397,7 @@ func (n *node) take() {
 // the deadline. With less than a second left the older, shorter lifetime
 // stays.
 func (n *node) refreshAddrs() {
-	left := time.Until(n.deadline)
+	left := n.timeLeft()
 	if left < time.Second {
 		return
 	}
@@ -472,7 +515,7 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 	}
 	switch {
 	case deleted && n.holding:
-		left := time.Until(n.deadline)
+		left := n.timeLeft()
 		if left < time.Second {
 			n.stepDown(fmt.Sprintf("renewals late: %s expired %v before the deadline", a.prefix(), left.Round(time.Millisecond)))
 			return
