@@ -98,6 +98,33 @@ func TestClusterFreeze(t *testing.T) {
 	}
 }
 
+// The holder's node is lost while it hosts etcd's raft leader. etcd's new
+// leader extends every lease by a TTL and its election timeout, so the dead
+// holder's lease outlives it; the handover must come from its heartbeat
+// standing still instead.
+func TestClusterNodeLossWithEtcdLeader(t *testing.T) {
+	l, p, old := clusterLab(t)
+	l.moveEtcdLeader(l.etcd[indexOf(l.nodes, old)])
+	time.Sleep(time.Second) // a few heartbeats under the new etcd leader
+	t0 := time.Now()
+	l.partition(old)
+	l.signal(old, syscall.SIGKILL)
+	l.wait(old, 5*time.Second)
+	next := l.holderOtherThan(old, moveBound)
+	p.waitAnsweredBy(t, next.name, t0, 5*time.Second)
+	removed := fmt.Sprintf("of holder %q: its heartbeat stood still", old.name)
+	var who []string
+	for _, nd := range l.nodes {
+		if nd != old && strings.Contains(nd.log.String(), removed) {
+			who = append(who, nd.name)
+		}
+	}
+	if len(who) == 0 {
+		t.Errorf("no survivor removed the election key of %s (want a log line containing %q)", old.name, removed)
+	}
+	l.heal(old)
+}
+
 // partition cuts the node off the LAN behind the switch: its link stays up
 // (so vipd sees no link event) but nothing gets through, etcd included.
 func (l *lab) partition(nd *labNode) { l.lan.ip(l.t, "link", "set", "v"+nd.name, "nomaster") }

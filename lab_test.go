@@ -324,23 +324,53 @@ func (l *lab) etcdHealthy(m *etcdMember) bool {
 	return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`)
 }
 
+// etcdStatus asks a member for its own ID and the ID of its raft leader.
+func (l *lab) etcdStatus(m *etcdMember) (id, leader string, err error) {
+	resp, err := l.clientHTTP().Post(m.clientURL()+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Header struct {
+			MemberID string `json:"member_id"`
+		} `json:"header"`
+		Leader string `json:"leader"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st.Header.MemberID, st.Leader, err
+}
+
+// moveEtcdLeader hands etcd's raft leadership to member to and waits until
+// it has it.
+func (l *lab) moveEtcdLeader(to *etcdMember) {
+	l.t.Helper()
+	id, _, err := l.etcdStatus(to)
+	if err != nil {
+		l.t.Fatalf("status of etcd member %s: %v", to.name, err)
+	}
+	waitFor(l.t, 10*time.Second, "etcd member "+to.name+" to lead", func() bool {
+		from := l.etcdLeader()
+		if from == to {
+			return true
+		}
+		if from != nil {
+			resp, err := l.clientHTTP().Post(from.clientURL()+"/v3/maintenance/transfer-leadership", "application/json",
+				strings.NewReader(`{"targetID":"`+id+`"}`))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		return false
+	})
+}
+
 // etcdLeader is the member that etcd reports as its raft leader (nil if
 // none answers).
 func (l *lab) etcdLeader() *etcdMember {
 	for _, m := range l.etcd {
-		resp, err := l.clientHTTP().Post(m.clientURL()+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
-		if err != nil {
-			continue
-		}
-		var st struct {
-			Header struct {
-				MemberID string `json:"member_id"`
-			} `json:"header"`
-			Leader string `json:"leader"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err == nil && st.Leader != "" && st.Leader == st.Header.MemberID {
+		if id, leader, err := l.etcdStatus(m); err == nil && leader != "" && leader == id {
 			return m
 		}
 	}
