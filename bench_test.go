@@ -80,37 +80,51 @@ func median(vals []time.Duration) time.Duration {
 // A fault is one way to lose the holder. inject returns a function that
 // undoes it once the VIP has moved (nil if there is nothing to undo).
 type fault struct {
-	name   string
-	inject func(l *lab, h *labNode) (undo func())
+	name    string
+	prepare func(l *lab, h *labNode) // before the clock starts; may be nil
+	inject  func(l *lab, h *labNode) (undo func())
+	etcd    bool // only where etcd runs (not for keepalived)
 }
 
 var faults = []fault{
-	{"graceful (SIGTERM)", func(l *lab, h *labNode) func() {
+	{name: "graceful (SIGTERM)", inject: func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGTERM)
 		return func() { l.wait(h, 10*time.Second); l.restart(h) }
 	}},
 	// The daemon dies, the node stays up. vipd's address goes with its
 	// lifetime; keepalived's stays until someone removes it.
-	{"crash (SIGKILL)", func(l *lab, h *labNode) func() {
+	{name: "crash (SIGKILL)", inject: func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGKILL)
 		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.restart(h) }
 	}},
 	// The node dies, as after a power loss: cut off first (so that nothing
 	// it sends on the way down gets out), then the daemon killed. With
 	// etcd on the nodes this also takes an etcd member away.
-	{"node loss (cut off + SIGKILL)", func(l *lab, h *labNode) func() {
+	{name: "node loss (cut off + SIGKILL)", inject: func(l *lab, h *labNode) func() {
 		l.partition(h)
 		l.signal(h, syscall.SIGKILL)
 		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
 	}},
-	{"freeze (SIGSTOP)", func(l *lab, h *labNode) func() {
+	{name: "freeze (SIGSTOP)", inject: func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGSTOP)
 		return func() { l.signal(h, syscall.SIGCONT); l.clearVIP(h) }
 	}},
-	{"partition (cut off the LAN)", func(l *lab, h *labNode) func() {
+	{name: "partition (cut off the LAN)", inject: func(l *lab, h *labNode) func() {
 		l.partition(h)
 		return func() { l.heal(h); l.clearVIP(h) }
 	}},
+	// Node loss again, with the holder's node hosting etcd's raft leader:
+	// etcd elects a new leader, which extends every lease.
+	{name: "node loss, holder's node hosts etcd's leader", etcd: true,
+		prepare: func(l *lab, h *labNode) {
+			l.moveEtcdLeader(l.etcd[indexOf(l.nodes, h)])
+			time.Sleep(time.Second)
+		},
+		inject: func(l *lab, h *labNode) func() {
+			l.partition(h)
+			l.signal(h, syscall.SIGKILL)
+			return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
+		}},
 }
 
 // clearVIP waits for a vipd node's copy of the VIP to go by its lifetime;
@@ -152,6 +166,9 @@ type result struct {
 // trial injects a fault on the current holder and measures the handover.
 func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (result, bool) {
 	h := l.holder(3*electBound, settle)
+	if f.prepare != nil {
+		f.prepare(l, h)
+	}
 	t0 := time.Now()
 	undo := f.inject(l, h)
 	defer undo()
@@ -170,11 +187,19 @@ func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (resul
 	})
 	gained := l.mon.gainedAt(indexOf(l.nodes, next))
 	r := result{moved: gained.Sub(t0)}
-	c.p.waitAnsweredBy(b, next.name, t0, 5*time.Second)
+	// A trial whose new holder does not answer is recorded as failed; it
+	// does not end the series.
+	if !c.p.answeredBy(next.name, t0, 5*time.Second) {
+		fmt.Printf("%s: trial failed: %s holds the VIP but does not answer the client\n", b.Name(), next.name)
+		return r, false
+	}
 	out, ok := c.p.outage(t0, h.name)
 	r.outage = out
+	if c.p6 != nil && !c.p6.answeredBy(next.name, t0, 5*time.Second) {
+		fmt.Printf("%s: trial failed: %s holds the IPv6 VIP but does not answer the client\n", b.Name(), next.name)
+		return r, false
+	}
 	if c.p6 != nil {
-		c.p6.waitAnsweredBy(b, next.name, t0, 5*time.Second)
 		out6, ok6 := c.p6.outage(t0, h.name)
 		r.outage6, ok = out6, ok && ok6
 	}
@@ -193,15 +218,21 @@ func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (resul
 }
 
 // series are the results of the trials of one fault.
-type series struct{ outs, outs6, moves, garps, nas []time.Duration }
+type series struct {
+	outs, outs6, moves, garps, nas []time.Duration
+	failed                         int // trials that measured nothing
+}
 
 func measure(b *testing.B, l *lab, c client, f fault, trials int, settle time.Duration) series {
 	var s series
 	for i := 0; i < trials; i++ {
-		if r, ok := trial(b, l, c, f, settle); ok {
-			s.outs, s.outs6, s.moves = append(s.outs, r.outage), append(s.outs6, r.outage6), append(s.moves, r.moved)
-			s.garps, s.nas = append(s.garps, r.garp), append(s.nas, r.na)
+		r, ok := trial(b, l, c, f, settle)
+		if !ok {
+			s.failed++
+			continue
 		}
+		s.outs, s.outs6, s.moves = append(s.outs, r.outage), append(s.outs6, r.outage6), append(s.moves, r.moved)
+		s.garps, s.nas = append(s.garps, r.garp), append(s.nas, r.na)
 	}
 	return s
 }
@@ -212,7 +243,11 @@ func row(daemon, fault string, s series, ipv6 bool, overlaps string) []string {
 	if ipv6 {
 		v6 = stats(s.outs6)[2]
 	}
-	return append(append([]string{daemon, fault}, stats(s.outs)...), v6, stats(s.moves)[2], overlaps)
+	st := stats(s.outs)
+	if s.failed > 0 {
+		st[0] += fmt.Sprintf(" (+%d failed)", s.failed)
+	}
+	return append(append([]string{daemon, fault}, st...), v6, stats(s.moves)[2], overlaps)
 }
 
 // msStats is min / median / p95 / max with sub-millisecond precision.
@@ -275,16 +310,18 @@ func BenchmarkFailover(b *testing.B) {
 	for ka, m := range kaMedians {
 		// Only where both lose the service: a keepalived node whose daemon
 		// was killed or frozen keeps answering (with two holders), which is
-		// no outage to compare with.
-		for _, f := range []fault{faults[0], faults[2]} {
-			if m[f.name] > 0 {
-				ratio = append(ratio, []string{f.name, ka, fmt.Sprintf("%.2f", float64(medians[base][f.name])/float64(m[f.name]))})
+		// no outage to compare with. keepalived has no etcd, so its node
+		// loss is the comparison for both of vipd's.
+		for _, pair := range [][2]fault{{faults[0], faults[0]}, {faults[2], faults[2]}, {faults[5], faults[2]}} {
+			if km := m[pair[1].name]; km > 0 && medians[base][pair[0].name] > 0 {
+				ratio = append(ratio, []string{pair[0].name, ka + ", " + pair[1].name,
+					fmt.Sprintf("%.2f", float64(medians[base][pair[0].name])/float64(km))})
 			}
 		}
 	}
 	slices.SortFunc(ratio, func(a, b []string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) })
 	r.table("Median outage ratio, vipd (vip.ttl=2, default etcd) / keepalived, same run",
-		[]string{"fault", "keepalived", "vipd / keepalived"}, ratio)
+		[]string{"vipd fault", "keepalived and fault", "vipd / keepalived"}, ratio)
 	r.write()
 }
 
@@ -301,6 +338,9 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 		name := "keepalived, advert_int " + advert
 		medians[name] = map[string]time.Duration{}
 		for _, f := range faults {
+			if f.etcd {
+				continue
+			}
 			b.Run(name+"/"+f.name, func(b *testing.B) {
 				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
 				p := l.startProber()

@@ -146,6 +146,17 @@ func (p *prober) waitAnsweredBy(t testing.TB, node string, since time.Time, time
 	})
 }
 
+// answeredBy waits (bounded) until a probe sent after since is answered by
+// node, and says whether it was.
+func (p *prober) answeredBy(node string, since time.Time, timeout time.Duration) bool {
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if p.lastAnswerFrom(node).After(since) {
+			return true
+		}
+	}
+	return false
+}
+
 // outage is the longest stretch without answers around a fault at t0: from
 // the last probe answered before t0 to the first answered by another node
 // than old (or by anyone, if old is "").
