@@ -165,6 +165,16 @@ type result struct {
 
 // trial injects a fault on the current holder and measures the handover.
 func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (result, bool) {
+	// Each trial is one fault on a healthy cluster: the member cut off in
+	// the previous trial must have rejoined first.
+	waitFor(b, 30*time.Second, "every etcd member to be healthy", func() bool {
+		for _, m := range l.etcd {
+			if !l.etcdHealthy(m) {
+				return false
+			}
+		}
+		return true
+	})
 	h := l.holder(3*electBound, settle)
 	if f.prepare != nil {
 		f.prepare(l, h)
