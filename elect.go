@@ -402,7 +402,6 @@ type holderView struct {
 	key               string
 	name              string
 	createRev, modRev int64
-	lease             clientv3.LeaseID
 	since             time.Time     // when this mod revision was first seen
 	ttl               time.Duration // the holder's granted lease TTL; 0 until known
 }
@@ -417,7 +416,7 @@ func (h *holderView) observe(kv *mvccpb.KeyValue, now time.Time) {
 		ttl = 0 // another holder: its TTL is looked up again
 	}
 	*h = holderView{key: string(kv.Key), name: string(kv.Value), createRev: kv.CreateRevision, modRev: kv.ModRevision,
-		lease: clientv3.LeaseID(kv.Lease), since: now, ttl: ttl}
+		since: now, ttl: ttl}
 }
 
 // heard records a write to a key under the election prefix, seen at now:

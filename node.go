@@ -72,8 +72,9 @@ type node struct {
 
 	// After a local failure (the address cannot be added) the next term
 	// waits, so that a persistent fault does not spin through elections.
-	holdOff time.Time
-	wake    chan struct{}
+	holdOff   time.Time
+	wake      chan struct{}
+	wakeTimer *time.Timer // sends on wake when holdOff ends; one at a time
 }
 
 func newNode(cfg Config, tlsCfg *tls.Config, log *logger, rt *rtnl, cli *clientv3.Client) *node {
@@ -202,12 +203,16 @@ const localRetry = 5 * time.Second
 // campaign starts a new term, unless a local failure asks to wait.
 func (n *node) campaign() {
 	if wait := time.Until(n.holdOff); wait > 0 {
-		time.AfterFunc(wait, func() {
-			select {
-			case n.wake <- struct{}{}:
-			default:
-			}
-		})
+		if n.wakeTimer == nil {
+			n.wakeTimer = time.AfterFunc(wait, func() {
+				select {
+				case n.wake <- struct{}{}:
+				default:
+				}
+			})
+		} else {
+			n.wakeTimer.Reset(wait)
+		}
 		return
 	}
 	name := n.cfg.Name
