@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,13 +114,7 @@ func TestClusterNodeLossWithEtcdLeader(t *testing.T) {
 	next := l.holderOtherThan(old, moveBound)
 	p.waitAnsweredBy(t, next.name, t0, 5*time.Second)
 	removed := fmt.Sprintf("of holder %q: its heartbeat stood still", old.name)
-	var who []string
-	for _, nd := range l.nodes {
-		if nd != old && strings.Contains(nd.log.String(), removed) {
-			who = append(who, nd.name)
-		}
-	}
-	if len(who) == 0 {
+	if !slices.ContainsFunc(l.nodes, func(nd *labNode) bool { return nd != old && strings.Contains(nd.log.String(), removed) }) {
 		t.Errorf("no survivor removed the election key of %s (want a log line containing %q)", old.name, removed)
 	}
 	l.heal(old)

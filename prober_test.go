@@ -141,9 +141,9 @@ func (p *prober) lastAnswerFrom(node string) time.Time {
 // by node.
 func (p *prober) waitAnsweredBy(t testing.TB, node string, since time.Time, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, "the client to be answered by "+node, func() bool {
-		return p.lastAnswerFrom(node).After(since)
-	})
+	if !p.answeredBy(node, since, timeout) {
+		t.Fatalf("the client was not answered by %s within %v", node, timeout)
+	}
 }
 
 // answeredBy waits (bounded) until a probe sent after since is answered by
