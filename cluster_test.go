@@ -120,6 +120,27 @@ func TestClusterNodeLossWithEtcdLeader(t *testing.T) {
 	l.heal(old)
 }
 
+// Nodes may run with different TTLs. A candidate must let the holder's
+// heartbeat stand still for the holder's TTL, not its own: a cut-off holder
+// with vip.ttl=6 keeps the address up to 4.5 s, and candidates with
+// vip.ttl=2 that went by their own TTL would take it after 2 s.
+func TestClusterMixedTTL(t *testing.T) {
+	l := newLabWith(t, labOptions{nodes: 3, cluster: true})
+	p := l.startProber()
+	l.start(l.nodes[0], "vip.ttl=6")
+	old := l.holder(electBound, time.Second)
+	for _, nd := range l.nodes[1:] {
+		l.start(nd, "vip.ttl=2")
+	}
+	time.Sleep(2 * time.Second)
+	t0 := time.Now()
+	l.partition(old)
+	next := l.holderOtherThan(old, moveBound)
+	p.waitAnsweredBy(t, next.name, t0, 5*time.Second)
+	l.assertNoOverlap()
+	l.heal(old)
+}
+
 // partition cuts the node off the LAN behind the switch: its link stays up
 // (so vipd sees no link event) but nothing gets through, etcd included.
 func (l *lab) partition(nd *labNode) { l.lan.ip(l.t, "link", "set", "v"+nd.name, "nomaster") }
