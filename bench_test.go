@@ -81,7 +81,7 @@ func median(vals []time.Duration) time.Duration {
 // undoes it once the VIP has moved (nil if there is nothing to undo).
 type fault struct {
 	name    string
-	prepare func(l *lab, h *labNode) // before the clock starts; may be nil
+	prepare func(l *lab) *labNode // picks the holder to fault (nil: whoever holds)
 	inject  func(l *lab, h *labNode) (undo func())
 	etcd    bool // only where etcd runs (not for keepalived)
 }
@@ -116,10 +116,7 @@ var faults = []fault{
 	// Node loss again, with the holder's node hosting etcd's raft leader:
 	// etcd elects a new leader, which extends every lease.
 	{name: "node loss, holder's node hosts etcd's leader", etcd: true,
-		prepare: func(l *lab, h *labNode) {
-			l.moveEtcdLeader(l.etcd[indexOf(l.nodes, h)])
-			time.Sleep(time.Second)
-		},
+		prepare: (*lab).holderWithEtcdLeader,
 		inject: func(l *lab, h *labNode) func() {
 			l.partition(h)
 			l.signal(h, syscall.SIGKILL)
@@ -177,7 +174,7 @@ func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (resul
 	})
 	h := l.holder(3*electBound, settle)
 	if f.prepare != nil {
-		f.prepare(l, h)
+		h = f.prepare(l)
 	}
 	t0 := time.Now()
 	undo := f.inject(l, h)

@@ -104,9 +104,8 @@ func TestClusterFreeze(t *testing.T) {
 // holder's lease outlives it; the handover must come from its heartbeat
 // standing still instead.
 func TestClusterNodeLossWithEtcdLeader(t *testing.T) {
-	l, p, old := clusterLab(t)
-	l.moveEtcdLeader(l.etcd[indexOf(l.nodes, old)])
-	time.Sleep(time.Second) // a few heartbeats under the new etcd leader
+	l, p, _ := clusterLab(t)
+	old := l.holderWithEtcdLeader()
 	t0 := time.Now()
 	l.partition(old)
 	l.signal(old, syscall.SIGKILL)

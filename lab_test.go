@@ -366,6 +366,24 @@ func (l *lab) moveEtcdLeader(to *etcdMember) {
 	})
 }
 
+// holderWithEtcdLeader moves etcd's raft leadership to the VIP holder's node
+// and returns the holder. The move can hold up renewals long enough for the
+// VIP to move too, so it checks and tries again.
+func (l *lab) holderWithEtcdLeader() *labNode {
+	l.t.Helper()
+	for try := 0; try < 5; try++ {
+		h := l.holder(3*electBound, time.Second)
+		m := l.etcd[indexOf(l.nodes, h)]
+		l.moveEtcdLeader(m)
+		time.Sleep(time.Second) // a few heartbeats under the new etcd leader
+		if l.holder(3*electBound, 0) == h && l.etcdLeader() == m {
+			return h
+		}
+	}
+	l.t.Fatalf("the VIP holder and etcd's leader did not stay on one node")
+	return nil
+}
+
 // etcdLeader is the member that etcd reports as its raft leader (nil if
 // none answers).
 func (l *lab) etcdLeader() *etcdMember {
