@@ -523,9 +523,11 @@ func (t *term) heartbeat(key string, createRev int64, last time.Time) {
 }
 
 // watchKey ends the term if someone deletes our election key (an operator
-// forcing a handover, or etcd expiring the lease).
+// forcing a handover, etcd expiring the lease, or another node after our
+// heartbeat stood still). Puts, our own heartbeats among them, are filtered
+// out on the server.
 func (t *term) watchKey(key string, rev int64) {
-	for wr := range t.cli.Watch(t.ctx, key, clientv3.WithRev(rev+1)) {
+	for wr := range t.cli.Watch(t.ctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut()) {
 		for _, ev := range wr.Events {
 			if ev.Type == clientv3.EventTypeDelete {
 				t.send(termEvent{kind: evLost, err: fmt.Errorf("election key %s was deleted", key)})
