@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -23,25 +24,51 @@ import (
 // campaigns twice on the same lease: the election would silently hand it back
 // its old key and with it a leadership that another node may hold by now.
 
+// The reasons a term ends on its own, as the node sees them (wrapped with
+// details; checked with errors.Is).
+var (
+	errLeaseExpired = errors.New("lease expired on the server")
+	errKeyGone      = errors.New("election key gone")
+	errClaim        = errors.New("could not claim the election key")
+	errSession      = errors.New("could not open the election session")
+)
+
 // termEventKind says what happened in a term.
 type termEventKind int
 
 const (
 	evGranted termEventKind = iota // lease granted; deadline is set
-	evRenewed                      // renewal acknowledged; deadline moved
-	evElected                      // campaign won, key claimed; deadline is the heartbeat's
-	evBeat                         // heartbeat acknowledged; its deadline moved
-	evLost                         // lease or key gone; the term is over
+	evRenewed                      // renewal (and, once elected, heartbeat) acknowledged; deadlines moved
+	evElected                      // campaign won, key claimed; beat is the claim's deadline
+	evLost                         // lease or key gone; the term is over (err says why)
 	evTrouble                      // etcd unreachable (err set) or back (err nil)
 )
 
 // termEvent is what a term reports to the node's loop.
 type termEvent struct {
-	t        *term
+	t        campaigner
 	kind     termEventKind
-	deadline time.Time // evGranted, evRenewed, evElected, evBeat: when to step down at the latest
+	deadline time.Time // the lease's: when to step down at the latest (zero: unchanged)
+	beat     time.Time // the heartbeat's, once elected (zero: unchanged)
 	ttl      time.Duration
+	// released (evElected): the previous holder removed its address and
+	// said so before it left (see claim), so the kernel holds no copy of
+	// it anywhere and the address can be added at once.
+	released bool
 	err      error
+}
+
+// campaigner is a term as the node sees it; tests replace it.
+type campaigner interface {
+	// stop abandons the term: the lease is revoked (bounded by wait; 0:
+	// in the background), which deletes the election key.
+	stop(wait time.Duration)
+	// resign is stop after a graceful release: the address is gone from
+	// this node, and the next holder may add it without waiting out the
+	// kernel's lifetime slack.
+	resign(wait time.Duration)
+	// renewNow sends the next renewal (and heartbeat) at once.
+	renewNow()
 }
 
 // electConfig is the part of the configuration a term needs.
@@ -54,15 +81,17 @@ type electConfig struct {
 }
 
 type term struct {
-	cli     *clientv3.Client
-	cfg     electConfig
-	log     *logger
-	events  chan<- termEvent
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the lease is revoked (or given up)
-	ttl     time.Duration // the effective TTL, set once the lease is granted
-	trouble chan error    // etcd unreachable (the error) or back (nil); see reportTrouble
+	cli      *clientv3.Client
+	cfg      electConfig
+	log      *logger
+	events   chan<- termEvent
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the lease is revoked (or given up)
+	ttl      time.Duration // the effective TTL, set once the lease is granted
+	trouble  chan error    // etcd unreachable (the error) or back (nil); see reportTrouble
+	released atomic.Bool   // set by resign before the term is cancelled
+	poke     chan struct{} // renewNow
 }
 
 const (
@@ -75,7 +104,7 @@ const (
 // startTerm grants a lease and campaigns with it in the background.
 func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<- termEvent) *term {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8)}
+	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8), poke: make(chan struct{}, 1)}
 	go t.reportTrouble()
 	go t.run()
 	return t
@@ -93,6 +122,18 @@ func (t *term) stop(wait time.Duration) {
 	case <-t.done:
 	case <-time.After(wait):
 		t.log.warnf("lease revocation still pending after %v; etcd will expire the lease", wait)
+	}
+}
+
+func (t *term) resign(wait time.Duration) {
+	t.released.Store(true)
+	t.stop(wait)
+}
+
+func (t *term) renewNow() {
+	select {
+	case t.poke <- struct{}{}:
+	default: // one is pending already
 	}
 }
 
@@ -147,17 +188,144 @@ func (t *term) run() {
 
 	session, err := concurrency.NewSession(t.cli, concurrency.WithLease(id), concurrency.WithContext(t.ctx))
 	if err != nil {
-		t.send(termEvent{kind: evLost, err: fmt.Errorf("open election session: %w", err)})
+		t.send(termEvent{kind: evLost, err: fmt.Errorf("%w: %w", errSession, err)})
 		return
 	}
 	// The session's own KeepAlive would renew the lease outside our
 	// send-time bookkeeping; we renew it ourselves.
 	session.Orphan()
 
-	go t.renew(id, ttl)
-	t.campaign(concurrency.NewElection(session, t.cfg.prefix), id)
-	// The lease is revoked only when the node ends the term.
-	<-t.ctx.Done()
+	key := fmt.Sprintf("%s/%x", t.cfg.prefix, id) // the key Campaign creates for this lease
+	won := make(chan int64, 2)                    // our key's create revision, once it leads
+	go t.runCampaign(concurrency.NewElection(session, t.cfg.prefix), won)
+	pollCtx, stopPoll := context.WithCancel(t.ctx)
+	defer stopPoll()
+	go t.pollLeader(pollCtx, key, id, won)
+	createRev, ok := t.keep(id, key, won, stopPoll)
+	if ok && t.released.Load() {
+		t.markReleased(key, createRev)
+	}
+}
+
+// keep is the term's clock: it renews the lease every TTL/renewalsPerTTL,
+// claims the election key when the campaign is won, and from then on sends
+// the heartbeat (see holderView) together with each renewal, recording when
+// each was sent. Renewal and heartbeat go out at the same moment so that
+// both deadlines rest on one send time: the address's lifetime follows the
+// earlier of the two. It returns once the term ends, with our key's create
+// revision and whether we had claimed it.
+func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func()) (int64, bool) {
+	interval := t.ttl / renewalsPerTTL
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	var createRev int64
+	leading, trouble := false, false
+	for {
+		var sent time.Time
+		select {
+		case <-t.ctx.Done():
+			return createRev, leading
+		case rev := <-won:
+			won = nil // the poll and the campaign may both report it
+			stopPoll()
+			createRev, sent = rev, time.Now()
+			var claimRev int64
+			var released bool
+			var claimErr, renewErr error
+			both(func() { claimRev, released, claimErr = t.claim(key, createRev, id) },
+				func() { renewErr = t.renewOnce(id, interval) })
+			if claimErr != nil {
+				t.send(termEvent{kind: evLost, err: claimErr})
+				return createRev, false
+			}
+			leading = true
+			go t.watchKey(key, claimRev)
+			ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released}
+			if !t.renewed(renewErr, sent, &trouble, &ev) {
+				return createRev, leading
+			}
+			t.send(ev)
+		case <-t.poke:
+		case <-timer.C:
+		}
+		if sent.IsZero() { // the timer or renewNow
+			if sent = t.tick(id, key, createRev, leading, interval, &trouble); sent.IsZero() {
+				return createRev, leading
+			}
+		}
+		timer.Reset(time.Until(sent.Add(interval)))
+	}
+}
+
+// tick sends one renewal and, while leading, one heartbeat, and reports
+// them. It returns their send time, or the zero time when the term is over.
+func (t *term) tick(id clientv3.LeaseID, key string, createRev int64, leading bool, interval time.Duration, trouble *bool) time.Time {
+	sent := time.Now()
+	var renewErr, beatErr error
+	if leading {
+		both(func() { renewErr = t.renewOnce(id, interval) },
+			func() { beatErr = t.beat(key, createRev, interval) })
+	} else {
+		renewErr = t.renewOnce(id, interval)
+	}
+	if errors.Is(beatErr, errKeyGone) {
+		t.send(termEvent{kind: evLost, err: beatErr})
+		return time.Time{}
+	}
+	ev := termEvent{kind: evRenewed}
+	if leading && beatErr == nil {
+		// A missed heartbeat is not reported: it only lets the deadline
+		// come closer. The renewal reports etcd trouble.
+		ev.beat = deadlineAfter(sent, t.ttl)
+	}
+	if !t.renewed(renewErr, sent, trouble, &ev) {
+		return time.Time{}
+	}
+	if !ev.deadline.IsZero() || !ev.beat.IsZero() {
+		t.send(ev)
+	}
+	return sent
+}
+
+// renewed applies a renewal's outcome to ev and reports etcd trouble once
+// per spell. It says false when the term is over.
+func (t *term) renewed(err error, sent time.Time, trouble *bool, ev *termEvent) bool {
+	switch {
+	case t.ctx.Err() != nil:
+		return false
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		t.send(termEvent{kind: evLost, err: errLeaseExpired})
+		return false
+	case err != nil:
+		if !*trouble {
+			*trouble = true
+			t.troubled(fmt.Errorf("renew lease: %w", err))
+		}
+	default:
+		if *trouble {
+			*trouble = false
+			t.troubled(nil)
+		}
+		ev.deadline = deadlineAfter(sent, t.ttl)
+	}
+	return true
+}
+
+// both runs a and b at once and waits for both: two requests that must
+// rest on one send time.
+func both(a, b func()) {
+	var wg sync.WaitGroup
+	wg.Go(a)
+	b()
+	wg.Wait()
+}
+
+// renewOnce sends one lease renewal, bounded by timeout.
+func (t *term) renewOnce(id clientv3.LeaseID, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
+	defer cancel()
+	_, err := t.cli.KeepAliveOnce(ctx, id)
+	return err
 }
 
 // grant obtains a lease, retrying with capped backoff while etcd is
@@ -216,7 +384,7 @@ func (t *term) troubled(err error) {
 }
 
 // reportTrouble tells the node, in order, when etcd becomes unreachable and
-// when it is back. It runs apart from the lease loops: finding out why the
+// when it is back. It runs apart from the lease loop: finding out why the
 // endpoints fail takes up to a dial timeout, and a renewal loop that waited
 // for it would miss its own deadline.
 func (t *term) reportTrouble() {
@@ -235,79 +403,19 @@ func (t *term) reportTrouble() {
 
 // renewalsPerTTL is how many renewals are sent per TTL. With TTL 2 the
 // address lifetime is 1 s: renewing every 400 ms leaves room for one
-// renewal to time out and the next to refresh the address in time.
+// renewal to be late and the next to refresh the address in time.
 const renewalsPerTTL = 5
 
-// renew keeps the lease alive with KeepAliveOnce every TTL/renewalsPerTTL,
-// recording when each renewal was sent.
-func (t *term) renew(id clientv3.LeaseID, ttl time.Duration) {
-	interval := ttl / renewalsPerTTL
-	trouble := false
-	for {
-		sent := time.Now()
-		ctx, cancel := context.WithTimeout(t.ctx, interval)
-		_, err := t.cli.KeepAliveOnce(ctx, id)
-		cancel()
-		switch {
-		case t.ctx.Err() != nil:
-			return
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			t.send(termEvent{kind: evLost, err: errors.New("lease expired on the server")})
-			return
-		case err != nil:
-			if !trouble {
-				trouble = true
-				t.troubled(fmt.Errorf("renew lease: %w", err))
-			}
-		default:
-			if trouble {
-				trouble = false
-				t.troubled(nil)
-			}
-			t.send(termEvent{kind: evRenewed, deadline: deadlineAfter(sent, ttl)})
-		}
-		if !t.sleep(time.Until(sent.Add(interval))) {
-			return
-		}
-	}
-}
-
-// campaign waits to become leader, claims the election key (checking that
-// it is still ours and writing the first heartbeat), reports it, and then
-// keeps the heartbeat going and watches the key until the term ends.
+// runCampaign campaigns until it wins or the term ends. Campaign blocks in
+// Resign when its context is cancelled while etcd is unreachable, so nothing
+// waits for this goroutine. Its context is the term's own: cancelling a
+// Campaign resigns, which would delete our key while we lead.
 //
 // Two paths can find that we lead, and the first one counts: the library's
 // Campaign, which waits on a watch stream, and pollLeader, which asks with
 // short unary requests. A watch stream bound to an etcd member that has just
 // vanished (its node died or was cut off) hangs until gRPC gives up on the
 // connection; the poll goes round it.
-func (t *term) campaign(e *concurrency.Election, id clientv3.LeaseID) {
-	key := fmt.Sprintf("%s/%x", t.cfg.prefix, id) // the key Campaign creates for this lease
-	won := make(chan int64, 2)                    // our key's create revision, once it leads
-	go t.runCampaign(e, won)
-	go t.pollLeader(key, id, won)
-	var createRev int64
-	select {
-	case createRev = <-won:
-	case <-t.ctx.Done():
-		return
-	}
-	sent := time.Now()
-	rev, err := t.claim(key, createRev, id)
-	if err != nil {
-		t.send(termEvent{kind: evLost, err: err})
-		return
-	}
-	if !t.send(termEvent{kind: evElected, deadline: deadlineAfter(sent, t.ttl)}) {
-		return
-	}
-	go t.heartbeat(key, createRev, sent)
-	t.watchKey(key, rev)
-}
-
-// runCampaign campaigns until it wins or the term ends. Campaign blocks in
-// Resign when its context is cancelled while etcd is unreachable, so nothing
-// waits for this goroutine.
 func (t *term) runCampaign(e *concurrency.Election, won chan<- int64) {
 	backoff := backoffMin
 	for {
@@ -337,34 +445,30 @@ const leaderPoll = 250 * time.Millisecond
 // leader. Until then it follows the holder's heartbeat (see holderView):
 // through a watch, which hears each heartbeat within milliseconds while its
 // etcd member lives, and through the polls, which go on when it does not.
-func (t *term) pollLeader(key string, id clientv3.LeaseID, won chan<- int64) {
+// It ends with ctx, which the term cancels once the campaign is won.
+func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, won chan<- int64) {
 	var h holderView
-	var beats clientv3.WatchChan // nil (blocking) after the watch closed
-	watching, pollNow := false, false
+	writes := make(chan []*mvccpb.KeyValue, 16)
+	go t.followWrites(ctx, writes)
 	tick := time.NewTicker(leaderPoll)
 	defer tick.Stop()
+	pollNow := false
 	for {
-		if !watching {
-			beats, watching = t.cli.Watch(t.ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithFilterDelete()), true
-		}
 		if !pollNow {
 			select {
-			case <-t.ctx.Done():
+			case <-ctx.Done():
 				return
-			case wr, ok := <-beats:
-				if !ok {
-					beats = nil // watched again after the next poll
-				}
-				for _, ev := range wr.Events {
-					h.heard(ev.Kv, time.Now())
+			case kvs := <-writes:
+				for _, kv := range kvs {
+					h.heard(kv, time.Now())
 				}
 				continue
 			case <-tick.C:
 			}
 		}
-		pollNow, watching = false, beats != nil
-		ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
-		resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithFirstCreate()...)
+		pollNow = false
+		rctx, cancel := context.WithTimeout(ctx, leaderPoll)
+		resp, err := t.cli.Get(rctx, t.cfg.prefix+"/", clientv3.WithFirstCreate()...)
 		cancel()
 		if err != nil || len(resp.Kvs) == 0 {
 			continue
@@ -376,11 +480,44 @@ func (t *term) pollLeader(key string, id clientv3.LeaseID, won chan<- int64) {
 		}
 		h.observe(kv, time.Now())
 		if h.ttl == 0 {
-			h.ttl = t.grantedTTL(clientv3.LeaseID(kv.Lease))
+			h.ttl = t.grantedTTL(ctx, clientv3.LeaseID(kv.Lease))
 		}
 		// After removing the holder's key, the next key in line leads:
 		// ask again at once.
-		pollNow = h.stale(time.Now()) && t.removeStale(h)
+		pollNow = h.stale(time.Now()) && t.removeStale(ctx, h)
+	}
+}
+
+// followWrites passes on the writes under the election prefix (the
+// holder's heartbeats) until ctx ends, which also cancels the watch: the
+// etcd client keeps every response that nobody reads. It runs apart from
+// the poll because creating a watch waits for the server's confirmation on
+// a stream shared with every other watch, and that stream may be bound to
+// a member that has vanished, which is what the poll is there to go round.
+// A watch that ends (its member lost the raft leader, or the stream broke)
+// is opened again after a poll interval.
+func (t *term) followWrites(ctx context.Context, out chan<- []*mvccpb.KeyValue) {
+	for {
+		wch := t.cli.Watch(clientv3.WithRequireLeader(ctx), t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithFilterDelete())
+		for wr := range wch {
+			if len(wr.Events) == 0 {
+				continue
+			}
+			kvs := make([]*mvccpb.KeyValue, len(wr.Events))
+			for i, ev := range wr.Events {
+				kvs[i] = ev.Kv
+			}
+			select {
+			case out <- kvs:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(leaderPoll):
+		}
 	}
 }
 
@@ -439,8 +576,8 @@ func (h *holderView) stale(now time.Time) bool {
 // grantedTTL is the TTL etcd granted the holder's lease (0 if unknown). The
 // holder's own timing uses that TTL or a shorter requested one, never a
 // longer one, and other nodes may be configured with a different vip.ttl.
-func (t *term) grantedTTL(id clientv3.LeaseID) time.Duration {
-	ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
+func (t *term) grantedTTL(ctx context.Context, id clientv3.LeaseID) time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, leaderPoll)
 	defer cancel()
 	resp, err := t.cli.TimeToLive(ctx, id)
 	if err != nil || resp.GrantedTTL <= 0 {
@@ -451,8 +588,8 @@ func (t *term) grantedTTL(id clientv3.LeaseID) time.Duration {
 
 // removeStale deletes the election key of a holder whose heartbeat stood
 // still, unless it has moved since. It reports whether the key was removed.
-func (t *term) removeStale(h holderView) bool {
-	ctx, cancel := context.WithTimeout(t.ctx, leaderPoll)
+func (t *term) removeStale(ctx context.Context, h holderView) bool {
+	ctx, cancel := context.WithTimeout(ctx, leaderPoll)
 	defer cancel()
 	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(h.key), "=", h.modRev)).
 		Then(clientv3.OpDelete(h.key)).Commit()
@@ -467,26 +604,48 @@ func (t *term) removeStale(h holderView) bool {
 // claim confirms that the key the campaign won still exists with the create
 // revision and lease it was won with (Campaign can return success after the
 // key is gone: the lease expired while it waited) and, in the same
-// transaction, writes the first heartbeat.
-func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, error) {
+// transaction, writes the first heartbeat and takes the release mark (see
+// markReleased). It returns the revision of the claim and whether the mark
+// was there.
+func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, bool, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
 	defer cancel()
 	resp, err := t.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(key), "=", createRev),
 		clientv3.Compare(clientv3.LeaseValue(key), "=", id),
-	).Then(beatOp(key)).Else(clientv3.OpGet(key)).Commit()
+	).Then(beatOp(key), clientv3.OpGet(t.cfg.prefix), clientv3.OpDelete(t.cfg.prefix)).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("claim election key %s: %w", key, err)
+		return 0, false, fmt.Errorf("%w %s: %w", errClaim, key, err)
 	}
 	if resp.Succeeded {
-		return resp.Header.Revision, nil
+		mark := resp.Responses[1].GetResponseRange().GetKvs()
+		return resp.Header.Revision, len(mark) > 0, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
-		return 0, fmt.Errorf("election key %s vanished after the campaign", key)
+		return 0, false, fmt.Errorf("%w: %s vanished after the campaign", errKeyGone, key)
 	}
-	return 0, fmt.Errorf("election key %s changed hands (create revision %d lease %x, want %d %x)",
-		key, kvs[0].CreateRevision, kvs[0].Lease, createRev, id)
+	return 0, false, fmt.Errorf("%w %s: it changed hands (create revision %d lease %x, want %d %x)",
+		errClaim, key, kvs[0].CreateRevision, kvs[0].Lease, createRev, id)
+}
+
+// markReleased tells the next holder that this one removed the address
+// before it left, so that it need not wait out the kernel's lifetime slack
+// (node.go, takeoverWait). The mark is the bare prefix key (election keys
+// are below it), written only while our election key still exists, so
+// only while nobody has claimed since we did; every claim takes it away.
+// A mark therefore always speaks of the last node that claimed.
+func (t *term) markReleased(key string, createRev int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
+		Then(clientv3.OpPut(t.cfg.prefix, "released by "+t.cfg.name)).Commit()
+	switch {
+	case err != nil:
+		t.log.warnf("could not tell the next holder that the address is released: %v (it will wait %v before adding it)", err, takeoverWait)
+	case !resp.Succeeded:
+		t.log.warnf("election key %s was gone before the release was marked; the next holder waits %v before adding the address", key, takeoverWait)
+	}
 }
 
 // beatOp rewrites a key as it is: a new mod revision, same value and lease.
@@ -494,43 +653,33 @@ func beatOp(key string) clientv3.Op {
 	return clientv3.OpPut(key, "", clientv3.WithIgnoreValue(), clientv3.WithIgnoreLease())
 }
 
-// heartbeat rewrites our election key every TTL/renewalsPerTTL while we lead
-// (see holderView), recording when each write was sent. The write is
-// conditional on the key still being ours: a leader whose key was removed
-// learns it here.
-func (t *term) heartbeat(key string, createRev int64, last time.Time) {
-	interval := t.ttl / renewalsPerTTL
-	for t.sleep(time.Until(last.Add(interval))) {
-		sent := time.Now()
-		last = sent
-		ctx, cancel := context.WithTimeout(t.ctx, interval)
-		resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
-			Then(beatOp(key)).Commit()
-		cancel()
-		switch {
-		case t.ctx.Err() != nil:
-			return
-		case err != nil:
-			// The renewal loop reports etcd trouble; a missed heartbeat
-			// only lets the deadline come closer.
-		case !resp.Succeeded:
-			t.send(termEvent{kind: evLost, err: fmt.Errorf("election key %s is gone (another node removed it after our heartbeat stood still, or it was deleted by hand)", key)})
-			return
-		default:
-			t.send(termEvent{kind: evBeat, deadline: deadlineAfter(sent, t.ttl)})
-		}
+// beat sends one heartbeat: our election key rewritten, on condition that it
+// is still ours. A leader whose key was removed learns it here
+// (errKeyGone).
+func (t *term) beat(key string, createRev int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
+	defer cancel()
+	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
+		Then(beatOp(key)).Commit()
+	if err != nil {
+		return err
 	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: %s (another node removed it after our heartbeat stood still, or it was deleted by hand)", errKeyGone, key)
+	}
+	return nil
 }
 
 // watchKey ends the term if someone deletes our election key (an operator
 // forcing a handover, etcd expiring the lease, or another node after our
 // heartbeat stood still). Puts, our own heartbeats among them, are filtered
-// out on the server.
+// out on the server, so nothing piles up unread. It is read until the term
+// ends, which cancels it.
 func (t *term) watchKey(key string, rev int64) {
 	for wr := range t.cli.Watch(t.ctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut()) {
 		for _, ev := range wr.Events {
 			if ev.Type == clientv3.EventTypeDelete {
-				t.send(termEvent{kind: evLost, err: fmt.Errorf("election key %s was deleted", key)})
+				t.send(termEvent{kind: evLost, err: fmt.Errorf("%w: %s was deleted", errKeyGone, key)})
 				return
 			}
 		}

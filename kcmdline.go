@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -28,6 +29,7 @@ type Config struct {
 	ConfigSource              string
 	ConfigTimeout             time.Duration
 	Log                       string // "stderr", "kmsg" or "auto"
+	Metrics                   string // HOST:PORT for /metrics; "" is off
 }
 
 // configError is bad input: it names the key, the value and what is wrong.
@@ -183,6 +185,7 @@ var settings = []setting{
 	{key: "vip.config", set: setConfigSource, get: func(c *Config) string { return c.ConfigSource }},
 	{key: "vip.config.timeout", def: "30s", set: setConfigTimeout, get: func(c *Config) string { return c.ConfigTimeout.String() }},
 	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }},
+	{key: "vip.metrics", set: setMetrics, get: func(c *Config) string { return c.Metrics }},
 }
 
 func lookupSetting(key string) *setting {
@@ -757,4 +760,27 @@ func setLog(c *Config, v string) error {
 		return nil
 	}
 	return errors.New("must be stderr, kmsg or auto")
+}
+
+// setMetrics takes HOST:PORT with an IP literal (or no host: every
+// address). A name would need a resolver, which an initramfs lacks.
+func setMetrics(c *Config, v string) error {
+	if v == "" {
+		c.Metrics = ""
+		return nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("must be HOST:PORT, e.g. 127.0.0.1:9180")
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return errors.New("the host must be an IP address (or empty for every address)")
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errors.New("the port must be a number from 1 to 65535")
+	}
+	c.Metrics = v
+	return nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -191,7 +192,12 @@ func serve(cfg Config, tlsCfg *tls.Config, log *logger) int {
 	}
 	defer cli.Close()
 
-	n := newNode(cfg, tlsCfg, log, rt, cli)
+	n := newNode(cfg, tlsCfg, log, realDeps(rt, cli, log))
+	if cfg.Metrics != "" {
+		ctx, stopMetrics := context.WithCancel(context.Background())
+		defer stopMetrics()
+		go serveMetrics(ctx, cfg.Metrics, n.met, log)
+	}
 	go keepWatching(watch, n.rtEvents)
 	n.run(signals)
 	log.infof("stopped")

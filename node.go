@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -39,12 +40,64 @@ type probeResult struct {
 	err     error            // the probe itself failed
 }
 
+// kernel is the node's view of rtnetlink (rtnl.go); tests replace it.
+type kernel interface {
+	links() ([]linkMessage, error)
+	addrs(family uint8) ([]addrMessage, error)
+	setAddr(index uint32, p netip.Prefix, lifetime time.Duration) error
+	delAddr(index uint32, p netip.Prefix) (bool, error)
+}
+
+// linkFrames sends announcements and probes on the link (garp.go, ndp.go);
+// tests replace it.
+type linkFrames interface {
+	announce(ip netip.Addr) error
+	probe(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error)
+	Close() error
+}
+
+// nodeDeps are the node's outside parts: the kernel, the link's frames
+// and etcd.
+type nodeDeps struct {
+	kern       kernel
+	openFrames func(l linkMessage, ipv6 bool) (linkFrames, error)
+	newTerm    func(cfg electConfig, events chan<- termEvent) campaigner
+}
+
+// realDeps are the parts vipd runs with.
+func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
+	return nodeDeps{
+		kern: rt,
+		openFrames: func(l linkMessage, ipv6 bool) (linkFrames, error) {
+			a, err := openAnnouncer(int(l.Index), l.Name, l.HardwareAddr, ipv6)
+			if err != nil {
+				return nil, err // not a nil *announcer in a non-nil interface
+			}
+			return a, nil
+		},
+		newTerm: func(cfg electConfig, events chan<- termEvent) campaigner {
+			return startTerm(cli, cfg, log, events)
+		},
+	}
+}
+
+// The reasons the node steps down by itself (the term's own are in
+// elect.go); wrapped with details, checked with errors.Is.
+var (
+	errDeadline  = errors.New("deadline passed")
+	errLinkDown  = errors.New("interface down")
+	errLinkGone  = errors.New("interface gone")
+	errAddFailed = errors.New("cannot add the address")
+	errExpired   = errors.New("the kernel removed the address and too little time is left to put it back")
+	errStalled   = errors.New("stalled while setting the address")
+)
+
 type node struct {
-	cfg Config
-	tls *tls.Config // etcd client TLS, nil for plain http
-	log *logger
-	rt  *rtnl
-	cli *clientv3.Client
+	cfg  Config
+	tls  *tls.Config // etcd client TLS, nil for plain http
+	log  *logger
+	deps nodeDeps
+	met  *metrics
 
 	rtEvents   chan rtnlEvent
 	termEvents chan termEvent
@@ -52,23 +105,30 @@ type node struct {
 
 	link     linkMessage
 	haveLink bool
-	ann      *announcer // open while the link is usable
+	frames   linkFrames // open while the link is usable; nil if it could not be opened
 
 	state    nodeState
-	term     *term
-	deadline time.Time   // the lease's deadline; zero without a lease
-	beat     time.Time   // once elected, the heartbeat's deadline (elect.go)
-	timer    *time.Timer // fires at holdUntil
-	elected  bool        // this term won the campaign
-	holding  bool        // the address is on the link because we put it there
+	term     campaigner
+	ttl      time.Duration // the term's effective lease TTL
+	deadline time.Time     // the lease's deadline; zero without a lease
+	beat     time.Time     // once elected, the heartbeat's deadline (elect.go)
+	timer    *time.Timer   // fires at holdUntil
+	elected  bool          // this term won the campaign
+	holding  bool          // the address is on the link because we put it there
+	stepped  error         // why the node last stepped down
 
 	probeSeq    int
 	probeCancel context.CancelFunc
+	probeFailed bool      // the last probe failed (logged once per spell)
 	squatStart  time.Time // when another host first answered for the VIP
 	squatLoud   bool      // the squatter has been reported as an error
 	waitingFor  string    // what the last "waiting" line said
-	burstCancel context.CancelFunc
-	refresh     *time.Ticker
+
+	// The takeover burst is sent from the loop, like every frame that
+	// claims the VIP, so that the deadline is checked right before each.
+	burst     *time.Timer
+	burstLeft int
+	refresh   *time.Ticker
 
 	// After a local failure (the address cannot be added) the next term
 	// waits, so that a persistent fault does not spin through elections.
@@ -77,20 +137,27 @@ type node struct {
 	wakeTimer *time.Timer // sends on wake when holdOff ends; one at a time
 }
 
-func newNode(cfg Config, tlsCfg *tls.Config, log *logger, rt *rtnl, cli *clientv3.Client) *node {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
+	stopped := func() *time.Timer {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
 	return &node{
-		cfg: cfg, tls: tlsCfg, log: log, rt: rt, cli: cli,
+		cfg: cfg, tls: tlsCfg, log: log, deps: deps, met: &metrics{},
 		rtEvents:   make(chan rtnlEvent, 256),
 		termEvents: make(chan termEvent, 16),
 		probes:     make(chan probeResult, 1),
 		wake:       make(chan struct{}, 1),
-		timer:      timer,
+		timer:      stopped(),
+		burst:      stopped(),
 	}
 }
 
 // run is the event loop. It returns after a graceful stop on a signal.
+// Every wake-up checks the deadline first: after a freeze (SIGSTOP, a
+// stalled VM) stale events, the deadline timer and overdue announcement
+// ticks arrive together, and none of them may act on the old leadership.
 func (n *node) run(signals <-chan os.Signal) {
 	n.log.infof("starting %s for %s on %s, etcd %s", version, prefixList(n.cfg.Addresses), n.cfg.Interface, strings.Join(n.cfg.Etcd, ","))
 	n.resync()
@@ -114,12 +181,13 @@ func (n *node) run(signals <-chan os.Signal) {
 			n.onProbe(r)
 		case <-n.timer.C:
 			n.checkDeadline()
+		case <-n.burst.C:
+			n.burstTick()
 		case <-n.wake:
 			if n.term == nil && n.usable() {
 				n.campaign()
 			}
 		case <-refresh:
-			n.checkDeadline()
 			n.announceAll("periodic refresh")
 		}
 	}
@@ -131,18 +199,17 @@ func (n *node) setState(s nodeState, reason string) {
 	}
 	n.log.infof("%s -> %s: %s", n.state, s, reason)
 	n.state = s
+	n.met.leader.Store(s == stateLeader)
 }
 
 // usable says whether the link can carry the VIP.
 func (n *node) usable() bool { return n.haveLink && n.link.up() }
 
-// checkDeadline steps a leader down once the deadline has passed. It runs
-// on every wake-up: after a freeze (SIGSTOP, a stalled VM) stale events and
-// the timer arrive together, and none of them may act on the old
-// leadership first. A candidate holds nothing to fence: it keeps its lease
-// and its place in the election (a lease that did expire ends the term
-// through the renewal's "not found"), and take() will not add the address
-// without a second left before the deadline.
+// checkDeadline steps a leader down once the deadline has passed. A
+// candidate holds nothing to fence: it keeps its lease and its place in
+// the election (a lease that did expire ends the term through the
+// renewal's "not found"), and take() will not add the address without a
+// second of lifetime before the deadline.
 func (n *node) checkDeadline() {
 	if !n.elected || n.deadline.IsZero() {
 		return
@@ -152,7 +219,7 @@ func (n *node) checkDeadline() {
 		return
 	}
 	late := time.Since(until).Round(time.Millisecond)
-	n.stepDown(fmt.Sprintf("%s not acknowledged in time (deadline passed %v ago)", what, late))
+	n.stepDown(fmt.Errorf("%w: %s not acknowledged in time (deadline passed %v ago)", errDeadline, what, late))
 }
 
 // holdUntil is when the address must be gone at the latest: the lease's
@@ -166,23 +233,87 @@ func (n *node) holdUntil() (time.Time, string) {
 	return n.deadline, "lease renewal"
 }
 
-// timeLeft is how long the address may still be held.
-func (n *node) timeLeft() time.Duration {
+// The kernel fence. The address is given a lifetime, so that the kernel
+// removes it by itself from a node that is frozen or dead. Lifetimes are
+// whole seconds, and the kernel's lifetime check runs at once whenever any
+// address in the namespace changes and then no sooner than a second
+// later: an address whose lifetime ends just after such a check stays up
+// to a second longer (DESIGN.md 2a; pinned by kernel_test.go). So an
+// address given lifetime L at time r may still be there at r + L +
+// kernelSlack.
+//
+// Another node can add the address at the earliest when the holder's last
+// acknowledged send time S plus the TTL has passed (lease expiry, or a
+// heartbeat that stood still for a TTL: elect.go), and, unless the holder
+// released the address and said so, takeoverWait later. Hence the lifetime
+// must end by S + TTL + takeoverWait - kernelSlack (fenceEnd), which is
+// also never after the step-down deadline S + TTL - margin. At vip.ttl=2
+// that leaves a lifetime of 1 s only to a refresh whose acknowledgement
+// came back within takeoverWait - (kernelSlack - 1 s) of its send time; a
+// later one is skipped, and the older, shorter lifetime stays.
+const (
+	kernelSlack  = time.Second + 50*time.Millisecond
+	takeoverWait = 200 * time.Millisecond
+)
+
+// fenceEnd is when the address's kernel lifetime must end at the latest.
+func (n *node) fenceEnd() time.Time {
 	until, _ := n.holdUntil()
-	return time.Until(until)
+	fence := until.Add(margin(n.ttl) + takeoverWait - kernelSlack)
+	if fence.Before(until) {
+		return fence
+	}
+	return until
+}
+
+// lifetime is the whole-second lifetime the address may be given now
+// (below a second: none).
+func (n *node) lifetime() time.Duration {
+	return time.Until(n.fenceEnd()).Truncate(time.Second)
+}
+
+// setAddrs adds or refreshes every VIP with lifetime life, then checks the
+// clock again: a call that returned late (the process was stalled) may
+// have set a lifetime that outlasts the fence. The node then steps down,
+// which removes the address. It reports whether the node still holds it.
+func (n *node) setAddrs(life time.Duration) error {
+	for _, p := range n.cfg.Addresses {
+		if err := n.deps.kern.setAddr(n.link.Index, p, life); err != nil {
+			return fmt.Errorf("%w: %w", errAddFailed, err)
+		}
+	}
+	if over := time.Now().Add(life).Sub(n.fenceEnd()); over > 0 {
+		return fmt.Errorf("%w: its %d s lifetime would outlast the fence by %v", errStalled, int(life/time.Second), over.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // stepDown gives up the address and the term, then campaigns again with a
-// new lease if the link allows it.
-func (n *node) stepDown(reason string) {
+// new lease if the link allows it. Its triggers, each a named error:
+//   - errDeadline: the lease renewal or the heartbeat was not acknowledged
+//     in time (checkDeadline, on every wake-up of the loop);
+//   - errLeaseExpired, errKeyGone, errClaim, errSession: the term ended in
+//     etcd (elect.go);
+//   - errLinkDown, errLinkGone: the interface can no longer carry the
+//     address;
+//   - errAddFailed: the address could not be added or put back (the next
+//     term then waits localRetry);
+//   - errExpired: the kernel removed the address and too little time is
+//     left to put it back;
+//   - errStalled: setting the address returned too late to trust the
+//     lifetime it set.
+//
+// A signal is not a step-down: see stop.
+func (n *node) stepDown(reason error) {
+	n.stepped = reason
 	next := stateCandidate
 	if !n.usable() {
 		next = stateWaiting
 	}
 	if next == n.state {
-		n.log.infof("%s: %s; starting over", n.state, reason)
+		n.log.infof("%s: %v; starting over", n.state, reason)
 	}
-	n.setState(next, reason)
+	n.setState(next, reason.Error())
 	n.release()
 	if n.term != nil {
 		n.term.stop(0)
@@ -219,7 +350,8 @@ func (n *node) campaign() {
 	if name == "" {
 		name = n.link.HardwareAddr.String()
 	}
-	n.term = startTerm(n.cli, electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, endpoints: n.cfg.Etcd, tls: n.tls}, n.log, n.termEvents)
+	n.log.infof("campaigning for %s as %q", n.cfg.Key, name)
+	n.term = n.deps.newTerm(electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, endpoints: n.cfg.Etcd, tls: n.tls}, n.termEvents)
 }
 
 func (n *node) onTerm(ev termEvent) {
@@ -228,20 +360,27 @@ func (n *node) onTerm(ev termEvent) {
 	}
 	switch ev.kind {
 	case evGranted:
-		n.setDeadline(ev.deadline)
-		n.log.infof("campaigning for %s as %q (lease TTL %v)", n.cfg.Key, n.term.cfg.name, ev.ttl)
+		n.ttl = ev.ttl
+		n.setDeadlines(ev)
+		n.log.infof("lease granted (TTL %v)", ev.ttl)
 	case evRenewed:
-		n.setDeadline(ev.deadline)
-		n.extended()
-	case evBeat:
-		n.setBeat(ev.deadline)
+		n.setDeadlines(ev)
 		n.extended()
 	case evElected:
 		n.elected = true
-		n.setBeat(ev.deadline)
-		n.startProbe()
+		n.setDeadlines(ev)
+		wait := time.Duration(0)
+		if !ev.released {
+			// The previous holder did not say that it removed the
+			// address: its kernel may keep it until kernelSlack after
+			// its lifetime (see fenceEnd). The probe's own window
+			// counts towards the wait.
+			wait = max(0, takeoverWait-n.cfg.Probe)
+			n.log.infof("elected; the previous holder did not release the address, so it is added after %v (the kernel's lifetime slack)", takeoverWait)
+		}
+		n.startProbe(wait)
 	case evLost:
-		n.stepDown(ev.err.Error())
+		n.stepDown(ev.err)
 	case evTrouble:
 		if ev.err != nil {
 			n.log.warnf("etcd unreachable: %v (retrying)", ev.err)
@@ -251,22 +390,16 @@ func (n *node) onTerm(ev termEvent) {
 	}
 }
 
-func (n *node) setDeadline(d time.Time) {
-	if d.After(n.deadline) {
-		n.deadline = d
+// setDeadlines moves the deadlines an event carries forward (never back).
+func (n *node) setDeadlines(ev termEvent) {
+	if ev.deadline.After(n.deadline) {
+		n.deadline = ev.deadline
 	}
-	n.resetTimer()
-}
-
-func (n *node) setBeat(d time.Time) {
-	if d.After(n.beat) {
-		n.beat = d
+	if ev.beat.After(n.beat) {
+		n.beat = ev.beat
 	}
-	n.resetTimer()
-}
-
-func (n *node) resetTimer() {
-	n.timer.Reset(n.timeLeft())
+	until, _ := n.holdUntil()
+	n.timer.Reset(time.Until(until))
 }
 
 // extended acts on a deadline that moved: the address's lifetime follows it,
@@ -279,43 +412,49 @@ func (n *node) extended() {
 	}
 }
 
-// startProbe checks that nobody else answers for the VIP before we take it:
-// a frozen or dead former holder's kernel answers ARP until the address
-// lifetime runs out.
-func (n *node) startProbe() {
-	if n.cfg.Probe <= 0 || n.ann == nil {
-		n.take()
-		return
-	}
+// startProbe checks, after delay, that nobody else answers for the VIP
+// before we take it: a frozen or dead former holder's kernel answers ARP
+// until the address lifetime runs out. Without a probe (vip.probe=0, or
+// no socket) the result comes after delay alone.
+func (n *node) startProbe(delay time.Duration) {
+	n.stopProbe()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.probeCancel = cancel
 	n.probeSeq++
-	seq, ann, window := n.probeSeq, n.ann, n.cfg.Probe
-	vips := n.cfg.Addresses
+	seq, frames, window, vips := n.probeSeq, n.frames, n.cfg.Probe, n.cfg.Addresses
 	go func() {
-		for {
-			r := probeAll(ctx, ann, vips, window)
-			r.seq = seq
-			select {
-			case n.probes <- r:
-			case <-ctx.Done():
-				return
-			}
-			if r.foreign == nil {
-				return
-			}
-			select {
-			case <-time.After(probeRetry):
-			case <-ctx.Done():
-				return
-			}
+		timer := time.NewTimer(delay)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return
+		}
+		var r probeResult
+		if window > 0 && frames != nil {
+			r = probeAll(ctx, frames, vips, window)
+		}
+		r.seq = seq
+		select {
+		case n.probes <- r:
+		case <-ctx.Done():
 		}
 	}()
 }
 
+func (n *node) stopProbe() {
+	if n.probeCancel != nil {
+		n.probeCancel()
+		n.probeCancel = nil
+		n.probeSeq++
+	}
+}
+
 // probeAll probes every VIP; the IPv4 and IPv6 ones in parallel (they use
 // separate sockets), so that a dual-stack takeover waits one window, not two.
-func probeAll(ctx context.Context, ann *announcer, vips []netip.Prefix, window time.Duration) probeResult {
+// Another host's answer for any VIP outranks a failed probe of another: it
+// is the one result that must keep us from taking the address.
+func probeAll(ctx context.Context, frames linkFrames, vips []netip.Prefix, window time.Duration) probeResult {
 	var results [2]probeResult
 	var wg sync.WaitGroup
 	for i, v6 := range []bool{false, true} {
@@ -325,38 +464,51 @@ func probeAll(ctx context.Context, ann *announcer, vips []netip.Prefix, window t
 					continue
 				}
 				r := &results[i]
-				if r.foreign, r.err = ann.probe(ctx, p.Addr(), window); r.foreign != nil || r.err != nil {
+				if r.foreign, r.err = frames.probe(ctx, p.Addr(), window); r.foreign != nil || r.err != nil {
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if results[0].foreign != nil || results[0].err != nil {
+	for _, r := range results {
+		if r.foreign != nil {
+			return probeResult{foreign: r.foreign}
+		}
+	}
+	if results[0].err != nil {
 		return results[0]
 	}
 	return results[1]
 }
 
-// probeRetry is how soon a VIP that another host answered for is probed
-// again.
+// probeRetry is how soon a VIP is probed again after another host answered
+// for it or the probe failed.
 const probeRetry = 200 * time.Millisecond
 
+// onProbe takes the address only after a probe that nobody answered. A
+// probe that failed (its socket was closed by a MAC change, say) says
+// nothing about the VIP: it is tried again, with the link's current
+// sockets.
 func (n *node) onProbe(r probeResult) {
 	if r.seq != n.probeSeq || n.probeCancel == nil {
 		return // a probe of an earlier election
 	}
-	if r.foreign != nil {
-		n.onSquatter(r.foreign) // the prober tries again by itself
-		return
-	}
-	n.probeCancel()
 	n.probeCancel = nil
-	n.squatStart, n.squatLoud = time.Time{}, false
-	if r.err != nil {
-		n.log.warnf("probe before take failed: %v; taking the address without it", r.err)
+	switch {
+	case r.foreign != nil:
+		n.onSquatter(r.foreign)
+		n.startProbe(probeRetry)
+	case r.err != nil:
+		if !n.probeFailed {
+			n.log.warnf("probe before take failed: %v; probing again every %v", r.err, probeRetry)
+			n.probeFailed = true
+		}
+		n.startProbe(probeRetry)
+	default:
+		n.squatStart, n.squatLoud, n.probeFailed = time.Time{}, false, false
+		n.take()
 	}
-	n.take()
 }
 
 // onSquatter logs another host answering for the VIP: briefly expected when
@@ -375,23 +527,29 @@ func (n *node) onSquatter(mac net.HardwareAddr) {
 	}
 }
 
-// take adds the addresses with a lifetime that ends before the deadline,
-// then announces them.
+// take adds the addresses with a lifetime that ends before the fence (see
+// fenceEnd), then announces them.
 func (n *node) take() {
-	left := n.timeLeft()
-	if left < time.Second {
-		n.log.infof("elected with %v before the deadline; taking the address after the next renewal", left.Round(time.Millisecond))
+	life := n.lifetime()
+	if life < time.Second {
+		// The last renewal was sent too long ago for a lifetime that
+		// ends by the fence (after the takeover wait, at vip.ttl=2, it
+		// always is): ask for one now rather than wait for the next.
+		left, _ := n.holdUntil()
+		n.log.infof("elected with %v before the deadline; renewing before taking the address", time.Until(left).Round(time.Millisecond))
+		n.term.renewNow()
 		return
 	}
 	n.holding = true // from here on, release() removes what was added
-	for _, p := range n.cfg.Addresses {
-		if err := n.rt.setAddr(n.link.Index, p, left); err != nil {
+	if err := n.setAddrs(life); err != nil {
+		if errors.Is(err, errAddFailed) {
 			n.holdOff = time.Now().Add(localRetry)
-			n.stepDown(fmt.Sprintf("cannot add the address (campaigning again in %v): %v", localRetry, err))
-			return
+			err = fmt.Errorf("%w (campaigning again in %v)", err, localRetry)
 		}
+		n.stepDown(err)
+		return
 	}
-	n.setState(stateLeader, fmt.Sprintf("elected; added %s on %s (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(left/time.Second)))
+	n.setState(stateLeader, fmt.Sprintf("elected; added %s on %s (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second)))
 	n.startBurst()
 	if n.cfg.GarpRefresh > 0 {
 		n.refresh = time.NewTicker(n.cfg.GarpRefresh)
@@ -399,81 +557,86 @@ func (n *node) take() {
 }
 
 // refreshAddrs extends the addresses' lifetimes after a renewal, never past
-// the deadline. With less than a second left the older, shorter lifetime
-// stays.
+// the fence. With less than a second allowed (the acknowledgement came back
+// late) the older, shorter lifetime stays.
 func (n *node) refreshAddrs() {
-	left := n.timeLeft()
-	if left < time.Second {
+	life := n.lifetime()
+	if life < time.Second {
 		return
 	}
-	for _, p := range n.cfg.Addresses {
-		if err := n.rt.setAddr(n.link.Index, p, left); err != nil {
-			n.log.warnf("refresh lifetime: %v", err)
-		}
+	if err := n.setAddrs(life); errors.Is(err, errStalled) {
+		n.stepDown(err)
+	} else if err != nil {
+		n.log.warnf("refresh lifetime: %v", err)
 	}
 }
 
 // release removes the addresses (if we hold them) and stops everything that
-// belongs to holding them.
-func (n *node) release() {
-	if n.probeCancel != nil {
-		n.probeCancel()
-		n.probeCancel = nil
-		n.probeSeq++
-	}
+// belongs to holding them. It reports whether nothing of ours is left on
+// the link.
+func (n *node) release() bool {
+	n.stopProbe()
 	n.stopBurst()
 	if n.refresh != nil {
 		n.refresh.Stop()
 		n.refresh = nil
 	}
 	if !n.holding {
-		return
+		return true
 	}
 	n.holding = false
+	clean := true
 	for _, p := range n.cfg.Addresses {
-		if _, err := n.rt.delAddr(n.link.Index, p); err != nil {
+		if _, err := n.deps.kern.delAddr(n.link.Index, p); err != nil {
 			n.log.errorf("%v", err)
+			clean = false
 		}
 	}
+	return clean
 }
 
-// startBurst announces at once, then vip.garp-1 more times.
+// startBurst announces at once, then vip.garp-1 more times, from the loop.
 func (n *node) startBurst() {
 	n.stopBurst()
-	if n.cfg.Garp < 1 || n.ann == nil {
+	if n.cfg.Garp < 1 {
 		return
 	}
+	n.burstLeft = n.cfg.Garp - 1
 	n.announceAll("takeover")
-	if n.cfg.Garp < 2 {
-		return
+	if n.burstLeft > 0 && n.holding {
+		n.burst.Reset(n.cfg.GarpInterval)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.burstCancel = cancel
-	ann, vips, count, interval, log := n.ann, n.cfg.Addresses, n.cfg.Garp, n.cfg.GarpInterval, n.log
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for i := 1; i < count; i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			for _, p := range vips {
-				if err := ann.announce(p.Addr()); err != nil && ctx.Err() == nil {
-					log.warnf("%v", err)
-				}
-			}
-		}
-	}()
 }
 
+func (n *node) burstTick() {
+	if n.burstLeft <= 0 {
+		return
+	}
+	n.burstLeft--
+	n.announceAll("takeover")
+	if n.burstLeft > 0 && n.holding {
+		n.burst.Reset(n.cfg.GarpInterval)
+	}
+}
+
+// stopBurst cancels a running announcement burst: after a step-down (or a
+// new MAC) its frames would announce the wrong thing.
+func (n *node) stopBurst() {
+	n.burstLeft = 0
+	n.burst.Stop()
+}
+
+// announceAll announces every VIP once, only while the node holds them and
+// its deadline has not passed: it checks the deadline first, in the
+// goroutine that owns the state, so that a process resumed after a freeze
+// steps down before it can send anything.
 func (n *node) announceAll(why string) {
-	if n.ann == nil || !n.holding {
+	n.checkDeadline()
+	if n.frames == nil || !n.holding {
 		return
 	}
 	for _, p := range n.cfg.Addresses {
-		if err := n.ann.announce(p.Addr()); err != nil {
+		if err := n.frames.announce(p.Addr()); err != nil {
 			n.log.warnf("%s announcement: %v", why, err)
 		}
 	}
@@ -520,16 +683,19 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 	}
 	switch {
 	case deleted && n.holding:
-		left := n.timeLeft()
-		if left < time.Second {
-			n.stepDown(fmt.Sprintf("renewals late: %s expired %v before the deadline", a.prefix(), left.Round(time.Millisecond)))
+		// Removed by hand, or by the kernel after late renewals: put it
+		// back under the same fence as any refresh.
+		life := n.lifetime()
+		if life < time.Second {
+			until, _ := n.holdUntil()
+			n.stepDown(fmt.Errorf("%w (%s gone %v before the deadline)", errExpired, a.prefix(), time.Until(until).Round(time.Millisecond)))
 			return
 		}
-		if err := n.rt.setAddr(n.link.Index, a.prefix(), left); err != nil {
-			n.stepDown(fmt.Sprintf("cannot re-add %s: %v", a.prefix(), err))
+		if err := n.setAddrs(life); err != nil {
+			n.stepDown(fmt.Errorf("put back %s: %w", a.prefix(), err))
 			return
 		}
-		n.log.warnf("%s was removed from %s while leader; re-added and announced", a.prefix(), n.link.Name)
+		n.log.warnf("%s was removed from %s while leader; put back and announced", a.prefix(), n.link.Name)
 		n.announceAll("re-add")
 	case !deleted && !n.holding:
 		n.removeStale(a.prefix())
@@ -557,7 +723,7 @@ func (n *node) isVIP(p netip.Prefix) bool {
 // removeStale removes a copy of the VIP that we do not hold, such as one a
 // crashed earlier run left behind.
 func (n *node) removeStale(p netip.Prefix) {
-	removed, err := n.rt.delAddr(n.link.Index, p)
+	removed, err := n.deps.kern.delAddr(n.link.Index, p)
 	if err != nil {
 		n.log.errorf("%v", err)
 	} else if removed {
@@ -567,12 +733,12 @@ func (n *node) removeStale(p netip.Prefix) {
 
 // resync lists links and addresses, picks the link and removes stale VIPs.
 func (n *node) resync() {
-	links, err := n.rt.links()
+	links, err := n.deps.kern.links()
 	if err != nil {
 		n.log.errorf("%v", err)
 		return
 	}
-	addrs, err := n.rt.addrs(unix.AF_UNSPEC)
+	addrs, err := n.deps.kern.addrs(unix.AF_UNSPEC)
 	if err != nil {
 		n.log.errorf("%v", err)
 		return
@@ -599,21 +765,21 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 	macChanged := ok && l.HardwareAddr.String() != oldMAC
 
 	if wasUsable && (!usable || macChanged) {
-		n.closeAnnouncer()
+		n.closeFrames()
 	}
-	if usable && n.ann == nil {
-		ann, err := openAnnouncer(int(l.Index), l.Name, l.HardwareAddr, n.hasIPv6())
+	if usable && n.frames == nil {
+		frames, err := n.deps.openFrames(l, n.hasIPv6())
 		if err != nil {
 			n.log.errorf("%v", err) // announcements and probes are skipped until the next link change
 		}
-		n.ann = ann
+		n.frames = frames
 	}
 
 	switch {
 	case wasUsable && !usable:
-		reason := fmt.Sprintf("%s is down", n.cfg.Interface)
+		reason := fmt.Errorf("%w: %s", errLinkDown, n.cfg.Interface)
 		if !ok {
-			reason = fmt.Sprintf("%s: no such interface (%s)", n.cfg.Interface, why)
+			reason = fmt.Errorf("%w: %s: no such interface (%s)", errLinkGone, n.cfg.Interface, why)
 		}
 		n.stepDown(reason)
 	case !wasUsable && usable:
@@ -644,33 +810,31 @@ func (n *node) logWaiting(haveLink bool) {
 	}
 }
 
-// stopBurst cancels a running announcement burst: after a step-down (or a
-// new MAC) its frames would announce the wrong thing.
-func (n *node) stopBurst() {
-	if n.burstCancel != nil {
-		n.burstCancel()
-		n.burstCancel = nil
-	}
-}
-
-func (n *node) closeAnnouncer() {
+func (n *node) closeFrames() {
 	n.stopBurst()
-	if n.ann != nil {
-		n.ann.Close()
-		n.ann = nil
+	if n.frames != nil {
+		n.frames.Close()
+		n.frames = nil
 	}
 }
 
 // stop is the graceful stop: the address goes first so that the next node
 // can take it at once, then the lease (which deletes our election key).
+// Only a node that held the address and removed it says so to the next
+// holder (resign), which then adds it without waiting.
 func (n *node) stop(sig os.Signal) {
 	n.log.infof("stopping on %v: removing the address and resigning", sig)
-	n.release()
+	held := n.holding
+	clean := n.release()
 	if n.term != nil {
-		n.term.stop(2 * revokeTimeout)
+		if held && clean {
+			n.term.resign(2 * revokeTimeout)
+		} else {
+			n.term.stop(2 * revokeTimeout)
+		}
 		n.term = nil
 	}
-	n.closeAnnouncer()
+	n.closeFrames()
 	n.setState(stateWaiting, "stopped")
 }
 

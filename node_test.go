@@ -1,8 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestHoldUntil checks which deadline bounds the address: the lease's
@@ -31,5 +39,485 @@ func TestHoldUntil(t *testing.T) {
 				t.Errorf("holdUntil() = %v, %q; want %v, %q", got.Sub(t0), what, c.want.Sub(t0), c.what)
 			}
 		})
+	}
+}
+
+// The state machine with its outside parts replaced: a kernel that keeps
+// addresses in a map, frames that are recorded, and terms driven by the
+// test. Each test calls the node's handlers directly, as its loop would.
+
+type fakeKernel struct {
+	link  linkMessage
+	held  map[netip.Prefix]time.Duration // VIP -> lifetime last set
+	sets  []time.Duration                // every lifetime set, in order
+	dels  int
+	stall time.Duration // each setAddr takes this long
+	fail  error         // setAddr fails with this
+}
+
+func (k *fakeKernel) links() ([]linkMessage, error)      { return []linkMessage{k.link}, nil }
+func (k *fakeKernel) addrs(uint8) ([]addrMessage, error) { return nil, nil }
+func (k *fakeKernel) setAddr(_ uint32, p netip.Prefix, life time.Duration) error {
+	time.Sleep(k.stall)
+	if k.fail != nil {
+		return k.fail
+	}
+	k.held[p] = life
+	k.sets = append(k.sets, life)
+	return nil
+}
+func (k *fakeKernel) delAddr(_ uint32, p netip.Prefix) (bool, error) {
+	_, ok := k.held[p]
+	delete(k.held, p)
+	k.dels++
+	return ok, nil
+}
+
+// fakeFrames answers each probe round with the next queued answer (one
+// per address family, so that both families see the same round); an empty
+// queue means nobody answers.
+type fakeFrames struct {
+	sent   []netip.Addr
+	probe4 chan probeAnswer
+	probe6 chan probeAnswer
+}
+
+type probeAnswer func(ip netip.Addr) (net.HardwareAddr, error)
+
+func (f *fakeFrames) queue(a probeAnswer) { f.probe4 <- a; f.probe6 <- a }
+
+func (f *fakeFrames) announce(ip netip.Addr) error { f.sent = append(f.sent, ip); return nil }
+func (f *fakeFrames) Close() error                 { return nil }
+func (f *fakeFrames) probe(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error) {
+	q := f.probe4
+	if ip.Is6() {
+		q = f.probe6
+	}
+	select {
+	case answer := <-q:
+		return answer(ip)
+	default:
+		return nil, nil
+	}
+}
+
+type fakeTerm struct {
+	stopped, resigned bool
+	pokes             int
+}
+
+func (t *fakeTerm) stop(time.Duration)   { t.stopped = true }
+func (t *fakeTerm) resign(time.Duration) { t.resigned = true }
+func (t *fakeTerm) renewNow()            { t.pokes++ }
+
+type nodeLab struct {
+	t      *testing.T
+	n      *node
+	kern   *fakeKernel
+	frames *fakeFrames
+	terms  []*fakeTerm
+	log    *syncBuffer
+}
+
+var (
+	fakeVIP4 = netip.MustParsePrefix("192.0.2.100/32")
+	fakeVIP6 = netip.MustParsePrefix("2001:db8::100/128")
+)
+
+// newNodeLab is a node on an up link, campaigning with TTL ttl and the
+// given vip.* words.
+func newNodeLab(t *testing.T, ttl time.Duration, words ...string) *nodeLab {
+	cfg, err := parseConfig(append([]string{"vip.address=192.0.2.100,2001:db8::100", "vip.interface=eth0",
+		"vip.etcd=http://192.0.2.1:2379", "vip.name=n1", "vip.ttl=" + ttl.String()}, words...), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nl := &nodeLab{t: t, log: &syncBuffer{}, frames: &fakeFrames{probe4: make(chan probeAnswer, 8), probe6: make(chan probeAnswer, 8)}}
+	nl.kern = &fakeKernel{held: map[netip.Prefix]time.Duration{}, link: linkMessage{Index: 2, Name: "eth0",
+		Flags: unix.IFF_UP | unix.IFF_RUNNING, HardwareAddr: net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 1}}}
+	deps := nodeDeps{
+		kern:       nl.kern,
+		openFrames: func(linkMessage, bool) (linkFrames, error) { return nl.frames, nil },
+		newTerm: func(electConfig, chan<- termEvent) campaigner {
+			ft := &fakeTerm{}
+			nl.terms = append(nl.terms, ft)
+			return ft
+		},
+	}
+	nl.n = newNode(cfg, nil, &logger{w: nl.log}, deps)
+	nl.n.resync()
+	if len(nl.terms) != 1 {
+		t.Fatalf("an up link started %d terms, want 1", len(nl.terms))
+	}
+	t.Cleanup(func() {
+		nl.n.release()
+		if t.Failed() {
+			t.Logf("node log:\n%s", nl.log.String())
+		}
+	})
+	return nl
+}
+
+// term is the node's current term.
+func (nl *nodeLab) term() *fakeTerm { return nl.terms[len(nl.terms)-1] }
+
+// event delivers a term event from the current term, sent at sent.
+func (nl *nodeLab) event(kind termEventKind, sent time.Time, released bool) {
+	ttl := nl.n.cfg.TTL
+	ev := termEvent{t: nl.term(), kind: kind, ttl: ttl, released: released}
+	switch kind {
+	case evGranted:
+		ev.deadline = deadlineAfter(sent, ttl)
+	case evRenewed, evElected:
+		ev.deadline, ev.beat = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl)
+	}
+	nl.n.checkDeadline()
+	nl.n.onTerm(ev)
+}
+
+// probe waits for the node's probe result and hands it to the node. When
+// the node asks for a renewal (too little lifetime left since the
+// election's send time), the renewal is acknowledged at once.
+func (nl *nodeLab) probe() time.Duration {
+	t0 := time.Now()
+	pokes := nl.term().pokes
+	select {
+	case r := <-nl.n.probes:
+		nl.n.checkDeadline()
+		nl.n.onProbe(r)
+	case <-time.After(2 * time.Second):
+		nl.t.Fatal("no probe result within 2 s")
+	}
+	if nl.term().pokes > pokes {
+		nl.event(evRenewed, time.Now(), false)
+	}
+	return time.Since(t0)
+}
+
+// lead makes the node the holder: granted, elected after a released
+// predecessor, probed.
+func (nl *nodeLab) lead() {
+	now := time.Now()
+	nl.event(evGranted, now, false)
+	nl.event(evElected, now, true)
+	nl.probe()
+	if !nl.n.holding || nl.n.state != stateLeader {
+		nl.t.Fatalf("not leader after a clean probe (state %v, holding %v)", nl.n.state, nl.n.holding)
+	}
+}
+
+func (nl *nodeLab) wantStepDown(reason error) {
+	nl.t.Helper()
+	if !errors.Is(nl.n.stepped, reason) {
+		nl.t.Fatalf("stepped down with %v, want %v", nl.n.stepped, reason)
+	}
+	if nl.n.holding || len(nl.kern.held) != 0 {
+		nl.t.Fatalf("after the step-down the kernel still has %v (holding %v)", nl.kern.held, nl.n.holding)
+	}
+	if !nl.terms[0].stopped {
+		nl.t.Fatal("the old term was not stopped")
+	}
+}
+
+// TestNodeSendsOnlyWhileHolding: a frame that claims the VIP goes out only
+// after the deadline was checked in the loop; a process resumed after its
+// deadline steps down instead of sending (DESIGN.md 2a).
+func TestNodeSendsOnlyWhileHolding(t *testing.T) {
+	cases := []struct {
+		name string
+		send func(n *node)
+	}{
+		{"burst tick", func(n *node) { n.burstTick() }},
+		{"periodic refresh", func(n *node) { n.announceAll("periodic refresh") }},
+		{"new MAC", func(n *node) {
+			l := n.link
+			l.HardwareAddr = net.HardwareAddr{2, 0, 0x5e, 0, 0x53, l.HardwareAddr[5] + 1}
+			n.setLink(l, true, "link change")
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			nl := newNodeLab(t, 2*time.Second)
+			nl.lead()
+			if len(nl.frames.sent) != 2 {
+				t.Fatalf("takeover sent %v, want one announcement per VIP", nl.frames.sent)
+			}
+			c.send(nl.n) // in time: sent
+			if len(nl.frames.sent) != 4 {
+				t.Fatalf("sent %v in time, want a second announcement per VIP", nl.frames.sent)
+			}
+			// A freeze: the deadline passes with nothing acknowledged.
+			nl.n.deadline = time.Now().Add(-time.Millisecond)
+			c.send(nl.n)
+			if len(nl.frames.sent) != 4 {
+				t.Fatalf("sent %v after the deadline", nl.frames.sent[4:])
+			}
+			nl.wantStepDown(errDeadline)
+		})
+	}
+}
+
+// TestNodeBurstStopsOnStepDown: a step-down in the middle of the burst
+// leaves nothing scheduled.
+func TestNodeBurstStopsOnStepDown(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second, "vip.garp.interval=10ms")
+	nl.lead()
+	nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errKeyGone})
+	nl.wantStepDown(errKeyGone)
+	select {
+	case <-nl.n.burst.C:
+		nl.n.burstTick()
+		t.Fatal("the burst timer still fired after the step-down")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if len(nl.frames.sent) != 2 {
+		t.Fatalf("sent %v after the step-down", nl.frames.sent[2:])
+	}
+}
+
+// TestNodeProbeOutcomes: only a probe that nobody answered leads to the
+// address; an answer from another host outranks a failed probe.
+func TestNodeProbeOutcomes(t *testing.T) {
+	squat := func(ip netip.Addr) (net.HardwareAddr, error) {
+		if ip.Is6() {
+			return net.HardwareAddr{2, 0, 0, 0, 0, 0x66}, nil
+		}
+		return nil, nil
+	}
+	broken4 := func(ip netip.Addr) (net.HardwareAddr, error) {
+		if ip.Is4() {
+			return nil, errors.New("use of closed file")
+		}
+		return nil, nil
+	}
+	both := func(ip netip.Addr) (net.HardwareAddr, error) {
+		if ip.Is6() {
+			return squat(ip)
+		}
+		return broken4(ip)
+	}
+	cases := []struct {
+		name   string
+		rounds []probeAnswer
+		takes  int // how many rounds until the address is taken
+	}{
+		{"quiet", nil, 1},
+		{"IPv6 answered", []probeAnswer{squat}, 2},
+		{"IPv4 failed", []probeAnswer{broken4}, 2},
+		{"IPv4 failed and IPv6 answered", []probeAnswer{both}, 2},
+		{"answered, failed, answered", []probeAnswer{squat, broken4, both}, 4},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			nl := newNodeLab(t, 2*time.Second)
+			for _, f := range c.rounds {
+				nl.frames.queue(f)
+			}
+			now := time.Now()
+			nl.event(evGranted, now, false)
+			nl.event(evElected, now, true)
+			for round := 1; round <= c.takes; round++ {
+				if nl.n.holding {
+					t.Fatalf("took the address after round %d, want after round %d", round-1, c.takes)
+				}
+				nl.probe()
+			}
+			if !nl.n.holding {
+				t.Fatalf("did not take the address after %d rounds", c.takes)
+			}
+		})
+	}
+}
+
+// TestNodeTakeoverWait: a node that wins from a holder that did not
+// release the address waits out the kernel's lifetime slack before it
+// adds it, with or without the probe; after a release it does not wait.
+func TestNodeTakeoverWait(t *testing.T) {
+	cases := []struct {
+		probe    string
+		released bool
+		min, max time.Duration
+	}{
+		{"20ms", true, 0, takeoverWait / 2},
+		{"20ms", false, takeoverWait - 20*time.Millisecond, takeoverWait + 150*time.Millisecond},
+		{"0", false, takeoverWait, takeoverWait + 150*time.Millisecond},
+		{"0", true, 0, takeoverWait / 2},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("probe=%s released=%v", c.probe, c.released), func(t *testing.T) {
+			nl := newNodeLab(t, 2*time.Second, "vip.probe="+c.probe)
+			now := time.Now()
+			nl.event(evGranted, now, false)
+			nl.event(evElected, now, c.released)
+			if nl.n.holding {
+				t.Fatal("took the address before the probe's result")
+			}
+			d := nl.probe()
+			if !nl.n.holding {
+				t.Fatal("not holding after the wait")
+			}
+			// At vip.ttl=2 the claim's send time leaves no lifetime after
+			// the wait: the node asks for a renewal at once instead of
+			// waiting for the next one.
+			if want := map[bool]int{true: 0, false: 1}[c.released]; nl.term().pokes != want {
+				t.Fatalf("%d immediate renewals asked for, want %d", nl.term().pokes, want)
+			}
+			if d < c.min || d > c.max {
+				t.Fatalf("the address was taken %v after the election, want %v to %v", d, c.min, c.max)
+			}
+		})
+	}
+}
+
+// TestNodeLifetimeFence checks the fence arithmetic over every TTL the
+// parser accepts in 250 ms steps and every acknowledgement delay: a
+// lifetime set at r after a send at S ends, even with the kernel's slack,
+// before another node can add the address (S + TTL + takeoverWait), and
+// never after the step-down deadline.
+func TestNodeLifetimeFence(t *testing.T) {
+	for ttl := 2 * time.Second; ttl <= 30*time.Second; ttl += 250 * time.Millisecond {
+		n := &node{ttl: ttl, elected: true}
+		for delay := time.Duration(0); delay < ttl; delay += 10 * time.Millisecond {
+			r := time.Now()
+			sent := r.Add(-delay)
+			n.deadline, n.beat = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl)
+			life := n.fenceEnd().Sub(r).Truncate(time.Second)
+			if life < time.Second {
+				continue // skipped: the older lifetime stays
+			}
+			if end := r.Add(life + kernelSlack); end.After(sent.Add(ttl + takeoverWait)) {
+				t.Fatalf("TTL %v, ack after %v: lifetime %v may last until %v after the send, past the earliest takeover at %v",
+					ttl, delay, life, end.Sub(sent), ttl+takeoverWait)
+			}
+			if r.Add(life).After(n.deadline) {
+				t.Fatalf("TTL %v, ack after %v: lifetime %v ends after the deadline", ttl, delay, life)
+			}
+		}
+		// A prompt acknowledgement always allows a lifetime: the node can
+		// hold the address at every accepted TTL.
+		n.deadline, n.beat = deadlineAfter(time.Now(), ttl), deadlineAfter(time.Now(), ttl)
+		if n.lifetime() < time.Second {
+			t.Fatalf("TTL %v: a prompt acknowledgement allows no lifetime", ttl)
+		}
+	}
+}
+
+// TestNodeRefresh: a prompt acknowledgement refreshes the lifetime, a late
+// one is skipped (the older, shorter lifetime stays), and a refresh that
+// returned too late to trust steps down and removes the address.
+func TestNodeRefresh(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.lead()
+	sets := len(nl.kern.sets)
+	nl.event(evRenewed, time.Now().Add(-20*time.Millisecond), false)
+	if len(nl.kern.sets) != sets+2 || nl.kern.sets[sets] != time.Second {
+		t.Fatalf("prompt acknowledgement: lifetimes set %v, want one more of 1s per VIP", nl.kern.sets)
+	}
+	// The next renewal, sent 400 ms later, came back after 300 ms.
+	time.Sleep(400 * time.Millisecond)
+	nl.event(evRenewed, time.Now().Add(-300*time.Millisecond), false)
+	if len(nl.kern.sets) != sets+2 {
+		t.Fatalf("late acknowledgement: lifetimes set %v, want none more", nl.kern.sets)
+	}
+	nl.kern.stall = 200 * time.Millisecond
+	nl.event(evRenewed, time.Now(), false)
+	nl.wantStepDown(errStalled)
+}
+
+// TestNodeAddressGone: an address removed while the node holds it is put
+// back when a lifetime is still allowed, and ends the leadership when not.
+func TestNodeAddressGone(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		ttl    time.Duration
+		putBak bool
+	}{{"ttl 10s: put back", 10 * time.Second, true}, {"ttl 2s: late renewals", 2 * time.Second, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			nl := newNodeLab(t, c.ttl)
+			nl.lead()
+			if !c.putBak {
+				// The last prompt acknowledgement was long ago.
+				nl.n.deadline, nl.n.beat = time.Now().Add(900*time.Millisecond), time.Now().Add(900*time.Millisecond)
+			}
+			delete(nl.kern.held, fakeVIP4)
+			sent := len(nl.frames.sent)
+			nl.n.onAddr(addrMessage{Index: 2, PrefixLen: 32, Family: unix.AF_INET, Address: fakeVIP4.Addr(), Local: fakeVIP4.Addr()}, true)
+			if !c.putBak {
+				nl.wantStepDown(errExpired)
+				return
+			}
+			if _, ok := nl.kern.held[fakeVIP4]; !ok || !nl.n.holding {
+				t.Fatal("the address was not put back")
+			}
+			if len(nl.frames.sent) == sent {
+				t.Fatal("the address was put back without an announcement")
+			}
+		})
+	}
+}
+
+// TestNodeStepDownTriggers: each trigger ends the leadership, removes the
+// address, stops the term and names its reason.
+func TestNodeStepDownTriggers(t *testing.T) {
+	cases := []struct {
+		name   string
+		do     func(nl *nodeLab)
+		reason error
+	}{
+		{"deadline", func(nl *nodeLab) {
+			nl.n.deadline = time.Now().Add(-time.Millisecond)
+			nl.n.checkDeadline()
+		}, errDeadline},
+		{"lease expired", func(nl *nodeLab) {
+			nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
+		}, errLeaseExpired},
+		{"key deleted", func(nl *nodeLab) {
+			nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: fmt.Errorf("%w: deleted", errKeyGone)})
+		}, errKeyGone},
+		{"link down", func(nl *nodeLab) {
+			l := nl.n.link
+			l.Flags &^= unix.IFF_RUNNING
+			nl.n.onLink(l, false)
+		}, errLinkDown},
+		{"link removed", func(nl *nodeLab) { nl.n.onLink(nl.n.link, true) }, errLinkGone},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			nl := newNodeLab(t, 2*time.Second)
+			nl.lead()
+			c.do(nl)
+			nl.wantStepDown(c.reason)
+		})
+	}
+	t.Run("events of an ended term are ignored", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second)
+		nl.lead()
+		old := nl.term()
+		nl.n.onTerm(termEvent{t: old, kind: evLost, err: errKeyGone})
+		nl.n.onTerm(termEvent{t: old, kind: evElected, beat: time.Now().Add(time.Hour), deadline: time.Now().Add(time.Hour), released: true})
+		if nl.n.elected || nl.n.probeCancel != nil {
+			t.Fatal("an ended term's election was acted on")
+		}
+	})
+}
+
+// TestNodeStopResignsOnlyAfterHolding: the release mark (the next holder
+// adds the address at once) is given only by a node that held the address
+// and removed it.
+func TestNodeStopResignsOnlyAfterHolding(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.lead()
+	nl.n.stop(syscall.SIGTERM)
+	if !nl.terms[0].resigned || len(nl.kern.held) != 0 {
+		t.Fatalf("holder stopped: resigned %v, addresses left %v", nl.terms[0].resigned, nl.kern.held)
+	}
+
+	nl = newNodeLab(t, 2*time.Second)
+	now := time.Now()
+	nl.event(evGranted, now, false)
+	nl.event(evElected, now, false) // still waiting out the slack
+	nl.n.stop(syscall.SIGTERM)
+	if nl.terms[0].resigned || !nl.terms[0].stopped {
+		t.Fatal("a node that never added the address marked it released")
 	}
 }
