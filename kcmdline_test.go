@@ -338,6 +338,7 @@ func TestWords(t *testing.T) {
 		"vip.config=",
 		"vip.config.timeout=1m30s",
 		"vip.log=kmsg",
+		"vip.metrics=",
 	}
 	if got := c.Words(); !slices.Equal(got, want) {
 		t.Errorf("Words()\n got %q\nwant %q", got, want)
@@ -366,6 +367,7 @@ func TestWordsDefaults(t *testing.T) {
 		"vip.config=",
 		"vip.config.timeout=30s",
 		"vip.log=auto",
+		"vip.metrics=",
 	}
 	if got := c.Words(); !slices.Equal(got, want) {
 		t.Errorf("Words()\n got %q\nwant %q", got, want)

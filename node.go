@@ -85,10 +85,9 @@ func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 // elect.go); wrapped with details, checked with errors.Is.
 var (
 	errDeadline  = errors.New("deadline passed")
-	errLinkDown  = errors.New("interface down")
-	errLinkGone  = errors.New("interface gone")
+	errLinkDown  = errors.New("down")              // "eth0 is down"
+	errLinkGone  = errors.New("no such interface") // "eth0: no such interface"
 	errAddFailed = errors.New("cannot add the address")
-	errExpired   = errors.New("the kernel removed the address and too little time is left to put it back")
 	errStalled   = errors.New("stalled while setting the address")
 )
 
@@ -115,6 +114,7 @@ type node struct {
 	timer    *time.Timer   // fires at holdUntil
 	elected  bool          // this term won the campaign
 	holding  bool          // the address is on the link because we put it there
+	missing  bool          // while holding, the kernel lost it; put back after a prompt renewal
 	stepped  error         // why the node last stepped down
 
 	probeSeq    int
@@ -298,8 +298,6 @@ func (n *node) setAddrs(life time.Duration) error {
 //     address;
 //   - errAddFailed: the address could not be added or put back (the next
 //     term then waits localRetry);
-//   - errExpired: the kernel removed the address and too little time is
-//     left to put it back;
 //   - errStalled: setting the address returned too late to trust the
 //     lifetime it set.
 //
@@ -564,10 +562,18 @@ func (n *node) refreshAddrs() {
 	if life < time.Second {
 		return
 	}
-	if err := n.setAddrs(life); errors.Is(err, errStalled) {
+	err := n.setAddrs(life)
+	switch {
+	case errors.Is(err, errStalled):
 		n.stepDown(err)
-	} else if err != nil {
+	case err != nil && n.missing:
+		n.stepDown(fmt.Errorf("put back %s: %w", prefixList(n.cfg.Addresses), err))
+	case err != nil:
 		n.log.warnf("refresh lifetime: %v", err)
+	case n.missing:
+		n.missing = false
+		n.log.warnf("%s re-added on %s and announced (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second))
+		n.announceAll("re-add")
 	}
 }
 
@@ -584,7 +590,7 @@ func (n *node) release() bool {
 	if !n.holding {
 		return true
 	}
-	n.holding = false
+	n.holding, n.missing = false, false
 	clean := true
 	for _, p := range n.cfg.Addresses {
 		if _, err := n.deps.kern.delAddr(n.link.Index, p); err != nil {
@@ -684,19 +690,17 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 	switch {
 	case deleted && n.holding:
 		// Removed by hand, or by the kernel after late renewals: put it
-		// back under the same fence as any refresh.
-		life := n.lifetime()
-		if life < time.Second {
-			until, _ := n.holdUntil()
-			n.stepDown(fmt.Errorf("%w (%s gone %v before the deadline)", errExpired, a.prefix(), time.Until(until).Round(time.Millisecond)))
+		// back under the same fence as any refresh. The fence usually
+		// allows no lifetime between renewals, so the term is asked for
+		// one at once; if it is not acknowledged in time, the deadline
+		// ends the leadership.
+		n.missing = true
+		if n.lifetime() < time.Second {
+			n.log.warnf("%s was removed from %s while leader; renewing at once to put it back", a.prefix(), n.link.Name)
+			n.term.renewNow()
 			return
 		}
-		if err := n.setAddrs(life); err != nil {
-			n.stepDown(fmt.Errorf("put back %s: %w", a.prefix(), err))
-			return
-		}
-		n.log.warnf("%s was removed from %s while leader; put back and announced", a.prefix(), n.link.Name)
-		n.announceAll("re-add")
+		n.refreshAddrs()
 	case !deleted && !n.holding:
 		n.removeStale(a.prefix())
 	}
@@ -777,9 +781,9 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 
 	switch {
 	case wasUsable && !usable:
-		reason := fmt.Errorf("%w: %s", errLinkDown, n.cfg.Interface)
+		reason := fmt.Errorf("%s is %w", n.cfg.Interface, errLinkDown)
 		if !ok {
-			reason = fmt.Errorf("%w: %s: no such interface (%s)", errLinkGone, n.cfg.Interface, why)
+			reason = fmt.Errorf("%s: %w (%s)", n.cfg.Interface, errLinkGone, why)
 		}
 		n.stepDown(reason)
 	case !wasUsable && usable:

@@ -425,31 +425,47 @@ func TestNodeRefresh(t *testing.T) {
 }
 
 // TestNodeAddressGone: an address removed while the node holds it is put
-// back when a lifetime is still allowed, and ends the leadership when not.
+// back and announced: at once when the fence still allows a lifetime,
+// after an immediate renewal when not; and never after the deadline.
 func TestNodeAddressGone(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		ttl    time.Duration
-		putBak bool
-	}{{"ttl 10s: put back", 10 * time.Second, true}, {"ttl 2s: late renewals", 2 * time.Second, false}} {
+		since  time.Duration // the last acknowledged send was this long ago
+		renew  bool          // an immediate renewal is needed
+		expire bool          // and it is not acknowledged before the deadline
+	}{
+		{"ttl 10s: put back at once", 10 * time.Second, 0, false, false},
+		{"ttl 2s: after a renewal", 2 * time.Second, 600 * time.Millisecond, true, false},
+		{"ttl 2s: renewal too late", 2 * time.Second, 1400 * time.Millisecond, true, true},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			nl := newNodeLab(t, c.ttl)
 			nl.lead()
-			if !c.putBak {
-				// The last prompt acknowledgement was long ago.
-				nl.n.deadline, nl.n.beat = time.Now().Add(900*time.Millisecond), time.Now().Add(900*time.Millisecond)
-			}
+			sent := time.Now().Add(-c.since)
+			nl.n.deadline, nl.n.beat = deadlineAfter(sent, c.ttl), deadlineAfter(sent, c.ttl)
 			delete(nl.kern.held, fakeVIP4)
-			sent := len(nl.frames.sent)
-			nl.n.onAddr(addrMessage{Index: 2, PrefixLen: 32, Family: unix.AF_INET, Address: fakeVIP4.Addr(), Local: fakeVIP4.Addr()}, true)
-			if !c.putBak {
-				nl.wantStepDown(errExpired)
-				return
+			frames := len(nl.frames.sent)
+			nl.n.onAddr(addrMessage{Family: unix.AF_INET, PrefixLen: 32, Index: 2, Address: fakeVIP4.Addr(), Local: fakeVIP4.Addr()}, true)
+			if got := nl.term().pokes == 1; got != c.renew {
+				t.Fatalf("immediate renewal asked for: %v, want %v", got, c.renew)
+			}
+			if c.renew {
+				if _, ok := nl.kern.held[fakeVIP4]; ok {
+					t.Fatal("put back before the renewal, past the fence")
+				}
+				if c.expire {
+					time.Sleep(time.Until(nl.n.deadline) + time.Millisecond)
+					nl.n.checkDeadline()
+					nl.wantStepDown(errDeadline)
+					return
+				}
+				nl.event(evRenewed, time.Now(), false)
 			}
 			if _, ok := nl.kern.held[fakeVIP4]; !ok || !nl.n.holding {
 				t.Fatal("the address was not put back")
 			}
-			if len(nl.frames.sent) == sent {
+			if len(nl.frames.sent) == frames {
 				t.Fatal("the address was put back without an announcement")
 			}
 		})
