@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // TestHolderView follows a holder's key through polls and watch events:
@@ -95,4 +103,112 @@ func TestHolderView(t *testing.T) {
 			}
 		})
 	}
+}
+
+// etcdClient is an etcd client whose connections start in the client
+// namespace.
+func (l *lab) etcdClient() *clientv3.Client {
+	l.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   strings.Split(l.etcdURLs(), ","),
+		DialTimeout: 2 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := l.client.do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		})},
+	})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// stuckWatcher is a watch stream bound to an etcd member that has
+// vanished: creating a watch waits until its context ends. It counts the
+// watches on each key that are still open.
+type stuckWatcher struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func (w *stuckWatcher) Watch(ctx context.Context, key string, _ ...clientv3.OpOption) clientv3.WatchChan {
+	w.mu.Lock()
+	w.open[key]++
+	w.mu.Unlock()
+	<-ctx.Done()
+	w.mu.Lock()
+	w.open[key]--
+	w.mu.Unlock()
+	ch := make(chan clientv3.WatchResponse)
+	close(ch)
+	return ch
+}
+
+func (w *stuckWatcher) openOn(key string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.open[key]
+}
+
+func (w *stuckWatcher) RequestProgress(context.Context) error { return nil }
+func (w *stuckWatcher) Close() error                          { return nil }
+
+// TestElectionGoesRoundStuckWatches: with every watch stuck (as on a stream
+// bound to a vanished etcd member), a candidate still learns by its polls
+// that the holder is gone and wins; and once it leads, no watch of the
+// election prefix is left open (nobody would read it, and the etcd client
+// would buffer every write under the prefix for as long as it leads).
+func TestElectionGoesRoundStuckWatches(t *testing.T) {
+	l := newLabWith(t, labOptions{})
+	cli := l.etcdClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	const prefix = "/vipd/stuck"
+	holder, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", prefix, holder.ID), "holder", clientv3.WithLease(holder.ID)); err != nil {
+		t.Fatal(err)
+	}
+	w := &stuckWatcher{open: map[string]int{}}
+	cli.Watcher = w
+
+	events := make(chan termEvent, 16)
+	log := &syncBuffer{}
+	tm := startTerm(cli, electConfig{prefix: prefix, name: "n1", ttl: 2 * time.Second}, &logger{w: log}, events)
+	defer tm.stop(time.Second)
+	next := func(want termEventKind, within time.Duration) termEvent {
+		t.Helper()
+		timeout := time.After(within)
+		for {
+			select {
+			case ev := <-events:
+				if ev.kind == want {
+					return ev
+				}
+				if ev.kind == evLost {
+					t.Fatalf("term lost: %v\n%s", ev.err, log.String())
+				}
+			case <-timeout:
+				t.Fatalf("no event %d within %v; log:\n%s", want, within, log.String())
+			}
+		}
+	}
+	next(evGranted, 5*time.Second)
+	time.Sleep(3 * leaderPoll) // the candidate is waiting behind the holder
+	if _, err := cli.Revoke(ctx, holder.ID); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(evElected, 2*time.Second)
+	if ev.released {
+		t.Error("elected as if the holder had released the address; it was revoked without a mark")
+	}
+	waitFor(t, 2*time.Second, "the leader poll's watch to be cancelled", func() bool { return w.openOn(prefix+"/") == 0 })
 }
