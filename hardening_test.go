@@ -260,3 +260,53 @@ func (l *lab) touchVIP6() {
 		l.t.Fatalf("send to the IPv6 VIP from the client: %v", err)
 	}
 }
+
+// A probe that fails is no evidence that nobody answers for the VIP: it must
+// lead to another probe, never to a take. Here a squatter answers for the
+// IPv6 VIP, so the elected node waits; then its MAC changes, which closes
+// the sockets its prober was using. Every later probe of that prober fails,
+// and the old code took the address on the first failure ("taking the
+// address without it") although the squatter still answered. Once the
+// squatter is gone, the node must take the VIP (with its new MAC).
+func TestProbeErrorDoesNotTake(t *testing.T) {
+	l := newLabWith(t, labOptions{nodes: 1, dualStack: true, args: []string{"vip.ttl=2"}})
+	const squatterMAC = "02:00:5e:00:53:c0" // the client namespace's eth0 (lab.join)
+	nd := l.nodes[0]
+	squatter := l.client
+	squatter.ip(t, "addr", "add", labVIP6+"/64", "dev", "eth0", "nodad")
+	l.start(nd)
+	waitFor(t, electBound, nd.name+" to see the squatter", func() bool {
+		return strings.Contains(nd.log.String(), "still answered by "+squatterMAC)
+	})
+	held := func() string {
+		var h []string
+		if cur, _ := l.mon.current(); len(cur) > 0 {
+			h = append(h, labVIP)
+		}
+		if cur, _ := l.mon6.current(); len(cur) > 0 {
+			h = append(h, labVIP6)
+		}
+		return strings.Join(h, ",")
+	}
+	if h := held(); h != "" {
+		t.Fatalf("%s holds %s although %s answers for %s", nd.name, h, squatterMAC, labVIP6)
+	}
+
+	const newMAC = "02:00:5e:00:53:a1"
+	logFrom := len(nd.log.String())
+	changed := time.Now()
+	nd.ns.ip(t, "link", "set", "eth0", "address", newMAC)
+	for end := changed.Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if h := held(); h != "" {
+			t.Fatalf("%s took %s %v after its MAC changed to %s, while the squatter %s still answered for %s; its log since:\n%s",
+				nd.name, h, time.Since(changed).Round(time.Millisecond), newMAC, squatterMAC, labVIP6, nd.log.String()[logFrom:])
+		}
+	}
+
+	squatter.ip(t, "addr", "del", labVIP6+"/64", "dev", "eth0")
+	gone := time.Now()
+	waitFor(t, 5*time.Second, nd.name+" to take both VIPs once the squatter is gone", func() bool {
+		return held() == labVIP+","+labVIP6
+	})
+	t.Logf("%s took the VIPs %v after the squatter left", nd.name, time.Since(gone).Round(time.Millisecond))
+}
