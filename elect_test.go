@@ -3,16 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 // TestHolderView follows a holder's key through polls and watch events:
@@ -103,30 +99,6 @@ func TestHolderView(t *testing.T) {
 			}
 		})
 	}
-}
-
-// etcdClient is an etcd client whose connections start in the client
-// namespace.
-func (l *lab) etcdClient() *clientv3.Client {
-	l.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   strings.Split(l.etcdURLs(), ","),
-		DialTimeout: 2 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := l.client.do(func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-				return err
-			})
-			return c, err
-		})},
-	})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 // stuckWatcher is a watch stream bound to an etcd member that has

@@ -18,6 +18,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // The lab: one "lan" namespace with a bridge and a real etcd, node
@@ -608,4 +612,33 @@ func (l *lab) waitClientNeighbour(mac string, timeout time.Duration) {
 		}
 	}
 	l.t.Fatalf("client's neighbour entry for %s is %q, want %s", labVIP, l.clientNeighbour(), mac)
+}
+
+// etcdClient is an etcd client for the test itself, whose connections start
+// in the client namespace (etcd is not reachable from the host's).
+func (l *lab) etcdClient() *clientv3.Client {
+	l.t.Helper()
+	var eps []string
+	for _, m := range l.etcd {
+		eps = append(eps, m.clientURL())
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   eps,
+		TLS:         l.opt.etcdTLS.clientConfig(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := l.client.do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		})},
+	})
+	if err != nil {
+		l.t.Fatalf("etcd client for the test: %v", err)
+	}
+	l.t.Cleanup(func() { cli.Close() })
+	return cli
 }
