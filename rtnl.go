@@ -134,7 +134,9 @@ type linkMessage struct {
 
 const ifInfoMsgLen = 16
 
-// MarshalBinary encodes a link request (used for RTM_GETLINK).
+// MarshalBinary encodes a link request (used for RTM_GETLINK), with every
+// field UnmarshalBinary decodes, so that a decoded message re-encodes to the
+// same value.
 func (m *linkMessage) MarshalBinary() ([]byte, error) {
 	b := make([]byte, ifInfoMsgLen)
 	b[0] = m.Family
@@ -142,11 +144,17 @@ func (m *linkMessage) MarshalBinary() ([]byte, error) {
 	binary.NativeEndian.PutUint32(b[4:8], m.Index)
 	binary.NativeEndian.PutUint32(b[8:12], m.Flags)
 	binary.NativeEndian.PutUint32(b[12:16], m.Change)
-	if m.Name == "" {
+	if m.Name == "" && m.HardwareAddr == nil {
 		return b, nil
 	}
 	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.IFLA_IFNAME, m.Name)
+	if m.Name != "" {
+		ae.String(unix.IFLA_IFNAME, m.Name)
+	}
+	// nil means absent; an empty attribute decodes as empty, not nil.
+	if m.HardwareAddr != nil {
+		ae.Bytes(unix.IFLA_ADDRESS, m.HardwareAddr)
+	}
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, err
