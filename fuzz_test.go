@@ -285,7 +285,51 @@ func FuzzAddrMessage(f *testing.F) {
 		if !reflect.DeepEqual(first, second) {
 			roundTripFailed(t, data, enc, first, second)
 		}
+		checkAttrs(t, data[ifAddrMsgLen:], func(typ uint16, v []byte) string {
+			switch typ {
+			case unix.IFA_ADDRESS:
+				if !bytes.Equal(first.Address.AsSlice(), v) {
+					return "IFA_ADDRESS"
+				}
+			case unix.IFA_LOCAL:
+				if !bytes.Equal(first.Local.AsSlice(), v) {
+					return "IFA_LOCAL"
+				}
+			case unix.IFA_FLAGS:
+				if len(v) != 4 || first.ExtFlags != binary.NativeEndian.Uint32(v) {
+					return "IFA_FLAGS"
+				}
+			case unix.IFA_CACHEINFO:
+				if len(v) < 16 || !first.HasLifetimes || first.Preferred != binary.NativeEndian.Uint32(v) ||
+					first.Valid != binary.NativeEndian.Uint32(v[4:]) {
+					return "IFA_CACHEINFO"
+				}
+			}
+			return ""
+		})
 	})
+}
+
+// checkAttrs checks a decoded value against the attributes it came from,
+// split by the netlink package rather than the decoder under test: for
+// each type, the last attribute must be what the value holds (check returns
+// the name of a field that does not match), so that no attribute the
+// decoder reads is accepted and then lost or misread.
+func checkAttrs(t *testing.T, b []byte, check func(typ uint16, v []byte) string) {
+	t.Helper()
+	attrs, err := netlink.UnmarshalAttributes(b)
+	if err != nil {
+		t.Fatalf("decoder accepted attributes % x that netlink rejects: %v", b, err)
+	}
+	last := map[uint16][]byte{}
+	for _, a := range attrs {
+		last[a.Type&^(netlink.Nested|netlink.NetByteOrder)] = a.Data
+	}
+	for typ, v := range last {
+		if field := check(typ, v); field != "" {
+			t.Fatalf("attribute %d (% x) accepted, but the value's %s does not hold it (attributes % x)", typ, v, field, b)
+		}
+	}
 }
 
 func FuzzLinkMessage(f *testing.F) {
@@ -308,6 +352,19 @@ func FuzzLinkMessage(f *testing.F) {
 		if !reflect.DeepEqual(first, second) {
 			roundTripFailed(t, data, enc, first, second)
 		}
+		checkAttrs(t, data[ifInfoMsgLen:], func(typ uint16, v []byte) string {
+			switch typ {
+			case unix.IFLA_IFNAME:
+				if first.Name != string(bytes.TrimRight(v, "\x00")) || len(first.Name) >= unix.IFNAMSIZ {
+					return "Name"
+				}
+			case unix.IFLA_ADDRESS:
+				if !bytes.Equal(first.HardwareAddr, v) || len(v) > 32 {
+					return "HardwareAddr"
+				}
+			}
+			return ""
+		})
 	})
 }
 
@@ -489,5 +546,157 @@ func FuzzNDPClaimant(f *testing.F) {
 			fail("neither an advertisement nor a solicitation from ::")
 		}
 		checkClaimantCopy(t, got, buf)
+	})
+}
+
+// testNA builds a Neighbor Advertisement for ndpTestVIP from ethSrc whose
+// options are opts, verbatim, with a valid checksum.
+func testNA(tb testing.TB, ethSrc net.HardwareAddr, opts ...byte) []byte {
+	tb.Helper()
+	msg, err := (&ndpMessage{Type: icmpv6NeighAdv, Flags: naFlagOverride, Target: ndpTestVIP}).MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	msg = append(msg, opts...)
+	binary.BigEndian.PutUint16(msg[2:4], icmpv6Checksum(ndpTestVIP, ipv6AllNodes, msg))
+	hdr, err := (&ipv6Header{PayloadLength: uint16(len(msg)), NextHeader: protoICMPv6, HopLimit: ndpHopLimit,
+		Source: ndpTestVIP, Destination: ipv6AllNodes}).MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	frame, err := (&ethernetFrame{Destination: multicastMAC(ipv6AllNodes), Source: ethSrc, EtherType: etherTypeIPv6,
+		Payload: append(hdr, msg...)}).MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return frame
+}
+
+// testAttrs is an ifinfomsg or ifaddrmsg header followed by the
+// given attributes.
+func testAttrs(tb testing.TB, hdr []byte, attrs ...netlink.Attribute) []byte {
+	tb.Helper()
+	b, err := netlink.MarshalAttributes(attrs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return append(bytes.Clone(hdr), b...)
+}
+
+// TestDecoderRegressions pins, one readable case each, the decoder bugs
+// that the fuzz targets above found (their inputs are also kept under
+// testdata/fuzz).
+func TestDecoderRegressions(t *testing.T) {
+	linkHdr := make([]byte, ifInfoMsgLen)
+	addrHdr := []byte{unix.AF_INET, 24, 0, 0, 1, 0, 0, 0}
+	mac := func(m net.HardwareAddr) []byte { return append([]byte{ndpOptTargetLL, 1}, m...) }
+
+	t.Run("link hardware address re-encoded", func(t *testing.T) {
+		var first, second linkMessage
+		if err := first.UnmarshalBinary(kernelLinkMessage(t)); err != nil {
+			t.Fatal(err)
+		}
+		enc, err := first.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := second.UnmarshalBinary(enc); err != nil || !bytes.Equal(second.HardwareAddr, testNodeMAC) {
+			t.Fatalf("re-decoded %+v (%v), want hardware address %v", second, err, testNodeMAC)
+		}
+	})
+	t.Run("link name lengths", func(t *testing.T) {
+		for n, ok := range map[int]bool{unix.IFNAMSIZ - 1: true, unix.IFNAMSIZ: false, 0xffff - 4: false} {
+			var l linkMessage
+			err := l.UnmarshalBinary(testAttrs(t, linkHdr, netlink.Attribute{Type: unix.IFLA_IFNAME, Data: bytes.Repeat([]byte{'x'}, n)}))
+			if (err == nil) != ok {
+				t.Errorf("%d-byte IFLA_IFNAME: error %v, want accepted=%v", n, err, ok)
+			}
+			if err == nil {
+				if _, err := l.MarshalBinary(); err != nil {
+					t.Errorf("%d-byte IFLA_IFNAME decoded but not encoded: %v", n, err)
+				}
+			}
+		}
+	})
+	t.Run("link address longer than MAX_ADDR_LEN", func(t *testing.T) {
+		var l linkMessage
+		if err := l.UnmarshalBinary(testAttrs(t, linkHdr, netlink.Attribute{Type: unix.IFLA_ADDRESS, Data: make([]byte, 33)})); err == nil {
+			t.Fatal("33-byte IFLA_ADDRESS accepted")
+		}
+		if err := l.UnmarshalBinary(testAttrs(t, linkHdr, netlink.Attribute{Type: unix.IFLA_ADDRESS, Data: make([]byte, 20)})); err != nil {
+			t.Fatalf("20-byte IFLA_ADDRESS (InfiniBand) rejected: %v", err)
+		}
+	})
+	t.Run("address attribute of the wrong length", func(t *testing.T) {
+		var a addrMessage
+		b := testAttrs(t, addrHdr,
+			netlink.Attribute{Type: unix.IFA_ADDRESS, Data: []byte{192, 0, 2, 1}},
+			netlink.Attribute{Type: unix.IFA_LOCAL, Data: []byte{192, 0, 2, 7, 7}})
+		if err := a.UnmarshalBinary(b); err == nil {
+			t.Fatalf("5-byte IFA_LOCAL accepted as %+v (ip() %v)", a, a.ip())
+		}
+	})
+	t.Run("IFA_FLAGS zero under non-zero header flags", func(t *testing.T) {
+		hdr := bytes.Clone(addrHdr)
+		hdr[2] = unix.IFA_F_PERMANENT
+		var first, second addrMessage
+		if err := first.UnmarshalBinary(testAttrs(t, hdr, netlink.Attribute{Type: unix.IFA_FLAGS, Data: make([]byte, 4)})); err != nil {
+			t.Fatal(err)
+		}
+		enc, err := first.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := second.UnmarshalBinary(enc); err != nil || first.ExtFlags != 0 || second.ExtFlags != 0 {
+			t.Fatalf("ExtFlags %#x, re-decoded %#x (%v), want 0 both", first.ExtFlags, second.ExtFlags, err)
+		}
+	})
+	t.Run("IPv4-mapped addresses", func(t *testing.T) {
+		na, err := unsolicitedNA(testOtherMAC, ndpTestVIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mapped := netip.MustParseAddr("::ffff:192.0.2.1").As16()
+		hdr := bytes.Clone(na[ethHeaderLen : ethHeaderLen+ipv6HeaderLen])
+		copy(hdr[8:24], mapped[:])
+		var h ipv6Header
+		if err := h.UnmarshalBinary(hdr); err == nil {
+			t.Errorf("IPv4-mapped source accepted: %+v", h)
+		}
+		msg := bytes.Clone(na[ethHeaderLen+ipv6HeaderLen:])
+		copy(msg[8:24], mapped[:])
+		var m ndpMessage
+		if err := m.UnmarshalBinary(msg); err == nil {
+			t.Errorf("IPv4-mapped target accepted: %+v", m)
+		}
+	})
+	t.Run("first link-layer option counts", func(t *testing.T) {
+		frame := testNA(t, testOtherMAC, append(mac(testOtherMAC), mac(testPeerMAC)...)...)
+		var m ndpMessage
+		if err := m.UnmarshalBinary(frame[ethHeaderLen+ipv6HeaderLen:]); err != nil || !bytes.Equal(m.LinkLayerAddr, testOtherMAC) {
+			t.Fatalf("decoded %+v (%v), want link-layer address %v", m, err, testOtherMAC)
+		}
+	})
+	t.Run("byte after the last option", func(t *testing.T) {
+		frame := testNA(t, testOtherMAC, append(mac(testOtherMAC), 0)...)
+		var m ndpMessage
+		if err := m.UnmarshalBinary(frame[ethHeaderLen+ipv6HeaderLen:]); err == nil {
+			t.Fatalf("accepted as %+v", m)
+		}
+	})
+	t.Run("advertisement naming our MAC", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			frame []byte
+			want  net.HardwareAddr
+		}{
+			{"from another source", testNA(t, testOtherMAC, mac(testNodeMAC)...), nil},
+			{"ours after another host's", testNA(t, testOtherMAC, append(mac(testPeerMAC), mac(testNodeMAC)...)...), testPeerMAC},
+			{"another host's after ours", testNA(t, testOtherMAC, append(mac(testNodeMAC), mac(testPeerMAC)...)...), nil},
+		} {
+			if got := ndpClaimant(tc.frame, ndpTestVIP, testNodeMAC); !bytes.Equal(got, tc.want) {
+				t.Errorf("%s: ndpClaimant = %v, want %v", tc.name, got, tc.want)
+			}
+		}
 	})
 }

@@ -58,7 +58,10 @@ func (m *addrMessage) MarshalBinary() ([]byte, error) {
 		binary.NativeEndian.PutUint32(ci[12:16], m.cacheUpdated)
 		ae.Bytes(unix.IFA_CACHEINFO, ci)
 	}
-	if m.ExtFlags != 0 {
+	// The kernel takes the flags from the header when IFA_FLAGS is absent
+	// (and UnmarshalBinary does too), so the attribute is needed only when
+	// the two differ, even when ExtFlags is 0.
+	if m.ExtFlags != uint32(m.Flags) {
 		ae.Uint32(unix.IFA_FLAGS, m.ExtFlags)
 	}
 	attrs, err := ae.Encode()
@@ -82,12 +85,23 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
-	for ad.Next() {
+	// An address attribute of any other length than 4 or 16 is malformed,
+	// not absent: taking it for "no address" would make the message about
+	// the other attribute's address.
+	addr := func() netip.Addr {
+		b := ad.Bytes()
+		ip, ok := netip.AddrFromSlice(b)
+		if !ok && err == nil {
+			err = fmt.Errorf("ifaddrmsg: attribute %d is %d bytes, not an address", ad.Type(), len(b))
+		}
+		return ip
+	}
+	for err == nil && ad.Next() {
 		switch ad.Type() {
 		case unix.IFA_ADDRESS:
-			m.Address, _ = netip.AddrFromSlice(ad.Bytes())
+			m.Address = addr()
 		case unix.IFA_LOCAL:
-			m.Local, _ = netip.AddrFromSlice(ad.Bytes())
+			m.Local = addr()
 		case unix.IFA_FLAGS:
 			m.ExtFlags = ad.Uint32()
 		case unix.IFA_CACHEINFO:
@@ -103,6 +117,9 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 				return nil
 			})
 		}
+	}
+	if err != nil {
+		return err
 	}
 	return ad.Err()
 }
@@ -181,9 +198,17 @@ func (m *linkMessage) UnmarshalBinary(b []byte) error {
 	for ad.Next() {
 		switch ad.Type() {
 		case unix.IFLA_IFNAME:
-			m.Name = ad.String()
+			// The kernel's own limit (IFNAMSIZ with the NUL); a longer name
+			// is malformed, and one near 64 KiB cannot be re-encoded.
+			if m.Name = ad.String(); len(m.Name) >= unix.IFNAMSIZ {
+				return fmt.Errorf("ifinfomsg: IFLA_IFNAME is %d bytes, longer than IFNAMSIZ allows", len(m.Name))
+			}
 		case unix.IFLA_ADDRESS:
-			m.HardwareAddr = net.HardwareAddr(ad.Bytes())
+			// MAX_ADDR_LEN (include/linux/netdevice.h) bounds every link
+			// type's hardware address.
+			if m.HardwareAddr = net.HardwareAddr(ad.Bytes()); len(m.HardwareAddr) > 32 {
+				return fmt.Errorf("ifinfomsg: IFLA_ADDRESS is %d bytes, longer than MAX_ADDR_LEN", len(m.HardwareAddr))
+			}
 		}
 	}
 	return ad.Err()
