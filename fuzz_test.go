@@ -627,6 +627,21 @@ func TestDecoderRegressions(t *testing.T) {
 			t.Fatalf("20-byte IFLA_ADDRESS (InfiniBand) rejected: %v", err)
 		}
 	})
+	t.Run("attribute with length 0", func(t *testing.T) {
+		zero := make([]byte, 4) // nla_len 0
+		binary.NativeEndian.PutUint16(zero[2:], unix.IFLA_ADDRESS)
+		var l linkMessage
+		b := append(testAttrs(t, linkHdr, netlink.Attribute{Type: unix.IFLA_ADDRESS, Data: testNodeMAC}), zero...)
+		if err := l.UnmarshalBinary(b); err == nil {
+			t.Errorf("ifinfomsg accepted as %+v", l)
+		}
+		binary.NativeEndian.PutUint16(zero[2:], unix.IFA_LOCAL)
+		var a addrMessage
+		b = append(testAttrs(t, addrHdr, netlink.Attribute{Type: unix.IFA_LOCAL, Data: []byte{192, 0, 2, 1}}), zero...)
+		if err := a.UnmarshalBinary(b); err == nil {
+			t.Errorf("ifaddrmsg accepted as %+v", a)
+		}
+	})
 	t.Run("address attribute of the wrong length", func(t *testing.T) {
 		var a addrMessage
 		b := testAttrs(t, addrHdr,

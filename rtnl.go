@@ -96,7 +96,9 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 		}
 		return ip
 	}
+	n := 0
 	for err == nil && ad.Next() {
+		n++
 		switch ad.Type() {
 		case unix.IFA_ADDRESS:
 			m.Address = addr()
@@ -121,7 +123,15 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
-	return ad.Err()
+	if err := ad.Err(); err != nil {
+		return err
+	}
+	// Len counts attributes whose length field is non-zero; Next also
+	// yields the others, as empty attributes of their type.
+	if n != ad.Len() {
+		return errors.New("ifaddrmsg: attribute with length 0")
+	}
+	return nil
 }
 
 // ip is the address this message is about: IFA_LOCAL for IPv4 (IFA_ADDRESS is
@@ -195,7 +205,9 @@ func (m *linkMessage) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
+	n := 0
 	for ad.Next() {
+		n++
 		switch ad.Type() {
 		case unix.IFLA_IFNAME:
 			// The kernel's own limit (IFNAMSIZ with the NUL); a longer name
@@ -211,7 +223,16 @@ func (m *linkMessage) UnmarshalBinary(b []byte) error {
 			}
 		}
 	}
-	return ad.Err()
+	if err := ad.Err(); err != nil {
+		return err
+	}
+	// The kernel's parser (nla_ok) stops at an attribute whose length
+	// field is 0; netlink's decoder hands it out as an empty attribute of
+	// its type, which would blank a name or address decoded before it.
+	if n != ad.Len() {
+		return errors.New("ifinfomsg: attribute with length 0")
+	}
+	return nil
 }
 
 // up says whether the link can carry frames: administratively up and with
