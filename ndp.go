@@ -80,6 +80,12 @@ func (h *ipv6Header) UnmarshalBinary(b []byte) error {
 		Source:        netip.AddrFrom16([16]byte(b[8:24])),
 		Destination:   netip.AddrFrom16([16]byte(b[24:40])),
 	}
+	// IPv4-mapped addresses stand for IPv4 nodes inside a host's stack
+	// (RFC 4291 2.5.5.2) and have no business on the wire; MarshalBinary
+	// refuses them, so a header that carries one is not a value of this type.
+	if h.Source.Is4In6() || h.Destination.Is4In6() {
+		return fmt.Errorf("ipv6: IPv4-mapped address in %s -> %s", h.Source, h.Destination)
+	}
 	return nil
 }
 
@@ -124,6 +130,9 @@ func (m *ndpMessage) MarshalBinary() ([]byte, error) {
 
 // UnmarshalBinary decodes a neighbour message; the link-layer option of
 // the kind that belongs to the message type is kept, other options skipped.
+// Like Linux's receivers (ndisc_parse_options), it takes the first such
+// option and ignores later ones, and refuses bytes after the last option
+// that are too few for another.
 func (m *ndpMessage) UnmarshalBinary(b []byte) error {
 	if len(b) < ndpMessageLen {
 		return fmt.Errorf("ndp: message is %d bytes, want at least %d", len(b), ndpMessageLen)
@@ -137,17 +146,29 @@ func (m *ndpMessage) UnmarshalBinary(b []byte) error {
 	if b[1] != 0 || (m.Type != icmpv6NeighSol && m.Type != icmpv6NeighAdv) {
 		return fmt.Errorf("ndp: ICMPv6 type %d code %d is not a neighbour message", b[0], b[1])
 	}
+	// MarshalBinary refuses an IPv4-mapped target (one a host's stack uses
+	// for IPv4 peers, never on the wire), so it is not a value of this type.
+	if m.Target.Is4In6() {
+		return fmt.Errorf("ndp: target %s is IPv4-mapped", m.Target)
+	}
 	want := byte(ndpOptTargetLL)
 	if m.Type == icmpv6NeighSol {
 		want = ndpOptSourceLL
 	}
-	for opts := b[ndpMessageLen:]; len(opts) >= 2; {
+	seen := false
+	for opts := b[ndpMessageLen:]; len(opts) > 0; {
+		if len(opts) < 2 {
+			return fmt.Errorf("ndp: %d byte after the last option", len(opts))
+		}
 		n := int(opts[1]) * 8
 		if n == 0 || n > len(opts) {
 			return fmt.Errorf("ndp: option length %d does not fit", n)
 		}
-		if opts[0] == want && n == ndpOptLLLen {
-			m.LinkLayerAddr = bytes.Clone(opts[2:8])
+		if opts[0] == want && !seen {
+			seen = true
+			if n == ndpOptLLLen {
+				m.LinkLayerAddr = bytes.Clone(opts[2:8])
+			}
 		}
 		opts = opts[n:]
 	}
@@ -247,11 +268,18 @@ func ndpClaimant(frame []byte, ip netip.Addr, self net.HardwareAddr) net.Hardwar
 	if icmpv6Checksum(h.Source, h.Destination, zeroed) != m.Checksum {
 		return nil
 	}
+	var claimed net.HardwareAddr
 	switch {
 	case m.Type == icmpv6NeighAdv && m.LinkLayerAddr != nil:
-		return m.LinkLayerAddr
+		claimed = m.LinkLayerAddr
 	case m.Type == icmpv6NeighAdv, m.Type == icmpv6NeighSol && h.Source == ipv6Unspecified:
-		return f.Source
+		claimed = f.Source
 	}
-	return nil
+	// An advertisement from another source that names our MAC says the
+	// address is ours (e.g. a switch answering for us), as in claimant's
+	// ARP check: not another owner.
+	if bytes.Equal(claimed, self) {
+		return nil
+	}
+	return claimed
 }

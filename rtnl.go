@@ -58,7 +58,10 @@ func (m *addrMessage) MarshalBinary() ([]byte, error) {
 		binary.NativeEndian.PutUint32(ci[12:16], m.cacheUpdated)
 		ae.Bytes(unix.IFA_CACHEINFO, ci)
 	}
-	if m.ExtFlags != 0 {
+	// The kernel takes the flags from the header when IFA_FLAGS is absent
+	// (and UnmarshalBinary does too), so the attribute is needed only when
+	// the two differ, even when ExtFlags is 0.
+	if m.ExtFlags != uint32(m.Flags) {
 		ae.Uint32(unix.IFA_FLAGS, m.ExtFlags)
 	}
 	attrs, err := ae.Encode()
@@ -82,12 +85,25 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
-	for ad.Next() {
+	// An address attribute of any other length than 4 or 16 is malformed,
+	// not absent: taking it for "no address" would make the message about
+	// the other attribute's address.
+	addr := func() netip.Addr {
+		b := ad.Bytes()
+		ip, ok := netip.AddrFromSlice(b)
+		if !ok && err == nil {
+			err = fmt.Errorf("ifaddrmsg: attribute %d is %d bytes, not an address", ad.Type(), len(b))
+		}
+		return ip
+	}
+	n := 0
+	for err == nil && ad.Next() {
+		n++
 		switch ad.Type() {
 		case unix.IFA_ADDRESS:
-			m.Address, _ = netip.AddrFromSlice(ad.Bytes())
+			m.Address = addr()
 		case unix.IFA_LOCAL:
-			m.Local, _ = netip.AddrFromSlice(ad.Bytes())
+			m.Local = addr()
 		case unix.IFA_FLAGS:
 			m.ExtFlags = ad.Uint32()
 		case unix.IFA_CACHEINFO:
@@ -104,7 +120,18 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 			})
 		}
 	}
-	return ad.Err()
+	if err != nil {
+		return err
+	}
+	if err := ad.Err(); err != nil {
+		return err
+	}
+	// Len counts attributes whose length field is non-zero; Next also
+	// yields the others, as empty attributes of their type.
+	if n != ad.Len() {
+		return errors.New("ifaddrmsg: attribute with length 0")
+	}
+	return nil
 }
 
 // ip is the address this message is about: IFA_LOCAL for IPv4 (IFA_ADDRESS is
@@ -134,7 +161,9 @@ type linkMessage struct {
 
 const ifInfoMsgLen = 16
 
-// MarshalBinary encodes a link request (used for RTM_GETLINK).
+// MarshalBinary encodes a link request (used for RTM_GETLINK), with every
+// field UnmarshalBinary decodes, so that a decoded message re-encodes to the
+// same value.
 func (m *linkMessage) MarshalBinary() ([]byte, error) {
 	b := make([]byte, ifInfoMsgLen)
 	b[0] = m.Family
@@ -142,11 +171,17 @@ func (m *linkMessage) MarshalBinary() ([]byte, error) {
 	binary.NativeEndian.PutUint32(b[4:8], m.Index)
 	binary.NativeEndian.PutUint32(b[8:12], m.Flags)
 	binary.NativeEndian.PutUint32(b[12:16], m.Change)
-	if m.Name == "" {
+	if m.Name == "" && m.HardwareAddr == nil {
 		return b, nil
 	}
 	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.IFLA_IFNAME, m.Name)
+	if m.Name != "" {
+		ae.String(unix.IFLA_IFNAME, m.Name)
+	}
+	// nil means absent; an empty attribute decodes as empty, not nil.
+	if m.HardwareAddr != nil {
+		ae.Bytes(unix.IFLA_ADDRESS, m.HardwareAddr)
+	}
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, err
@@ -170,15 +205,34 @@ func (m *linkMessage) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
+	n := 0
 	for ad.Next() {
+		n++
 		switch ad.Type() {
 		case unix.IFLA_IFNAME:
-			m.Name = ad.String()
+			// The kernel's own limit (IFNAMSIZ with the NUL); a longer name
+			// is malformed, and one near 64 KiB cannot be re-encoded.
+			if m.Name = ad.String(); len(m.Name) >= unix.IFNAMSIZ {
+				return fmt.Errorf("ifinfomsg: IFLA_IFNAME is %d bytes, longer than IFNAMSIZ allows", len(m.Name))
+			}
 		case unix.IFLA_ADDRESS:
-			m.HardwareAddr = net.HardwareAddr(ad.Bytes())
+			// MAX_ADDR_LEN (include/linux/netdevice.h) bounds every link
+			// type's hardware address.
+			if m.HardwareAddr = net.HardwareAddr(ad.Bytes()); len(m.HardwareAddr) > 32 {
+				return fmt.Errorf("ifinfomsg: IFLA_ADDRESS is %d bytes, longer than MAX_ADDR_LEN", len(m.HardwareAddr))
+			}
 		}
 	}
-	return ad.Err()
+	if err := ad.Err(); err != nil {
+		return err
+	}
+	// The kernel's parser (nla_ok) stops at an attribute whose length
+	// field is 0; netlink's decoder hands it out as an empty attribute of
+	// its type, which would blank a name or address decoded before it.
+	if n != ad.Len() {
+		return errors.New("ifinfomsg: attribute with length 0")
+	}
+	return nil
 }
 
 // up says whether the link can carry frames: administratively up and with
