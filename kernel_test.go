@@ -230,8 +230,8 @@ type trialSpec struct {
 	limit    time.Duration // give up waiting for the removal
 }
 
-// run sets the VIP with lifetime 1 s through setAddr, makes the changes, and
-// waits for the kernel to report the VIP's removal.
+// run sets the VIP with its lifetime (1 s by default) through setAddr, makes
+// the changes, and waits for the kernel to report the VIP's removal.
 func (l *lifetimeLab) run(spec trialSpec) (lifetimeTrial, error) {
 	var tr lifetimeTrial
 	if err := l.prepare(spec.kind); err != nil {
@@ -272,12 +272,12 @@ func (l *lifetimeLab) run(spec trialSpec) (lifetimeTrial, error) {
 	if spec.checkAt > 0 {
 		schedule = append(schedule, -spec.checkAt) // negative: a check, not a change
 	}
-	slices.SortFunc(schedule, func(a, b time.Duration) int { return int(abs(a) - abs(b)) })
+	slices.SortFunc(schedule, func(a, b time.Duration) int { return int(absDuration(a) - absDuration(b)) })
 
 	deadline := time.NewTimer(spec.limit)
 	defer deadline.Stop()
 	for _, s := range schedule {
-		wait := time.NewTimer(time.Until(tr.set1.Add(abs(s))))
+		wait := time.NewTimer(time.Until(tr.set1.Add(absDuration(s))))
 		select {
 		case tr.removed = <-removed:
 			wait.Stop()
@@ -311,7 +311,7 @@ func (l *lifetimeLab) run(spec trialSpec) (lifetimeTrial, error) {
 	return tr, nil
 }
 
-func abs(d time.Duration) time.Duration {
+func absDuration(d time.Duration) time.Duration {
 	if d < 0 {
 		return -d
 	}
@@ -369,7 +369,7 @@ func (l *lifetimeLab) listed(p netip.Prefix) (addrMessage, bool) {
 	return addrMessage{}, false
 }
 
-func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + " ms" }
+func fmtMS(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + " ms" }
 
 // TestKernelLifetimeWorstCase pins the fact described at the top of this
 // file, for IPv4 and IPv6 (in parallel: each family has its own check, and
@@ -399,7 +399,7 @@ func TestKernelLifetimeWorstCase(t *testing.T) {
 						return tr, ok(tr)
 					}
 					t.Logf("%s, attempt %d: %s removed %s after setAddr (changes made %v after it); again",
-						what, attempt, l.vip, ms(tr.since()), offsets(tr))
+						what, attempt, l.vip, fmtMS(tr.since()), changeOffsets(tr))
 				}
 			}
 
@@ -411,10 +411,10 @@ func TestKernelLifetimeWorstCase(t *testing.T) {
 			quiet := trialSpec{kind: changeAdd, limit: 4 * time.Second}
 			tr, _ := trial("quiet", quiet, func(tr lifetimeTrial) bool { return tr.since() <= 1400*time.Millisecond })
 			t.Logf("quiet: %s removed %s after setAddr returned (%s after it was called)",
-				l.vip, ms(tr.since()), ms(tr.removed.Sub(tr.set0)))
+				l.vip, fmtMS(tr.since()), fmtMS(tr.removed.Sub(tr.set0)))
 			if tr.removed.Sub(tr.set0) < 980*time.Millisecond || tr.since() > 1400*time.Millisecond {
 				t.Errorf("quiet: %s removed %s after setAddr, want 1.0–1.4 s (the kernel's expiry changed: re-examine the fence arithmetic in node.go)",
-					l.vip, ms(tr.since()))
+					l.vip, fmtMS(tr.since()))
 			}
 
 			// (b) An unrelated address added 0.95 s after setAddr: the check
@@ -427,34 +427,34 @@ func TestKernelLifetimeWorstCase(t *testing.T) {
 			})
 			change := tr.changes[0]
 			t.Logf("unrelated add %s after setAddr returned; %s removed %s after setAddr returned, %s after the add; listed at 1.5 s: %v",
-				ms(change.Sub(tr.set1)), l.vip, ms(tr.since()), ms(tr.removed.Sub(change)), tr.present)
+				fmtMS(change.Sub(tr.set1)), l.vip, fmtMS(tr.since()), fmtMS(tr.removed.Sub(change)), tr.present)
 			if !tr.present || tr.since() < 1500*time.Millisecond {
 				t.Errorf("unrelated add at 0.95 s: %s removed %s after setAddr, want it still there at 1.5 s (the kernel no longer delays the check: re-examine the fence arithmetic in node.go)",
-					l.vip, ms(tr.since()))
+					l.vip, fmtMS(tr.since()))
 			}
 			if tr.since() > 2500*time.Millisecond {
 				t.Errorf("unrelated add at 0.95 s: %s removed %s after setAddr, want by 2.5 s (the delay grew: re-examine the fence arithmetic in node.go)",
-					l.vip, ms(tr.since()))
+					l.vip, fmtMS(tr.since()))
 			}
 
 			// (c) The same add in another namespace does not delay it.
 			other := trialSpec{kind: changeOtherNS, at: []time.Duration{950 * time.Millisecond}, limit: 4 * time.Second}
 			tr, _ = trial("add in another namespace at 0.95 s", other, func(tr lifetimeTrial) bool { return tr.since() <= 1400*time.Millisecond })
 			t.Logf("add in another namespace %s after setAddr returned: %s removed %s after setAddr returned",
-				ms(tr.changes[0].Sub(tr.set1)), l.vip, ms(tr.since()))
+				fmtMS(tr.changes[0].Sub(tr.set1)), l.vip, fmtMS(tr.since()))
 			if tr.since() > 1400*time.Millisecond {
 				t.Errorf("add in another namespace at 0.95 s: %s removed %s after setAddr, want 1.0–1.4 s (namespaces interfere: re-examine the fence arithmetic in node.go)",
-					l.vip, ms(tr.since()))
+					l.vip, fmtMS(tr.since()))
 			}
 		})
 	}
 }
 
-// offsets lists when a trial's changes started, after setAddr returned.
-func offsets(tr lifetimeTrial) []string {
+// changeOffsets lists when a trial's changes started, after setAddr returned.
+func changeOffsets(tr lifetimeTrial) []string {
 	var s []string
 	for _, c := range tr.changes {
-		s = append(s, ms(c.Sub(tr.set1)))
+		s = append(s, fmtMS(c.Sub(tr.set1)))
 	}
 	return s
 }
@@ -532,22 +532,22 @@ func TestKernelLifetimeSlack(t *testing.T) {
 					}
 				}
 				fmt.Fprintf(&report, "  %s\n", sc.name)
-				fmt.Fprintf(&report, "    removal − set:              %s\n", dist(sinceSet))
-				fmt.Fprintf(&report, "    removal − (set + N + 1 s):  %s\n", dist(fence))
+				fmt.Fprintf(&report, "    removal − set:              %s\n", distMS(sinceSet))
+				fmt.Fprintf(&report, "    removal − (set + N + 1 s):  %s\n", distMS(fence))
 				if len(sinceChange) > 0 {
-					fmt.Fprintf(&report, "    removal − last change:      %s\n", dist(sinceChange))
-					fmt.Fprintf(&report, "    last change − set:          %s\n", dist(changeAt))
-					fmt.Fprintf(&report, "    change syscall:             %s\n", dist(changeCall))
+					fmt.Fprintf(&report, "    removal − last change:      %s\n", distMS(sinceChange))
+					fmt.Fprintf(&report, "    last change − set:          %s\n", distMS(changeAt))
+					fmt.Fprintf(&report, "    change syscall:             %s\n", distMS(changeCall))
 				}
-				fmt.Fprintf(&report, "    setAddr syscall:            %s\n", dist(setCall))
+				fmt.Fprintf(&report, "    setAddr syscall:            %s\n", distMS(setCall))
 			}
 			t.Log(report.String())
 		})
 	}
 }
 
-// dist is "min/median/p95/max (n)" in milliseconds.
-func dist(ds []time.Duration) string {
+// distMS is "min/median/p95/max (n)" in milliseconds.
+func distMS(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "none"
 	}
