@@ -203,7 +203,7 @@ func (t *term) run() {
 	go t.pollLeader(pollCtx, key, id, won)
 	createRev, ok := t.keep(id, key, won, stopPoll)
 	if ok && t.released.Load() {
-		t.markReleased(key, createRev)
+		t.releaseKey(key, createRev)
 	}
 }
 
@@ -222,6 +222,7 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 	leading, trouble := false, false
 	for {
 		var sent time.Time
+		next := interval // until the next renewal, from sent
 		select {
 		case <-t.ctx.Done():
 			return createRev, leading
@@ -245,6 +246,13 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 				return createRev, leading
 			}
 			t.send(ev)
+			if !released {
+				// The node adds the address takeoverWait after the claim
+				// (node.go). A renewal sent shortly before then lets the
+				// fence allow it a lifetime at once (at vip.ttl=2 the
+				// claim's own send time is too old by then).
+				next = takeoverWait * 3 / 4
+			}
 		case <-t.poke:
 		case <-timer.C:
 		}
@@ -253,7 +261,7 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 				return createRev, leading
 			}
 		}
-		timer.Reset(time.Until(sent.Add(interval)))
+		timer.Reset(time.Until(sent.Add(next)))
 	}
 }
 
@@ -605,7 +613,7 @@ func (t *term) removeStale(ctx context.Context, h holderView) bool {
 // revision and lease it was won with (Campaign can return success after the
 // key is gone: the lease expired while it waited) and, in the same
 // transaction, writes the first heartbeat and takes the release mark (see
-// markReleased). It returns the revision of the claim and whether the mark
+// releaseKey). It returns the revision of the claim and whether the mark
 // was there.
 func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, bool, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
@@ -629,17 +637,20 @@ func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, b
 		errClaim, key, kvs[0].CreateRevision, kvs[0].Lease, createRev, id)
 }
 
-// markReleased tells the next holder that this one removed the address
-// before it left, so that it need not wait out the kernel's lifetime slack
-// (node.go, takeoverWait). The mark is the bare prefix key (election keys
-// are below it), written only while our election key still exists, so
-// only while nobody has claimed since we did; every claim takes it away.
-// A mark therefore always speaks of the last node that claimed.
-func (t *term) markReleased(key string, createRev int64) {
+// releaseKey deletes our election key (the next candidate leads at once)
+// and, in the same transaction, tells the next holder that this one
+// removed the address before it left, so that it need not wait out the
+// kernel's lifetime slack (node.go, takeoverWait). The mark is the bare
+// prefix key (election keys are below it), written only while our
+// election key still exists, so only while nobody has claimed since we
+// did; every claim takes it away. A mark therefore always speaks of the
+// last node that claimed. The lease is revoked afterwards, as after any
+// term.
+func (t *term) releaseKey(key string, createRev int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
 	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
-		Then(clientv3.OpPut(t.cfg.prefix, "released by "+t.cfg.name)).Commit()
+		Then(clientv3.OpPut(t.cfg.prefix, "released by "+t.cfg.name), clientv3.OpDelete(key)).Commit()
 	switch {
 	case err != nil:
 		t.log.warnf("could not tell the next holder that the address is released: %v (it will wait %v before adding it)", err, takeoverWait)
