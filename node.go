@@ -282,8 +282,8 @@ func (n *node) lifetime() time.Duration {
 
 // setAddrs adds or refreshes every VIP with lifetime life, then checks the
 // clock again: a call that returned late (the process was stalled) may
-// have set a lifetime that outlasts the fence. The node then steps down,
-// which removes the address. It reports whether the node still holds it.
+// have set a lifetime that outlasts the fence (errStalled); the caller
+// then steps down, which removes the address.
 func (n *node) setAddrs(life time.Duration) error {
 	for _, p := range n.cfg.Addresses {
 		if err := n.deps.kern.setAddr(n.link.Index, p, life); err != nil {
@@ -382,7 +382,7 @@ func (n *node) onTerm(ev termEvent) {
 			// its lifetime (see fenceEnd). The probe's own window
 			// counts towards the wait.
 			wait = max(0, takeoverWait-n.cfg.Probe)
-			n.log.infof("elected; the previous holder did not release the address, so it is added after %v (the kernel's lifetime slack)", takeoverWait)
+			n.log.infof("elected; no release mark from the previous holder, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
 		}
 		n.startProbe(wait)
 	case evLost:
