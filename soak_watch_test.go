@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -443,8 +444,14 @@ func (s *soak) scrape(node int) (map[string]float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("/metrics: %s", resp.Status)
 	}
+	return parseMetrics(resp.Body)
+}
+
+// parseMetrics reads the Prometheus text format: the unlabelled samples,
+// metric name → value.
+func parseMetrics(r io.Reader) (map[string]float64, error) {
 	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := sc.Text()
 		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
@@ -459,6 +466,31 @@ func (s *soak) scrape(node int) (map[string]float64, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+func TestParseMetrics(t *testing.T) {
+	m, err := parseMetrics(strings.NewReader(`# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 23
+go_gc_duration_seconds{quantile="0.5"} 4.2e-05
+process_resident_memory_bytes 1.8112512e+07
+vipd_state 2 1700000000000
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["go_goroutines"] != 23 || m["process_resident_memory_bytes"] != 18112512 || m["vipd_state"] != 2 {
+		t.Fatalf("parsed %v", m)
+	}
+	if _, ok := m["go_gc_duration_seconds"]; ok {
+		t.Fatalf("a labelled sample was taken: %v", m)
+	}
+}
+
+func TestSlope(t *testing.T) {
+	if got := slope([]float64{0, 1, 2, 3}, []float64{10, 12, 14, 16}); math.Abs(got-2) > 1e-9 {
+		t.Fatalf("slope %v, want 2", got)
+	}
 }
 
 // slope is the least-squares slope of ys over xs.
