@@ -45,10 +45,23 @@ type holderTrack struct {
 	spans []holdSpan
 }
 
-func startHolderTrack(t testing.TB, nodes []*labNode, vip netip.Addr) *holderTrack {
-	h := &holderTrack{vip: vip}
-	for range nodes {
-		h.open = append(h.open, -1)
+// startHolderTracks follows several VIPs through one subscription per node,
+// so that their events keep the kernel's order.
+func startHolderTracks(t testing.TB, nodes []*labNode, vips ...netip.Addr) []*holderTrack {
+	var hs []*holderTrack
+	for _, vip := range vips {
+		h := &holderTrack{vip: vip}
+		for range nodes {
+			h.open = append(h.open, -1)
+		}
+		hs = append(hs, h)
+	}
+	record := func(node int, a *addrMessage, held bool) {
+		for _, h := range hs {
+			if a.ip() == h.vip {
+				h.record(node, held, time.Now())
+			}
+		}
 	}
 	for i, nd := range nodes {
 		// Subscribe before listing so that nothing falls between the two.
@@ -69,22 +82,20 @@ func startHolderTrack(t testing.TB, nodes []*labNode, vip netip.Addr) *holderTra
 			t.Fatal(err)
 		}
 		for _, a := range addrs {
-			if a.ip() == vip {
-				h.record(i, true, time.Now())
-			}
+			record(i, &a, true)
 		}
 		go func() {
 			for ev := range events {
 				if ev.err != nil {
 					return
 				}
-				if ev.addr != nil && ev.addr.ip() == vip {
-					h.record(i, !ev.deleted, time.Now())
+				if ev.addr != nil {
+					record(i, ev.addr, !ev.deleted)
 				}
 			}
 		}()
 	}
-	return h
+	return hs
 }
 
 func (h *holderTrack) record(node int, held bool, at time.Time) {
@@ -142,17 +153,20 @@ func (h *holderTrack) holders() []int {
 	return held
 }
 
-// heldNear says whether node held the VIP at any moment within slack of t.
-func (h *holderTrack) heldNear(node int, t time.Time, slack time.Duration) bool {
+// heldNear says whether node held the VIP at any moment from after before
+// t until ahead after it (the address event may be seen later than a frame
+// sent after the address was added). lead is how long before the gain that
+// made it so the frame came (0 if it came during the span).
+func (h *holderTrack) heldNear(node int, t time.Time, after, ahead time.Duration) (ok bool, lead time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	lo, hi := t.Add(-slack), t.Add(slack)
+	lo, hi := t.Add(-after), t.Add(ahead)
 	for _, s := range h.spans {
 		if s.node == node && !s.from.After(hi) && (s.to.IsZero() || !s.to.Before(lo)) {
-			return true
+			return true, max(0, s.from.Sub(t))
 		}
 	}
-	return false
+	return false, 0
 }
 
 // at describes who held the VIP at t, for violation reports.
