@@ -149,6 +149,7 @@ type soak struct {
 	overlapsN  int
 	neighErrs  int
 	finalAt    time.Time
+	aborted    bool // the schedule stopped early: no holder for long
 }
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
@@ -181,9 +182,9 @@ func TestSoak(t *testing.T) {
 	s.say("faults for %v from now; kinds: %d, each at least once", dur, len(soakFaults))
 	// A shuffled round robin: every kind once per round, and the first
 	// round is always completed, so that a short soak covers every kind.
-	for round := 0; round == 0 || time.Now().Before(deadline); round++ {
+	for round := 0; (round == 0 || time.Now().Before(deadline)) && !s.aborted; round++ {
 		for _, i := range s.rng.Perm(len(soakFaults)) {
-			if round > 0 && !time.Now().Before(deadline) {
+			if s.aborted || round > 0 && !time.Now().Before(deadline) {
 				break
 			}
 			s.runFault(&soakFaults[i])
@@ -484,15 +485,19 @@ const soakKeep = 0
 func (s *soak) runFaultHold(k *soakFault, hold time.Duration) {
 	f := &soakRun{n: len(s.runs) + 1, kind: k, hold: hold}
 	s.checkExits()
-	s.prepare(f)
+	if !s.prepare(f) {
+		return
+	}
 	for try := 0; k.restarts && f.h == s.l.nodes[soakKeep] && try < 3; try++ {
 		// A fault that restarts the holder found the long-lived node
 		// holding: a freeze (itself a fault, recorded as one) moves the
 		// VIP first.
-		s.say("#%d %s would restart %s's vipd, which lives through the soak: a freeze moves the VIP off it first", f.n, k.name, f.h.name)
+		s.say("next: %s, but %s holds, whose vipd lives through the soak: a freeze moves the VIP off it first", k.name, f.h.name)
 		s.runFaultHold(&soakFaults[slices.IndexFunc(soakFaults, func(k soakFault) bool { return k.name == "SIGSTOP/SIGCONT holder" })], 3*time.Second)
 		f.n = len(s.runs) + 1
-		s.prepare(f)
+		if s.aborted || !s.prepare(f) {
+			return
+		}
 	}
 	s.finish(time.Now())
 	f.act = time.Now()
@@ -513,7 +518,8 @@ func (s *soak) runFaultHold(k *soakFault, hold time.Duration) {
 		s.violate(f.healed.Add(bound), vBound, fmt.Sprintf("no single holder of both VIPs %v after healing #%d (%s): %s",
 			bound, f.n, k.name, s.holdersNow()))
 		if h = s.waitHolder(time.Minute, 0); h == nil {
-			s.t.Fatalf("still no single holder a minute later: %s", s.holdersNow())
+			s.abort("still no single holder a minute later: " + s.holdersNow())
+			return
 		}
 	}
 	f.toHolder = time.Since(f.healed)
@@ -536,11 +542,18 @@ func (s *soak) finish(end time.Time) {
 	s.say("#%d %s: client-visible outage %dms (IPv4), %dms (IPv6)", f.n, f.kind.name, out4.Milliseconds(), out6.Milliseconds())
 }
 
+// abort stops the schedule after a failure that leaves nothing to fault;
+// the final checks and the report still run.
+func (s *soak) abort(why string) {
+	s.violate(time.Now(), vBound, why+"; the schedule stops here")
+	s.aborted = true
+}
+
 // prepare waits for a healthy cluster and picks the moment: usually a
 // settled holder and a random pause, sometimes inside a fresh holder's
 // takeover burst. It draws the same random numbers whatever happens, so
-// that a seed replays the same schedule.
-func (s *soak) prepare(f *soakRun) {
+// that a seed replays the same schedule. False: the soak was aborted.
+func (s *soak) prepare(f *soakRun) bool {
 	early, offset, pause := s.rng.IntN(3) == 0, s.between(100*time.Millisecond, 1500*time.Millisecond), s.between(0, 2*time.Second)
 	if !s.etcdHealthy(30 * time.Second) {
 		s.say("warning: not every etcd member is healthy 30 s after the last heal; going on")
@@ -549,7 +562,8 @@ func (s *soak) prepare(f *soakRun) {
 	if h == nil {
 		s.violate(time.Now(), vBound, fmt.Sprintf("no single holder of both VIPs for 30 s before fault #%d: %s", f.n, s.holdersNow()))
 		if h = s.waitHolder(time.Minute, 0); h == nil {
-			s.t.Fatalf("still no single holder a minute later: %s", s.holdersNow())
+			s.abort("still no single holder a minute later: " + s.holdersNow())
+			return false
 		}
 	}
 	// The client must reach the holder again before the next fault: a
@@ -565,9 +579,11 @@ func (s *soak) prepare(f *soakRun) {
 		time.Sleep(pause)
 	}
 	if f.h = s.waitHolder(30*time.Second, 0); f.h == nil {
-		s.t.Fatalf("no single holder before fault #%d: %s", f.n, s.holdersNow())
+		s.abort(fmt.Sprintf("no single holder for 30 s before fault #%d: %s", f.n, s.holdersNow()))
+		return false
 	}
 	f.gained = s.tr4.heldSince(indexOf(s.l.nodes, f.h))
+	return true
 }
 
 // inject records the moment of injection.
@@ -591,7 +607,7 @@ func (s *soak) faultKill(f *soakRun) {
 	s.inject(f, h.name)
 	s.signal(h, syscall.SIGKILL)
 	if _, ok := s.waitExit(h, 10*time.Second); !ok {
-		s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", h.name)
+		s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", h.name) // the lab is broken, not vipd
 	}
 	sleepUntil(f.start.Add(hold))
 	s.startVipd(h)
@@ -992,6 +1008,9 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	version, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
 	head := fmt.Sprintf("Soak: %v of faults, seed %d, vipd %s, %d faults, %s wall time; 3 nodes (vipd + etcd member each), dual-stack VIP, vip.ttl=2, vip.garp=%d every %v",
 		dur, s.seed, strings.TrimSpace(string(version)), len(s.runs), time.Since(wall).Round(time.Second), soakGarp, soakGarpInterval)
+	if s.aborted {
+		head += "; ABORTED early (see the violations)"
+	}
 	fmt.Printf("\n%s\n", head)
 	r.md.WriteString("\n" + head + "\n")
 
