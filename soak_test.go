@@ -862,6 +862,14 @@ func (s *soak) checkOverlaps() {
 	s.overlapsN = len(o)
 }
 
+func (s *soak) nodeNames() []string {
+	var names []string
+	for _, nd := range s.l.nodes {
+		names = append(names, nd.name)
+	}
+	return names
+}
+
 func (s *soak) nodeByMAC(mac string) int {
 	return slices.IndexFunc(s.l.nodes, func(nd *labNode) bool { return nd.mac == mac })
 }
@@ -945,7 +953,7 @@ func (s *soak) checkAnnouncements(all bool) {
 				continue
 			}
 			w.lastDetail = fmt.Sprintf("%s for the VIP from %s at %s (%s); holders then: %s", w.what, s.macName(fr.sender),
-				rel(s.t0, fr.at), fr.at.Format("15:04:05.000"), w.tr.at(fr.at, s.l.names([]int{0, 1, 2}), s.t0))
+				rel(s.t0, fr.at), fr.at.Format("15:04:05.000"), w.tr.at(fr.at, s.nodeNames(), s.t0))
 			w.last, w.lastSender, w.lastT, w.lastN = s.violate(fr.at, vStale, w.lastDetail), fr.sender, fr.at, 1
 		}
 	}
@@ -1110,7 +1118,7 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	}
 	r.table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v)%s",
 		soakSample, soakWarmup, soakFlatRSS, soakFlatGoroutine, soakFlatSpan, flatNote),
-		[]string{"node", "vipd processes", "longest trend", "RSS first → last (MiB)", "RSS slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
+		[]string{"node", "vipd processes sampled", "longest trend", "RSS first → last (MiB)", "RSS slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
 
 	c := &s.churn
 	c.mu.Lock()
