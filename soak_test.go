@@ -1,0 +1,1210 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSoak is `make soak` (issue 9, "Proof of a long life"): the three-node
+// cluster lab (vipd and an etcd member on each node, a dual-stack VIP, a
+// client probing both VIPs every 10 ms) under a random schedule of faults,
+// each healed before the next, for VIPD_SOAK (a Go duration). Meanwhile an
+// unrelated address comes and goes on the holder's eth0 every 200–400 ms,
+// and the invariants are checked all the time:
+//
+//   - never two holders (kernel address events from every node namespace);
+//   - the client's IPv4 and IPv6 neighbour entries name the holder's MAC
+//     within a second once the holder has held the VIP for a second, and no
+//     node announces the VIP while it does not hold it;
+//   - one node holds both VIPs within a bound after every heal;
+//   - after a final graceful stop, no VIP left anywhere and no vipd left.
+//
+// It also samples every vipd's RSS (and goroutines, with vip.metrics) and
+// reports the trend of each process lifetime. The schedule comes from a
+// seed that is printed; VIPD_SOAK_SEED replays it (the same faults, order,
+// targets and hold times; the timing of the machine differs). VIPD_SOAK_MD
+// names a file to append the Markdown tables to; VIPD_SOAK_LOGS the file
+// for the full logs (default: in the temp directory, named after the seed).
+
+const (
+	soakGarp          = 5
+	soakGarpInterval  = 300 * time.Millisecond
+	soakBurst         = (soakGarp-1)*soakGarpInterval + 100*time.Millisecond // a takeover burst, with slack
+	soakMetricsPort   = 9180
+	soakSettle        = time.Second
+	soakBound         = labTTL + 3*time.Second   // a holder after a heal
+	soakEtcdBound     = 2*labTTL + 6*time.Second // after partitions and etcd faults: raft may elect
+	soakNeighGrace    = time.Second              // the holder has held the VIP this long...
+	soakNeighLimit    = time.Second              // ...and the client's entry disagrees this long: a violation
+	soakAnnounceSlack = 50 * time.Millisecond    // an announcement after the sender lost the VIP
+	soakEventLag      = 250 * time.Millisecond   // an announcement before its sender's gain is seen
+	soakSample        = 10 * time.Second
+	soakWarmup        = 2 * time.Minute  // of each process, left out of its trend
+	soakMinSpan       = 5 * time.Minute  // a trend needs this much after the warm-up
+	soakFlatSpan      = 10 * time.Minute // "flat" is judged on series at least this long
+	soakFlatRSS       = 2.0              // MiB per hour
+	soakFlatGoroutine = 30.0             // goroutines per hour
+)
+
+// soakFault is one kind of fault: run injects it (calling s.inject at the
+// moment of injection), holds it and heals it (setting f.healed).
+type soakFault struct {
+	name     string
+	bound    time.Duration // for a holder after the heal; 0: soakBound
+	restarts bool          // it restarts the holder's vipd
+	run      func(s *soak, f *soakRun)
+}
+
+var soakFaults = []soakFault{
+	{name: "SIGKILL holder", restarts: true, run: (*soak).faultKill},
+	{name: "SIGTERM holder", restarts: true, run: (*soak).faultTerm},
+	{name: "SIGSTOP/SIGCONT holder", run: (*soak).faultFreeze},
+	{name: "SIGSTOP/SIGCONT new holder mid-burst", restarts: true, run: (*soak).faultFreezeMidBurst},
+	{name: "partition holder", bound: soakEtcdBound, run: (*soak).faultPartition},
+	{name: "etcd member loss", bound: soakEtcdBound, run: (*soak).faultEtcdMember},
+	{name: "etcd leader move", bound: soakEtcdBound, run: (*soak).faultEtcdLeader},
+	{name: "link down/up holder", run: (*soak).faultLink},
+	{name: "VIP deleted by hand on holder", run: (*soak).faultDeleteVIP},
+}
+
+// soakRun is one injected fault.
+type soakRun struct {
+	n        int
+	kind     *soakFault
+	h        *labNode  // the holder before the fault
+	gained   time.Time // when h gained the IPv4 VIP
+	target   string
+	act      time.Time // the fault's first action (a mid-burst freeze begins with a handover)
+	start    time.Time // the moment of injection
+	age      time.Duration
+	midBurst bool // injected while the holder was still in its takeover burst
+	healed   time.Time
+	toHolder time.Duration // heal → one holder of both VIPs
+	end      time.Time     // the next fault's first action: the end of this one's window
+	out4     time.Duration // longest stretch without an answer in [start, end], IPv4
+	out6     time.Duration
+	note     []string
+	hold     time.Duration // set: overrides the random hold (a freeze that moves the VIP)
+}
+
+type violation struct {
+	at     time.Time
+	kind   string
+	detail string
+}
+
+// Violation kinds, in the order of the report.
+const (
+	vOverlap  = "two holders at once"
+	vNeigh    = "client neighbour entry not the holder's"
+	vStale    = "announcement by a node that did not hold the VIP"
+	vBound    = "no holder within the bound after a heal"
+	vExit     = "vipd exited unexpectedly or uncleanly"
+	vLeftAddr = "VIP left after vipd stopped"
+	vLeftProc = "vipd process left after the final stop"
+)
+
+var soakViolationKinds = []string{vOverlap, vNeigh, vStale, vBound, vExit, vLeftAddr, vLeftProc}
+
+type soak struct {
+	t        *testing.T
+	l        *lab
+	seed     uint64
+	rng      *rand.Rand
+	t0       time.Time // the lab monitor's start: times in its history match ours
+	bin      string
+	metrics  bool
+	tr4, tr6 *holderTrack
+	p4, p6   *prober
+	arp, na  *capture
+	clientRT *rtnl
+	neigh    []*neighWatch
+	stale    []*staleWatch
+	quit     chan struct{}
+	quitOnce sync.Once
+	wg       sync.WaitGroup
+	churn    churnStats
+
+	mu         sync.Mutex
+	procs      []*proc // per node, nil while its vipd is not running
+	series     map[int]*resSeries
+	runs       []*soakRun
+	violations []*violation
+	events     []string
+	logs       []*syncBuffer // per node, every vipd run with a header
+	overlapsN  int
+	neighErrs  int
+	finalAt    time.Time
+	aborted    bool // the schedule stopped early: no holder for long
+}
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
+
+// between is a random duration in [lo, hi).
+func (s *soak) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(s.rng.Int64N(int64(hi-lo)))
+}
+
+func TestSoak(t *testing.T) {
+	spec := os.Getenv("VIPD_SOAK")
+	if spec == "" {
+		t.Skip("the soak runs with `sudo make soak` (VIPD_SOAK=<duration>)")
+	}
+	dur, err := time.ParseDuration(spec)
+	if err != nil || dur <= 0 {
+		t.Fatalf("VIPD_SOAK=%q: want a positive Go duration such as 30m", spec)
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("VIPD_SOAK_SEED"); v != "" {
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("VIPD_SOAK_SEED=%q: want an unsigned integer", v)
+		}
+	}
+	wall := time.Now()
+	fmt.Printf("soak: %v, seed %d (replay the schedule with VIPD_SOAK_SEED=%d)\n", dur, seed, seed)
+
+	s := newSoak(t, seed)
+	deadline := time.Now().Add(dur)
+	s.say("faults for %v from now; kinds: %d, each at least once", dur, len(soakFaults))
+	// A shuffled round robin: every kind once per round, and the first
+	// round is always completed, so that a short soak covers every kind.
+	for round := 0; (round == 0 || time.Now().Before(deadline)) && !s.aborted; round++ {
+		for _, i := range s.rng.Perm(len(soakFaults)) {
+			if s.aborted || round > 0 && !time.Now().Before(deadline) {
+				break
+			}
+			s.runFault(&soakFaults[i])
+		}
+	}
+	s.final()
+	s.report(dur, wall)
+}
+
+func newSoak(t *testing.T, seed uint64) *soak {
+	bin, _ := binaries(t)
+	s := &soak{t: t, seed: seed, rng: newRand(seed), bin: bin, quit: make(chan struct{}), series: map[int]*resSeries{}}
+	s.metrics = s.metricsSupported()
+	l := newLabWith(t, labOptions{nodes: 3, cluster: true, dualStack: true,
+		args: []string{"vip.ttl=2", fmt.Sprintf("vip.garp=%d", soakGarp), "vip.garp.interval=" + soakGarpInterval.String()}})
+	s.l, s.t0 = l, l.mon.start
+	s.procs = make([]*proc, len(l.nodes))
+	for range l.nodes {
+		s.logs = append(s.logs, &syncBuffer{})
+	}
+	t.Cleanup(s.writeLogs)
+	tr := startHolderTracks(t, l.nodes, netip.MustParseAddr(labVIP), netip.MustParseAddr(labVIP6))
+	s.tr4, s.tr6 = tr[0], tr[1]
+	s.p4 = l.startProber() // the probers also keep the client's neighbour entries in use
+	s.p6 = l.startProberTo(labVIP6)
+	s.arp, s.na = captureARP(t, l.client), captureNA(t, l.client)
+	var err error
+	if s.clientRT, err = dialRTNL(l.client.fd(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.clientRT.Close() })
+	s.neigh = []*neighWatch{{family: "IPv4", vip: netip.MustParseAddr(labVIP), tr: s.tr4},
+		{family: "IPv6", vip: netip.MustParseAddr(labVIP6), tr: s.tr6}}
+	s.stale = []*staleWatch{{what: "IPv4 gratuitous ARP", c: s.arp, tr: s.tr4}, {what: "IPv6 unsolicited NA", c: s.na, tr: s.tr6}}
+
+	for _, nd := range l.nodes {
+		s.startVipd(nd)
+	}
+	if s.waitHolder(electBound, soakSettle) == nil {
+		t.Fatalf("no single holder of both VIPs within %v of the start", electBound)
+	}
+	s.say("first holder: %s", l.nodes[s.mustSingle()].name)
+
+	// The churn's connections, one per node namespace, and eth0's index.
+	var rts []*rtnl
+	var index []uint32
+	for _, nd := range l.nodes {
+		r, err := dialRTNL(nd.ns.fd(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		links, err := r.links()
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(links, func(l linkMessage) bool { return l.Name == "eth0" })
+		if i < 0 {
+			t.Fatalf("no eth0 in %s", nd.name)
+		}
+		rts, index = append(rts, r), append(index, links[i].Index)
+	}
+	s.wg.Add(3)
+	go s.runChecker()
+	go s.runChurn(rts, index, seed+1)
+	go s.runSampler()
+	t.Cleanup(s.stopWatchers) // after a t.Fatal too, before the lab goes
+	return s
+}
+
+// metricsSupported asks the binary whether it knows vip.metrics (the lead
+// is adding it); without it the soak reports goroutines as n/a.
+func (s *soak) metricsSupported() bool {
+	cmd := exec.Command(s.bin, "-cmdline", "none", "-check", "vip.address="+labVIP, "vip.interface=eth0",
+		"vip.etcd=http://"+labEtcdIP+":2379", fmt.Sprintf("vip.metrics=192.0.2.11:%d", soakMetricsPort))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		fmt.Printf("soak: vip.metrics is supported: goroutines from /metrics\n")
+		return true
+	case errors.As(err, &exit) && exit.ExitCode() == 2 && strings.Contains(string(out), "vip.metrics"):
+		fmt.Printf("soak: this vipd has no vip.metrics (%s): goroutines are n/a\n", strings.TrimSpace(string(out)))
+		return false
+	}
+	s.t.Fatalf("vipd -check with vip.metrics: %v: %s", err, out)
+	return false
+}
+
+func (s *soak) stopWatchers() {
+	s.quitOnce.Do(func() { close(s.quit) })
+	s.wg.Wait()
+}
+
+// say prints a line of the soak's own log, on the monitor's clock.
+func (s *soak) say(format string, args ...any) {
+	line := fmt.Sprintf("soak %s: %s", rel(s.t0, time.Now()), fmt.Sprintf(format, args...))
+	fmt.Println(line)
+	s.mu.Lock()
+	s.events = append(s.events, line)
+	s.mu.Unlock()
+}
+
+func (s *soak) violate(at time.Time, kind, detail string) *violation {
+	v := &violation{at: at, kind: kind, detail: detail}
+	s.mu.Lock()
+	s.violations = append(s.violations, v)
+	s.mu.Unlock()
+	s.say("VIOLATION (%s) at %s: %s", kind, rel(s.t0, at), detail)
+	return v
+}
+
+// --- vipd processes -------------------------------------------------------
+
+// startVipd runs vipd on the node as lab.start does, with vip.metrics when
+// the binary has it, and its output also kept in the node's soak log.
+func (s *soak) startVipd(nd *labNode) {
+	l, i := s.l, indexOf(s.l.nodes, nd)
+	args := []string{"-cmdline", "none", "vip.address=" + l.vipWord(), "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(),
+		"vip.name=" + nd.name, "vip.log=stderr"}
+	args = append(args, l.opt.args...)
+	if s.metrics {
+		args = append(args, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, soakMetricsPort))
+	}
+	nd.cmd = nd.ns.command(s.bin, args...)
+	nd.log = &syncBuffer{}
+	w := io.MultiWriter(nd.log, s.logs[i])
+	nd.cmd.Stdout, nd.cmd.Stderr = w, w
+	if err := nd.cmd.Start(); err != nil {
+		s.t.Fatalf("start vipd on %s: %v", nd.name, err)
+	}
+	fmt.Fprintf(s.logs[i], "=== %s %s: vipd started, pid %d\n", rel(s.t0, time.Now()), time.Now().Format("15:04:05.000"), nd.cmd.Process.Pid)
+	nd.exit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+	s.mu.Lock()
+	s.procs[i] = &proc{node: i, pid: nd.cmd.Process.Pid, start: time.Now()}
+	s.mu.Unlock()
+}
+
+// waitExit waits for the node's vipd to exit; ok is false on timeout.
+func (s *soak) waitExit(nd *labNode, timeout time.Duration) (err error, ok bool) {
+	select {
+	case err = <-nd.exit:
+	case <-time.After(timeout):
+		return nil, false
+	}
+	s.exited(nd, err)
+	return err, true
+}
+
+func (s *soak) exited(nd *labNode, err error) {
+	i := indexOf(s.l.nodes, nd)
+	nd.cmd = nil
+	fmt.Fprintf(s.logs[i], "=== %s: vipd exited: %v\n", rel(s.t0, time.Now()), err)
+	s.mu.Lock()
+	s.procs[i] = nil
+	s.mu.Unlock()
+}
+
+func (s *soak) signal(nd *labNode, sig syscall.Signal) {
+	if nd.cmd == nil {
+		return
+	}
+	if err := syscall.Kill(-nd.cmd.Process.Pid, sig); err != nil {
+		s.say("signal %v to %s: %v", sig, nd.name, err)
+	}
+	if sig == syscall.SIGSTOP || sig == syscall.SIGCONT {
+		s.mu.Lock()
+		if p := s.procs[indexOf(s.l.nodes, nd)]; p != nil {
+			p.frozen = sig == syscall.SIGSTOP
+		}
+		s.mu.Unlock()
+	}
+}
+
+// gracefulStop sends SIGTERM and checks the contract of a stop: exit 0
+// within 10 s, and neither VIP left behind on the node.
+func (s *soak) gracefulStop(nd *labNode) {
+	s.signal(nd, syscall.SIGCONT)
+	s.signal(nd, syscall.SIGTERM)
+	s.checkStop(nd)
+}
+
+// checkStop waits for a vipd that was sent SIGTERM and checks the stop.
+func (s *soak) checkStop(nd *labNode) {
+	err, ok := s.waitExit(nd, 10*time.Second)
+	if !ok {
+		s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s still running 10 s after SIGTERM; killed", nd.name))
+		syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGKILL)
+		err, _ = s.waitExit(nd, 10*time.Second)
+	} else if err != nil {
+		s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s exited with %v after SIGTERM, want status 0", nd.name, err))
+	}
+	if left := s.vipsIn(nd.ns); len(left) > 0 {
+		s.violate(time.Now(), vLeftAddr, fmt.Sprintf("%s still has %v right after its vipd stopped", nd.name, left))
+	}
+}
+
+// checkExits restarts any vipd that exited without being told to.
+func (s *soak) checkExits() {
+	for i, nd := range s.l.nodes {
+		if nd.cmd == nil {
+			continue
+		}
+		select {
+		case err := <-nd.exit:
+			s.exited(nd, err)
+			log := strings.Split(strings.TrimSpace(nd.log.String()), "\n")
+			s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s exited by itself (%v); its last lines:\n%s",
+				nd.name, err, strings.Join(log[max(0, len(log)-10):], "\n")))
+			s.startVipd(s.l.nodes[i])
+		default:
+		}
+	}
+}
+
+// vipsIn lists the VIPs present in a namespace right now.
+func (s *soak) vipsIn(ns *testNS) []string {
+	r, err := dialRTNL(ns.fd(s.t))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer r.Close()
+	addrs, err := r.addrs(0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var found []string
+	for _, a := range addrs {
+		if ip := a.ip(); ip == netip.MustParseAddr(labVIP) || ip == netip.MustParseAddr(labVIP6) {
+			found = append(found, ip.String())
+		}
+	}
+	return found
+}
+
+// --- holders ---------------------------------------------------------------
+
+// waitHolder waits until one node holds both VIPs, nobody else holds
+// either, it is live, and it has held them for settle; nil on timeout.
+func (s *soak) waitHolder(timeout, settle time.Duration) *labNode {
+	end := time.Now().Add(timeout)
+	for {
+		i, since4, ok4 := s.tr4.single()
+		j, since6, ok6 := s.tr6.single()
+		if ok4 && ok6 && i == j && time.Since(since4) >= settle && time.Since(since6) >= settle && s.live(i, since4, since6) {
+			return s.l.nodes[i]
+		}
+		if time.Now().After(end) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// live says whether node i's vipd runs, is not frozen, and was started
+// before the given gains: a copy of the VIP that a killed or frozen vipd
+// left is the kernel's until its lifetime ends, not a holder.
+func (s *soak) live(i int, gains ...time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.procs[i]
+	if p == nil || p.frozen {
+		return false
+	}
+	for _, g := range gains {
+		if g.Before(p.start) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *soak) mustSingle() int {
+	i, _, ok := s.tr4.single()
+	if !ok {
+		s.t.Fatalf("no single holder")
+	}
+	return i
+}
+
+func (s *soak) holdersNow() string {
+	return fmt.Sprintf("IPv4 held by %v, IPv6 by %v", s.l.names(s.tr4.holders()), s.l.names(s.tr6.holders()))
+}
+
+// --- the schedule ----------------------------------------------------------
+
+// runFault prepares a healthy cluster, runs one fault, and checks and
+// measures the recovery.
+func (s *soak) runFault(k *soakFault) {
+	s.runFaultHold(k, 0)
+}
+
+// soakKeep is the node whose vipd is never restarted, so that one process
+// lives through the whole soak and its resource trend means something.
+const soakKeep = 0
+
+func (s *soak) runFaultHold(k *soakFault, hold time.Duration) {
+	f := &soakRun{n: len(s.runs) + 1, kind: k, hold: hold}
+	s.checkExits()
+	if !s.prepare(f) {
+		return
+	}
+	for try := 0; k.restarts && f.h == s.l.nodes[soakKeep] && try < 3; try++ {
+		// A fault that restarts the holder found the long-lived node
+		// holding: a freeze (itself a fault, recorded as one) moves the
+		// VIP first.
+		s.say("next: %s, but %s holds, whose vipd lives through the soak: a freeze moves the VIP off it first", k.name, f.h.name)
+		s.runFaultHold(&soakFaults[slices.IndexFunc(soakFaults, func(k soakFault) bool { return k.name == "SIGSTOP/SIGCONT holder" })], 3*time.Second)
+		f.n = len(s.runs) + 1
+		if s.aborted || !s.prepare(f) {
+			return
+		}
+	}
+	s.finish(time.Now())
+	f.act = time.Now()
+	k.run(s, f)
+	if f.healed.IsZero() {
+		f.healed = time.Now()
+	}
+	s.mu.Lock()
+	s.runs = append(s.runs, f)
+	s.mu.Unlock()
+
+	bound := k.bound
+	if bound == 0 {
+		bound = soakBound
+	}
+	h := s.waitHolder(bound, 0)
+	if h == nil {
+		s.violate(f.healed.Add(bound), vBound, fmt.Sprintf("no single holder of both VIPs %v after healing #%d (%s): %s",
+			bound, f.n, k.name, s.holdersNow()))
+		if h = s.waitHolder(time.Minute, 0); h == nil {
+			s.abort("still no single holder a minute later: " + s.holdersNow())
+			return
+		}
+	}
+	f.toHolder = time.Since(f.healed)
+	s.say("#%d healed at %s; %s holds both VIPs %dms later%s",
+		f.n, rel(s.t0, f.healed), h.name, f.toHolder.Milliseconds(), strings.Join(append([]string{""}, f.note...), "; "))
+}
+
+// finish closes the window of the last fault at end (the next fault's first
+// action, or the final stop): its outage is measured over the whole
+// recovery, up to a settled holder that the client reaches.
+func (s *soak) finish(end time.Time) {
+	if len(s.runs) == 0 {
+		return
+	}
+	f := s.runs[len(s.runs)-1]
+	out4, out6 := longestGap(s.p4, f.start, end), longestGap(s.p6, f.start, end)
+	s.mu.Lock()
+	f.end, f.out4, f.out6 = end, out4, out6
+	s.mu.Unlock()
+	s.say("#%d %s: client-visible outage %dms (IPv4), %dms (IPv6)", f.n, f.kind.name, out4.Milliseconds(), out6.Milliseconds())
+}
+
+// abort stops the schedule after a failure that leaves nothing to fault;
+// the final checks and the report still run.
+func (s *soak) abort(why string) {
+	s.violate(time.Now(), vBound, why+"; the schedule stops here")
+	s.aborted = true
+}
+
+// prepare waits for a healthy cluster and picks the moment: usually a
+// settled holder and a random pause, sometimes inside a fresh holder's
+// takeover burst. It draws the same random numbers whatever happens, so
+// that a seed replays the same schedule. False: the soak was aborted.
+func (s *soak) prepare(f *soakRun) bool {
+	early, offset, pause := s.rng.IntN(3) == 0, s.between(100*time.Millisecond, 1500*time.Millisecond), s.between(0, 2*time.Second)
+	if !s.etcdHealthy(30 * time.Second) {
+		s.say("warning: not every etcd member is healthy 30 s after the last heal; going on")
+	}
+	h := s.waitHolder(30*time.Second, 0)
+	if h == nil {
+		s.violate(time.Now(), vBound, fmt.Sprintf("no single holder of both VIPs for 30 s before fault #%d: %s", f.n, s.holdersNow()))
+		if h = s.waitHolder(time.Minute, 0); h == nil {
+			s.abort("still no single holder a minute later: " + s.holdersNow())
+			return false
+		}
+	}
+	// The client must reach the holder again before the next fault: a
+	// stale neighbour entry takes seconds to be found out.
+	if !s.p4.answeredBy(h.name, time.Now(), 30*time.Second) || !s.p6.answeredBy(h.name, time.Now(), 30*time.Second) {
+		s.say("warning: the client is not answered by the holder %s after 30 s; going on", h.name)
+	}
+	gained := s.tr4.heldSince(indexOf(s.l.nodes, h))
+	if early && time.Since(gained) < soakBurst {
+		time.Sleep(time.Until(gained.Add(offset)))
+	} else {
+		s.waitHolder(30*time.Second, soakSettle)
+		time.Sleep(pause)
+	}
+	if f.h = s.waitHolder(30*time.Second, 0); f.h == nil {
+		s.abort(fmt.Sprintf("no single holder for 30 s before fault #%d: %s", f.n, s.holdersNow()))
+		return false
+	}
+	f.gained = s.tr4.heldSince(indexOf(s.l.nodes, f.h))
+	return true
+}
+
+// inject records the moment of injection.
+func (s *soak) inject(f *soakRun, target string) {
+	f.start, f.target = time.Now(), target
+	if i, gained, ok := s.tr4.single(); ok {
+		f.age = f.start.Sub(gained)
+		f.midBurst = f.age < soakBurst && s.l.nodes[i] == f.h
+	}
+	burst := ""
+	if f.midBurst {
+		burst = fmt.Sprintf(" (mid-burst: %s gained the VIP %dms ago)", f.h.name, f.age.Milliseconds())
+	}
+	s.say("#%d %s on %s%s", f.n, f.kind.name, target, burst)
+}
+
+func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
+
+func (s *soak) faultKill(f *soakRun) {
+	h, hold := f.h, s.between(500*time.Millisecond, 3*time.Second)
+	s.inject(f, h.name)
+	s.signal(h, syscall.SIGKILL)
+	if _, ok := s.waitExit(h, 10*time.Second); !ok {
+		s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", h.name) // the lab is broken, not vipd
+	}
+	sleepUntil(f.start.Add(hold))
+	s.startVipd(h)
+	f.healed = time.Now()
+}
+
+func (s *soak) faultTerm(f *soakRun) {
+	h, hold := f.h, s.between(200*time.Millisecond, 2*time.Second)
+	s.inject(f, h.name)
+	s.gracefulStop(h)
+	sleepUntil(f.start.Add(hold))
+	s.startVipd(h)
+	f.healed = time.Now()
+}
+
+func (s *soak) faultFreeze(f *soakRun) {
+	h, hold := f.h, s.between(500*time.Millisecond, 5*time.Second)
+	if f.hold > 0 {
+		hold = f.hold
+	}
+	s.inject(f, h.name)
+	s.signal(h, syscall.SIGSTOP)
+	sleepUntil(f.start.Add(hold))
+	s.signal(h, syscall.SIGCONT)
+	f.healed = time.Now()
+	f.note = append(f.note, fmt.Sprintf("frozen %dms", hold.Milliseconds()))
+}
+
+// faultFreezeMidBurst makes a fresh takeover (the holder stops gracefully
+// and comes back as a candidate), freezes the new holder 0.1–1.5 s after it
+// gained the VIP, inside its announcement burst, and resumes it after the
+// next holder has taken over and finished its own burst (issue 9, defect 2).
+func (s *soak) faultFreezeMidBurst(f *soakRun) {
+	old, offset, hold := f.h, s.between(100*time.Millisecond, 1500*time.Millisecond), s.between(3*time.Second, 6*time.Second)
+	s.gracefulStop(old)
+	s.startVipd(old)
+	var n *labNode
+	for end := time.Now().Add(moveBound); time.Now().Before(end) && n == nil; time.Sleep(5 * time.Millisecond) {
+		if i, _, ok := s.tr4.single(); ok && s.l.nodes[i] != old {
+			n = s.l.nodes[i]
+		}
+	}
+	if n == nil {
+		s.inject(f, "nobody")
+		f.note = append(f.note, "no new holder after the handover: "+s.holdersNow())
+		return
+	}
+	f.h = n
+	sleepUntil(s.tr4.heldSince(indexOf(s.l.nodes, n)).Add(offset))
+	s.inject(f, n.name)
+	s.signal(n, syscall.SIGSTOP)
+	sleepUntil(f.start.Add(hold))
+	s.signal(n, syscall.SIGCONT)
+	f.healed = time.Now()
+	f.note = append(f.note, fmt.Sprintf("frozen %dms after its gain, for %dms", f.age.Milliseconds(), hold.Milliseconds()))
+}
+
+func (s *soak) faultPartition(f *soakRun) {
+	h, hold := f.h, s.between(time.Second, 5*time.Second)
+	s.inject(f, h.name)
+	s.l.partition(h)
+	sleepUntil(f.start.Add(hold))
+	s.l.heal(h)
+	f.healed = time.Now()
+}
+
+func (s *soak) faultEtcdMember(f *soakRun) {
+	m, hold := s.l.etcd[s.rng.IntN(len(s.l.etcd))], s.between(time.Second, 6*time.Second)
+	roles := []string{"etcd " + m.name}
+	if m.name == f.h.name {
+		roles = append(roles, "holder's node")
+	}
+	if s.l.etcdLeader() == m {
+		roles = append(roles, "raft leader")
+	}
+	s.inject(f, strings.Join(roles, ", "))
+	s.l.stopMember(m)
+	sleepUntil(f.start.Add(hold))
+	s.l.startEtcd(m)
+	f.healed = time.Now()
+}
+
+func (s *soak) faultEtcdLeader(f *soakRun) {
+	pick := s.rng.IntN(len(s.l.etcd) - 1)
+	leader := s.l.etcdLeader()
+	var others []*etcdMember
+	for _, m := range s.l.etcd {
+		if m != leader {
+			others = append(others, m)
+		}
+	}
+	to := others[pick%len(others)]
+	what := "etcd " + to.name
+	if to.name == f.h.name {
+		what += " (holder's node)"
+	}
+	s.inject(f, what)
+	if err := s.moveEtcdLeader(to); err != nil {
+		f.note = append(f.note, err.Error())
+	}
+	f.healed = time.Now()
+}
+
+func (s *soak) faultLink(f *soakRun) {
+	h, hold := f.h, s.between(500*time.Millisecond, 3*time.Second)
+	s.inject(f, h.name)
+	h.ns.ip(s.t, "link", "set", "eth0", "down")
+	sleepUntil(f.start.Add(hold))
+	h.ns.ip(s.t, "link", "set", "eth0", "up")
+	// Link down takes the node's IPv6 addresses with it; put its own back.
+	own := fmt.Sprintf("%s%d", labPrefix6, 10+indexOf(s.l.nodes, h)+1)
+	if !strings.Contains(h.ns.ip(s.t, "-6", "addr", "show", "dev", "eth0"), own+"/64") {
+		h.ns.ip(s.t, "addr", "add", own+"/64", "dev", "eth0", "nodad")
+	}
+	f.healed = time.Now()
+}
+
+func (s *soak) faultDeleteVIP(f *soakRun) {
+	which := [][]string{{labVIP + "/32"}, {labVIP6 + "/128"}, {labVIP + "/32", labVIP6 + "/128"}}[s.rng.IntN(3)]
+	h := f.h
+	s.inject(f, h.name+" ("+strings.Join(which, " and ")+")")
+	for _, a := range which {
+		if out, err := exec.Command("ip", "-n", h.ns.name, "addr", "del", a, "dev", "eth0").CombinedOutput(); err != nil {
+			f.note = append(f.note, fmt.Sprintf("delete %s: %v: %s", a, err, strings.TrimSpace(string(out))))
+		}
+	}
+	f.healed = time.Now()
+}
+
+// etcdHealthy waits (bounded) for every member to answer /health.
+func (s *soak) etcdHealthy(timeout time.Duration) bool {
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if !slices.ContainsFunc(s.l.etcd, func(m *etcdMember) bool { return !s.l.etcdHealthy(m) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// moveEtcdLeader is lab.moveEtcdLeader without the t.Fatal: a move that
+// does not happen is noted, not the end of the soak.
+func (s *soak) moveEtcdLeader(to *etcdMember) error {
+	id, _, err := s.l.etcdStatus(to)
+	if err != nil {
+		return fmt.Errorf("status of etcd member %s: %v", to.name, err)
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		from := s.l.etcdLeader()
+		if from == to {
+			return nil
+		}
+		if from != nil {
+			resp, err := s.l.clientHTTP().Post(from.clientURL()+"/v3/maintenance/transfer-leadership", "application/json",
+				strings.NewReader(`{"targetID":"`+id+`"}`))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	return fmt.Errorf("etcd member %s did not become raft leader within 10 s", to.name)
+}
+
+// longestGap is the longest stretch without an answered probe around
+// [from, to]: from the last answer sent before from, through every answer
+// sent until to, and up to to.
+func longestGap(p *prober, from, to time.Time) time.Duration {
+	p.mu.Lock()
+	var sent []time.Time
+	var before time.Time
+	for _, a := range p.answers {
+		switch {
+		case !a.sent.After(from):
+			if a.sent.After(before) {
+				before = a.sent
+			}
+		case !a.sent.After(to):
+			sent = append(sent, a.sent)
+		}
+	}
+	p.mu.Unlock()
+	slices.SortFunc(sent, func(a, b time.Time) int { return a.Compare(b) })
+	if before.IsZero() {
+		before = from
+	}
+	var gap time.Duration
+	last := before
+	for _, t := range append(sent, to) {
+		gap = max(gap, t.Sub(last))
+		last = t
+	}
+	return gap
+}
+
+// --- the continuous checks ---------------------------------------------
+
+// neighWatch follows one of the client's neighbour entries against the
+// holder of that VIP.
+type neighWatch struct {
+	family string
+	vip    netip.Addr
+	tr     *holderTrack
+	start  time.Time // of the current mismatch; zero if none
+	want   string
+	seen   []string
+	v      *violation // reported for the current mismatch
+}
+
+// staleWatch checks the captured announcements of one VIP against the
+// holder timeline.
+type staleWatch struct {
+	what                   string
+	c                      *capture
+	tr                     *holderTrack
+	done                   int        // frames checked
+	last                   *violation // to group a burst of stale frames into one violation
+	lastDetail, lastSender string
+	lastT                  time.Time
+	lastN                  int
+	maxLead                time.Duration // the most a frame came before its sender's gain was seen
+}
+
+func (s *soak) runChecker() {
+	defer s.wg.Done()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.quit:
+			s.checkOverlaps()
+			s.checkAnnouncements(true)
+			return
+		case <-tick.C:
+			s.checkOverlaps()
+			s.checkNeighbours()
+			s.checkAnnouncements(false)
+		}
+	}
+}
+
+var overlapAtRE = regexp.MustCompile(` at ([0-9.]+)s `)
+
+func (s *soak) checkOverlaps() {
+	o := s.l.overlaps()
+	for _, msg := range o[min(s.overlapsN, len(o)):] {
+		at := time.Now()
+		if m := overlapAtRE.FindStringSubmatch(msg); m != nil {
+			sec, _ := strconv.ParseFloat(m[1], 64)
+			at = s.t0.Add(time.Duration(sec * float64(time.Second)))
+		}
+		s.violate(at, vOverlap, msg)
+	}
+	s.overlapsN = len(o)
+}
+
+func (s *soak) nodeNames() []string {
+	var names []string
+	for _, nd := range s.l.nodes {
+		names = append(names, nd.name)
+	}
+	return names
+}
+
+func (s *soak) nodeByMAC(mac string) int {
+	return slices.IndexFunc(s.l.nodes, func(nd *labNode) bool { return nd.mac == mac })
+}
+
+func (s *soak) macName(mac string) string {
+	switch i := s.nodeByMAC(mac); {
+	case mac == "":
+		return "no MAC"
+	case i >= 0:
+		return mac + " = " + s.l.nodes[i].name
+	}
+	return mac + " = no lab node"
+}
+
+func (s *soak) checkNeighbours() {
+	entries, err := neighbours(s.clientRT)
+	if err != nil {
+		s.neighErrs++
+		return
+	}
+	now := time.Now()
+	for _, w := range s.neigh {
+		node, since, ok := w.tr.single()
+		e := entries[w.vip]
+		if !ok || now.Sub(since) < soakNeighGrace || e.mac == s.l.nodes[node].mac {
+			if w.v != nil {
+				s.mu.Lock()
+				w.v.detail += fmt.Sprintf("; it lasted %.2fs, seen: %s", now.Sub(w.start).Seconds(), strings.Join(w.seen, ", "))
+				s.mu.Unlock()
+			}
+			w.start, w.v, w.seen = time.Time{}, nil, nil
+			continue
+		}
+		want := s.l.nodes[node].mac
+		if w.start.IsZero() || w.want != want {
+			w.start, w.want, w.v, w.seen = now, want, nil, nil
+		}
+		if got := fmt.Sprintf("%s %s", s.macName(e.mac), nudName(e.state)); !slices.Contains(w.seen, got) {
+			w.seen = append(w.seen, got)
+		}
+		if w.v == nil && now.Sub(w.start) > soakNeighLimit {
+			w.v = s.violate(w.start, vNeigh, fmt.Sprintf("%s: the client's entry for %s was %s (%s) from %s while %s (%s) had held the VIP since %s",
+				w.family, w.vip, s.macName(e.mac), nudName(e.state), rel(s.t0, w.start), s.l.nodes[node].name, want, rel(s.t0, since)))
+		}
+	}
+}
+
+// checkAnnouncements flags every captured announcement of a VIP from a MAC
+// whose node did not hold that VIP within soakAnnounceSlack of the frame.
+// Frames younger than 300 ms wait: their address event may be on its way.
+func (s *soak) checkAnnouncements(all bool) {
+	cutoff := time.Now().Add(-300 * time.Millisecond)
+	if all {
+		cutoff = time.Now().Add(time.Hour)
+	}
+	for _, w := range s.stale {
+		w.c.mu.Lock()
+		var frames []captured
+		for _, fr := range w.c.frames[w.done:] {
+			if fr.at.After(cutoff) {
+				break
+			}
+			frames = append(frames, fr)
+		}
+		w.c.mu.Unlock()
+		w.done += len(frames)
+		for _, fr := range frames {
+			node := s.nodeByMAC(fr.sender)
+			if node >= 0 {
+				if ok, lead := w.tr.heldNear(node, fr.at, soakAnnounceSlack, soakEventLag); ok {
+					w.maxLead = max(w.maxLead, lead)
+					continue
+				}
+			}
+			if w.last != nil && w.lastSender == fr.sender && fr.at.Sub(w.lastT) < 2*time.Second {
+				w.lastN++
+				w.lastT = fr.at
+				s.mu.Lock()
+				w.last.detail = fmt.Sprintf("%s (%d frames, the last at %s)", w.lastDetail, w.lastN, rel(s.t0, fr.at))
+				s.mu.Unlock()
+				continue
+			}
+			w.lastDetail = fmt.Sprintf("%s for the VIP from %s at %s (%s); holders then: %s", w.what, s.macName(fr.sender),
+				rel(s.t0, fr.at), fr.at.Format("15:04:05.000"), w.tr.at(fr.at, s.nodeNames(), s.t0))
+			w.last, w.lastSender, w.lastT, w.lastN = s.violate(fr.at, vStale, w.lastDetail), fr.sender, fr.at, 1
+		}
+	}
+}
+
+// --- the end ----------------------------------------------------------------
+
+// final stops every vipd gracefully and checks that nothing is left.
+func (s *soak) final() {
+	if s.waitHolder(time.Minute, soakSettle) == nil {
+		s.violate(time.Now(), vBound, "no settled holder at the end: "+s.holdersNow())
+	}
+	s.finish(time.Now())
+	s.mu.Lock()
+	s.finalAt = time.Now()
+	s.mu.Unlock()
+	s.say("final: stopping every vipd with SIGTERM")
+	for _, nd := range s.l.nodes {
+		s.signal(nd, syscall.SIGCONT)
+		s.signal(nd, syscall.SIGTERM)
+	}
+	for _, nd := range s.l.nodes {
+		if nd.cmd != nil {
+			s.checkStop(nd)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	s.stopWatchers()
+	for _, ns := range append([]*testNS{s.l.lan, s.l.client}, nsOf(s.l.nodes)...) {
+		if left := s.vipsIn(ns); len(left) > 0 {
+			s.violate(time.Now(), vLeftAddr, fmt.Sprintf("%v still in namespace %s after every vipd stopped", left, ns.name))
+		}
+	}
+	for _, p := range vipdProcesses(s.bin) {
+		s.violate(time.Now(), vLeftProc, p)
+	}
+}
+
+func nsOf(nodes []*labNode) []*testNS {
+	var ns []*testNS
+	for _, nd := range nodes {
+		ns = append(ns, nd.ns)
+	}
+	return ns
+}
+
+func msMedMax(v []time.Duration) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d / %d", median(v).Milliseconds(), slices.Max(v).Milliseconds())
+}
+
+// report prints the tables, appends them to $VIPD_SOAK_MD, and fails the
+// test on any violation.
+func (s *soak) report(dur time.Duration, wall time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &report{}
+	version, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	head := fmt.Sprintf("Soak: %v of faults, seed %d, vipd %s, %d faults, %s wall time; 3 nodes (vipd + etcd member each), dual-stack VIP, vip.ttl=2, vip.garp=%d every %v",
+		dur, s.seed, strings.TrimSpace(string(version)), len(s.runs), time.Since(wall).Round(time.Second), soakGarp, soakGarpInterval)
+	if s.aborted {
+		head += "; ABORTED early (see the violations)"
+	}
+	fmt.Printf("\n%s\n", head)
+	r.md.WriteString("\n" + head + "\n")
+
+	// Violations by the fault during which (or after which) they happened.
+	attributed := map[string]int{}
+	for _, v := range s.violations {
+		attributed[s.phase(v.at)]++
+	}
+	var rows [][]string
+	for i := range soakFaults {
+		k := &soakFaults[i]
+		var out4, out6, heal []time.Duration
+		n, mid := 0, 0
+		for _, f := range s.runs {
+			if f.kind != k {
+				continue
+			}
+			n++
+			if f.midBurst {
+				mid++
+			}
+			out4, out6, heal = append(out4, f.out4), append(out6, f.out6), append(heal, f.toHolder)
+		}
+		rows = append(rows, []string{k.name, strconv.Itoa(n), strconv.Itoa(mid), msMedMax(out4), msMedMax(out6), msMedMax(heal), strconv.Itoa(attributed[k.name])})
+	}
+	for _, p := range []string{"before the first fault", "final stop"} {
+		if attributed[p] > 0 {
+			rows = append(rows, []string{"(" + p + ")", "-", "-", "-", "-", "-", strconv.Itoa(attributed[p])})
+		}
+	}
+	r.table(fmt.Sprintf("Faults: the client-visible outage is the longest stretch without an answered probe (one every 10 ms per VIP) from the injection until the next fault, which waits for a settled holder that the client reaches; mid-burst counts injections within %v of the holder's gain", soakBurst),
+		[]string{"fault", "injected", "mid-burst", "IPv4 outage median / max (ms)", "IPv6 outage median / max (ms)", "heal → one holder median / max (ms)", "violations"}, rows)
+
+	byKind := map[string]int{}
+	for _, v := range s.violations {
+		byKind[v.kind]++
+	}
+	checks := map[string]string{
+		vOverlap: "kernel address events from every node namespace, both VIPs",
+		vNeigh:   fmt.Sprintf("IPv4 and IPv6 entries every 100 ms; wrong for > %v once the holder had held the VIP %v", soakNeighLimit, soakNeighGrace),
+		vStale: fmt.Sprintf("gratuitous ARP / unsolicited NA captured at the client from a node that did not hold the VIP from %v before the frame to %v after it (its gain may be seen late)",
+			soakAnnounceSlack, soakEventLag),
+		vBound:    fmt.Sprintf("%v after a heal (%v after partitions and etcd faults), and before each fault", soakBound, soakEtcdBound),
+		vExit:     "a vipd that exited by itself, or not with status 0 within 10 s of SIGTERM",
+		vLeftAddr: "on the node right after each SIGTERM, and in every namespace after the final stop",
+		vLeftProc: "processes running the vipd binary after the final stop",
+	}
+	rows = nil
+	for _, k := range soakViolationKinds {
+		rows = append(rows, []string{k, strconv.Itoa(byKind[k]), checks[k]})
+	}
+	r.table("Invariants (violations must be 0)", []string{"invariant", "violations", "checked"}, rows)
+
+	rows = nil
+	flatNote := ""
+	for i, nd := range s.l.nodes {
+		var best *resSeries
+		var bestRSS, bestG trend
+		lives := 0
+		for _, sr := range s.series {
+			if sr.node != i {
+				continue
+			}
+			lives++
+			tr := sr.trend(func(x resSample) (float64, bool) { return float64(x.rss) / (1 << 20), true })
+			if best == nil || tr.span > bestRSS.span {
+				best, bestRSS = sr, tr
+				bestG = sr.trend(func(x resSample) (float64, bool) { return float64(x.goroutines), x.goroutines >= 0 })
+			}
+		}
+		row := []string{nd.name, strconv.Itoa(lives), "-", "-", "-", "n/a", "n/a", "-"}
+		if best != nil && bestRSS.span > 0 {
+			row[2] = bestRSS.span.Round(time.Second).String()
+			row[3] = fmt.Sprintf("%.1f → %.1f", bestRSS.first, bestRSS.last)
+			verdict := fmt.Sprintf("too short to judge (< %v)", soakFlatSpan)
+			if bestRSS.ok {
+				row[4] = fmt.Sprintf("%+.2f", bestRSS.perHour)
+			}
+			if bestG.span > 0 {
+				row[5] = fmt.Sprintf("%.0f → %.0f", bestG.first, bestG.last)
+				if bestG.ok {
+					row[6] = fmt.Sprintf("%+.1f", bestG.perHour)
+				}
+			}
+			if bestRSS.ok && bestRSS.span >= soakFlatSpan {
+				verdict = "yes"
+				if bestRSS.perHour > soakFlatRSS || (bestG.ok && bestG.perHour > soakFlatGoroutine) {
+					verdict = "NO"
+				}
+			}
+			row[7] = verdict
+		}
+		rows = append(rows, row)
+	}
+	if !s.metrics {
+		flatNote = "; goroutines n/a: this vipd has no vip.metrics"
+	}
+	r.table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v)%s",
+		soakSample, soakWarmup, soakFlatRSS, soakFlatGoroutine, soakFlatSpan, flatNote),
+		[]string{"node", "vipd processes sampled", "longest trend", "RSS first → last (MiB)", "RSS slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
+
+	c := &s.churn
+	c.mu.Lock()
+	var per []string
+	for _, nd := range s.l.nodes {
+		per = append(per, fmt.Sprintf("%s %d", nd.name, c.perNode[nd.name]))
+	}
+	churnRow := []string{"unrelated address (198.51.100.x/32 + 2001:db8:5100::x/128) added / removed on the holder's eth0",
+		fmt.Sprintf("%d / %d (%s); %d errors%s; %d steps without a single holder", c.adds, c.dels, strings.Join(per, ", "), c.errs,
+			map[bool]string{true: " (last: " + c.lastErr + ")", false: ""}[c.errs > 0], c.skippedNoHold)}
+	c.mu.Unlock()
+	s.arp.mu.Lock()
+	nARP := len(s.arp.frames)
+	s.arp.mu.Unlock()
+	s.na.mu.Lock()
+	nNA := len(s.na.frames)
+	s.na.mu.Unlock()
+	r.table("Background", []string{"what", "count"}, [][]string{churnRow,
+		{"announcements of the VIPs seen by the client (ARP / NA)", fmt.Sprintf("%d / %d", nARP, nNA)},
+		{"the most an announcement came before its sender's address event was seen (IPv4 / IPv6; allowed: " + soakEventLag.String() + ")",
+			fmt.Sprintf("%dms / %dms", s.stale[0].maxLead.Milliseconds(), s.stale[1].maxLead.Milliseconds())},
+		{"neighbour table reads that failed", strconv.Itoa(s.neighErrs)}})
+
+	if len(s.violations) > 0 {
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "\nViolations (times on the soak's clock; see the logs file for vipd's own lines):\n\n")
+		for _, v := range s.violations {
+			fmt.Fprintf(&sb, "- %s, during %s: **%s**: %s\n", rel(s.t0, v.at), s.phase(v.at), v.kind, v.detail)
+		}
+		fmt.Print(sb.String())
+		r.md.WriteString(sb.String())
+	}
+	if path := os.Getenv("VIPD_SOAK_MD"); path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			s.t.Errorf("VIPD_SOAK_MD: %v", err)
+		} else {
+			fmt.Fprintf(f, "\n<!-- TestSoak, %s -->\n%s", time.Now().UTC().Format(time.RFC3339), r.md.String())
+			f.Close()
+			abs, _ := filepath.Abs(path)
+			fmt.Printf("\n(tables appended to %s)\n", abs)
+		}
+	}
+	if len(s.violations) > 0 {
+		s.t.Errorf("%d invariant violations (listed above; replay with VIPD_SOAK_SEED=%d)", len(s.violations), s.seed)
+	}
+}
+
+// phase names the fault during (or after) which t fell. The caller holds
+// s.mu.
+func (s *soak) phase(t time.Time) string {
+	if !s.finalAt.IsZero() && !t.Before(s.finalAt) {
+		return "final stop"
+	}
+	name := "before the first fault"
+	for _, f := range s.runs {
+		if !f.start.IsZero() && !t.Before(f.start) {
+			name = f.kind.name
+		}
+	}
+	return name
+}
+
+// writeLogs keeps everything for a post-mortem: the soak's events, the
+// violations, the address histories and every vipd run's output.
+func (s *soak) writeLogs() {
+	path := os.Getenv("VIPD_SOAK_LOGS")
+	if path == "" {
+		path = filepath.Join(os.TempDir(), fmt.Sprintf("vipd-soak-%d.log", s.seed))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# soak seed %d\n\n## events\n%s\n\n## violations\n", s.seed, strings.Join(s.events, "\n"))
+	for _, v := range s.violations {
+		fmt.Fprintf(&sb, "%s %s: %s\n", rel(s.t0, v.at), v.kind, v.detail)
+	}
+	if s.l != nil {
+		fmt.Fprintf(&sb, "\n## IPv4 VIP address events (monitor)\n%s\n\n## IPv6 VIP address events\n%s\n", s.l.mon.history(), s.l.mon6.history())
+		for i, nd := range s.l.nodes {
+			fmt.Fprintf(&sb, "\n## vipd on %s\n%s", nd.name, s.logs[i].String())
+		}
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		fmt.Printf("soak: logs: %v\n", err)
+		return
+	}
+	fmt.Printf("soak: logs in %s\n", path)
+}

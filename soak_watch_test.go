@@ -1,0 +1,571 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The watchers of the soak (soak_test.go): a timeline of who held each VIP
+// when, the client's neighbour table read over rtnetlink, the unrelated
+// address churn on the holder's node, and per-process resource samples.
+// None of them may call t.Fatal: they run on their own goroutines.
+
+// holdSpan is one stretch during which one node held a VIP (to is zero
+// while it still does).
+type holdSpan struct {
+	node     int
+	from, to time.Time
+}
+
+// holderTrack keeps the whole history of one VIP in every node namespace,
+// from rtnetlink events, so that an announcement seen at time t can be
+// checked against who held the address at t.
+type holderTrack struct {
+	vip   netip.Addr
+	mu    sync.Mutex
+	open  []int // per node: index of its open span in spans, -1 if none
+	spans []holdSpan
+}
+
+// startHolderTracks follows several VIPs through one subscription per node,
+// so that their events keep the kernel's order.
+func startHolderTracks(t testing.TB, nodes []*labNode, vips ...netip.Addr) []*holderTrack {
+	var hs []*holderTrack
+	for _, vip := range vips {
+		h := &holderTrack{vip: vip}
+		for range nodes {
+			h.open = append(h.open, -1)
+		}
+		hs = append(hs, h)
+	}
+	record := func(node int, a *addrMessage, held bool) {
+		for _, h := range hs {
+			if a.ip() == h.vip {
+				h.record(node, held, time.Now())
+			}
+		}
+	}
+	for i, nd := range nodes {
+		// Subscribe before listing so that nothing falls between the two.
+		w, err := watchRTNL(nd.ns.fd(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() })
+		events := make(chan rtnlEvent, 256)
+		go w.run(events)
+		r, err := dialRTNL(nd.ns.fd(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := r.addrs(0)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			record(i, &a, true)
+		}
+		go func() {
+			for ev := range events {
+				if ev.err != nil {
+					return
+				}
+				if ev.addr != nil {
+					record(i, ev.addr, !ev.deleted)
+				}
+			}
+		}()
+	}
+	return hs
+}
+
+func (h *holderTrack) record(node int, held bool, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case held && h.open[node] < 0:
+		h.open[node] = len(h.spans)
+		h.spans = append(h.spans, holdSpan{node: node, from: at})
+	case !held && h.open[node] >= 0:
+		h.spans[h.open[node]].to = at
+		h.open[node] = -1
+	}
+}
+
+// single is the one node that holds the VIP now and since when; ok is false
+// when none or several do.
+func (h *holderTrack) single() (node int, since time.Time, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	node = -1
+	for i, s := range h.open {
+		if s < 0 {
+			continue
+		}
+		if node >= 0 {
+			return -1, time.Time{}, false
+		}
+		node, since = i, h.spans[s].from
+	}
+	return node, since, node >= 0
+}
+
+// heldSince is when node gained the VIP it holds now (zero if it holds
+// none).
+func (h *holderTrack) heldSince(node int) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.open[node]; s >= 0 {
+		return h.spans[s].from
+	}
+	return time.Time{}
+}
+
+// holders are the nodes that hold the VIP now.
+func (h *holderTrack) holders() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var held []int
+	for i, s := range h.open {
+		if s >= 0 {
+			held = append(held, i)
+		}
+	}
+	return held
+}
+
+// heldNear says whether node held the VIP at any moment from after before
+// t until ahead after it (the address event may be seen later than a frame
+// sent after the address was added). lead is how long before the gain that
+// made it so the frame came (0 if it came during the span).
+func (h *holderTrack) heldNear(node int, t time.Time, after, ahead time.Duration) (ok bool, lead time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	lo, hi := t.Add(-after), t.Add(ahead)
+	for _, s := range h.spans {
+		if s.node == node && !s.from.After(hi) && (s.to.IsZero() || !s.to.Before(lo)) {
+			return true, max(0, s.from.Sub(t))
+		}
+	}
+	return false, 0
+}
+
+// at describes who held the VIP at t, for violation reports.
+func (h *holderTrack) at(t time.Time, names []string, t0 time.Time) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var who []string
+	for _, s := range h.spans {
+		if !s.from.After(t) && (s.to.IsZero() || s.to.After(t)) {
+			who = append(who, fmt.Sprintf("%s (since %s)", names[s.node], rel(t0, s.from)))
+		}
+	}
+	if len(who) == 0 {
+		return "nobody"
+	}
+	return strings.Join(who, ", ")
+}
+
+// rel is t as seconds since t0, the soak's clock (the lab monitor's start).
+func rel(t0, t time.Time) string { return fmt.Sprintf("+%.3fs", t.Sub(t0).Seconds()) }
+
+// neighEntry is one entry of the client's neighbour table.
+type neighEntry struct {
+	mac   string // "" without a link-layer address
+	state uint16 // NUD_*
+}
+
+func nudName(state uint16) string {
+	var names []string
+	for _, s := range []struct {
+		bit  uint16
+		name string
+	}{{unix.NUD_INCOMPLETE, "INCOMPLETE"}, {unix.NUD_REACHABLE, "REACHABLE"}, {unix.NUD_STALE, "STALE"},
+		{unix.NUD_DELAY, "DELAY"}, {unix.NUD_PROBE, "PROBE"}, {unix.NUD_FAILED, "FAILED"},
+		{unix.NUD_NOARP, "NOARP"}, {unix.NUD_PERMANENT, "PERMANENT"}} {
+		if state&s.bit != 0 {
+			names = append(names, s.name)
+		}
+	}
+	if len(names) == 0 {
+		return "NONE"
+	}
+	return strings.Join(names, "|")
+}
+
+// neighbours dumps a namespace's neighbour table (both families) over an
+// open rtnetlink connection: cheaper than running `ip neigh` ten times a
+// second.
+func neighbours(r *rtnl) (map[netip.Addr]neighEntry, error) {
+	req := make([]byte, 12) // struct ndmsg, AF_UNSPEC
+	msgs, err := r.execute(unix.RTM_GETNEIGH, netlink.Dump, req)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	out := make(map[netip.Addr]neighEntry, len(msgs))
+	for _, m := range msgs {
+		if len(m.Data) < 12 {
+			continue
+		}
+		e := neighEntry{state: binary.NativeEndian.Uint16(m.Data[8:10])}
+		ad, err := netlink.NewAttributeDecoder(m.Data[12:])
+		if err != nil {
+			continue
+		}
+		var dst netip.Addr
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NDA_DST:
+				dst, _ = netip.AddrFromSlice(slices.Clone(ad.Bytes()))
+			case unix.NDA_LLADDR:
+				e.mac = net.HardwareAddr(slices.Clone(ad.Bytes())).String()
+			}
+		}
+		if dst.IsValid() {
+			out[dst.Unmap()] = e
+		}
+	}
+	return out, nil
+}
+
+// addrOp adds or removes an address that is not the VIP, permanently (no
+// lifetime), as DHCP clients, CNI plugins and kube-proxy do all day.
+func addrOp(r *rtnl, index uint32, p netip.Prefix, add bool) error {
+	body, err := vipMessage(index, p).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if add {
+		_, err = r.execute(unix.RTM_NEWADDR, netlink.Acknowledge|netlink.Create|netlink.Replace, body)
+	} else {
+		_, err = r.execute(unix.RTM_DELADDR, netlink.Acknowledge, body)
+	}
+	return err
+}
+
+// churnStats counts the background address changes.
+type churnStats struct {
+	mu             sync.Mutex
+	adds, dels     int
+	errs           int
+	lastErr        string
+	skippedNoHold  int // moments without a single holder
+	perNode        map[string]int
+	addedOn        int // node index that has the unrelated addresses now, -1 if none
+	added4, added6 netip.Prefix
+}
+
+// runChurn adds an unrelated IPv4 and IPv6 address (TEST-NET-2 and a
+// 2001:db8: documentation prefix) on the current holder's eth0, and removes
+// it again, one step every 200–400 ms: every such change makes the kernel
+// re-run, and reschedule, its address lifetime check (issue 9, defect 3).
+func (s *soak) runChurn(rts []*rtnl, index []uint32, seed uint64) {
+	defer s.wg.Done()
+	rng := newRand(seed)
+	c := &s.churn
+	c.addedOn = -1
+	n := 0
+	for {
+		select {
+		case <-s.quit:
+			s.churnRemove(rts, index)
+			return
+		case <-time.After(time.Duration(200+rng.IntN(201)) * time.Millisecond):
+		}
+		c.mu.Lock()
+		on := c.addedOn
+		c.mu.Unlock()
+		if on >= 0 {
+			s.churnRemove(rts, index)
+			continue
+		}
+		h, _, ok := s.tr4.single()
+		if !ok {
+			c.mu.Lock()
+			c.skippedNoHold++
+			c.mu.Unlock()
+			continue
+		}
+		n++
+		p4 := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + n%250)}), 32)
+		p6 := netip.MustParsePrefix(fmt.Sprintf("2001:db8:5100::%x/128", 1+n%250))
+		var errs []string
+		for _, p := range []netip.Prefix{p4, p6} {
+			if err := addrOp(rts[h], index[h], p, true); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+		c.mu.Lock()
+		c.adds++
+		c.addedOn, c.added4, c.added6 = h, p4, p6
+		if c.perNode == nil {
+			c.perNode = map[string]int{}
+		}
+		c.perNode[s.l.nodes[h].name]++
+		if len(errs) > 0 {
+			c.errs++
+			c.lastErr = strings.Join(errs, "; ")
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (s *soak) churnRemove(rts []*rtnl, index []uint32) {
+	c := &s.churn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.addedOn < 0 {
+		return
+	}
+	on := c.addedOn
+	for _, p := range []netip.Prefix{c.added4, c.added6} {
+		// Gone already is fine: a link that went down takes IPv6
+		// addresses with it.
+		if err := addrOp(rts[on], index[on], p, false); err != nil && !strings.Contains(err.Error(), "cannot assign") {
+			c.errs++
+			c.lastErr = err.Error()
+		}
+	}
+	c.dels++
+	c.addedOn = -1
+}
+
+// proc is one running vipd process as the resource sampler sees it.
+type proc struct {
+	node   int
+	pid    int
+	start  time.Time
+	frozen bool
+}
+
+// resSample is one resource sample of one process.
+type resSample struct {
+	at         time.Time
+	rss        int64 // bytes, from /proc/PID/status
+	goroutines int   // from /metrics; -1 when not available
+}
+
+// resSeries are the samples of one process lifetime: a restarted vipd
+// starts a new series.
+type resSeries struct {
+	node    int
+	pid     int
+	start   time.Time
+	samples []resSample
+}
+
+// runSampler samples every running vipd every soakSample.
+func (s *soak) runSampler() {
+	defer s.wg.Done()
+	tick := time.NewTicker(soakSample)
+	defer tick.Stop()
+	for {
+		s.sampleOnce()
+		select {
+		case <-s.quit:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *soak) sampleOnce() {
+	s.mu.Lock()
+	var procs []proc
+	for _, p := range s.procs {
+		if p != nil {
+			procs = append(procs, *p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range procs {
+		rss, err := procRSS(p.pid)
+		if err != nil {
+			continue // it has just exited
+		}
+		g := -1
+		if s.metrics && !p.frozen {
+			if m, err := s.scrape(p.node); err == nil {
+				if v, ok := m["go_goroutines"]; ok {
+					g = int(v)
+				}
+			}
+		}
+		s.mu.Lock()
+		sr := s.series[p.pid]
+		if sr == nil {
+			sr = &resSeries{node: p.node, pid: p.pid, start: p.start}
+			s.series[p.pid] = sr
+		}
+		sr.samples = append(sr.samples, resSample{at: time.Now(), rss: rss, goroutines: g})
+		s.mu.Unlock()
+	}
+}
+
+func procRSS(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+}
+
+// scrape reads the node's vipd /metrics (vip.metrics) from inside its
+// namespace: Prometheus text, metric name (without labels) → value.
+func (s *soak) scrape(node int) (map[string]float64, error) {
+	nd := s.l.nodes[node]
+	c := &http.Client{
+		Timeout: time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := nd.ns.do(func() (err error) {
+				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}},
+	}
+	resp, err := c.Get(fmt.Sprintf("http://%s:%d/metrics", nd.ip, soakMetricsPort))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	return parseMetrics(resp.Body)
+}
+
+// parseMetrics reads the Prometheus text format: the unlabelled samples,
+// metric name → value.
+func parseMetrics(r io.Reader) (map[string]float64, error) {
+	m := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			m[f[0]] = v
+		}
+	}
+	return m, sc.Err()
+}
+
+func TestParseMetrics(t *testing.T) {
+	m, err := parseMetrics(strings.NewReader(`# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 23
+go_gc_duration_seconds{quantile="0.5"} 4.2e-05
+process_resident_memory_bytes 1.8112512e+07
+vipd_state 2 1700000000000
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["go_goroutines"] != 23 || m["process_resident_memory_bytes"] != 18112512 || m["vipd_state"] != 2 {
+		t.Fatalf("parsed %v", m)
+	}
+	if _, ok := m["go_gc_duration_seconds"]; ok {
+		t.Fatalf("a labelled sample was taken: %v", m)
+	}
+}
+
+func TestSlope(t *testing.T) {
+	if got := slope([]float64{0, 1, 2, 3}, []float64{10, 12, 14, 16}); math.Abs(got-2) > 1e-9 {
+		t.Fatalf("slope %v, want 2", got)
+	}
+}
+
+// slope is the least-squares slope of ys over xs.
+func slope(xs, ys []float64) float64 {
+	n := float64(len(xs))
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx, sy, sxx, sxy = sx+xs[i], sy+ys[i], sxx+xs[i]*xs[i], sxy+xs[i]*ys[i]
+	}
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return math.NaN()
+	}
+	return (n*sxy - sx*sy) / d
+}
+
+// trend is a series after its warm-up: first and last value and the slope
+// per hour; ok is false when too little of it is left to fit a line.
+type trend struct {
+	span        time.Duration
+	first, last float64
+	perHour     float64
+	ok          bool
+}
+
+func (sr *resSeries) trend(value func(resSample) (float64, bool)) trend {
+	var xs, ys []float64
+	var tr trend
+	var t0, t1 time.Time
+	for _, smp := range sr.samples {
+		v, ok := value(smp)
+		if !ok || smp.at.Sub(sr.start) < soakWarmup {
+			continue
+		}
+		if len(xs) == 0 {
+			t0, tr.first = smp.at, v
+		}
+		t1, tr.last = smp.at, v
+		xs, ys = append(xs, smp.at.Sub(sr.start).Hours()), append(ys, v)
+	}
+	tr.span = t1.Sub(t0)
+	if len(xs) >= 5 && tr.span >= soakMinSpan {
+		tr.perHour, tr.ok = slope(xs, ys), true
+	}
+	return tr
+}
+
+// vipdProcesses lists the processes running the binary under test.
+func vipdProcesses(bin string) []string {
+	var found []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err == nil && exe == bin {
+			cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			found = append(found, fmt.Sprintf("pid %d: %s", pid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")))
+		}
+	}
+	return found
+}
