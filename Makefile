@@ -46,21 +46,14 @@ soak: $(ETCD)
 	echo "VIPD_SOAK=$(SOAK) go test -run '^TestSoak$$' -timeout $$timeout"; \
 	VIPD_SOAK=$(SOAK) VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -run '^TestSoak$$' -count=1 -timeout $$timeout -v .
 
-# Fuzz each parser for FUZZTIME (default 30s); new crashers land in testdata/fuzz.
+# Fuzz each parser and decoder for FUZZTIME (default 30s each); new
+# crashers land in testdata/fuzz and stay there as regression inputs.
 FUZZTIME ?= 30s
+FUZZ := FuzzSplitCmdline FuzzParseConfig FuzzProbeFilesystem \
+	FuzzEthernetFrame FuzzARPPacket FuzzIPv6Header FuzzNDPMessage \
+	FuzzAddrMessage FuzzLinkMessage FuzzDecodeEvent FuzzARPClaimant FuzzNDPClaimant
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzSplitCmdline$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzProbeFilesystem$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzEthernetFrame$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzARPPacket$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzIPv6Header$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzNDPMessage$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzAddrMessage$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzLinkMessage$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzARPClaimant$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzNDPClaimant$$' -fuzztime $(FUZZTIME) .
+	for f in $(FUZZ); do $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
 # The demo is the test lab with a live view (demo_test.go), run from a
 # compiled test binary so that Ctrl-C reaches it directly and it cleans up.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,7 +161,7 @@ func TestFrozenBurstNoStaleAnnouncement(t *testing.T) {
 		})
 		time.Sleep(time.Until(nextTook.Add((garp-1)*interval + 500*time.Millisecond))) // its burst is over
 		l.touchVIP()
-		l.touchVIP6()
+		l.touch(labVIP6)
 		waitFor(t, 5*time.Second, "the client to resolve both VIPs to "+next.name+" "+next.mac, func() bool {
 			return l.clientNeighbourOf(labVIP) == next.mac && l.clientNeighbourOf(labVIP6) == next.mac
 		})
@@ -209,24 +208,6 @@ func TestFrozenBurstNoStaleAnnouncement(t *testing.T) {
 	if len(violations) > 0 {
 		t.Fatalf("in %d of %d trials a resumed holder claimed the VIP after another node had taken it over:\n%s",
 			len(violations), trials, strings.Join(violations, "\n"))
-	}
-}
-
-// touchVIP6 sends one UDP datagram from the client to the IPv6 VIP, which
-// makes the client's kernel resolve (and keep) a neighbour entry for it.
-func (l *lab) touchVIP6() {
-	l.t.Helper()
-	err := l.client.do(func() error {
-		c, err := net.Dial("udp6", "["+labVIP6+"]:9")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write([]byte("vipd-test"))
-		return err
-	})
-	if err != nil {
-		l.t.Fatalf("send to the IPv6 VIP from the client: %v", err)
 	}
 }
 

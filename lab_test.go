@@ -572,10 +572,13 @@ func (l *lab) assertNoOverlap() {
 
 // touchVIP sends one UDP datagram from the client to the VIP, which makes
 // the client's kernel resolve (and keep) a neighbour entry for it.
-func (l *lab) touchVIP() {
+func (l *lab) touchVIP() { l.touch(labVIP) }
+
+// touch sends one UDP datagram from the client to addr.
+func (l *lab) touch(addr string) {
 	l.t.Helper()
 	err := l.client.do(func() error {
-		c, err := net.Dial("udp4", labVIP+":9")
+		c, err := net.Dial("udp", net.JoinHostPort(addr, "9"))
 		if err != nil {
 			return err
 		}
@@ -584,7 +587,7 @@ func (l *lab) touchVIP() {
 		return err
 	})
 	if err != nil {
-		l.t.Fatalf("send to the VIP from the client: %v", err)
+		l.t.Fatalf("send to %s from the client: %v", addr, err)
 	}
 }
 

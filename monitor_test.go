@@ -30,40 +30,48 @@ func startMonitor(t testing.TB, nodes []*labNode, vip netip.Addr) *monitor {
 		m.names = append(m.names, nd.name)
 		m.held = append(m.held, false)
 		m.lastAdds = append(m.lastAdds, time.Time{})
-		// Subscribe before listing so that nothing falls between the two.
-		w, err := watchRTNL(nd.ns.fd(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Close() })
-		events := make(chan rtnlEvent, 256)
-		go w.run(events)
-		r, err := dialRTNL(nd.ns.fd(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs, err := r.addrs(0)
-		r.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range addrs {
+		followAddrs(t, nd, func(a *addrMessage, held bool) {
 			if a.ip() == vip {
-				m.record(i, true)
+				m.record(i, held)
 			}
-		}
-		go func(i int) {
-			for ev := range events {
-				if ev.err != nil {
-					return
-				}
-				if ev.addr != nil && ev.addr.ip() == vip {
-					m.record(i, !ev.deleted)
-				}
-			}
-		}(i)
+		})
 	}
 	return m
+}
+
+// followAddrs calls record for every address the node has now, then for
+// every address event from now on, in the kernel's order. It subscribes
+// before listing so that nothing falls between the two.
+func followAddrs(t testing.TB, nd *labNode, record func(a *addrMessage, held bool)) {
+	w, err := watchRTNL(nd.ns.fd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	events := make(chan rtnlEvent, 256)
+	go w.run(events)
+	r, err := dialRTNL(nd.ns.fd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := r.addrs(0)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		record(&a, true)
+	}
+	go func() {
+		for ev := range events {
+			if ev.err != nil {
+				return
+			}
+			if ev.addr != nil {
+				record(ev.addr, !ev.deleted)
+			}
+		}
+	}()
 }
 
 func (m *monitor) record(node int, held bool) {

@@ -64,36 +64,7 @@ func startHolderTracks(t testing.TB, nodes []*labNode, vips ...netip.Addr) []*ho
 		}
 	}
 	for i, nd := range nodes {
-		// Subscribe before listing so that nothing falls between the two.
-		w, err := watchRTNL(nd.ns.fd(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Close() })
-		events := make(chan rtnlEvent, 256)
-		go w.run(events)
-		r, err := dialRTNL(nd.ns.fd(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs, err := r.addrs(0)
-		r.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range addrs {
-			record(i, &a, true)
-		}
-		go func() {
-			for ev := range events {
-				if ev.err != nil {
-					return
-				}
-				if ev.addr != nil {
-					record(i, ev.addr, !ev.deleted)
-				}
-			}
-		}()
+		followAddrs(t, nd, func(a *addrMessage, held bool) { record(i, a, held) })
 	}
 	return hs
 }
