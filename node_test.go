@@ -505,6 +505,21 @@ func TestNodeStepDownTriggers(t *testing.T) {
 			nl.wantStepDown(c.reason)
 		})
 	}
+	t.Run("address cannot be added", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second)
+		nl.kern.fail = errors.New("operation not permitted")
+		now := time.Now()
+		nl.event(evGranted, now, false)
+		nl.event(evElected, now, true)
+		nl.probe()
+		nl.wantStepDown(errAddFailed)
+		if len(nl.terms) != 1 || time.Until(nl.n.holdOff) < localRetry/2 {
+			t.Fatalf("campaigned again at once (%d terms, hold-off %v): a persistent fault would spin", len(nl.terms), time.Until(nl.n.holdOff))
+		}
+		if len(nl.frames.sent) != 0 {
+			t.Fatalf("announced %v without the address", nl.frames.sent)
+		}
+	})
 	t.Run("events of an ended term are ignored", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second)
 		nl.lead()
