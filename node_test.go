@@ -299,13 +299,14 @@ func TestNodeProbeOutcomes(t *testing.T) {
 	cases := []struct {
 		name   string
 		rounds []probeAnswer
-		takes  int // how many rounds until the address is taken
+		takes  int  // how many rounds until the address is taken
+		squat  bool // the first round reports another host (not a failure)
 	}{
-		{"quiet", nil, 1},
-		{"IPv6 answered", []probeAnswer{squat}, 2},
-		{"IPv4 failed", []probeAnswer{broken4}, 2},
-		{"IPv4 failed and IPv6 answered", []probeAnswer{both}, 2},
-		{"answered, failed, answered", []probeAnswer{squat, broken4, both}, 4},
+		{"quiet", nil, 1, false},
+		{"IPv6 answered", []probeAnswer{squat}, 2, true},
+		{"IPv4 failed", []probeAnswer{broken4}, 2, false},
+		{"IPv4 failed and IPv6 answered", []probeAnswer{both}, 2, true},
+		{"answered, failed, answered", []probeAnswer{squat, broken4, both}, 4, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -321,6 +322,9 @@ func TestNodeProbeOutcomes(t *testing.T) {
 					t.Fatalf("took the address after round %d, want after round %d", round-1, c.takes)
 				}
 				nl.probe()
+				if round == 1 && nl.n.squatStart.IsZero() == c.squat {
+					t.Fatalf("after the first round: another host reported %v, want %v", !nl.n.squatStart.IsZero(), c.squat)
+				}
 			}
 			if !nl.n.holding {
 				t.Fatalf("did not take the address after %d rounds", c.takes)
