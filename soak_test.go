@@ -1090,6 +1090,9 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 			}
 		}
 		row := []string{nd.name, strconv.Itoa(lives), "-", "-", "-", "n/a", "n/a", "-"}
+		if s.metrics {
+			row[5], row[6] = "-", "-"
+		}
 		if best != nil && bestRSS.span > 0 {
 			row[2] = bestRSS.span.Round(time.Second).String()
 			row[3] = fmt.Sprintf("%.1f → %.1f", bestRSS.first, bestRSS.last)
