@@ -1,12 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -23,21 +23,12 @@ type metrics struct {
 }
 
 // serveMetrics serves the Prometheus text format on addr until ctx ends.
-// The format is written directly: a client library would add megabytes to
-// a binary that must stay small, for a handful of lines. A listen failure
-// (the address is not on this node yet, early at boot) is retried, and
-// logged once.
+// Both the format and the bit of HTTP/1.1 a scrape needs (one GET, then
+// close) are written directly: net/http's server alone would add half a
+// MiB to a binary that must stay under 14 MiB, and a client library more.
+// A listen failure (the address is not on this node yet, early at boot) is
+// retried, and logged once.
 func serveMetrics(ctx context.Context, addr string, m *metrics, log *logger) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		w.Write(m.exposition())
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
 	logged := false
 	for ctx.Err() == nil {
 		ln, err := net.Listen("tcp", addr)
@@ -53,9 +44,58 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *logger) {
 			continue
 		}
 		log.infof("serving metrics on http://%s/metrics", ln.Addr())
-		if err := srv.Serve(ln); errors.Is(err, http.ErrServerClosed) {
+		stop := context.AfterFunc(ctx, func() { ln.Close() })
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				break // closed by ctx, or the listener failed: listen again
+			}
+			go m.answer(conn)
+		}
+		stop()
+		ln.Close()
+	}
+}
+
+// scrapeTimeout bounds one connection, so that a client that never
+// finishes its request holds nothing for long.
+const scrapeTimeout = 5 * time.Second
+
+// answer reads one request and answers it: the metrics for GET /metrics,
+// 404 for another path, 405 for another method. The connection is closed
+// after the answer.
+func (m *metrics) answer(conn net.Conn) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(scrapeTimeout))
+	r := bufio.NewReaderSize(io.LimitReader(conn, 16<<10), 4096)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	for { // the headers, up to the empty line; none of them matter here
+		h, err := r.ReadString('\n')
+		if err != nil {
 			return
 		}
+		if strings.TrimRight(h, "\r\n") == "" {
+			break
+		}
+	}
+	method, rest, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+	target, _, _ := strings.Cut(rest, " ")
+	path, _, _ := strings.Cut(target, "?")
+	status, ctype, body := "200 OK", "text/plain; version=0.0.4; charset=utf-8", []byte(nil)
+	switch {
+	case method != "GET" && method != "HEAD":
+		status, ctype, body = "405 Method Not Allowed", "text/plain", []byte("only GET\n")
+	case path != "/metrics":
+		status, ctype, body = "404 Not Found", "text/plain", []byte("metrics are on /metrics\n")
+	default:
+		body = m.exposition()
+	}
+	fmt.Fprintf(conn, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", status, ctype, len(body))
+	if method != "HEAD" {
+		conn.Write(body)
 	}
 }
 
