@@ -285,7 +285,16 @@ func FuzzAddrMessage(f *testing.F) {
 		if !reflect.DeepEqual(first, second) {
 			roundTripFailed(t, data, enc, first, second)
 		}
+		ipFamily := first.Family == unix.AF_INET || first.Family == unix.AF_INET6
 		checkAttrs(t, data[ifAddrMsgLen:], func(typ uint16, v []byte) string {
+			switch {
+			case !ipFamily && (typ == unix.IFA_ADDRESS || typ == unix.IFA_LOCAL):
+				// Not read: another family's address (MCTP's is one byte).
+				if first.Address.IsValid() || first.Local.IsValid() {
+					return "address of a non-IP family"
+				}
+				return ""
+			}
 			switch typ {
 			case unix.IFA_ADDRESS:
 				if !bytes.Equal(first.Address.AsSlice(), v) {
@@ -616,6 +625,21 @@ func TestDecoderRegressions(t *testing.T) {
 					t.Errorf("%d-byte IFLA_IFNAME decoded but not encoded: %v", n, err)
 				}
 			}
+		}
+	})
+	t.Run("another family's address does not break a dump", func(t *testing.T) {
+		// An MCTP address is one byte; a dump with AF_UNSPEC lists it
+		// beside the IP addresses vipd looks for.
+		var a addrMessage
+		mctp := []byte{45 /* AF_MCTP */, 0, 0, 0, 1, 0, 0, 0}
+		if err := a.UnmarshalBinary(testAttrs(t, mctp, netlink.Attribute{Type: unix.IFA_LOCAL, Data: []byte{8}})); err != nil {
+			t.Fatalf("MCTP address rejected: %v", err)
+		}
+		if a.Local.IsValid() || a.Address.IsValid() {
+			t.Fatalf("MCTP address read as an IP address: %+v", a)
+		}
+		if err := a.UnmarshalBinary(testAttrs(t, addrHdr, netlink.Attribute{Type: unix.IFA_LOCAL, Data: make([]byte, 16)})); err == nil {
+			t.Fatal("AF_INET message with a 16-byte IFA_LOCAL accepted")
 		}
 	})
 	t.Run("link address longer than MAX_ADDR_LEN", func(t *testing.T) {

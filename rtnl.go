@@ -85,15 +85,21 @@ func (m *addrMessage) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
-	// An address attribute of any other length than 4 or 16 is malformed,
+	// An IPv4 or IPv6 address attribute of the wrong length is malformed,
 	// not absent: taking it for "no address" would make the message about
-	// the other attribute's address.
+	// the other attribute's address. Other families' addresses are not
+	// read (MCTP's are one byte): a dump that lists them must still work.
+	size := map[uint8]int{unix.AF_INET: 4, unix.AF_INET6: 16}[m.Family]
 	addr := func() netip.Addr {
 		b := ad.Bytes()
-		ip, ok := netip.AddrFromSlice(b)
-		if !ok && err == nil {
-			err = fmt.Errorf("ifaddrmsg: attribute %d is %d bytes, not an address", ad.Type(), len(b))
+		if size == 0 {
+			return netip.Addr{}
 		}
+		if len(b) != size && err == nil {
+			err = fmt.Errorf("ifaddrmsg: attribute %d is %d bytes, not an address of family %d", ad.Type(), len(b), m.Family)
+			return netip.Addr{}
+		}
+		ip, _ := netip.AddrFromSlice(b)
 		return ip
 	}
 	n := 0
