@@ -322,6 +322,16 @@ func (s *soak) startVipd(nd *labNode) {
 	s.mu.Lock()
 	s.procs[i] = &proc{node: i, pid: nd.cmd.Process.Pid, start: time.Now()}
 	s.mu.Unlock()
+	// A signal that comes before vipd has installed its handler (while
+	// `ip netns exec` or the Go runtime is still starting it) takes the
+	// default action: the process dies of it, which is no stop vipd can
+	// handle. Its first log line comes after the handler is in place.
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if strings.Contains(nd.log.String(), "vipd: starting ") {
+			return
+		}
+	}
+	s.say("vipd on %s has not logged its start within 5 s", nd.name)
 }
 
 // waitExit waits for the node's vipd to exit; ok is false on timeout.
