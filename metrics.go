@@ -50,10 +50,18 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *logger) {
 			if err != nil {
 				break // closed by ctx, or the listener failed: listen again
 			}
-			go m.answer(conn)
+			go m.answer(conn) // ends within scrapeTimeout
 		}
 		stop()
 		ln.Close()
+		if ctx.Err() == nil {
+			// Out of file descriptors, say: not a loop that spins.
+			log.warnf("vip.metrics=%s: accept failed; listening again in 5 s", addr)
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
 	}
 }
 

@@ -168,6 +168,10 @@ func TestSoak(t *testing.T) {
 	if err != nil || dur <= 0 {
 		t.Fatalf("VIPD_SOAK=%q: want a positive Go duration such as 30m", spec)
 	}
+	// go test's -timeout cannot follow VIPD_SOAK; this is the same bound,
+	// and like it, it ends the run with every goroutine's stack.
+	overrun := time.AfterFunc(dur+10*time.Minute, func() { panic(fmt.Sprintf("soak still running %v after its %v of faults", 10*time.Minute, dur)) })
+	defer overrun.Stop()
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("VIPD_SOAK_SEED"); v != "" {
 		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
