@@ -84,6 +84,7 @@ type fault struct {
 	prepare func(l *lab) *labNode // picks the holder to fault (nil: whoever holds)
 	inject  func(l *lab, h *labNode) (undo func())
 	etcd    bool // only where etcd runs (not for keepalived)
+	check   bool // runs the lab services and the daemons' health checks
 }
 
 var faults = []fault{
@@ -122,6 +123,56 @@ var faults = []fault{
 			l.signal(h, syscall.SIGKILL)
 			return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
 		}},
+	serviceDies,
+}
+
+// The health check of the service fault, the same for vipd and keepalived.
+// checkSettle is how long a service must have been up before its node
+// counts as healthy again: rise results, one interval apart, and a margin
+// for the first one and for the news to reach the election.
+const (
+	checkInterval = time.Second
+	checkFall     = 3
+	checkRise     = 2
+	checkSettle   = checkRise*checkInterval + time.Second
+)
+
+var checkWords = []string{"vip.check=" + labCheckURL, "vip.check.interval=" + checkInterval.String(),
+	fmt.Sprintf("vip.check.fall=%d", checkFall), fmt.Sprintf("vip.check.rise=%d", checkRise)}
+
+// serviceDies takes the holder's service away (health endpoint and echo
+// together) while its daemon runs on: the outage includes the check's
+// detection time, fall × interval, by design. The service comes back when
+// the VIP has moved; the VIP stays where it went (equal ranks), and the
+// next trial waits until the old holder's check has risen again.
+var serviceDies = fault{name: "service dies (check fails)", check: true,
+	prepare: func(l *lab) *labNode {
+		l.waitServicesUp(checkSettle)
+		return l.holder(3*electBound, 0)
+	},
+	inject: func(l *lab, h *labNode) func() {
+		h.service.down()
+		return h.service.up
+	}}
+
+// startTargets starts what the client's probes reach on every node: the
+// lab services for the service fault, the plain echo responders otherwise.
+// Either way it is started before the daemons, so that every check passes
+// from the first.
+func (l *lab) startTargets(f fault) {
+	if f.check {
+		l.startServices()
+		return
+	}
+	l.startResponders()
+}
+
+// settleChecks lets the daemons just started run their checks up to rise
+// before the first trial; serviceDies.prepare covers the later ones.
+func (l *lab) settleChecks(f fault) {
+	if f.check {
+		time.Sleep(checkSettle)
+	}
 }
 
 // clearVIP waits for a vipd node's copy of the VIP to go by its lifetime;
@@ -292,13 +343,24 @@ func BenchmarkFailover(b *testing.B) {
 		medians[cfg.name] = map[string]time.Duration{}
 		for _, f := range faults {
 			b.Run(cfg.name+"/"+f.name, func(b *testing.B) {
-				l := newLabWith(b, labOptions{nodes: 3, cluster: true, dualStack: true, etcdFlags: cfg.etcdFlags, args: cfg.words})
-				c := client{p: l.startProber(), p6: l.startProberTo(labVIP6), arp: captureARP(b, l.client), na: captureNA(b, l.client)}
+				words := cfg.words
+				if f.check {
+					words = append(slices.Clone(words), checkWords...)
+				}
+				l := newLabWith(b, labOptions{nodes: 3, cluster: true, dualStack: true, etcdFlags: cfg.etcdFlags, args: words})
+				l.startTargets(f)
+				c := client{p: l.startProberTo(labVIP), p6: l.startProberTo(labVIP6), arp: captureARP(b, l.client), na: captureNA(b, l.client)}
 				l.startAll()
+				l.settleChecks(f)
 				s := measure(b, l, c, f, trials, time.Second)
 				garps, nas = append(garps, s.garps...), append(nas, s.nas...)
 				medians[cfg.name][f.name] = median(s.outs)
 				rows = append(rows, row(cfg.name, f.name, s, true, strconv.Itoa(len(l.overlaps()))))
+				if f.check {
+					// Handing over on a failed check is vipd's own path
+					// (issue 10): it must keep the one-holder rule too.
+					l.assertNoOverlap()
+				}
 			})
 		}
 	}
@@ -309,7 +371,9 @@ func BenchmarkFailover(b *testing.B) {
 
 	kaRows, kaMedians := keepalivedRuns(b, trials)
 	rows = append(rows, kaRows...)
-	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only", trials),
+	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only; "+
+		"%q: vip.check / track_script on %s every %v, fall %d, rise %d (the outage includes the %v detection)",
+		trials, serviceDies.name, labCheckURL, checkInterval, checkFall, checkRise, checkFall*checkInterval),
 		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "IPv6 median", "median to next holder", "overlaps (two holders)"}, rows)
 
 	var ratio [][]string
@@ -319,7 +383,7 @@ func BenchmarkFailover(b *testing.B) {
 		// was killed or frozen keeps answering (with two holders), which is
 		// no outage to compare with. keepalived has no etcd, so its node
 		// loss is the comparison for both of vipd's.
-		for _, pair := range [][2]fault{{faults[0], faults[0]}, {faults[2], faults[2]}, {faults[5], faults[2]}} {
+		for _, pair := range [][2]fault{{faults[0], faults[0]}, {faults[2], faults[2]}, {faults[5], faults[2]}, {serviceDies, serviceDies}} {
 			if km := m[pair[1].name]; km > 0 && medians[base][pair[0].name] > 0 {
 				ratio = append(ratio, []string{pair[0].name, ka + ", " + pair[1].name,
 					fmt.Sprintf("%.2f", float64(medians[base][pair[0].name])/float64(km))})
@@ -339,6 +403,7 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 		fmt.Println("keepalived not installed (apt-get install keepalived): comparison skipped")
 		return nil, nil
 	}
+	curl, _ := exec.LookPath("curl")
 	var rows [][]string
 	medians := map[string]map[string]time.Duration{}
 	for _, advert := range []string{"1", "0.3"} {
@@ -349,11 +414,16 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 				continue
 			}
 			b.Run(name+"/"+f.name, func(b *testing.B) {
-				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
-				p := l.startProber()
-				for _, nd := range l.nodes {
-					l.startKeepalived(nd, advert)
+				if f.check && curl == "" {
+					b.Skip("curl not installed (apt-get install curl): keepalived's track_script uses it")
 				}
+				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
+				l.startTargets(f)
+				p := l.startProberTo(labVIP)
+				for _, nd := range l.nodes {
+					l.startKeepalived(nd, advert, f.check)
+				}
+				l.settleChecks(f)
 				if f.name == faults[4].name {
 					most := 0
 					for i := 0; i < trials; i++ {
@@ -389,19 +459,24 @@ func keepalivedPartition(b *testing.B, l *lab) int {
 }
 
 // startKeepalived runs keepalived (VRRP only) on the node with equal
-// priorities, as a plain VRRP setup would.
-func (l *lab) startKeepalived(nd *labNode, advert string) {
+// priorities, as a plain VRRP setup would. With check, the instance tracks
+// the lab service's health endpoint with the service fault's interval,
+// fall and rise: a tracked script without a weight puts the instance in
+// FAULT while it fails, which gives up the address.
+func (l *lab) startKeepalived(nd *labNode, advert string, check bool) {
 	dir := l.t.TempDir()
 	version := "2"
 	if strings.Contains(advert, ".") {
 		version = "3" // sub-second adverts need VRRPv3
 	}
+	global := fmt.Sprintf("    router_id %s\n    vrrp_version %s\n    vrrp_garp_master_delay 1\n", nd.name, version)
+	var script, track string
+	if check {
+		global, script, track = global+keepalivedScriptDefs, keepalivedScript(l.t), keepalivedTrack
+	}
 	conf := fmt.Sprintf(`global_defs {
-    router_id %s
-    vrrp_version %s
-    vrrp_garp_master_delay 1
-}
-vrrp_instance VI {
+%s}
+%svrrp_instance VI {
     state BACKUP
     interface eth0
     virtual_router_id 51
@@ -410,12 +485,38 @@ vrrp_instance VI {
     virtual_ipaddress {
         %s/32 dev eth0
     }
-}
-`, nd.name, version, advert, labVIP)
+%s}
+`, global, script, advert, labVIP, track)
 	confPath := filepath.Join(dir, "keepalived.conf")
 	writeFile(l.t, confPath, conf)
 	nd.restart = func() { l.runKeepalived(nd, dir, confPath) }
 	nd.restart()
+}
+
+// Scripts run as root with script security on: keepalived then refuses a
+// script that a non-root user could replace, and does not look for a
+// keepalived_script user.
+const (
+	keepalivedScriptDefs = "    script_user root\n    enable_script_security\n"
+	keepalivedTrack      = "    track_script {\n        chk_service\n    }\n"
+)
+
+// keepalivedScript is the vrrp_script block of the service check: curl
+// fails on a refused connection and on any status but 2xx, like vip.check.
+func keepalivedScript(t testing.TB) string {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("keepalived's check needs curl: %v", err)
+	}
+	sec := int(checkInterval.Seconds())
+	return fmt.Sprintf(`vrrp_script chk_service {
+    script "%s -fsS -m %d -o /dev/null %s"
+    interval %d
+    timeout %d
+    fall %d
+    rise %d
+}
+`, curl, sec, labCheckURL, sec, sec, checkFall, checkRise)
 }
 
 func (l *lab) runKeepalived(nd *labNode, dir, conf string) {

@@ -114,6 +114,7 @@ type labNode struct {
 	exit chan error // receives the process's exit once
 	// restart starts the node's daemon again; nil means vipd (l.start).
 	restart func()
+	service *labService // set by startServices
 }
 
 type lab struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -25,26 +26,36 @@ const (
 // belong to the test process, so they answer whether or not vipd runs.
 func (l *lab) startResponders() {
 	for _, nd := range l.nodes {
-		var c *net.UDPConn
-		err := nd.ns.do(func() (err error) {
-			c, err = net.ListenUDP("udp", &net.UDPAddr{Port: labEchoPort})
-			return err
-		})
+		c, err := startEcho(nd)
 		if err != nil {
-			l.t.Fatalf("echo responder in %s: %v", nd.name, err)
+			l.t.Fatal(err)
 		}
 		l.t.Cleanup(func() { c.Close() })
-		go func(name string) {
-			buf := make([]byte, 64)
-			for {
-				n, from, err := c.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				c.WriteToUDP(append(buf[:n:n], name...), from)
-			}
-		}(nd.name)
 	}
+}
+
+// startEcho answers UDP probes on labEchoPort (IPv4 and IPv6) inside the
+// node's namespace with the node's name, until the socket is closed.
+func startEcho(nd *labNode) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := nd.ns.do(func() (err error) {
+		c, err = net.ListenUDP("udp", &net.UDPAddr{Port: labEchoPort})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("echo responder in %s: %w", nd.name, err)
+	}
+	go func(name string) {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDP(append(buf[:n:n], name...), from)
+		}
+	}(nd.name)
+	return c, nil
 }
 
 // answer is one probe that was answered.

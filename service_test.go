@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A lab service stands for what the VIP fronts on a node: an HTTP health
+// endpoint (GET /healthz answers 200, port 8080, every address) for vipd's
+// vip.check or keepalived's track_script, and the node's UDP echo responder,
+// which is what the client prober measures. down takes both away at once, so
+// "the service dies" means that the check fails and that clients go
+// unanswered; the sockets are closed, so connections are refused at once
+// instead of hanging until a timeout.
+
+const (
+	labServicePort = 8080
+	labCheckURL    = "http://127.0.0.1:8080/healthz" // as seen from inside a node's namespace
+)
+
+type labService struct {
+	t     testing.TB
+	nd    *labNode
+	mu    sync.Mutex
+	http  *http.Server // nil while down
+	echo  *net.UDPConn
+	since time.Time // when it last came up
+}
+
+// startServices brings up a service in every node namespace (also reachable
+// as nd.service) and takes them down when the test ends. Use it instead of
+// startResponders: both answer on the echo port.
+func (l *lab) startServices() []*labService {
+	var svcs []*labService
+	for _, nd := range l.nodes {
+		s := &labService{t: l.t, nd: nd}
+		l.t.Cleanup(s.down) // before the namespace goes
+		s.up()
+		nd.service = s
+		svcs = append(svcs, s)
+	}
+	return svcs
+}
+
+// up opens the health endpoint and the echo responder (no-op if up).
+func (s *labService) up() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.http != nil {
+		return
+	}
+	var ln net.Listener
+	err := s.nd.ns.do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", labServicePort))
+		return err
+	})
+	if err != nil {
+		s.t.Fatalf("health endpoint in %s: %v", s.nd.name, err)
+	}
+	echo, err := startEcho(s.nd)
+	if err != nil {
+		ln.Close()
+		s.t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	s.http, s.echo, s.since = &http.Server{Handler: mux, ReadHeaderTimeout: time.Second}, echo, time.Now()
+	go s.http.Serve(ln)
+}
+
+// upFor is how long the service has been up (0 while down).
+func (s *labService) upFor() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.http == nil {
+		return 0
+	}
+	return time.Since(s.since)
+}
+
+// waitServicesUp waits (bounded) until every node's service has been up for
+// d, e.g. for its health check to have risen again.
+func (l *lab) waitServicesUp(d time.Duration) {
+	l.t.Helper()
+	waitFor(l.t, d+30*time.Second, fmt.Sprintf("every service to be up for %v", d), func() bool {
+		for _, nd := range l.nodes {
+			if nd.service == nil || nd.service.upFor() < d {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// down closes both sockets and any open HTTP connection (no-op if down).
+func (s *labService) down() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.http == nil {
+		return
+	}
+	s.http.Close()
+	s.echo.Close()
+	s.http, s.echo = nil, nil
+}
+
+// nsHTTP is an HTTP client whose connections start in ns, without
+// keep-alive: each request is a new connection, as a check makes.
+func nsHTTP(ns *testNS) *http.Client {
+	return &http.Client{
+		Timeout: time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := ns.do(func() (err error) {
+				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}},
+	}
+}
+
+// healthStatus GETs url from ns: the status code, or the error.
+func healthStatus(ns *testNS, url string) (int, error) {
+	resp, err := nsHTTP(ns).Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+// echoFrom sends one probe from ns to addr's echo port and returns the name
+// in the answer ("" if none came within timeout).
+func echoFrom(ns *testNS, addr string, timeout time.Duration) (string, error) {
+	var c net.Conn
+	err := ns.do(func() (err error) {
+		c, err = net.Dial("udp", net.JoinHostPort(addr, fmt.Sprint(labEchoPort)))
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("echo socket in %s: %w", ns.name, err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("probe")); err != nil {
+		return "", fmt.Errorf("echo probe to %s: %w", addr, err)
+	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", nil // refused (ICMP port unreachable) or timed out: no answer
+	}
+	return string(buf[len("probe"):n]), nil
+}
+
+// TestLabService proves the helper that the health-gated tests and the
+// service-failure benchmark rely on: up answers (the check's URL inside the
+// node, the node's address from the client, the echo), down refuses, up
+// again answers again.
+func TestLabService(t *testing.T) {
+	l := newLabWith(t, labOptions{nodes: 2, noEtcd: true})
+	svcs := l.startServices()
+	s, other := svcs[0], svcs[1]
+	nodeURL := fmt.Sprintf("http://%s:%d/healthz", s.nd.ip, labServicePort)
+
+	wantUp := func(when string) {
+		t.Helper()
+		for _, c := range []struct {
+			ns  *testNS
+			url string
+		}{{s.nd.ns, labCheckURL}, {l.client, nodeURL}} {
+			if code, err := healthStatus(c.ns, c.url); err != nil || code != http.StatusOK {
+				t.Fatalf("%s: GET %s from %s: status %d, error %v; want 200", when, c.url, c.ns.name, code, err)
+			}
+		}
+		if name, err := echoFrom(l.client, s.nd.ip, time.Second); err != nil || name != s.nd.name {
+			t.Fatalf("%s: echo from %s answered %q (%v), want %q", when, s.nd.ip, name, err, s.nd.name)
+		}
+	}
+	wantDown := func(when string) {
+		t.Helper()
+		for _, c := range []struct {
+			ns  *testNS
+			url string
+		}{{s.nd.ns, labCheckURL}, {l.client, nodeURL}} {
+			if code, err := healthStatus(c.ns, c.url); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("%s: GET %s from %s: status %d, error %v; want connection refused", when, c.url, c.ns.name, code, err)
+			}
+		}
+		if name, err := echoFrom(l.client, s.nd.ip, 300*time.Millisecond); err != nil || name != "" {
+			t.Fatalf("%s: echo from %s answered %q (%v), want no answer", when, s.nd.ip, name, err)
+		}
+	}
+
+	wantUp("up")
+	s.down()
+	wantDown("down")
+	// Only this node's service went: the other one still answers.
+	if code, err := healthStatus(other.nd.ns, labCheckURL); err != nil || code != http.StatusOK {
+		t.Fatalf("the other node's service: status %d, error %v; want 200", code, err)
+	}
+	s.down() // twice is harmless
+	s.up()
+	wantUp("up again")
+}
