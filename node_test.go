@@ -110,7 +110,7 @@ type fakeTerm struct {
 func (t *fakeTerm) stop(time.Duration)   { t.stopped = true }
 func (t *fakeTerm) resign(time.Duration) { t.resigned = true }
 func (t *fakeTerm) renewNow()            { t.pokes++ }
-func (t *fakeTerm) setRank(r rank)        { t.ranks = append(t.ranks, r) }
+func (t *fakeTerm) setRank(r rank)       { t.ranks = append(t.ranks, r) }
 
 type nodeLab struct {
 	t      *testing.T
