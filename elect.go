@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ var (
 	errKeyGone      = errors.New("election key gone")
 	errClaim        = errors.New("could not claim the election key")
 	errSession      = errors.New("could not open the election session")
+	errOutranked    = errors.New("outranked") // a candidate behind us should hold the VIP: we step aside
 )
 
 // termEventKind says what happened in a term.
@@ -42,6 +44,7 @@ const (
 	evElected                      // campaign won, key claimed; beat is the claim's deadline
 	evLost                         // lease or key gone; the term is over (err says why)
 	evTrouble                      // etcd unreachable (err set) or back (err nil)
+	evRival                        // once elected: the best-ranked other candidate changed
 )
 
 // termEvent is what a term reports to the node's loop.
@@ -55,6 +58,7 @@ type termEvent struct {
 	// said so before it left (see claim), so the kernel holds no copy of
 	// it anywhere and the address can be added at once.
 	released bool
+	rival    rival // evRival
 	err      error
 }
 
@@ -69,6 +73,8 @@ type campaigner interface {
 	resign(wait time.Duration)
 	// renewNow sends the next renewal (and heartbeat) at once.
 	renewNow()
+	// setRank publishes the node's rank in its election entry.
+	setRank(r rank)
 }
 
 // electConfig is the part of the configuration a term needs.
@@ -76,6 +82,7 @@ type electConfig struct {
 	prefix    string
 	name      string
 	ttl       time.Duration
+	rank      rank        // the rank to campaign with; setRank changes it
 	endpoints []string    // for diagnose
 	tls       *tls.Config // for diagnose
 }
@@ -92,6 +99,8 @@ type term struct {
 	trouble  chan error    // etcd unreachable (the error) or back (nil); see reportTrouble
 	released atomic.Bool   // set by resign before the term is cancelled
 	poke     chan struct{} // renewNow
+	ranks    chan rank     // setRank; holds the latest only
+	entry    atomic.Value  // string: our election entry as last published
 }
 
 const (
@@ -104,7 +113,9 @@ const (
 // startTerm grants a lease and campaigns with it in the background.
 func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<- termEvent) *term {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8), poke: make(chan struct{}, 1)}
+	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8),
+		poke: make(chan struct{}, 1), ranks: make(chan rank, 1)}
+	t.entry.Store(entryValue(cfg.name, cfg.rank))
 	go t.reportTrouble()
 	go t.run()
 	return t
@@ -135,6 +146,16 @@ func (t *term) renewNow() {
 	case t.poke <- struct{}{}:
 	default: // one is pending already
 	}
+}
+
+// setRank hands the latest rank to publishRank, replacing one it has not
+// taken yet. Only the loop calls it, so nothing else fills the slot.
+func (t *term) setRank(r rank) {
+	select {
+	case <-t.ranks:
+	default:
+	}
+	t.ranks <- r
 }
 
 // margin is how long before the lease could expire on the server that the
@@ -197,6 +218,7 @@ func (t *term) run() {
 
 	key := fmt.Sprintf("%s/%x", t.cfg.prefix, id) // the key Campaign creates for this lease
 	won := make(chan int64, 2)                    // our key's create revision, once it leads
+	go t.publishRank(key, id)
 	go t.runCampaign(concurrency.NewElection(session, t.cfg.prefix), won)
 	pollCtx, stopPoll := context.WithCancel(t.ctx)
 	defer stopPoll()
@@ -207,15 +229,17 @@ func (t *term) run() {
 	}
 }
 
-// keep is the term's clock: it renews the lease every TTL/renewalsPerTTL,
-// claims the election key when the campaign is won, and from then on sends
+// keep is the term's clock: it renews the lease (every
+// TTL/candidateRenewalsPerTTL, and TTL/leaderRenewalsPerTTL once elected),
+// claims the election key when the campaign is won unless a better-ranked
+// candidate should (claimRanked), and from then on sends
 // the heartbeat (see holderView) together with each renewal, recording when
 // each was sent. Renewal and heartbeat go out at the same moment so that
 // both deadlines rest on one send time: the address's lifetime follows the
 // earlier of the two. It returns once the term ends, with our key's create
 // revision and whether we had claimed it.
 func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func()) (int64, bool) {
-	interval := t.ttl / renewalsPerTTL
+	interval := t.ttl / candidateRenewalsPerTTL
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	var createRev int64
@@ -230,10 +254,12 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 			won = nil // the poll and the campaign may both report it
 			stopPoll()
 			createRev, sent = rev, time.Now()
+			interval = t.ttl / leaderRenewalsPerTTL
+			next = interval
 			var claimRev int64
 			var released bool
 			var claimErr, renewErr error
-			both(func() { claimRev, released, claimErr = t.claim(key, createRev, id) },
+			both(func() { claimRev, released, claimErr = t.claimRanked(key, createRev, id) },
 				func() { renewErr = t.renewOnce(id, interval) })
 			if claimErr != nil {
 				t.send(termEvent{kind: evLost, err: claimErr})
@@ -241,6 +267,7 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 			}
 			leading = true
 			go t.watchKey(key, claimRev)
+			go t.followRivals(key, claimRev)
 			ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released}
 			if !t.renewed(renewErr, sent, &trouble, &ev) {
 				return createRev, leading
@@ -409,10 +436,18 @@ func (t *term) reportTrouble() {
 	}
 }
 
-// renewalsPerTTL is how many renewals are sent per TTL. With TTL 2 the
-// address lifetime is 1 s: renewing every 400 ms leaves room for one
-// renewal to be late and the next to refresh the address in time.
-const renewalsPerTTL = 5
+// How many renewals are sent per TTL. The leader's set the address's
+// lifetime: with TTL 2 it is 1 s, and a refresh that comes too late for a
+// lifetime asks for the next renewal at once (node.go refreshAddrs), so
+// every 500 ms leaves room for one late renewal. A candidate's only keep
+// its lease and its place in the election, and it renews again the moment
+// it wins: three per TTL leave room for two to fail. Each renewal is an
+// etcd request, and etcd also serves the Kubernetes API: an idle cluster
+// should cost it little.
+const (
+	leaderRenewalsPerTTL    = 4
+	candidateRenewalsPerTTL = 3
+)
 
 // runCampaign campaigns until it wins or the term ends. Campaign blocks in
 // Resign when its context is cancelled while etcd is unreachable, so nothing
@@ -427,7 +462,9 @@ const renewalsPerTTL = 5
 func (t *term) runCampaign(e *concurrency.Election, won chan<- int64) {
 	backoff := backoffMin
 	for {
-		err := e.Campaign(t.ctx, t.cfg.name)
+		// The entry as last published: a Campaign that finds our key
+		// already there rewrites its value.
+		err := e.Campaign(t.ctx, t.entry.Load().(string))
 		if err == nil {
 			won <- e.Rev()
 			return
@@ -443,24 +480,29 @@ func (t *term) runCampaign(e *concurrency.Election, won chan<- int64) {
 	}
 }
 
-// leaderPoll is how often a candidate asks etcd whether its key leads. It
-// is also how late, at most, a candidate notices that the holder's heartbeat
-// has moved.
+// leaderPoll is how often a candidate looks at what it knows of the holder,
+// and asks etcd when that is not enough (see pollLeader).
 const leaderPoll = 250 * time.Millisecond
 
 // pollLeader reports our key's create revision once it is the oldest key
 // under the election prefix, which is what makes a campaign's owner the
-// leader. Until then it follows the holder's heartbeat (see holderView):
+// leader. Until then it follows the holder's heartbeat (see holderView)
 // through a watch, which hears each heartbeat within milliseconds while its
-// etcd member lives, and through the polls, which go on when it does not.
-// It ends with ctx, which the term cancels once the campaign is won.
+// etcd member lives. It asks etcd itself, every leaderPoll, only while the
+// watch has nothing to say: before it knows the holder, after a write to
+// another key under the prefix (a new holder's claim), and while the
+// holder's heartbeat is quiet (the holder is gone, or the watch's member
+// is). An idle cluster thus costs etcd no polls, and a stuck watch still
+// costs no failover time: staleness is counted from when the heartbeat was
+// last seen to move, by either path. It ends with ctx, which the term
+// cancels once the campaign is won.
 func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, won chan<- int64) {
 	var h holderView
 	writes := make(chan []*mvccpb.KeyValue, 16)
 	go t.followWrites(ctx, writes)
 	tick := time.NewTicker(leaderPoll)
 	defer tick.Stop()
-	pollNow := false
+	pollNow := true
 	for {
 		if !pollNow {
 			select {
@@ -468,10 +510,19 @@ func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, 
 				return
 			case kvs := <-writes:
 				for _, kv := range kvs {
-					h.heard(kv, time.Now())
+					if !h.heard(kv, time.Now()) {
+						pollNow = true
+					}
 				}
 				continue
 			case <-tick.C:
+			}
+			now := time.Now()
+			switch {
+			case h.stale(now):
+				t.removeStale(ctx, h) // removed or not, what leads now is read next
+			case !h.quiet(now):
+				continue
 			}
 		}
 		pollNow = false
@@ -560,16 +611,29 @@ func (h *holderView) observe(kv *mvccpb.KeyValue, now time.Time) {
 	if !h.sameKey(kv) {
 		ttl = 0 // another holder: its TTL is looked up again
 	}
-	*h = holderView{key: string(kv.Key), name: string(kv.Value), createRev: kv.CreateRevision, modRev: kv.ModRevision,
+	*h = holderView{key: string(kv.Key), name: parseEntry(kv.Value).name, createRev: kv.CreateRevision, modRev: kv.ModRevision,
 		since: now, ttl: ttl}
 }
 
 // heard records a write to a key under the election prefix, seen at now:
-// a heartbeat if it is the holder's key.
-func (h *holderView) heard(kv *mvccpb.KeyValue, now time.Time) {
-	if h.sameKey(kv) && kv.ModRevision > h.modRev {
+// a heartbeat if it is the holder's key. It says false for a write to any
+// other key, which may be a new holder's claim: what leads is then read
+// again.
+func (h *holderView) heard(kv *mvccpb.KeyValue, now time.Time) bool {
+	if !h.sameKey(kv) {
+		return false
+	}
+	if kv.ModRevision > h.modRev {
 		h.modRev, h.since = kv.ModRevision, now
 	}
+	return true
+}
+
+// quiet says whether the holder's heartbeat has not been seen to move for
+// longer than a leader's renewal interval and a poll: the watch has
+// nothing to say, and etcd is asked. Also true before the holder is known.
+func (h *holderView) quiet(now time.Time) bool {
+	return h.ttl == 0 || now.Sub(h.since) > h.ttl/leaderRenewalsPerTTL+leaderPoll
 }
 
 func (h *holderView) sameKey(kv *mvccpb.KeyValue) bool {
@@ -609,19 +673,92 @@ func (t *term) removeStale(ctx context.Context, h holderView) bool {
 	return true
 }
 
-// claim confirms that the key the campaign won still exists with the create
-// revision and lease it was won with (Campaign can return success after the
-// key is gone: the lease expired while it waited) and, in the same
-// transaction, writes the first heartbeat and takes the release mark (see
-// releaseKey). It returns the revision of the claim and whether the mark
-// was there.
-func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, bool, error) {
+// claimRanked is the rank-aware claim. The etcd election is first come,
+// first served; the VIP should go to the best-ranked candidate in one step
+// (DESIGN.md 2b). So the candidate that leads reads every candidate's
+// entry and claims only if none outranks its own; otherwise it steps aside
+// (errOutranked: the node starts a new term, at the end of the queue), and
+// the next in line decides the same way, until the best one claims. Nobody
+// adds the address on the way. The claim is conditional on no candidate's
+// entry having changed since it was read, so a rank published in between
+// is not missed.
+func (t *term) claimRanked(key string, createRev int64, id clientv3.LeaseID) (int64, bool, error) {
+	for attempt := 1; ; attempt++ {
+		own, others, err := t.candidates(key)
+		if err != nil {
+			return 0, false, fmt.Errorf("%w %s: read the candidates: %w", errClaim, key, err)
+		}
+		if best, ok := bestOf(others); ok && best.rank.above(own.rank) {
+			return 0, false, fmt.Errorf("%w: %s (%s) outranks this node (%s)", errOutranked, best.name, best.rank, own.rank)
+		}
+		rev, released, err := t.claim(key, createRev, id, others)
+		if !errors.Is(err, errRanksMoved) || attempt == 5 {
+			return rev, released, err
+		}
+	}
+}
+
+// errRanksMoved: a candidate's entry changed between reading and claiming.
+var errRanksMoved = errors.New("a candidate's entry changed while claiming")
+
+// candidate is one election entry as read from etcd.
+type candidate struct {
+	entry
+	key               string
+	createRev, modRev int64
+}
+
+// candidates reads every election entry: ours, and the others in queue
+// order.
+func (t *term) candidates(own string) (candidate, []candidate, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
 	defer cancel()
-	resp, err := t.cli.Txn(ctx).If(
+	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return candidate{}, nil, err
+	}
+	var me candidate
+	var others []candidate
+	for _, kv := range resp.Kvs {
+		c := candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+		if c.key == own {
+			me = c
+		} else {
+			others = append(others, c)
+		}
+	}
+	return me, others, nil
+}
+
+// bestOf is the best-ranked candidate, the first in the queue among equals.
+func bestOf(cs []candidate) (candidate, bool) {
+	var best candidate
+	for i, c := range cs {
+		if i == 0 || c.rank.above(best.rank) {
+			best = c
+		}
+	}
+	return best, len(cs) > 0
+}
+
+// claim confirms that the key the campaign won still exists with the create
+// revision and lease it was won with (Campaign can return success after the
+// key is gone: the lease expired while it waited), and that the other
+// candidates' entries are as read, and, in the same transaction, writes the
+// first heartbeat and takes the release mark (see releaseKey). It returns
+// the revision of the claim and whether the mark was there.
+func (t *term) claim(key string, createRev int64, id clientv3.LeaseID, others []candidate) (int64, bool, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+	defer cancel()
+	conds := []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(key), "=", createRev),
 		clientv3.Compare(clientv3.LeaseValue(key), "=", id),
-	).Then(beatOp(key), clientv3.OpGet(t.cfg.prefix), clientv3.OpDelete(t.cfg.prefix)).Else(clientv3.OpGet(key)).Commit()
+	}
+	for _, c := range others {
+		conds = append(conds, clientv3.Compare(clientv3.ModRevision(c.key), "=", c.modRev))
+	}
+	resp, err := t.cli.Txn(ctx).If(conds...).
+		Then(beatOp(key), clientv3.OpGet(t.cfg.prefix), clientv3.OpDelete(t.cfg.prefix)).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("%w %s: %w", errClaim, key, err)
 	}
@@ -630,11 +767,135 @@ func (t *term) claim(key string, createRev int64, id clientv3.LeaseID) (int64, b
 		return resp.Header.Revision, len(mark) > 0, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
-	if len(kvs) == 0 {
+	switch {
+	case len(kvs) == 0:
 		return 0, false, fmt.Errorf("%w: %s vanished after the campaign", errKeyGone, key)
+	case kvs[0].CreateRevision == createRev && clientv3.LeaseID(kvs[0].Lease) == id:
+		return 0, false, errRanksMoved
 	}
 	return 0, false, fmt.Errorf("%w %s: it changed hands (create revision %d lease %x, want %d %x)",
 		errClaim, key, kvs[0].CreateRevision, kvs[0].Lease, createRev, id)
+}
+
+// publishRank writes the node's rank into our election entry whenever the
+// node reports a new one, until the term ends. The write is conditional on
+// the key being ours; before Campaign has created it (or while etcd is
+// unreachable) it is tried again every candidate renewal interval.
+// Campaign itself writes the entry as last published.
+func (t *term) publishRank(key string, id clientv3.LeaseID) {
+	published := t.cfg.rank
+	want := published
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case want = <-t.ranks:
+		case <-retry.C:
+		}
+		if want == published {
+			continue
+		}
+		value := entryValue(t.cfg.name, want)
+		ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+		resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
+			Then(clientv3.OpPut(key, value, clientv3.WithIgnoreLease())).Commit()
+		cancel()
+		if err == nil && resp.Succeeded {
+			published = want
+			t.entry.Store(value)
+			continue
+		}
+		retry.Reset(t.ttl / candidateRenewalsPerTTL)
+	}
+}
+
+// followRivals tells the node, while it leads, which other candidate has
+// the best rank, each time that changes: a list, then a watch from the
+// list's revision. The watch leaves out our own key, whose heartbeats
+// would otherwise come back to us several times a second. A watch that
+// ends (its member lost the raft leader, the stream broke, the revision
+// was compacted) is replaced by a new list and watch. It ends with the
+// term.
+func (t *term) followRivals(own string, rev int64) {
+	var last rival
+	report := func(cs map[string]candidate) {
+		list := make([]candidate, 0, len(cs))
+		for _, c := range cs {
+			list = append(list, c)
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].createRev < list[j].createRev })
+		best, ok := bestOf(list)
+		r := rival{entry: best.entry, known: ok}
+		if r != last && t.send(termEvent{kind: evRival, rival: r}) {
+			last = r
+		}
+	}
+	for t.ctx.Err() == nil {
+		cs, rev, err := t.listRivals(own)
+		if err == nil {
+			report(cs)
+			t.watchRivals(own, rev, cs, report)
+		}
+		t.sleep(leaderPoll)
+	}
+}
+
+// listRivals reads the other candidates and the revision they were read at.
+func (t *term) listRivals(own string) (map[string]candidate, int64, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+	defer cancel()
+	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, err
+	}
+	cs := map[string]candidate{}
+	for _, kv := range resp.Kvs {
+		if string(kv.Key) != own {
+			cs[string(kv.Key)] = candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+		}
+	}
+	return cs, resp.Header.Revision, nil
+}
+
+// watchRivals applies the writes and deletes under the election prefix,
+// except to own, after rev to cs, and reports each batch, until the watch
+// ends. Two ranges, below and above our key, leave our key out.
+func (t *term) watchRivals(own string, rev int64, cs map[string]candidate, report func(map[string]candidate)) {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(t.ctx))
+	defer cancel()
+	below := t.cli.Watch(ctx, t.cfg.prefix+"/", clientv3.WithRange(own), clientv3.WithRev(rev+1))
+	above := t.cli.Watch(ctx, own+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(t.cfg.prefix+"/")), clientv3.WithRev(rev+1))
+	for below != nil || above != nil {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case wr, ok = <-below:
+			if !ok {
+				below = nil
+			}
+		case wr, ok = <-above:
+			if !ok {
+				above = nil
+			}
+		}
+		if !ok || wr.Canceled || wr.Err() != nil {
+			return // cancel ends the other watch; the caller lists again
+		}
+		for _, ev := range wr.Events {
+			k := string(ev.Kv.Key)
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(cs, k)
+			} else {
+				cs[k] = candidate{entry: parseEntry(ev.Kv.Value), key: k, createRev: ev.Kv.CreateRevision, modRev: ev.Kv.ModRevision}
+			}
+		}
+		if len(wr.Events) > 0 {
+			report(cs)
+		}
+	}
 }
 
 // releaseKey deletes our election key (the next candidate leads at once)

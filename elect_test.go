@@ -139,16 +139,37 @@ func (w *stuckWatcher) Close() error                          { return nil }
 func TestElectionGoesRoundStuckWatches(t *testing.T) {
 	l := newLabWith(t, labOptions{})
 	cli := l.etcdClient()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const prefix = "/vipd/stuck"
-	holder, err := cli.Grant(ctx, 60)
+	// The holder keeps its 2 s lease alive and beats as a vipd leader does;
+	// the candidate, whose watches hear nothing, polls while the heartbeat
+	// seems quiet.
+	holder, err := cli.Grant(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", prefix, holder.ID), "holder", clientv3.WithLease(holder.ID)); err != nil {
+	holderKey := fmt.Sprintf("%s/%x", prefix, holder.ID)
+	if _, err := cli.Put(ctx, holderKey, "holder", clientv3.WithLease(holder.ID)); err != nil {
 		t.Fatal(err)
 	}
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	defer stopBeats()
+	if _, err := cli.KeepAlive(beatCtx, holder.ID); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		tick := time.NewTicker(2 * time.Second / leaderRenewalsPerTTL)
+		defer tick.Stop()
+		for {
+			select {
+			case <-beatCtx.Done():
+				return
+			case <-tick.C:
+				cli.Txn(beatCtx).If(clientv3.Compare(clientv3.Version(holderKey), ">", 0)).Then(beatOp(holderKey)).Commit()
+			}
+		}
+	}()
 	w := &stuckWatcher{open: map[string]int{}}
 	cli.Watcher = w
 
@@ -174,7 +195,11 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 		}
 	}
 	next(evGranted, 5*time.Second)
-	time.Sleep(3 * leaderPoll) // the candidate is waiting behind the holder
+	time.Sleep(3 * time.Second) // the candidate is waiting behind the holder, which stays
+	stopBeats()
+	if resp, err := cli.Get(ctx, holderKey); err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("the beating holder's key was removed (err %v): a quiet watch was taken for a quiet holder\n%s", err, log.String())
+	}
 	if _, err := cli.Revoke(ctx, holder.ID); err != nil {
 		t.Fatal(err)
 	}

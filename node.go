@@ -101,6 +101,7 @@ type node struct {
 	rtEvents   chan rtnlEvent
 	termEvents chan termEvent
 	probes     chan probeResult
+	health     chan healthEvent // from the checker (check.go), if there is one
 
 	link     linkMessage
 	haveLink bool
@@ -116,6 +117,14 @@ type node struct {
 	holding  bool          // the address is on the link because we put it there
 	missing  bool          // while holding, the kernel lost it; put back after a prompt renewal
 	stepped  error         // why the node last stepped down
+	retried  bool          // a refresh found no lifetime allowed and asked for a renewal at once
+
+	// Rank (rank.go): this node's health, and, while elected, the best
+	// other candidate and the handover rules.
+	healthy bool
+	rival   rival
+	ho      handover
+	preempt *time.Timer // fires when ho says to look again
 
 	probeSeq    int
 	probeCancel context.CancelFunc
@@ -148,9 +157,13 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 		rtEvents:   make(chan rtnlEvent, 256),
 		termEvents: make(chan termEvent, 16),
 		probes:     make(chan probeResult, 1),
+		health:     make(chan healthEvent, 1),
 		wake:       make(chan struct{}, 1),
 		timer:      stopped(),
 		burst:      stopped(),
+		preempt:    stopped(),
+		healthy:    cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
+		ho:         handover{delay: cfg.PreemptDelay},
 	}
 }
 
@@ -183,6 +196,12 @@ func (n *node) run(signals <-chan os.Signal) {
 			n.checkDeadline()
 		case <-n.burst.C:
 			n.burstTick()
+		case ev := <-n.health:
+			n.checkDeadline()
+			n.onHealth(ev)
+		case <-n.preempt.C:
+			n.checkDeadline()
+			n.considerHandover()
 		case <-n.wake:
 			if n.term == nil && n.usable() {
 				n.campaign()
@@ -307,9 +326,12 @@ func (n *node) setAddrs(life time.Duration) error {
 //   - errAddFailed: the address could not be added or put back (the next
 //     term then waits localRetry);
 //   - errStalled: setting the address returned too late to trust the
-//     lifetime it set.
+//     lifetime it set;
+//   - errOutranked: the campaign was won, but a candidate behind us has a
+//     better rank and should hold the VIP (elect.go claimRanked).
 //
-// A signal is not a step-down: see stop.
+// A signal is not a step-down: see stop. Handing over to a better-ranked
+// candidate is not one either: see handOver.
 func (n *node) stepDown(reason error) {
 	n.stepped = reason
 	next := stateCandidate
@@ -320,17 +342,90 @@ func (n *node) stepDown(reason error) {
 		n.log.infof("%s: %v; starting over", n.state, reason)
 	}
 	n.setState(next, reason.Error())
-	n.release()
+	n.endTerm(false)
+	if next == stateCandidate {
+		n.campaign()
+	}
+}
+
+// endTerm removes the address (if we hold it) and ends the term. A
+// graceful end that removed the address says so to the next holder
+// (resign), which then adds it without waiting.
+func (n *node) endTerm(graceful bool) {
+	held := n.holding
+	clean := n.release()
 	if n.term != nil {
-		n.term.stop(0)
+		if graceful && held && clean {
+			n.term.resign(0)
+		} else {
+			n.term.stop(0)
+		}
 		n.term = nil
 	}
 	n.deadline, n.beat = time.Time{}, time.Time{}
 	n.timer.Stop()
 	n.elected = false
-	if next == stateCandidate {
-		n.campaign()
+	n.rival = rival{}
+	n.ho.aboveSince, n.ho.said = time.Time{}, ""
+	n.preempt.Stop()
+}
+
+// rank is this node's rank as it stands (rank.go).
+func (n *node) rank() rank { return rank{healthy: n.healthy, priority: n.cfg.Priority} }
+
+// onHealth applies a change of the check's verdict: the rank is published
+// in the election entry, and a leader that is now outranked may hand over.
+func (n *node) onHealth(ev healthEvent) {
+	if ev.healthy == n.healthy {
+		return
 	}
+	old := n.rank()
+	n.healthy = ev.healthy
+	n.log.infof("rank: %s -> %s (%s)", old, n.rank(), ev.reason)
+	if n.term != nil {
+		n.term.setRank(n.rank())
+	}
+	n.considerHandover()
+}
+
+// considerHandover is when a leader hands over: to a strictly
+// better-ranked candidate, at the time handover.decide says (rank.go).
+func (n *node) considerHandover() {
+	n.preempt.Stop()
+	if n.state != stateLeader || !n.holding {
+		return
+	}
+	now := time.Now()
+	yes, again := n.ho.decide(now, n.rank(), n.rival)
+	switch {
+	case yes:
+		n.handOver(n.rival.entry)
+	case again.IsZero():
+		n.ho.said = ""
+	default:
+		n.preempt.Reset(again.Sub(now))
+		why := "a higher priority must stand for vip.preempt.delay"
+		if again.Equal(n.ho.tookAt.Add(n.ho.delay)) {
+			why = "a new leader keeps the VIP for vip.preempt.delay"
+		}
+		msg := fmt.Sprintf("%s (%s) outranks this node (%s); handing over in %v (%s) unless that changes",
+			n.rival.name, n.rival.rank, n.rank(), again.Sub(now).Round(time.Millisecond), why)
+		if key := n.rival.name + n.rival.rank.String() + n.rank().String(); key != n.ho.said {
+			n.ho.said = key
+			n.log.infof("%s", msg)
+		}
+	}
+}
+
+// handOver is the graceful path to a better-ranked candidate: the address
+// goes first, then our election key, with the release mark that lets the
+// next holder add the address at once; then this node campaigns again, at
+// the end of the queue. The candidates ahead of the better one step aside
+// (elect.go claimRanked), so the VIP moves once.
+func (n *node) handOver(to entry) {
+	n.setState(stateCandidate, fmt.Sprintf("handing over to %s (%s > %s)", to.name, to.rank, n.rank()))
+	n.endTerm(true)
+	n.campaign()
 }
 
 // localRetry is how long a node that could not add the address waits
@@ -356,8 +451,8 @@ func (n *node) campaign() {
 	if name == "" {
 		name = n.link.HardwareAddr.String()
 	}
-	n.log.infof("campaigning for %s as %q", n.cfg.Key, name)
-	n.term = n.deps.newTerm(electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, endpoints: n.cfg.Etcd, tls: n.tls}, n.termEvents)
+	n.log.infof("campaigning for %s as %q (%s)", n.cfg.Key, name, n.rank())
+	n.term = n.deps.newTerm(electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.rank(), endpoints: n.cfg.Etcd, tls: n.tls}, n.termEvents)
 }
 
 func (n *node) onTerm(ev termEvent) {
@@ -387,6 +482,9 @@ func (n *node) onTerm(ev termEvent) {
 		n.startProbe(wait)
 	case evLost:
 		n.stepDown(ev.err)
+	case evRival:
+		n.rival = ev.rival
+		n.considerHandover()
 	case evTrouble:
 		if ev.err != nil {
 			n.log.warnf("etcd unreachable: %v (retrying)", ev.err)
@@ -556,20 +654,30 @@ func (n *node) take() {
 		return
 	}
 	n.setState(stateLeader, fmt.Sprintf("elected; added %s on %s (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second)))
+	n.ho.tookAt = time.Now()
 	n.startBurst()
 	if n.cfg.GarpRefresh > 0 {
 		n.refresh = time.NewTicker(n.cfg.GarpRefresh)
 	}
+	n.considerHandover()
 }
 
 // refreshAddrs extends the addresses' lifetimes after a renewal, never past
 // the fence. With less than a second allowed (the acknowledgement came back
-// late) the older, shorter lifetime stays.
+// late) the older, shorter lifetime stays, and the next renewal is asked
+// for at once, so that the address gets its lifetime before the old one
+// runs out; once per late acknowledgement, so that a slow etcd is not
+// pressed harder.
 func (n *node) refreshAddrs() {
 	life := n.lifetime()
 	if life < time.Second {
+		if !n.retried {
+			n.retried = true
+			n.term.renewNow()
+		}
 		return
 	}
+	n.retried = false
 	err := n.setAddrs(life)
 	switch {
 	case errors.Is(err, errStalled):

@@ -103,12 +103,14 @@ func (f *fakeFrames) probe(ctx context.Context, ip netip.Addr, window time.Durat
 
 type fakeTerm struct {
 	stopped, resigned bool
+	ranks             []rank
 	pokes             int
 }
 
 func (t *fakeTerm) stop(time.Duration)   { t.stopped = true }
 func (t *fakeTerm) resign(time.Duration) { t.resigned = true }
 func (t *fakeTerm) renewNow()            { t.pokes++ }
+func (t *fakeTerm) setRank(r rank)       { t.ranks = append(t.ranks, r) }
 
 type nodeLab struct {
 	t      *testing.T

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A node's rank decides who should hold the VIP: a healthy node outranks an
+// unhealthy one, then the higher vip.priority wins; equal ranks keep the
+// holder (DESIGN.md 2b). Every node publishes its rank in the value of its
+// election key (elect.go), so it lives and dies with the node's lease, and
+// one range read shows every candidate with its rank.
+
+type rank struct {
+	healthy  bool
+	priority int
+}
+
+// above says whether r strictly outranks o.
+func (r rank) above(o rank) bool {
+	if r.healthy != o.healthy {
+		return r.healthy
+	}
+	return r.priority > o.priority
+}
+
+func (r rank) String() string {
+	h := "healthy"
+	if !r.healthy {
+		h = "unhealthy"
+	}
+	return fmt.Sprintf("%s, priority %d", h, r.priority)
+}
+
+// unranked is the rank of an election entry vipd cannot read: below every
+// rank a node can have, so that nobody steps aside or hands over for it.
+var unranked = rank{healthy: false, priority: math.MinInt}
+
+// entry is an election key's value: the node's name and its rank.
+type entry struct {
+	name string
+	rank rank
+}
+
+// MarshalText writes "NAME healthy|unhealthy PRIORITY". Names have no
+// whitespace (kcmdline.go validName), so the fields split cleanly.
+func (e entry) MarshalText() ([]byte, error) {
+	h := "healthy"
+	if !e.rank.healthy {
+		h = "unhealthy"
+	}
+	return []byte(e.name + " " + h + " " + strconv.Itoa(e.rank.priority)), nil
+}
+
+// UnmarshalText reads an election key's value. A bare name is what vipd
+// wrote before ranks existed: such a node has the default rank (healthy,
+// priority 0). Anything else that does not parse names the node by the
+// whole value and ranks it below everyone.
+func (e *entry) UnmarshalText(b []byte) error {
+	f := strings.Fields(string(b))
+	switch {
+	case len(f) == 1 && f[0] == string(b):
+		*e = entry{name: f[0], rank: rank{healthy: true}}
+		return nil
+	case len(f) == 3 && f[0]+" "+f[1]+" "+f[2] == string(b) && (f[1] == "healthy" || f[1] == "unhealthy"):
+		p, err := strconv.Atoi(f[2])
+		if err == nil && strconv.Itoa(p) == f[2] {
+			*e = entry{name: f[0], rank: rank{healthy: f[1] == "healthy", priority: p}}
+			return nil
+		}
+	}
+	*e = entry{name: string(b), rank: unranked}
+	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy PRIORITY\"", b)
+}
+
+// parseEntry reads an election key's value, unreadable ones included (see
+// UnmarshalText).
+func parseEntry(b []byte) entry {
+	var e entry
+	e.UnmarshalText(b)
+	return e
+}
+
+func entryValue(name string, r rank) string {
+	b, _ := entry{name: name, rank: r}.MarshalText()
+	return string(b)
+}
+
+// rival is the best-ranked other candidate, as the leader sees it.
+type rival struct {
+	entry
+	known bool // false: there is no other candidate
+}
+
+// handover is the leader's decision to give the VIP to a better-ranked
+// candidate (DESIGN.md 2b). It is kept apart from the node so that its
+// timing rules can be read, and tested, in one place.
+type handover struct {
+	delay      time.Duration // vip.preempt.delay
+	tookAt     time.Time     // when this node took the VIP
+	aboveSince time.Time     // since when some candidate has outranked us; zero: none does
+	said       string        // the last decision logged, so that each is logged once
+}
+
+// decide says, at now, whether to hand over to r (go), or else when to
+// look again (zero: not before something changes). The rules:
+//   - only to a candidate that strictly outranks us;
+//   - never within delay of taking the VIP (flapping protection: a check
+//     that alternates moves the VIP at most once per delay);
+//   - at once if the candidate is healthier than we are;
+//   - for priority alone, once the candidate has outranked us for delay.
+func (h *handover) decide(now time.Time, own rank, r rival) (bool, time.Time) {
+	if !r.known || !r.rank.above(own) {
+		h.aboveSince = time.Time{}
+		return false, time.Time{}
+	}
+	if h.aboveSince.IsZero() {
+		h.aboveSince = now
+	}
+	due := h.tookAt.Add(h.delay)
+	if r.rank.healthy == own.healthy {
+		due = later(due, h.aboveSince.Add(h.delay))
+	}
+	if now.Before(due) {
+		return false, due
+	}
+	return true, time.Time{}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// TEMP until check.go lands.
+type healthEvent struct {
+	healthy bool
+	reason  string
+}
