@@ -43,7 +43,7 @@ soak: $(ETCD)
 # Fuzz each parser and decoder for FUZZTIME (default 30s each); new
 # crashers land in testdata/fuzz and stay there as regression inputs.
 FUZZTIME ?= 30s
-FUZZ := FuzzSplitCmdline FuzzParseConfig FuzzProbeFilesystem \
+FUZZ := FuzzSplitCmdline FuzzEntry FuzzParseConfig FuzzProbeFilesystem \
 	FuzzEthernetFrame FuzzARPPacket FuzzIPv6Header FuzzNDPMessage \
 	FuzzAddrMessage FuzzLinkMessage FuzzDecodeEvent FuzzARPClaimant FuzzNDPClaimant
 fuzz:

@@ -84,6 +84,34 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestCheckLinesHealthKeys: -check prints the health and preference keys
+// with their values and sources, including the cross-checked pairs.
+func TestCheckLinesHealthKeys(t *testing.T) {
+	file := []string{"vip.address=192.0.2.1", "vip.etcd=http://192.0.2.9:2379",
+		"vip.check=https://api.example.com:6443/readyz", "vip.check.ca=check-ca.pem", "vip.check.timeout=2"}
+	args := []string{"vip.priority=-5", "vip.check.interval=2500ms"}
+	cmdline := []string{"vip.check.fall=1", "vip.preempt.delay=0"}
+	c, src, err := parseConfigSources(args, cmdline, file, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := c.WordsWithSources(src)
+	for _, want := range []string{
+		"vip.check=https://api.example.com:6443/readyz # config file",
+		"vip.check.ca=check-ca.pem # config file",
+		"vip.check.interval=2.5s # argument",
+		"vip.check.timeout=2s # config file",
+		"vip.check.rise=2 # default",
+		"vip.check.fall=1 # kernel command line",
+		"vip.priority=-5 # argument",
+		"vip.preempt.delay=0s # kernel command line",
+	} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("-check lines lack %q:\n%s", want, strings.Join(lines, "\n"))
+		}
+	}
+}
+
 // Filesystem images are made with the real tools (e2fsprogs, dosfstools,
 // xorriso), as an operator would make a config partition.
 

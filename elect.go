@@ -101,6 +101,7 @@ type term struct {
 	poke     chan struct{} // renewNow
 	ranks    chan rank     // setRank; holds the latest only
 	entry    atomic.Value  // string: our election entry as last published
+	renewer  renewer       // used by keep only
 }
 
 const (
@@ -114,7 +115,7 @@ const (
 func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<- termEvent) *term {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8),
-		poke: make(chan struct{}, 1), ranks: make(chan rank, 1)}
+		poke: make(chan struct{}, 1), ranks: make(chan rank, 1), renewer: renewer{cli: cli}}
 	t.entry.Store(entryValue(cfg.name, cfg.rank))
 	go t.reportTrouble()
 	go t.run()
@@ -239,6 +240,7 @@ func (t *term) run() {
 // earlier of the two. It returns once the term ends, with our key's create
 // revision and whether we had claimed it.
 func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func()) (int64, bool) {
+	defer t.renewer.close()
 	interval := t.ttl / candidateRenewalsPerTTL
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
@@ -357,10 +359,7 @@ func both(a, b func()) {
 
 // renewOnce sends one lease renewal, bounded by timeout.
 func (t *term) renewOnce(id clientv3.LeaseID, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(t.ctx, timeout)
-	defer cancel()
-	_, err := t.cli.KeepAliveOnce(ctx, id)
-	return err
+	return t.renewer.renew(t.ctx, id, timeout)
 }
 
 // grant obtains a lease, retrying with capped backoff while etcd is

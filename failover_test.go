@@ -81,6 +81,14 @@ func TestBadConfigExits2(t *testing.T) {
 		{[]string{"vip.address=192.0.2.100"}, `vip.etcd="": required`},
 		{[]string{"vip.address=192.0.2.100", "vip.etcd=ftp://x", "vip.ttl=2"}, `vip.etcd="ftp://x"`},
 		{[]string{"vip.address=192.0.2.100", "vip.etcd=http://192.0.2.1:2379", "vip.ttl=soon"}, `vip.ttl="soon"`},
+		{[]string{"vip.address=192.0.2.100", "vip.etcd=http://192.0.2.1:2379", "vip.check=https://192.0.2.5:6443/readyz"},
+			`vip.check="https://192.0.2.5:6443/readyz": an https check of a host other than loopback (127.0.0.0/8, ::1, localhost) needs vip.check.ca`},
+		{[]string{"vip.address=192.0.2.100", "vip.etcd=http://192.0.2.1:2379", "vip.check.ca=/etc/ca.pem"},
+			`vip.check.ca="/etc/ca.pem": needs an https:// vip.check`},
+		{[]string{"vip.address=192.0.2.100", "vip.etcd=http://192.0.2.1:2379", "vip.check.interval=200ms"},
+			`vip.check.interval="200ms": must be at least vip.check.timeout (1s)`},
+		{[]string{"vip.address=192.0.2.100", "vip.etcd=http://192.0.2.1:2379", "vip.check=https://192.0.2.5:6443", "vip.check.ca=/nonexistent/ca.pem"},
+			`vip.check.ca="/nonexistent/ca.pem": stat /nonexistent/ca.pem: no such file or directory`},
 		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"-cmdline", "/nonexistent/cmdline", "vip.address=192.0.2.100"}, "-cmdline /nonexistent/cmdline"},
 	}
@@ -109,12 +117,14 @@ func TestCheckPrintsEffectiveConfig(t *testing.T) {
 	dir := t.TempDir()
 	cmdline := dir + "/cmdline"
 	writeFile(t, cmdline, "root=/dev/vda1 vip.address=192.0.2.100 vip.etcd=http://192.0.2.1:2379 vip.ttl=5 quiet -- vip.ttl=9\n")
-	out, err := exec.Command(bin, "-cmdline", cmdline, "-check", "vip.ttl=2", "vip.name=n1").CombinedOutput()
+	out, err := exec.Command(bin, "-cmdline", cmdline, "-check", "vip.ttl=2", "vip.name=n1", "vip.priority=-3", "vip.check=tcp://127.0.0.1:6443").CombinedOutput()
 	if err != nil {
 		t.Fatalf("-check: %v: %s", err, out)
 	}
 	for _, want := range []string{"vip.address=192.0.2.100/32 # kernel command line", "vip.etcd=http://192.0.2.1:2379 # kernel command line",
-		"vip.ttl=2s # argument", "vip.name=n1 # argument", "vip.interface=auto # default"} {
+		"vip.ttl=2s # argument", "vip.name=n1 # argument", "vip.interface=auto # default",
+		"vip.check=tcp://127.0.0.1:6443 # argument", "vip.check.ca= # default", "vip.check.interval=1s # default", "vip.check.timeout=1s # default",
+		"vip.check.rise=2 # default", "vip.check.fall=3 # default", "vip.priority=-3 # argument", "vip.preempt.delay=5s # default"} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("-check output lacks %q:\n%s", want, out)
 		}

@@ -29,6 +29,13 @@ type Config struct {
 	ConfigSource              string
 	ConfigTimeout             time.Duration
 	Log                       string // "stderr", "kmsg" or "auto"
+	Check                     string // health check URL as given; "" is none (always healthy)
+	CheckCA                   string // PEM file that verifies an https check
+	CheckInterval             time.Duration
+	CheckTimeout              time.Duration
+	CheckRise, CheckFall      int
+	Priority                  int
+	PreemptDelay              time.Duration
 	Metrics                   string // HOST:PORT for /metrics; "" is off
 	Check                     string
 	CheckCA                   string
@@ -192,6 +199,14 @@ var settings = []setting{
 	{key: "vip.config", set: setConfigSource, get: func(c *Config) string { return c.ConfigSource }},
 	{key: "vip.config.timeout", def: "30s", set: setConfigTimeout, get: func(c *Config) string { return c.ConfigTimeout.String() }},
 	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }},
+	{key: "vip.check", set: setCheck, get: func(c *Config) string { return c.Check }},
+	{key: "vip.check.ca", set: setCheckCA, get: func(c *Config) string { return c.CheckCA }},
+	{key: "vip.check.interval", def: "1s", set: setCheckInterval, get: func(c *Config) string { return c.CheckInterval.String() }},
+	{key: "vip.check.timeout", def: "1s", set: setCheckTimeout, get: func(c *Config) string { return c.CheckTimeout.String() }},
+	{key: "vip.check.rise", def: "2", set: setCheckRise, get: func(c *Config) string { return strconv.Itoa(c.CheckRise) }},
+	{key: "vip.check.fall", def: "3", set: setCheckFall, get: func(c *Config) string { return strconv.Itoa(c.CheckFall) }},
+	{key: "vip.priority", def: "0", set: setPriority, get: func(c *Config) string { return strconv.Itoa(c.Priority) }},
+	{key: "vip.preempt.delay", def: "5s", set: setPreemptDelay, get: func(c *Config) string { return c.PreemptDelay.String() }},
 	{key: "vip.metrics", set: setMetrics, get: func(c *Config) string { return c.Metrics }},
 }
 
@@ -239,6 +254,7 @@ func parseConfigSources(args, cmdline, file []string, hostname string) (Config, 
 	names := [3]string{fromArgument, fromCmdline, fromConfigFile}
 	var c Config
 	sources := make(map[string]string, len(settings))
+	values := make(map[string]string, len(settings))
 	for i := range settings {
 		s := &settings[i]
 		v, src := "", ""
@@ -261,8 +277,30 @@ func parseConfigSources(args, cmdline, file []string, hostname string) (Config, 
 			return Config{}, nil, err
 		}
 		sources[s.key] = src
+		values[s.key] = v
+	}
+	if err := checkCheckTimes(&c, values, sources); err != nil {
+		return Config{}, nil, err
 	}
 	return c, sources, nil
+}
+
+// checkCheckTimes requires vip.check.timeout <= vip.check.interval: a check
+// that may outlast its interval would overlap the next one. Unlike the rules
+// that setters check against keys earlier in the table, it needs to know
+// which of the two was set: the error names the one the operator gave (the
+// timeout when both were given), with both values.
+func checkCheckTimes(c *Config, values, sources map[string]string) error {
+	if c.CheckTimeout <= c.CheckInterval {
+		return nil
+	}
+	iv, tv := values["vip.check.interval"], values["vip.check.timeout"]
+	if sources["vip.check.timeout"] == fromDefault {
+		return &configError{Key: "vip.check.interval", Value: iv,
+			Reason: fmt.Sprintf("must be at least vip.check.timeout (%s)", tv)}
+	}
+	return &configError{Key: "vip.check.timeout", Value: tv,
+		Reason: fmt.Sprintf("must be at most vip.check.interval (%s)", iv)}
 }
 
 // bootstrapConfig reads, from arguments and the kernel command line only,
@@ -789,5 +827,124 @@ func setMetrics(c *Config, v string) error {
 		return errors.New("the port must be a number from 1 to 65535")
 	}
 	c.Metrics = v
+	return nil
+}
+
+// setCheck takes the health check URL; parseCheckTarget is shared with the
+// checker, so that what is accepted here is exactly what it can run.
+func setCheck(c *Config, v string) error {
+	if v != "" {
+		if _, err := parseCheckTarget(v); err != nil {
+			return err
+		}
+	}
+	c.Check = v
+	return nil
+}
+
+// setCheckCA ties the CA to the check (vip.check comes first in the table):
+// a CA with nothing to verify is a mistake, and an https check of another
+// host without one would trust whoever answers.
+func setCheckCA(c *Config, v string) error {
+	https := strings.HasPrefix(c.Check, "https://")
+	if v != "" && !https {
+		return fmt.Errorf("needs an https:// vip.check (vip.check=%q)", c.Check)
+	}
+	if v == "" && https {
+		t, _ := parseCheckTarget(c.Check) // validated by setCheck
+		if !t.loopback() {
+			return &configError{Key: "vip.check", Value: c.Check,
+				Reason: "an https check of a host other than loopback (127.0.0.0/8, ::1, localhost) needs vip.check.ca to verify it"}
+		}
+	}
+	c.CheckCA = v
+	return nil
+}
+
+// positiveSeconds is parseSeconds without 0.
+func positiveSeconds(v string) (time.Duration, error) {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return 0, err
+	}
+	if d == 0 {
+		return 0, errors.New("must be more than 0")
+	}
+	return d, nil
+}
+
+func setCheckInterval(c *Config, v string) error {
+	d, err := positiveSeconds(v)
+	if err != nil {
+		return err
+	}
+	c.CheckInterval = d
+	return nil
+}
+
+func setCheckTimeout(c *Config, v string) error {
+	d, err := positiveSeconds(v)
+	if err != nil {
+		return err
+	}
+	c.CheckTimeout = d
+	return nil
+}
+
+// checkCount reads vip.check.rise and vip.check.fall: 1 to 100; more
+// consecutive results would take minutes to change the health state.
+func checkCount(v string) (int, error) {
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, errors.New("not a whole number")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 100 {
+		return 0, errors.New("must be between 1 and 100")
+	}
+	return n, nil
+}
+
+func setCheckRise(c *Config, v string) error {
+	n, err := checkCount(v)
+	if err != nil {
+		return err
+	}
+	c.CheckRise = n
+	return nil
+}
+
+func setCheckFall(c *Config, v string) error {
+	n, err := checkCount(v)
+	if err != nil {
+		return err
+	}
+	c.CheckFall = n
+	return nil
+}
+
+// maxPriority bounds vip.priority: a million levels are more than any
+// cluster needs, and the rank published in etcd stays short and far from
+// integer overflow in whatever reads it.
+const maxPriority = 1000000
+
+func setPriority(c *Config, v string) error {
+	digits := strings.TrimPrefix(v, "-")
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return errors.New("not a whole number")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < -maxPriority || n > maxPriority {
+		return fmt.Errorf("must be between %d and %d", -maxPriority, maxPriority)
+	}
+	c.Priority = n
+	return nil
+}
+
+func setPreemptDelay(c *Config, v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	c.PreemptDelay = d
 	return nil
 }

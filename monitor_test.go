@@ -129,3 +129,17 @@ func (m *monitor) history() string {
 	defer m.mu.Unlock()
 	return strings.Join(m.events, "\n")
 }
+
+// gains is how many times any node has gained the VIP: the first holder's
+// take and every move since.
+func (m *monitor) gains() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, e := range m.events {
+		if strings.HasSuffix(e, " gained") {
+			n++
+		}
+	}
+	return n
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -560,4 +561,72 @@ func TestNodeStopResignsOnlyAfterHolding(t *testing.T) {
 	if nl.terms[0].resigned || !nl.terms[0].stopped {
 		t.Fatal("a node that never added the address marked it released")
 	}
+}
+
+// TestNodeRank: the node publishes its rank as the check's verdict
+// changes, and a leader hands over only to a strictly better candidate,
+// by the graceful path (address removed, then resign), campaigning again.
+func TestNodeRank(t *testing.T) {
+	rivalEv := func(nl *nodeLab, r rank) {
+		nl.n.onTerm(termEvent{t: nl.term(), kind: evRival, rival: rival{entry: entry{name: "n3", rank: r}, known: true}})
+	}
+	t.Run("health published", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443")
+		if nl.n.rank() != (rank{false, 0}) {
+			t.Fatalf("with a check the node starts as %v, want unhealthy until it passes", nl.n.rank())
+		}
+		nl.n.onHealth(healthEvent{healthy: true, reason: "2 checks passed"})
+		nl.n.onHealth(healthEvent{healthy: true, reason: "again"}) // no change: nothing published
+		if got := nl.term().ranks; len(got) != 1 || got[0] != (rank{true, 0}) {
+			t.Fatalf("published %v, want one healthy rank", got)
+		}
+		if !strings.Contains(nl.log.String(), "rank: unhealthy, priority 0 -> healthy, priority 0 (2 checks passed)") {
+			t.Fatalf("the rank change was not logged with its reason:\n%s", nl.log.String())
+		}
+	})
+	t.Run("unhealthy leader hands over at once", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
+		nl.n.onHealth(healthEvent{healthy: true})
+		nl.lead()
+		rivalEv(nl, rank{true, 0}) // equal: stays
+		if nl.n.state != stateLeader || len(nl.terms) != 1 {
+			t.Fatalf("handed over to an equal rank (state %v, %d terms)", nl.n.state, len(nl.terms))
+		}
+		nl.n.onHealth(healthEvent{healthy: false, reason: "3 checks failed"})
+		if nl.n.state != stateCandidate || nl.n.holding || len(nl.kern.held) != 0 {
+			t.Fatalf("after turning unhealthy: state %v, holding %v, kernel %v", nl.n.state, nl.n.holding, nl.kern.held)
+		}
+		if !nl.terms[0].resigned || len(nl.terms) != 2 {
+			t.Fatalf("the handover did not resign (%v) and campaign again (%d terms)", nl.terms[0].resigned, len(nl.terms))
+		}
+		want := "leader -> candidate: handing over to n3 (healthy, priority 0 > unhealthy, priority 0)"
+		if !strings.Contains(nl.log.String(), want) {
+			t.Fatalf("log lacks %q:\n%s", want, nl.log.String())
+		}
+	})
+	t.Run("all unhealthy: the holder stays", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
+		nl.lead()
+		rivalEv(nl, rank{false, 0})
+		if nl.n.state != stateLeader {
+			t.Fatal("an unhealthy leader left for an unhealthy candidate")
+		}
+	})
+	t.Run("priority waits for the delay", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second, "vip.preempt.delay=300ms")
+		nl.lead()
+		rivalEv(nl, rank{true, 10})
+		if nl.n.state != stateLeader {
+			t.Fatal("preempted for priority at once")
+		}
+		select {
+		case <-nl.n.preempt.C:
+			nl.n.considerHandover()
+		case <-time.After(2 * time.Second):
+			t.Fatal("no second look after the delay")
+		}
+		if nl.n.state != stateCandidate || !nl.terms[0].resigned {
+			t.Fatalf("after the delay: state %v, resigned %v", nl.n.state, nl.terms[0].resigned)
+		}
+	})
 }

@@ -10,10 +10,11 @@ import (
 // tlsKeys are the settings that name etcd TLS files.
 var tlsKeys = []string{"vip.etcd.ca", "vip.etcd.cert", "vip.etcd.key"}
 
-// tlsPaths are the TLS files the configuration names, by setting.
+// tlsPaths are the TLS files the configuration names, by setting: etcd's,
+// and the CA of an https health check (checkTLS).
 func tlsPaths(c Config) map[string]string {
 	paths := map[string]string{}
-	for key, p := range map[string]string{"vip.etcd.ca": c.EtcdCA, "vip.etcd.cert": c.EtcdCert, "vip.etcd.key": c.EtcdKey} {
+	for key, p := range map[string]string{"vip.etcd.ca": c.EtcdCA, "vip.etcd.cert": c.EtcdCert, "vip.etcd.key": c.EtcdKey, "vip.check.ca": c.CheckCA} {
 		if p != "" {
 			paths[key] = p
 		}
@@ -45,7 +46,13 @@ func etcdTLS(c Config, files map[string]loadedFile, log *logger) (*tls.Config, e
 			https++
 		}
 	}
-	if https == 0 && len(files) == 0 {
+	etcdFiles := 0
+	for _, key := range tlsKeys {
+		if _, ok := files[key]; ok {
+			etcdFiles++
+		}
+	}
+	if https == 0 && etcdFiles == 0 {
 		return nil, nil
 	}
 	if https != len(c.Etcd) {

@@ -37,6 +37,15 @@ func TestEtcdTLS(t *testing.T) {
 		t.Fatalf("plain http: %+v, %v; want nil, nil", cfg, err)
 	}
 
+	// The health check's CA is read with the etcd files but is not etcd's.
+	checkCA := map[string]loadedFile{"vip.check.ca": file(pki.caCert, 0o644)}
+	if cfg, err := etcdTLS(Config{Etcd: []string{"http://192.0.2.1:2379"}}, checkCA, log); cfg != nil || err != nil {
+		t.Fatalf("plain http with a check CA: %+v, %v; want nil, nil", cfg, err)
+	}
+	if p := tlsPaths(Config{EtcdCA: "e.pem", CheckCA: "c.pem"}); len(p) != 2 || p["vip.check.ca"] != "c.pem" || p["vip.etcd.ca"] != "e.pem" {
+		t.Fatalf("tlsPaths: %v", p)
+	}
+
 	open := files["vip.etcd.key"]
 	open.mode = 0o640
 	loose := map[string]loadedFile{"vip.etcd.cert": files["vip.etcd.cert"], "vip.etcd.key": open}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestRankOrder(t *testing.T) {
+	cases := []struct {
+		a, b rank
+		want bool // a strictly above b
+	}{
+		{rank{true, 0}, rank{false, 0}, true},
+		{rank{true, -5}, rank{false, 100}, true}, // health first
+		{rank{false, 100}, rank{true, -5}, false},
+		{rank{true, 10}, rank{true, 0}, true},
+		{rank{true, 0}, rank{true, 10}, false},
+		{rank{true, 3}, rank{true, 3}, false}, // equal: nobody preempts
+		{rank{false, 3}, rank{false, 3}, false},
+		{rank{false, math.MinInt + 1}, unranked, true},
+		{unranked, rank{false, math.MinInt}, false},
+	}
+	for _, c := range cases {
+		if got := c.a.above(c.b); got != c.want {
+			t.Errorf("(%v).above(%v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestEntryText(t *testing.T) {
+	cases := []struct {
+		value string
+		want  entry
+		ok    bool
+	}{
+		{"n1 healthy 10", entry{"n1", rank{true, 10}}, true},
+		{"n1 unhealthy -3", entry{"n1", rank{false, -3}}, true},
+		{"02:00:5e:00:53:01 healthy 0", entry{"02:00:5e:00:53:01", rank{true, 0}}, true},
+		// What vipd wrote before ranks: the default rank.
+		{"n1", entry{"n1", rank{true, 0}}, true},
+		// Unreadable: named by the whole value, below everyone.
+		{"", entry{"", unranked}, false},
+		{"n1 sick 3", entry{"n1 sick 3", unranked}, false},
+		{"n1 healthy", entry{"n1 healthy", unranked}, false},
+		{"n1 healthy 010", entry{"n1 healthy 010", unranked}, false},
+		{"n1 healthy +1", entry{"n1 healthy +1", unranked}, false},
+		{"n1  healthy 1", entry{"n1  healthy 1", unranked}, false},
+		{" n1", entry{" n1", unranked}, false},
+		{"n1 healthy 99999999999999999999", entry{"n1 healthy 99999999999999999999", unranked}, false},
+	}
+	for _, c := range cases {
+		var e entry
+		err := e.UnmarshalText([]byte(c.value))
+		if (err == nil) != c.ok || e != c.want {
+			t.Errorf("%q: got %+v, err %v; want %+v, ok %v", c.value, e, err, c.want, c.ok)
+		}
+		if c.ok && len(c.value) > 2 && c.value != "n1" {
+			if b, _ := e.MarshalText(); string(b) != c.value {
+				t.Errorf("%+v encodes as %q, want %q", e, b, c.value)
+			}
+		}
+	}
+}
+
+// FuzzEntry: what the entry decoder accepts encodes to the same bytes,
+// apart from the bare name of older versions, which gains its rank.
+func FuzzEntry(f *testing.F) {
+	for _, s := range []string{"n1 healthy 10", "n1 unhealthy -3", "n1", "", "a b c", "n1 healthy 0"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var e entry
+		if err := e.UnmarshalText(b); err != nil {
+			if e.rank != unranked || e.name != string(b) {
+				t.Fatalf("unreadable %q decoded as %+v", b, e)
+			}
+			return
+		}
+		enc, _ := e.MarshalText()
+		var again entry
+		if err := again.UnmarshalText(enc); err != nil || again != e {
+			t.Fatalf("%q → %+v → %q → %+v (%v)", b, e, enc, again, err)
+		}
+		if string(enc) != string(b) && e.name != string(b) {
+			t.Fatalf("%q encodes as %q", b, enc)
+		}
+	})
+}
+
+// TestHandoverDecide pins the leader's timing rules (DESIGN.md 2b).
+func TestHandoverDecide(t *testing.T) {
+	const delay = 5 * time.Second
+	t0 := time.Unix(1000, 0)
+	healthy0, healthy10 := rank{true, 0}, rank{true, 10}
+	sick0, sick10 := rank{false, 0}, rank{false, 10}
+	riv := func(r rank) rival { return rival{entry: entry{name: "n3", rank: r}, known: true} }
+	type step struct {
+		at   time.Duration // after t0
+		own  rank
+		r    rival
+		yes  bool
+		next time.Duration // when to look again, after t0; -1: not at all
+	}
+	cases := []struct {
+		name  string
+		took  time.Duration // after t0 (negative: long ago)
+		steps []step
+	}{
+		{"no other candidate", -time.Hour, []step{{0, sick0, rival{}, false, -1}}},
+		{"equal rank: never", -time.Hour, []step{{0, healthy0, riv(healthy0), false, -1}, {time.Hour, healthy0, riv(healthy0), false, -1}}},
+		{"lower rank: never", -time.Hour, []step{{0, healthy10, riv(healthy0), false, -1}, {0, healthy0, riv(sick10), false, -1}}},
+		{"we turned unhealthy: at once", -time.Hour, []step{{0, sick0, riv(healthy0), true, -1}}},
+		{"health beats our priority: at once", -time.Hour, []step{{0, sick10, riv(healthy0), true, -1}}},
+		{"priority: after the delay", -time.Hour, []step{
+			{0, healthy0, riv(healthy10), false, delay},
+			{delay - time.Millisecond, healthy0, riv(healthy10), false, delay},
+			{delay, healthy0, riv(healthy10), true, -1},
+		}},
+		{"priority among the unhealthy: after the delay", -time.Hour, []step{
+			{0, sick0, riv(sick10), false, delay},
+			{delay, sick0, riv(sick10), true, -1},
+		}},
+		{"priority that did not stand: the clock starts again", -time.Hour, []step{
+			{0, healthy0, riv(healthy10), false, delay},
+			{2 * time.Second, healthy0, riv(healthy0), false, -1},
+			{3 * time.Second, healthy0, riv(healthy10), false, 3*time.Second + delay},
+			{delay, healthy0, riv(healthy10), false, 3*time.Second + delay},
+		}},
+		{"new leader: not even for health within the delay", 0, []step{
+			{time.Second, sick0, riv(healthy0), false, delay},
+			{delay, sick0, riv(healthy0), true, -1},
+		}},
+		{"new leader and priority: both delays", 0, []step{
+			{4 * time.Second, healthy0, riv(healthy10), false, 4*time.Second + delay},
+			{4*time.Second + delay, healthy0, riv(healthy10), true, -1},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := handover{delay: delay, tookAt: t0.Add(c.took)}
+			for i, s := range c.steps {
+				yes, next := h.decide(t0.Add(s.at), s.own, s.r)
+				want := time.Time{}
+				if s.next >= 0 {
+					want = t0.Add(s.next)
+				}
+				if yes != s.yes || !next.Equal(want) {
+					t.Fatalf("step %d (+%v, own %v, rival %+v): got %v, look again %v; want %v, %v", i, s.at, s.own, s.r, yes, next, s.yes, want)
+				}
+			}
+		})
+	}
+}
