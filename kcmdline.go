@@ -37,13 +37,6 @@ type Config struct {
 	Priority                  int
 	PreemptDelay              time.Duration
 	Metrics                   string // HOST:PORT for /metrics; "" is off
-	Check                     string
-	CheckCA                   string
-	CheckInterval             time.Duration
-	CheckTimeout              time.Duration
-	CheckRise, CheckFall      int
-	Priority                  int
-	PreemptDelay              time.Duration
 }
 
 // configError is bad input: it names the key, the value and what is wrong.

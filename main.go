@@ -69,15 +69,16 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	return serve(st.cfg, st.tls, st.log)
+	return serve(st)
 }
 
 // setup is everything vipd runs with, from every source.
 type setup struct {
-	cfg     Config
-	sources map[string]string // where each setting came from, for -check
-	tls     *tls.Config       // etcd client TLS; nil for plain http
-	log     *logger           // set as soon as vip.log is known
+	cfg      Config
+	sources  map[string]string // where each setting came from, for -check
+	tls      *tls.Config       // etcd client TLS; nil for plain http
+	checkTLS *tls.Config       // health check TLS; nil without an https check
+	log      *logger           // set as soon as vip.log is known
 }
 
 // loadSettings reads the config source first (arguments and the kernel
@@ -122,7 +123,10 @@ func loadSettings(args, cmdline []string) (setup, error) {
 			return st, err
 		}
 	}
-	st.tls, err = etcdTLS(st.cfg, files, st.log)
+	if st.tls, err = etcdTLS(st.cfg, files, st.log); err != nil {
+		return st, err
+	}
+	st.checkTLS, err = checkTLS(st.cfg, files)
 	return st, err
 }
 
@@ -155,7 +159,8 @@ func readCmdline(path string) ([]string, error) {
 	return splitCmdline(string(b)), nil
 }
 
-func serve(cfg Config, tlsCfg *tls.Config, log *logger) int {
+func serve(st setup) int {
+	cfg, tlsCfg, log := st.cfg, st.tls, st.log
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 
@@ -193,6 +198,16 @@ func serve(cfg Config, tlsCfg *tls.Config, log *logger) int {
 	defer cli.Close()
 
 	n := newNode(cfg, tlsCfg, log, realDeps(rt, cli, log))
+	chk, err := newChecker(cfg, st.checkTLS)
+	if err != nil {
+		log.errorf("%v", err)
+		return exitRuntime
+	}
+	if chk != nil {
+		ctx, stopCheck := context.WithCancel(context.Background())
+		defer stopCheck()
+		go chk.run(ctx, n.health)
+	}
 	if cfg.Metrics != "" {
 		ctx, stopMetrics := context.WithCancel(context.Background())
 		defer stopMetrics()

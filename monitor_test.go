@@ -22,6 +22,7 @@ type monitor struct {
 	events   []string
 	overlap  []string
 	lastAdds []time.Time // per node: when it last gained the VIP
+	gained   []time.Time // every gain, by any node
 }
 
 func startMonitor(t testing.TB, nodes []*labNode, vip netip.Addr) *monitor {
@@ -86,6 +87,7 @@ func (m *monitor) record(node int, held bool) {
 	if held {
 		verb = "gained"
 		m.lastAdds[node] = now
+		m.gained = append(m.gained, now)
 	}
 	m.events = append(m.events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.start).Seconds(), m.names[node], verb))
 	if held {
@@ -132,14 +134,11 @@ func (m *monitor) history() string {
 
 // gains is how many times any node has gained the VIP: the first holder's
 // take and every move since.
-func (m *monitor) gains() int {
+func (m *monitor) gains() int { return len(m.gainTimes()) }
+
+// gainTimes is when each gain happened.
+func (m *monitor) gainTimes() []time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
-	for _, e := range m.events {
-		if strings.HasSuffix(e, " gained") {
-			n++
-		}
-	}
-	return n
+	return append([]time.Time(nil), m.gained...)
 }

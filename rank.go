@@ -136,9 +136,3 @@ func later(a, b time.Time) time.Time {
 	}
 	return b
 }
-
-// TEMP until check.go lands.
-type healthEvent struct {
-	healthy bool
-	reason  string
-}

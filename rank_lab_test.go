@@ -80,3 +80,4 @@ func TestEqualPriorityNoPreemption(t *testing.T) {
 	l.waitHolder(l.nodes[0], time.Second)
 	l.assertNoOverlap()
 }
+
