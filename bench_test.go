@@ -142,7 +142,8 @@ var checkWords = []string{"vip.check=" + labCheckURL, "vip.check.interval=" + ch
 
 // serviceDies takes the holder's service away (health endpoint and echo
 // together) while its daemon runs on: the outage includes the check's
-// detection time, fall × interval, by design. The service comes back when
+// detection time, by design: fall failures, the first of them up to one
+// interval after the fault. The service comes back when
 // the VIP has moved; the VIP stays where it went (equal ranks), and the
 // next trial waits until the old holder's check has risen again.
 var serviceDies = fault{name: "service dies (check fails)", check: true,
@@ -372,8 +373,8 @@ func BenchmarkFailover(b *testing.B) {
 	kaRows, kaMedians := keepalivedRuns(b, trials)
 	rows = append(rows, kaRows...)
 	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only; "+
-		"%q: vip.check / track_script on %s every %v, fall %d, rise %d (the outage includes the %v detection)",
-		trials, serviceDies.name, labCheckURL, checkInterval, checkFall, checkRise, checkFall*checkInterval),
+		"%q: vip.check / track_script on %s every %v, fall %d, rise %d (the outage includes the detection, %v to %v)",
+		trials, serviceDies.name, labCheckURL, checkInterval, checkFall, checkRise, (checkFall-1)*checkInterval, checkFall*checkInterval),
 		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "IPv6 median", "median to next holder", "overlaps (two holders)"}, rows)
 
 	var ratio [][]string
