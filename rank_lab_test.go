@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -81,3 +82,114 @@ func TestEqualPriorityNoPreemption(t *testing.T) {
 	l.assertNoOverlap()
 }
 
+// Health tests: every node's vip.check asks its own lab service
+// (service_test.go), which the test takes down and up.
+const (
+	labCheckInterval = 500 * time.Millisecond
+	labCheckFall     = 3
+)
+
+func labCheckWords() []string {
+	return []string{"vip.ttl=2", "vip.check=" + labCheckURL, "vip.check.interval=" + labCheckInterval.String(),
+		"vip.check.timeout=" + labCheckInterval.String(), "vip.check.rise=2", "vip.check.fall=3"}
+}
+
+// TestHealthFailover: the holder's service dies; the VIP moves to a
+// healthy node within interval × fall + 1 s, by the graceful path, and the
+// client's neighbour entry follows. The service coming back does not move
+// it back (equal ranks).
+func TestHealthFailover(t *testing.T) {
+	l := newLab(t, 3, append(labCheckWords(), "vip.preempt.delay=1s")...)
+	l.startServices()
+	l.startAll()
+	old := l.holder(electBound, settleAfter)
+	l.touchVIP()
+	l.waitClientNeighbour(old.mac, 5*time.Second)
+	gains := l.mon.gains()
+
+	t0 := time.Now()
+	old.service.down()
+	next := l.holderOtherThan(old, moveBound)
+	if took, bound := time.Since(t0), labCheckInterval*labCheckFall+time.Second; took > bound {
+		t.Errorf("the VIP left the unhealthy holder after %v, want within interval × fall + 1 s = %v", took, bound)
+	}
+	l.waitClientNeighbour(next.mac, 5*time.Second)
+	if !strings.Contains(old.log.String(), "leader -> candidate: handing over to "+next.name+" (healthy, priority 0 > unhealthy, priority 0)") {
+		t.Errorf("%s did not log its handover to %s with the ranks:\n%s", old.name, next.name, old.log.String())
+	}
+	old.service.up()
+	time.Sleep(3 * time.Second) // risen again: equal ranks, no move
+	l.wantGains(gains+1, "one move for one dead service")
+	l.assertNoOverlap()
+}
+
+// TestHealthAllFail: with every check failing from the start, a holder
+// still appears (cluster bootstrap) and stays; then one other node turns
+// healthy and gets the VIP, once.
+func TestHealthAllFail(t *testing.T) {
+	l := newLab(t, 3, append(labCheckWords(), "vip.preempt.delay=1s")...)
+	for _, s := range l.startServices() {
+		s.down()
+	}
+	l.startAll()
+	h := l.holder(electBound, settleAfter)
+	time.Sleep(3 * time.Second)
+	l.wantGains(1, "every check failing")
+	well := l.nodes[0]
+	if well == h {
+		well = l.nodes[1]
+	}
+	well.service.up()
+	l.waitHolder(well, moveBound)
+	time.Sleep(3 * time.Second)
+	l.wantGains(2, "one node turned healthy")
+	l.assertNoOverlap()
+}
+
+// TestHealthFlapping: a check alternating around its thresholds (up
+// 1.5 s, down 1.5 s, for 30 s) on a candidate moves nothing; on the
+// holder it moves the VIP at most once per vip.preempt.delay.
+func TestHealthFlapping(t *testing.T) {
+	const delay = 5 * time.Second
+	l := newLab(t, 3, append(labCheckWords(), "vip.preempt.delay="+delay.String(), "vip.check.fall=2")...)
+	l.startServices()
+	l.startAll()
+	h := l.holder(electBound, settleAfter)
+	l.waitServicesUp(2 * time.Second)
+	flap := func(nd *labNode) {
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
+			nd.service.down()
+			time.Sleep(1500 * time.Millisecond)
+			nd.service.up()
+			time.Sleep(1500 * time.Millisecond)
+		}
+	}
+	other := l.nodes[0]
+	if other == h {
+		other = l.nodes[1]
+	}
+	gains := l.mon.gains()
+	flap(other)
+	l.wantGains(gains, "a flapping candidate")
+	if !strings.Contains(other.log.String(), "-> unhealthy") {
+		t.Fatalf("the flapping check never turned %s unhealthy: the test did not cross the thresholds\n%s", other.name, other.log.String())
+	}
+
+	start := time.Now()
+	flap(h)
+	var moves []time.Time
+	for _, g := range l.mon.gainTimes() {
+		if g.After(start) {
+			moves = append(moves, g)
+		}
+	}
+	if len(moves) == 0 {
+		t.Fatalf("the holder's flapping check never moved the VIP: the test did not cross the thresholds\n%s", l.mon.history())
+	}
+	for i := 1; i < len(moves); i++ {
+		if gap := moves[i].Sub(moves[i-1]); gap < delay {
+			t.Errorf("the VIP moved twice within %v (vip.preempt.delay %v)\n%s", gap, delay, l.mon.history())
+		}
+	}
+	l.assertNoOverlap()
+}
