@@ -299,16 +299,29 @@ func (n *node) lifetime() time.Duration {
 	return time.Until(n.fenceEnd()).Truncate(time.Second)
 }
 
-// setAddrs adds or refreshes every VIP with lifetime life, then checks the
-// clock again: a call that returned late (the process was stalled) may
-// have set a lifetime that outlasts the fence (errStalled); the caller
-// then steps down, which removes the address.
+// setAddrs adds or refreshes every VIP with lifetime life. The clock is
+// read again before every call and after the last: a process stalled
+// (SIGSTOP, a frozen VM) before or inside a call may otherwise set a
+// lifetime that outlasts the fence. A pending SIGSTOP takes effect when a
+// call returns, so the check right before the next call is what keeps a
+// resumed process from adding an address that the kernel expired
+// meanwhile, while another node holds it (NLM_F_REPLACE without
+// NLM_F_CREATE still creates: the kernel does not insist on the flag).
+// On errStalled the caller steps down, which removes what was set.
 func (n *node) setAddrs(life time.Duration) error {
 	for _, p := range n.cfg.Addresses {
+		if err := n.fits(life); err != nil {
+			return err
+		}
 		if err := n.deps.kern.setAddr(n.link.Index, p, life); err != nil {
 			return fmt.Errorf("%w: %w", errAddFailed, err)
 		}
 	}
+	return n.fits(life)
+}
+
+// fits says whether a lifetime set now still ends by the fence.
+func (n *node) fits(life time.Duration) error {
 	if over := time.Now().Add(life).Sub(n.fenceEnd()); over > 0 {
 		return fmt.Errorf("%w: its %d s lifetime would outlast the fence by %v", errStalled, int(life/time.Second), over.Round(time.Millisecond))
 	}

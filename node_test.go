@@ -54,6 +54,9 @@ type fakeKernel struct {
 	dels  int
 	stall time.Duration // each setAddr takes this long
 	fail  error         // setAddr fails with this
+	// freeze is how long the process stops right after a setAddr returns
+	// (where a pending SIGSTOP takes effect); once.
+	freeze time.Duration
 }
 
 func (k *fakeKernel) links() ([]linkMessage, error)      { return []linkMessage{k.link}, nil }
@@ -65,6 +68,8 @@ func (k *fakeKernel) setAddr(_ uint32, p netip.Prefix, life time.Duration) error
 	}
 	k.held[p] = life
 	k.sets = append(k.sets, life)
+	time.Sleep(k.freeze)
+	k.freeze = 0
 	return nil
 }
 func (k *fakeKernel) delAddr(_ uint32, p netip.Prefix) (bool, error) {
@@ -423,11 +428,17 @@ func TestNodeRefresh(t *testing.T) {
 	if len(nl.kern.sets) != sets+2 || nl.kern.sets[sets] != time.Second {
 		t.Fatalf("prompt acknowledgement: lifetimes set %v, want one more of 1s per VIP", nl.kern.sets)
 	}
-	// The next renewal, sent 400 ms later, came back after 300 ms.
+	// The next renewal, sent 400 ms later, came back after 300 ms: no
+	// lifetime, and the next renewal is asked for at once, once.
 	time.Sleep(400 * time.Millisecond)
+	pokes := nl.term().pokes
+	nl.event(evRenewed, time.Now().Add(-300*time.Millisecond), false)
 	nl.event(evRenewed, time.Now().Add(-300*time.Millisecond), false)
 	if len(nl.kern.sets) != sets+2 {
 		t.Fatalf("late acknowledgement: lifetimes set %v, want none more", nl.kern.sets)
+	}
+	if nl.term().pokes != pokes+1 {
+		t.Fatalf("late acknowledgements asked for %d prompt renewals, want 1", nl.term().pokes-pokes)
 	}
 	nl.kern.stall = 200 * time.Millisecond
 	nl.event(evRenewed, time.Now(), false)
@@ -629,4 +640,22 @@ func TestNodeRank(t *testing.T) {
 			t.Fatalf("after the delay: state %v, resigned %v", nl.n.state, nl.terms[0].resigned)
 		}
 	})
+}
+
+// TestNodeFrozenBetweenAddresses: a process stopped right after one
+// address's refresh returned (a pending SIGSTOP takes effect at the
+// syscall's return) must not, once resumed, set the next address with the
+// lifetime it chose before the stop: the kernel may have expired that
+// address meanwhile, and the refresh would add it again while another node
+// holds it (a soak found this). The clock is read before every call.
+func TestNodeFrozenBetweenAddresses(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.lead()
+	sets := len(nl.kern.sets)
+	nl.kern.freeze = 1500 * time.Millisecond
+	nl.event(evRenewed, time.Now(), false)
+	if got := len(nl.kern.sets) - sets; got != 1 {
+		t.Fatalf("after the freeze %d more addresses were set, want only the one before it", got-1)
+	}
+	nl.wantStepDown(errStalled)
 }
