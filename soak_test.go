@@ -79,6 +79,7 @@ var soakFaults = []soakFault{
 	{name: "etcd leader move", bound: soakEtcdBound, run: (*soak).faultEtcdLeader},
 	{name: "link down/up holder", run: (*soak).faultLink},
 	{name: "VIP deleted by hand on holder", run: (*soak).faultDeleteVIP},
+	{name: "service dies on holder", run: (*soak).faultService},
 }
 
 // soakRun is one injected fault.
@@ -203,7 +204,10 @@ func newSoak(t *testing.T, seed uint64) *soak {
 	s := &soak{t: t, seed: seed, rng: newRand(seed), bin: bin, quit: make(chan struct{}), series: map[int]*resSeries{}}
 	s.metrics = s.metricsSupported()
 	l := newLabWith(t, labOptions{nodes: 3, cluster: true, dualStack: true,
-		args: []string{"vip.ttl=2", fmt.Sprintf("vip.garp=%d", soakGarp), "vip.garp.interval=" + soakGarpInterval.String()}})
+		args: []string{"vip.ttl=2", fmt.Sprintf("vip.garp=%d", soakGarp), "vip.garp.interval=" + soakGarpInterval.String(),
+			// Every node checks its own lab service (service_test.go),
+			// so that ranks and handovers live through the faults too.
+			"vip.check=" + labCheckURL, "vip.check.interval=500ms", "vip.check.timeout=500ms", "vip.preempt.delay=2s"}})
 	s.l, s.t0 = l, l.mon.start
 	s.procs = make([]*proc, len(l.nodes))
 	for range l.nodes {
@@ -212,7 +216,8 @@ func newSoak(t *testing.T, seed uint64) *soak {
 	t.Cleanup(s.writeLogs)
 	tr := startHolderTracks(t, l.nodes, netip.MustParseAddr(labVIP), netip.MustParseAddr(labVIP6))
 	s.tr4, s.tr6 = tr[0], tr[1]
-	s.p4 = l.startProber() // the probers also keep the client's neighbour entries in use
+	l.startServices()              // the health endpoints, and the echo the probers measure
+	s.p4 = l.startProberTo(labVIP) // the probers also keep the client's neighbour entries in use
 	s.p6 = l.startProberTo(labVIP6)
 	s.arp, s.na = captureARP(t, l.client), captureNA(t, l.client)
 	var err error
@@ -634,6 +639,19 @@ func (s *soak) faultTerm(f *soakRun) {
 	s.gracefulStop(h)
 	sleepUntil(f.start.Add(hold))
 	s.startVipd(h)
+	f.healed = time.Now()
+}
+
+// faultService takes the holder's service away (its check fails, and the
+// holder hands over to a healthy node once vip.check.fall checks have
+// failed and vip.preempt.delay has passed since it took the VIP) and
+// brings it back after the hold, whether or not the VIP has moved.
+func (s *soak) faultService(f *soakRun) {
+	h, hold := f.h, s.between(time.Second, 5*time.Second)
+	s.inject(f, h.name)
+	h.service.down()
+	sleepUntil(f.start.Add(hold))
+	h.service.up()
 	f.healed = time.Now()
 }
 
