@@ -173,15 +173,36 @@ type healthEvent struct {
 // healthCounter turns check results into health changes: the state starts
 // unhealthy; rise consecutive successes make it healthy, fall consecutive
 // failures make it unhealthy. It has no clock, so it is tested by sequence.
+//
+// A node that starts unhealthy and stays so would never say why; so the
+// first verdict is reported too: fall failures before any event make one
+// unhealthy event, which changes nothing but is logged with its reason.
 type healthCounter struct {
 	rise, fall int
 	healthy    bool
-	streak     int // consecutive results that disagree with the state
+	streak     int  // consecutive results that disagree with the state
+	decided    bool // an event has been returned
+	fails      int  // consecutive failures before that
 }
 
 // add records one result (err nil: passed) and returns the event when the
-// state changes.
+// state changes, or the first verdict.
 func (h *healthCounter) add(err error) (healthEvent, bool) {
+	ev, ok := h.count(err)
+	if !h.decided && err != nil && !ok {
+		if h.fails++; h.fails >= h.fall {
+			ev, ok = healthEvent{reason: fmt.Sprintf("%s failed: %v", plural(h.fall, "check"), err)}, true
+		}
+	}
+	h.decided = h.decided || ok
+	if err == nil {
+		h.fails = 0
+	}
+	return ev, ok
+}
+
+// count applies rise and fall.
+func (h *healthCounter) count(err error) (healthEvent, bool) {
 	if (err == nil) == h.healthy {
 		h.streak = 0
 		return healthEvent{}, false

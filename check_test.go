@@ -87,10 +87,11 @@ func TestHealthCounter(t *testing.T) {
 	}{
 		{2, 3, "FFPFPPPFFPFFFPP", ".....H......U.H"},
 		{2, 3, "PP", ".H"},
-		{2, 3, "FFFFFF", "......"}, // starts unhealthy: failures change nothing
+		{2, 3, "FFFFFF", "..U..."}, // starts unhealthy: failures change nothing, but the first verdict is told
+		{2, 3, "FFPFFPP", "......H"},
 		{2, 3, "PPFFFPFFF", ".H..U...."},
 		{1, 1, "PFPPFFP", "HUH.U.H"},
-		{3, 1, "PPFPPPF", ".....HU"},
+		{3, 1, "PPFPPPF", "..U..HU"},
 		{5, 2, "PPPPFPPPPPFPFF", ".........H...U"},
 	}
 	for _, tt := range tests {

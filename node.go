@@ -390,6 +390,9 @@ func (n *node) rank() rank { return rank{healthy: n.healthy, priority: n.cfg.Pri
 // in the election entry, and a leader that is now outranked may hand over.
 func (n *node) onHealth(ev healthEvent) {
 	if ev.healthy == n.healthy {
+		if !ev.healthy {
+			n.log.infof("rank: %s (%s)", n.rank(), ev.reason) // the first verdict of a node that started unhealthy
+		}
 		return
 	}
 	old := n.rank()
