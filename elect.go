@@ -289,6 +289,13 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 			if sent = t.tick(id, key, createRev, leading, interval, &trouble); sent.IsZero() {
 				return createRev, leading
 			}
+			if trouble {
+				// The renewal failed: its stream may be bound to a
+				// member that has just vanished. The next one goes out
+				// soon, on a new stream that the balancer may put on
+				// another member.
+				next = backoffMin
+			}
 		}
 		timer.Reset(time.Until(sent.Add(next)))
 	}
@@ -501,7 +508,7 @@ func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, 
 	go t.followWrites(ctx, writes)
 	tick := time.NewTicker(leaderPoll)
 	defer tick.Stop()
-	pollNow := true
+	pollNow, quiet := true, false
 	for {
 		if !pollNow {
 			select {
@@ -519,9 +526,15 @@ func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, 
 			now := time.Now()
 			switch {
 			case h.stale(now):
-				t.removeStale(ctx, h) // removed or not, what leads now is read next
+				t.renewer.fresh.Store(true) // see touchMembers
+				t.removeStale(ctx, h)       // removed or not, what leads now is read next
 			case !h.quiet(now):
+				quiet = false
 				continue
+			case !quiet:
+				quiet = true
+				t.touchMembers(ctx)
+				t.renewer.fresh.Store(true)
 			}
 		}
 		pollNow = false
@@ -543,6 +556,26 @@ func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, 
 		// After removing the holder's key, the next key in line leads:
 		// ask again at once.
 		pollNow = h.stale(time.Now()) && t.removeStale(ctx, h)
+	}
+}
+
+// touchMembers sends one small read per etcd endpoint at once, when the
+// holder's heartbeat has just gone quiet: the client's round-robin
+// balancer puts one on each connection. An idle candidate otherwise sends
+// nothing on most of them, and a connection to a member that vanished
+// with the holder's node is found dead (by TCP_USER_TIMEOUT, main.go) only
+// a second after a request waits on it. Found now, it is gone before the
+// failover's own requests (the removal, the claim) need a member. The
+// answers are not needed; each read ends within leaderPoll. For the same
+// reason the renewals move to a new stream (renewer.fresh), which the
+// balancer puts on a member that still answers.
+func (t *term) touchMembers(ctx context.Context) {
+	for range t.cfg.endpoints {
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, leaderPoll)
+			defer cancel()
+			t.cli.Get(rctx, t.cfg.prefix, clientv3.WithCountOnly())
+		}()
 	}
 }
 
@@ -681,21 +714,48 @@ func (t *term) removeStale(ctx context.Context, h holderView) bool {
 // adds the address on the way. The claim is conditional on no candidate's
 // entry having changed since it was read, so a rank published in between
 // is not missed.
+//
+// Each request is bounded by claimAttempt and tried again until
+// rpcTimeout: right after a node was lost, the client may still send a
+// request to the etcd member that vanished with it, and the next attempt
+// goes to the next member. A claim that reached etcd but whose answer was
+// lost is safe to send again: its conditions still hold, and the release
+// mark it took is then missing, so the node waits the takeover wait
+// (the conservative side).
 func (t *term) claimRanked(key string, createRev int64, id clientv3.LeaseID) (int64, bool, error) {
-	for attempt := 1; ; attempt++ {
+	give := time.Now().Add(rpcTimeout)
+	for moved := 0; ; {
 		own, others, err := t.candidates(key)
 		if err != nil {
-			return 0, false, fmt.Errorf("%w %s: read the candidates: %w", errClaim, key, err)
-		}
-		if best, ok := bestOf(others); ok && best.rank.above(own.rank) {
+			err = fmt.Errorf("%w %s: read the candidates: %w", errClaim, key, err)
+		} else if best, ok := bestOf(others); ok && best.rank.above(own.rank) {
 			return 0, false, fmt.Errorf("%w: %s (%s) outranks this node (%s)", errOutranked, best.name, best.rank, own.rank)
+		} else {
+			var rev int64
+			var released bool
+			rev, released, err = t.claim(key, createRev, id, others)
+			switch {
+			case errors.Is(err, errRanksMoved):
+				if moved++; moved < 5 {
+					continue
+				}
+				return 0, false, err
+			case !errors.Is(err, errClaimRPC):
+				return rev, released, err
+			}
 		}
-		rev, released, err := t.claim(key, createRev, id, others)
-		if !errors.Is(err, errRanksMoved) || attempt == 5 {
-			return rev, released, err
+		if t.ctx.Err() != nil || time.Now().After(give) {
+			return 0, false, err
 		}
 	}
 }
+
+// claimAttempt bounds each request of a claim (see claimRanked).
+const claimAttempt = 500 * time.Millisecond
+
+// errClaimRPC: a claim's request failed or went unanswered; it may be
+// sent again.
+var errClaimRPC = errors.New("no answer")
 
 // errRanksMoved: a candidate's entry changed between reading and claiming.
 var errRanksMoved = errors.New("a candidate's entry changed while claiming")
@@ -710,7 +770,7 @@ type candidate struct {
 // candidates reads every election entry: ours, and the others in queue
 // order.
 func (t *term) candidates(own string) (candidate, []candidate, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, claimAttempt)
 	defer cancel()
 	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
@@ -747,7 +807,7 @@ func bestOf(cs []candidate) (candidate, bool) {
 // first heartbeat and takes the release mark (see releaseKey). It returns
 // the revision of the claim and whether the mark was there.
 func (t *term) claim(key string, createRev int64, id clientv3.LeaseID, others []candidate) (int64, bool, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, claimAttempt)
 	defer cancel()
 	conds := []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(key), "=", createRev),
@@ -759,7 +819,7 @@ func (t *term) claim(key string, createRev int64, id clientv3.LeaseID, others []
 	resp, err := t.cli.Txn(ctx).If(conds...).
 		Then(beatOp(key), clientv3.OpGet(t.cfg.prefix), clientv3.OpDelete(t.cfg.prefix)).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return 0, false, fmt.Errorf("%w %s: %w", errClaim, key, err)
+		return 0, false, fmt.Errorf("%w %s: %w: %w", errClaim, key, errClaimRPC, err)
 	}
 	if resp.Succeeded {
 		mark := resp.Responses[1].GetResponseRange().GetKvs()

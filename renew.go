@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -23,11 +24,15 @@ type renewer struct {
 	cli    *clientv3.Client
 	stream pb.Lease_LeaseKeepAliveClient
 	cancel context.CancelFunc
+	fresh  atomic.Bool // set from elsewhere: the next renewal opens a new stream
 }
 
 // renew sends one renewal of id and waits at most timeout for its answer.
 // The stream lives in ctx (the term's). Only one goroutine calls it.
 func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID, timeout time.Duration) error {
+	if r.fresh.Swap(false) {
+		r.close()
+	}
 	if r.stream == nil {
 		// A member without a raft leader ends the stream instead of
 		// leaving it unanswered.
