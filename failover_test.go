@@ -70,6 +70,25 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	t.Fatalf("timed out after %v waiting for %s", timeout, what)
 }
 
+// TestFailureReachesStderr: a failure that is not bad input (a config
+// device that never appears) exits 1 with a line on stderr naming it, even
+// when stderr is a pipe and vip.log would send the daemon's lines to
+// /dev/kmsg.
+func TestFailureReachesStderr(t *testing.T) {
+	bin, _ := binaries(t)
+	cmd := exec.Command(bin, "-cmdline", "none", "-check", "vip.config=LABEL=VIPD-NO-SUCH-LABEL", "vip.config.timeout=1s")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want status 1; stderr: %q", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "LABEL=VIPD-NO-SUCH-LABEL: no such device") {
+		t.Fatalf("stderr %q does not name the missing label", stderr.String())
+	}
+}
+
 func TestBadConfigExits2(t *testing.T) {
 	bin, _ := binaries(t)
 	tests := []struct {

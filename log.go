@@ -63,3 +63,14 @@ func (l *logger) printf(level int, format string, args ...any) {
 func (l *logger) errorf(format string, args ...any) { l.printf(levelErr, format, args...) }
 func (l *logger) warnf(format string, args ...any)  { l.printf(levelWarn, format, args...) }
 func (l *logger) infof(format string, args ...any)  { l.printf(levelInfo, format, args...) }
+
+// fail reports a failure before the daemon loop on stderr, where the
+// caller (a script, -check, an init that captures it) sees it whatever
+// vip.log says, and also in the log when that is /dev/kmsg, the console
+// of a minimal init.
+func (l *logger) fail(stderr io.Writer, format string, args ...any) {
+	fmt.Fprintf(stderr, "vipd: "+format+"\n", args...)
+	if l != nil && l.kmsg {
+		l.errorf(format, args...)
+	}
+}

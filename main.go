@@ -69,7 +69,7 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	return serve(st)
+	return serve(st, stderr)
 }
 
 // setup is everything vipd runs with, from every source.
@@ -138,7 +138,7 @@ func failConfig(stderr io.Writer, log *logger, err error) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
-	log.errorf("%v", err)
+	log.fail(stderr, "%v", err)
 	return exitRuntime
 }
 
@@ -159,20 +159,20 @@ func readCmdline(path string) ([]string, error) {
 	return splitCmdline(string(b)), nil
 }
 
-func serve(st setup) int {
+func serve(st setup, stderr io.Writer) int {
 	cfg, tlsCfg, log := st.cfg, st.tls, st.log
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 
 	rt, err := dialRTNL(0)
 	if err != nil {
-		log.errorf("%v", err)
+		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
 	defer rt.Close()
 	watch, err := watchRTNL(0)
 	if err != nil {
-		log.errorf("%v", err)
+		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
 
@@ -192,7 +192,7 @@ func serve(st setup) int {
 		Logger:               zap.NewNop(),
 	})
 	if err != nil {
-		log.errorf("etcd client for %s: %v", strings.Join(cfg.Etcd, ","), err)
+		log.fail(stderr, "etcd client for %s: %v", strings.Join(cfg.Etcd, ","), err)
 		return exitRuntime
 	}
 	defer cli.Close()
@@ -200,7 +200,7 @@ func serve(st setup) int {
 	n := newNode(cfg, tlsCfg, log, realDeps(rt, cli, log))
 	chk, err := newChecker(cfg, st.checkTLS)
 	if err != nil {
-		log.errorf("%v", err)
+		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
 	if chk != nil {
