@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -86,6 +87,32 @@ func TestFailureReachesStderr(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "LABEL=VIPD-NO-SUCH-LABEL: no such device") {
 		t.Fatalf("stderr %q does not name the missing label", stderr.String())
+	}
+}
+
+// TestHelpListsSettings: -h exits 0 and lists every vip.* key with its
+// default and a meaning.
+func TestHelpListsSettings(t *testing.T) {
+	bin, _ := binaries(t)
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if err != nil {
+		t.Fatalf("-h: %v\n%s", err, out)
+	}
+	lines := strings.Split(string(out), "\n")
+	for _, s := range settings {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), s.key+" ") })
+		if i < 0 {
+			t.Errorf("-h does not list %s:\n%s", s.key, out)
+			continue
+		}
+		f := strings.Fields(lines[i])
+		want := s.def
+		if s.required {
+			want = "required"
+		}
+		if len(f) < 3 || (want != "" && f[1] != want) || s.usage == "" {
+			t.Errorf("-h line for %s is %q, want its default %q and a meaning", s.key, lines[i], want)
+		}
 	}
 }
 

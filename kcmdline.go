@@ -165,6 +165,8 @@ type setting struct {
 	// (for rules that tie two keys together) is returned as is.
 	set func(c *Config, v string) error
 	get func(c *Config) string
+	// usage is the one-line meaning that -h prints.
+	usage string
 }
 
 var settings = []setting{
@@ -174,33 +176,33 @@ var settings = []setting{
 			s[i] = p.String()
 		}
 		return strings.Join(s, ",")
-	}},
-	{key: "vip.interface", def: "auto", set: setInterface, get: func(c *Config) string { return c.Interface }},
-	{key: "vip.etcd", required: true, set: setEtcd, get: func(c *Config) string { return strings.Join(c.Etcd, ",") }},
+	}, usage: "the shared address(es), comma-separated, IPv4 and/or IPv6, optional /prefix"},
+	{key: "vip.interface", def: "auto", set: setInterface, get: func(c *Config) string { return c.Interface }, usage: "interface name, or auto: the one with an address in the subnet of the first VIP"},
+	{key: "vip.etcd", required: true, set: setEtcd, get: func(c *Config) string { return strings.Join(c.Etcd, ",") }, usage: "etcd endpoints, comma-separated http:// or https:// URLs"},
 	{key: "vip.etcd.ca", set: func(c *Config, v string) error { c.EtcdCA = v; return nil },
-		get: func(c *Config) string { return c.EtcdCA }},
+		get: func(c *Config) string { return c.EtcdCA }, usage: "PEM of the CA that signs etcd's certificate (relative: inside the config partition)"},
 	{key: "vip.etcd.cert", set: func(c *Config, v string) error { c.EtcdCert = v; return nil },
-		get: func(c *Config) string { return c.EtcdCert }},
-	{key: "vip.etcd.key", set: setEtcdKey, get: func(c *Config) string { return c.EtcdKey }},
-	{key: "vip.ttl", def: "3s", set: setTTL, get: func(c *Config) string { return c.TTL.String() }},
-	{key: "vip.key", defFunc: defaultKey, set: setKey, get: func(c *Config) string { return c.Key }},
-	{key: "vip.name", defFunc: usableHostname, set: setName, get: func(c *Config) string { return c.Name }},
-	{key: "vip.garp", def: "5", set: setGarp, get: func(c *Config) string { return strconv.Itoa(c.Garp) }},
-	{key: "vip.garp.interval", def: "1s", set: setGarpInterval, get: func(c *Config) string { return c.GarpInterval.String() }},
-	{key: "vip.garp.refresh", def: "30s", set: setGarpRefresh, get: func(c *Config) string { return c.GarpRefresh.String() }},
-	{key: "vip.probe", def: "20ms", set: setProbe, get: func(c *Config) string { return c.Probe.String() }},
-	{key: "vip.config", set: setConfigSource, get: func(c *Config) string { return c.ConfigSource }},
-	{key: "vip.config.timeout", def: "30s", set: setConfigTimeout, get: func(c *Config) string { return c.ConfigTimeout.String() }},
-	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }},
-	{key: "vip.check", set: setCheck, get: func(c *Config) string { return c.Check }},
-	{key: "vip.check.ca", set: setCheckCA, get: func(c *Config) string { return c.CheckCA }},
-	{key: "vip.check.interval", def: "1s", set: setCheckInterval, get: func(c *Config) string { return c.CheckInterval.String() }},
-	{key: "vip.check.timeout", def: "1s", set: setCheckTimeout, get: func(c *Config) string { return c.CheckTimeout.String() }},
-	{key: "vip.check.rise", def: "2", set: setCheckRise, get: func(c *Config) string { return strconv.Itoa(c.CheckRise) }},
-	{key: "vip.check.fall", def: "3", set: setCheckFall, get: func(c *Config) string { return strconv.Itoa(c.CheckFall) }},
-	{key: "vip.priority", def: "0", set: setPriority, get: func(c *Config) string { return strconv.Itoa(c.Priority) }},
-	{key: "vip.preempt.delay", def: "5s", set: setPreemptDelay, get: func(c *Config) string { return c.PreemptDelay.String() }},
-	{key: "vip.metrics", set: setMetrics, get: func(c *Config) string { return c.Metrics }},
+		get: func(c *Config) string { return c.EtcdCert }, usage: "PEM client certificate for etcd (mutual TLS)"},
+	{key: "vip.etcd.key", set: setEtcdKey, get: func(c *Config) string { return c.EtcdKey }, usage: "PEM key of that certificate"},
+	{key: "vip.ttl", def: "3s", set: setTTL, get: func(c *Config) string { return c.TTL.String() }, usage: "lease TTL: seconds (3) or a duration (2500ms), 2s to 1h"},
+	{key: "vip.key", defFunc: defaultKey, set: setKey, get: func(c *Config) string { return c.Key }, usage: "election key prefix in etcd (default /vipd/<first address>)"},
+	{key: "vip.name", defFunc: usableHostname, set: setName, get: func(c *Config) string { return c.Name }, usage: "this node's unique name in the election (default: hostname, else the interface MAC)"},
+	{key: "vip.garp", def: "5", set: setGarp, get: func(c *Config) string { return strconv.Itoa(c.Garp) }, usage: "announcements (gratuitous ARP, unsolicited NA) sent on takeover"},
+	{key: "vip.garp.interval", def: "1s", set: setGarpInterval, get: func(c *Config) string { return c.GarpInterval.String() }, usage: "spacing of those announcements"},
+	{key: "vip.garp.refresh", def: "30s", set: setGarpRefresh, get: func(c *Config) string { return c.GarpRefresh.String() }, usage: "re-announce while holding the address; 0 disables"},
+	{key: "vip.probe", def: "20ms", set: setProbe, get: func(c *Config) string { return c.Probe.String() }, usage: "probe-before-take listening window; 0 disables"},
+	{key: "vip.config", set: setConfigSource, get: func(c *Config) string { return c.ConfigSource }, usage: "config source: LABEL=, PARTLABEL= or /dev/<node> [:/path], or a file path"},
+	{key: "vip.config.timeout", def: "30s", set: setConfigTimeout, get: func(c *Config) string { return c.ConfigTimeout.String() }, usage: "how long to wait for the config device to appear"},
+	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }, usage: "stderr, kmsg or auto (kmsg when stderr is not a terminal)"},
+	{key: "vip.check", set: setCheck, get: func(c *Config) string { return c.Check }, usage: "health check: tcp://HOST:PORT, http(s)://HOST:PORT/PATH (2xx = healthy); empty: always healthy"},
+	{key: "vip.check.ca", set: setCheckCA, get: func(c *Config) string { return c.CheckCA }, usage: "PEM to verify an https check (without it only a loopback host is allowed)"},
+	{key: "vip.check.interval", def: "1s", set: setCheckInterval, get: func(c *Config) string { return c.CheckInterval.String() }, usage: "how often the check runs"},
+	{key: "vip.check.timeout", def: "1s", set: setCheckTimeout, get: func(c *Config) string { return c.CheckTimeout.String() }, usage: "how long one check may take (at most the interval)"},
+	{key: "vip.check.rise", def: "2", set: setCheckRise, get: func(c *Config) string { return strconv.Itoa(c.CheckRise) }, usage: "passed checks in a row that make the node healthy"},
+	{key: "vip.check.fall", def: "3", set: setCheckFall, get: func(c *Config) string { return strconv.Itoa(c.CheckFall) }, usage: "failed checks in a row that make the node unhealthy"},
+	{key: "vip.priority", def: "0", set: setPriority, get: func(c *Config) string { return strconv.Itoa(c.Priority) }, usage: "integer; among equally healthy nodes the higher one holds the VIP"},
+	{key: "vip.preempt.delay", def: "5s", set: setPreemptDelay, get: func(c *Config) string { return c.PreemptDelay.String() }, usage: "how long a higher priority must stand, and a new leader keeps the VIP, before a handover"},
+	{key: "vip.metrics", set: setMetrics, get: func(c *Config) string { return c.Metrics }, usage: "HOST:PORT serving Prometheus text on /metrics; empty: off"},
 }
 
 func lookupSetting(key string) *setting {

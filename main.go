@@ -42,6 +42,7 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check] [-version] [vip.key=value ...]\n")
 		fs.PrintDefaults()
+		printSettings(stderr)
 	}
 	if err := fs.Parse(argv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -70,6 +71,23 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	return serve(st, stderr)
+}
+
+// printSettings lists every vip.* key with its default and meaning, for -h.
+func printSettings(w io.Writer) {
+	fmt.Fprintf(w, "\nsettings: vip.key=value words, from arguments, the kernel command line and vip.config (in that precedence)\n")
+	for _, s := range settings {
+		def := s.def
+		switch {
+		case s.required:
+			def = "required"
+		case s.defFunc != nil:
+			def = "see meaning"
+		case def == "":
+			def = "empty"
+		}
+		fmt.Fprintf(w, "  %-20s %-12s %s\n", s.key, def, s.usage)
+	}
 }
 
 // setup is everything vipd runs with, from every source.
