@@ -614,7 +614,7 @@ func (t *term) followWrites(ctx context.Context, out chan<- []*mvccpb.KeyValue) 
 
 // holderView is what a candidate has seen of the holder's heartbeat.
 //
-// The holder rewrites its election key every TTL/renewalsPerTTL and holds
+// The holder rewrites its election key every TTL/leaderRenewalsPerTTL and holds
 // the address only until the send time of its last acknowledged heartbeat +
 // TTL - margin. A candidate that has seen the key's mod revision stand still
 // for the holder's whole TTL, counted from the moment it first saw that
