@@ -526,8 +526,7 @@ func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, 
 			now := time.Now()
 			switch {
 			case h.stale(now):
-				t.renewer.fresh.Store(true) // see touchMembers
-				t.removeStale(ctx, h)       // removed or not, what leads now is read next
+				t.renewer.fresh.Store(true) // see touchMembers; the poll below removes the key
 			case !h.quiet(now):
 				quiet = false
 				continue
@@ -767,19 +766,36 @@ type candidate struct {
 	createRev, modRev int64
 }
 
+func candidateFrom(kv *mvccpb.KeyValue) candidate {
+	return candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+}
+
+// readCandidates reads every election entry, in queue order, and the
+// revision they were read at.
+func (t *term) readCandidates(timeout time.Duration) ([]candidate, int64, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
+	defer cancel()
+	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, err
+	}
+	cs := make([]candidate, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		cs[i] = candidateFrom(kv)
+	}
+	return cs, resp.Header.Revision, nil
+}
+
 // candidates reads every election entry: ours, and the others in queue
 // order.
 func (t *term) candidates(own string) (candidate, []candidate, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, claimAttempt)
-	defer cancel()
-	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	cs, _, err := t.readCandidates(claimAttempt)
 	if err != nil {
 		return candidate{}, nil, err
 	}
 	var me candidate
 	var others []candidate
-	for _, kv := range resp.Kvs {
-		c := candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+	for _, c := range cs {
 		if c.key == own {
 			me = c
 		} else {
@@ -904,19 +920,17 @@ func (t *term) followRivals(own string, rev int64) {
 
 // listRivals reads the other candidates and the revision they were read at.
 func (t *term) listRivals(own string) (map[string]candidate, int64, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
-	defer cancel()
-	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix())
+	list, rev, err := t.readCandidates(rpcTimeout)
 	if err != nil {
 		return nil, 0, err
 	}
 	cs := map[string]candidate{}
-	for _, kv := range resp.Kvs {
-		if string(kv.Key) != own {
-			cs[string(kv.Key)] = candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+	for _, c := range list {
+		if c.key != own {
+			cs[c.key] = c
 		}
 	}
-	return cs, resp.Header.Revision, nil
+	return cs, rev, nil
 }
 
 // watchRivals applies the writes and deletes under the election prefix,
@@ -948,7 +962,7 @@ func (t *term) watchRivals(own string, rev int64, cs map[string]candidate, repor
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(cs, k)
 			} else {
-				cs[k] = candidate{entry: parseEntry(ev.Kv.Value), key: k, createRev: ev.Kv.CreateRevision, modRev: ev.Kv.ModRevision}
+				cs[k] = candidateFrom(ev.Kv)
 			}
 		}
 		if len(wr.Events) > 0 {
