@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// runDir holds one state file per VIP group. /run is a tmpfs on every
+// init worth the name, so the file is gone after a reboot, when nothing it
+// says can still be true; it survives a crash of vipd, which is what crash
+// resume needs (resume.go).
+const runDir = "/run/vipd"
+
+// statePath is the state file of the VIP group keyed by vip.key.
+func statePath(key string) string {
+	name := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			return r
+		}
+		return '_'
+	}, strings.Trim(key, "/"))
+	return filepath.Join(runDir, name+".json")
+}
+
+// stateRecord is the state file: what this node is doing for one VIP group,
+// for operators (`vipd -status`, `cat`) and for the next vipd on this node
+// (the election part: crash resume).
+type stateRecord struct {
+	Version   string   `json:"version"`
+	PID       int      `json:"pid"`
+	Name      string   `json:"name"`      // this node's name in the election
+	Key       string   `json:"key"`       // vip.key: the group
+	Addresses []string `json:"addresses"` // vip.address as prefixes
+	Interface string   `json:"interface"` // the link in use (vip.interface resolved)
+	LinkIndex int      `json:"link_index,omitempty"`
+
+	State         string    `json:"state"`
+	StateSince    time.Time `json:"state_since"`
+	Holder        string    `json:"holder,omitempty"`         // who holds the VIP, as far as this node knows
+	HeldSince     time.Time `json:"held_since,omitzero"`      // this node's tenure, while leader
+	Deadline      time.Time `json:"deadline,omitzero"`        // when this node must step down at the latest (wall clock, as of Written)
+	LastAnnounced time.Time `json:"last_announcement,omitzero"`
+	LastStepDown  string    `json:"last_stepdown,omitempty"` // the reason
+	SteppedDownAt time.Time `json:"last_stepdown_at,omitzero"`
+
+	// The election part: the lease and key of the current term.
+	Lease          string `json:"lease,omitempty"` // hex, as etcd tools print it
+	ElectionKey    string `json:"election_key,omitempty"`
+	CreateRevision int64  `json:"create_revision,omitempty"`
+	TTLMillis      int64  `json:"ttl_ms,omitempty"` // the term's effective TTL
+	Leading        bool   `json:"leading,omitempty"`
+
+	Written time.Time `json:"written"`
+}
+
+// leaseID parses Lease.
+func (r stateRecord) leaseID() (clientv3.LeaseID, bool) {
+	id, err := strconv.ParseInt(r.Lease, 16, 64)
+	return clientv3.LeaseID(id), err == nil && id != 0
+}
+
+// stateFile writes the record atomically (a new file renamed over the old
+// one, so a reader never sees half of it). Writing is best effort: a
+// missing or read-only /run costs one warning and no file, never vipd's
+// work.
+type stateFile struct {
+	path   string
+	log    *logger
+	broken bool // a write failed: warned once, not tried again
+}
+
+func (f *stateFile) write(r stateRecord) {
+	if f == nil || f.broken {
+		return
+	}
+	r.Version, r.PID, r.Written = version, os.Getpid(), time.Now()
+	if err := writeAtomic(f.path, r); err != nil {
+		f.broken = true
+		f.log.warnf("no state file: %v (vipd runs on; -status shows no local view, and a restart cannot resume the lease)", err)
+	}
+}
+
+// remove deletes the file after a graceful stop: the lease it names is
+// revoked, and nothing is left behind.
+func (f *stateFile) remove() {
+	if f == nil || f.broken {
+		return
+	}
+	if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.log.warnf("remove state file: %v", err)
+	}
+}
+
+func writeAtomic(path string, r stateRecord) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// readState reads a state file. A missing file is os.ErrNotExist.
+func readState(path string) (stateRecord, error) {
+	var r stateRecord
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
