@@ -45,9 +45,9 @@ type stateRecord struct {
 
 	State         string    `json:"state"`
 	StateSince    time.Time `json:"state_since"`
-	Holder        string    `json:"holder,omitempty"`         // who holds the VIP, as far as this node knows
-	HeldSince     time.Time `json:"held_since,omitzero"`      // this node's tenure, while leader
-	Deadline      time.Time `json:"deadline,omitzero"`        // when this node must step down at the latest (wall clock, as of Written)
+	Holder        string    `json:"holder,omitempty"`    // who holds the VIP, as far as this node knows
+	HeldSince     time.Time `json:"held_since,omitzero"` // this node's tenure, while leader
+	Deadline      time.Time `json:"deadline,omitzero"`   // when this node must step down at the latest (wall clock, as of Written)
 	LastAnnounced time.Time `json:"last_announcement,omitzero"`
 	LastStepDown  string    `json:"last_stepdown,omitempty"` // the reason
 	SteppedDownAt time.Time `json:"last_stepdown_at,omitzero"`
