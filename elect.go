@@ -60,6 +60,14 @@ type termEvent struct {
 	released bool
 	rival    rival // evRival
 	err      error
+	// The term's lease and election key (evGranted, evElected), for the
+	// state file and so for a later resume (resume.go); createRev once
+	// elected. resumed (evGranted, evElected): the term carries on the
+	// lease of an earlier vipd on this node.
+	lease     clientv3.LeaseID
+	key       string
+	createRev int64
+	resumed   bool
 }
 
 // campaigner is a term as the node sees it; tests replace it.
@@ -85,6 +93,7 @@ type electConfig struct {
 	rank      rank        // the rank to campaign with; setRank changes it
 	endpoints []string    // for diagnose
 	tls       *tls.Config // for diagnose
+	resume    *resumeLease // carry on this lease if it still leads (resume.go)
 }
 
 type term struct {
@@ -201,6 +210,9 @@ func (t *term) send(ev termEvent) bool {
 
 func (t *term) run() {
 	defer close(t.done)
+	if r := t.cfg.resume; r != nil && t.resumeLead(*r) {
+		return
+	}
 	id, ttl, ok := t.grant()
 	if !ok {
 		return
@@ -217,18 +229,21 @@ func (t *term) run() {
 	// send-time bookkeeping; we renew it ourselves.
 	session.Orphan()
 
-	key := fmt.Sprintf("%s/%x", t.cfg.prefix, id) // the key Campaign creates for this lease
+	key := t.keyOf(id)
 	won := make(chan int64, 2)                    // our key's create revision, once it leads
 	go t.publishRank(key, id)
 	go t.runCampaign(concurrency.NewElection(session, t.cfg.prefix), won)
 	pollCtx, stopPoll := context.WithCancel(t.ctx)
 	defer stopPoll()
 	go t.pollLeader(pollCtx, key, id, won)
-	createRev, ok := t.keep(id, key, won, stopPoll)
+	createRev, ok := t.keep(id, key, won, stopPoll, nil)
 	if ok && t.released.Load() {
 		t.releaseKey(key, createRev)
 	}
 }
+
+// keyOf is the election key Campaign creates for lease id.
+func (t *term) keyOf(id clientv3.LeaseID) string { return fmt.Sprintf("%s/%x", t.cfg.prefix, id) }
 
 // keep is the term's clock: it renews the lease (every
 // TTL/candidateRenewalsPerTTL, and TTL/leaderRenewalsPerTTL once elected),
@@ -238,14 +253,21 @@ func (t *term) run() {
 // each was sent. Renewal and heartbeat go out at the same moment so that
 // both deadlines rest on one send time: the address's lifetime follows the
 // earlier of the two. It returns once the term ends, with our key's create
-// revision and whether we had claimed it.
-func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func()) (int64, bool) {
+// revision and whether we had claimed it. A resumed term (resume.go)
+// starts in the lead, from the confirmation it sent at r.sent.
+func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func(), r *resumed) (int64, bool) {
 	defer t.renewer.close()
 	interval := t.ttl / candidateRenewalsPerTTL
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	var createRev int64
 	leading, trouble := false, false
+	if r != nil {
+		createRev, leading, interval = r.createRev, true, t.ttl/leaderRenewalsPerTTL
+		go t.watchKey(key, r.rev)
+		go t.followRivals(key, r.rev)
+		timer.Reset(time.Until(r.sent.Add(interval)))
+	}
 	for {
 		var sent time.Time
 		next := interval // until the next renewal, from sent
@@ -270,7 +292,7 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 			leading = true
 			go t.watchKey(key, claimRev)
 			go t.followRivals(key, claimRev)
-			ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released}
+			ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released, lease: id, key: key, createRev: createRev}
 			if !t.renewed(renewErr, sent, &trouble, &ev) {
 				return createRev, leading
 			}
@@ -396,7 +418,7 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 			if ttl != t.cfg.ttl {
 				t.log.infof("etcd granted a %d s lease for the requested %v; timing follows the granted TTL", resp.TTL, t.cfg.ttl)
 			}
-			ok := t.send(termEvent{kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl)})
+			ok := t.send(termEvent{kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: resp.ID, key: t.keyOf(resp.ID)})
 			if !ok {
 				t.revoke(resp.ID)
 			}

@@ -115,6 +115,10 @@ type labNode struct {
 	// restart starts the node's daemon again; nil means vipd (l.start).
 	restart func()
 	service *labService // set by startServices
+	// runDir is the node's own /run (bind-mounted over /run for its vipd
+	// only), so that each node has its own /run/vipd state file, as on
+	// separate machines, and the host's /run is never written.
+	runDir string
 }
 
 type lab struct {
@@ -183,6 +187,10 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 			ns:   newNS(t, fmt.Sprintf("n%d", i)),
 			ip:   fmt.Sprintf("192.0.2.%d", 10+i),
 			mac:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
+		}
+		nd.runDir = filepath.Join(t.TempDir(), "run")
+		if err := os.Mkdir(nd.runDir, 0o755); err != nil {
+			t.Fatal(err)
 		}
 		l.join(nd.ns, "eth0", "v"+nd.name, nd.mac, nd.ip)
 		if opt.dualStack {
@@ -423,7 +431,7 @@ func (l *lab) startRaw(nd *labNode, args ...string) {
 
 func (l *lab) run(nd *labNode, argv []string) {
 	t := l.t
-	nd.cmd = nd.ns.command(argv[0], argv[1:]...)
+	nd.cmd = nd.ns.command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.runDir}, argv...)...)
 	nd.log = &syncBuffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
@@ -431,6 +439,11 @@ func (l *lab) run(nd *labNode, argv []string) {
 	}
 	nd.exit = make(chan error, 1)
 	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+}
+
+// statePath is the node's state file for the lab's VIP group.
+func (nd *labNode) statePath() string {
+	return filepath.Join(nd.runDir, strings.TrimPrefix(statePath("/vipd/"+labVIP), "/run/"))
 }
 
 // vipWord is the vip.address value: the IPv4 VIP, and the IPv6 one in a

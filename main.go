@@ -55,6 +55,13 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
+	// A SIGHUP while the configuration loads (a config device can take
+	// its time) is kept for the loop, not the default end of the process.
+	signals := make(chan os.Signal, 1)
+	if !*check {
+		signal.Notify(signals, syscall.SIGHUP)
+	}
+
 	cmdline, err := readCmdline(*cmdlinePath)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
@@ -68,9 +75,10 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		for _, w := range st.cfg.WordsWithSources(st.sources) {
 			fmt.Fprintln(stdout, w)
 		}
+		fmt.Fprintf(stdout, "# state file: %s\n", statePath(st.cfg.Key))
 		return exitOK
 	}
-	return serve(st, stderr)
+	return serve(st, signals, stderr)
 }
 
 // printSettings lists every vip.* key with its default and meaning, for -h.
@@ -177,10 +185,9 @@ func readCmdline(path string) ([]string, error) {
 	return splitCmdline(string(b)), nil
 }
 
-func serve(st setup, stderr io.Writer) int {
+func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	cfg, tlsCfg, log := st.cfg, st.tls, st.log
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 
 	rt, err := dialRTNL(0)
 	if err != nil {
@@ -216,6 +223,10 @@ func serve(st setup, stderr io.Writer) int {
 	defer cli.Close()
 
 	n := newNode(cfg, tlsCfg, log, realDeps(rt, cli, log))
+	n.sf = &stateFile{path: statePath(cfg.Key), log: log}
+	if n.resume = settleEarlier(cfg, rt, cli, log); n.resume != nil {
+		n.resuming = true
+	}
 	chk, err := newChecker(cfg, st.checkTLS)
 	if err != nil {
 		log.fail(stderr, "%v", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -62,6 +64,7 @@ type nodeDeps struct {
 	kern       kernel
 	openFrames func(l linkMessage, ipv6 bool) (linkFrames, error)
 	newTerm    func(cfg electConfig, events chan<- termEvent) campaigner
+	reexec     func(stateRecord) error // SIGHUP (resume.go); returns only on failure
 }
 
 // realDeps are the parts vipd runs with.
@@ -78,6 +81,7 @@ func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 		newTerm: func(cfg electConfig, events chan<- termEvent) campaigner {
 			return startTerm(cli, cfg, log, events)
 		},
+		reexec: reexec,
 	}
 }
 
@@ -144,6 +148,18 @@ type node struct {
 	holdOff   time.Time
 	wake      chan struct{}
 	wakeTimer *time.Timer // sends on wake when holdOff ends; one at a time
+
+	// The state file (statefile.go) and what it says; resume.go.
+	sf        *stateFile
+	rec       stateRecord
+	resume    *resumeLease // the first term carries on this earlier lease
+	resuming  bool         // until that is settled, a copy of the VIP on the link is the earlier run's: left alone
+	resumedAt time.Time    // a resumed leader's confirmation: no takeover burst
+	tenure    time.Time    // a resumed leader's: when the earlier run took the VIP
+	// A SIGHUP on a leader first renews, so that the address's lifetime
+	// covers the re-exec; reexecAt bounds that wait.
+	reloading bool
+	reexecAt  *time.Timer
 }
 
 func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
@@ -162,9 +178,39 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 		timer:      stopped(),
 		burst:      stopped(),
 		preempt:    stopped(),
+		reexecAt:   stopped(),
 		healthy:    cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 		ho:         handover{delay: cfg.PreemptDelay},
+		rec:        newRecord(cfg),
 	}
+}
+
+// newRecord is the state file's content before anything has happened.
+func newRecord(cfg Config) stateRecord {
+	addrs := make([]string, len(cfg.Addresses))
+	for i, p := range cfg.Addresses {
+		addrs[i] = p.String()
+	}
+	return stateRecord{Name: cfg.Name, Key: cfg.Key, Addresses: addrs, Interface: cfg.Interface,
+		State: stateWaiting.String(), StateSince: time.Now()}
+}
+
+// save rewrites the state file with the node as it stands.
+func (n *node) save() {
+	if n.sf == nil {
+		return
+	}
+	n.rec.State = n.state.String()
+	n.rec.Link, n.rec.LinkIndex = "", 0
+	if n.haveLink {
+		n.rec.Link, n.rec.LinkIndex = n.link.Name, n.link.Index
+	}
+	n.rec.Deadline = time.Time{}
+	if n.term != nil && !n.deadline.IsZero() {
+		n.rec.Deadline, _ = n.holdUntil()
+	}
+	n.rec.Leading = n.elected
+	n.sf.write(n.rec)
 }
 
 // run is the event loop. It returns after a graceful stop on a signal.
@@ -181,8 +227,14 @@ func (n *node) run(signals <-chan os.Signal) {
 		}
 		select {
 		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				n.reload()
+				continue
+			}
 			n.stop(sig)
 			return
+		case <-n.reexecAt.C:
+			n.reexec("the renewal before it did not come back in time")
 		case ev := <-n.rtEvents:
 			n.checkDeadline()
 			n.onRTNL(ev)
@@ -219,6 +271,12 @@ func (n *node) setState(s nodeState, reason string) {
 	n.log.infof("%s -> %s: %s", n.state, s, reason)
 	n.state = s
 	n.met.leader.Store(s == stateLeader)
+	n.rec.StateSince = time.Now()
+	n.rec.Holder, n.rec.HeldSince = "", time.Time{}
+	if s == stateLeader {
+		n.rec.Holder, n.rec.HeldSince = n.rec.Name, n.ho.tookAt
+	}
+	n.save()
 }
 
 // usable says whether the link can carry the VIP.
@@ -347,6 +405,7 @@ func (n *node) fits(life time.Duration) error {
 // candidate is not one either: see handOver.
 func (n *node) stepDown(reason error) {
 	n.stepped = reason
+	n.rec.LastStepDown, n.rec.SteppedDownAt = reason.Error(), time.Now()
 	next := stateCandidate
 	if !n.usable() {
 		next = stateWaiting
@@ -378,6 +437,8 @@ func (n *node) endTerm(graceful bool) {
 	n.deadline, n.beat = time.Time{}, time.Time{}
 	n.timer.Stop()
 	n.elected = false
+	n.resuming, n.resumedAt = false, time.Time{}
+	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
 	n.preempt.Stop()
@@ -467,8 +528,20 @@ func (n *node) campaign() {
 	if name == "" {
 		name = n.link.HardwareAddr.String()
 	}
-	n.log.infof("campaigning for %s as %q (%s)", n.cfg.Key, name, n.rank())
-	n.term = n.deps.newTerm(electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.rank(), endpoints: n.cfg.Etcd, tls: n.tls}, n.termEvents)
+	n.rec.Name = name
+	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.rank(), endpoints: n.cfg.Etcd, tls: n.tls}
+	if n.resume != nil && n.cfg.Name == "" && name != n.resume.name {
+		n.log.infof("not resuming the earlier run's lease: it campaigned as %q, this node is %q now", n.resume.name, name)
+		n.resume = nil
+	}
+	if n.resume != nil {
+		ec.resume, n.resume = n.resume, nil
+		n.tenure = ec.resume.held
+		n.log.infof("resuming the earlier run's term for %s as %q (%s)", n.cfg.Key, name, n.rank())
+	} else {
+		n.log.infof("campaigning for %s as %q (%s)", n.cfg.Key, name, n.rank())
+	}
+	n.term = n.deps.newTerm(ec, n.termEvents)
 }
 
 func (n *node) onTerm(ev termEvent) {
@@ -479,13 +552,28 @@ func (n *node) onTerm(ev termEvent) {
 	case evGranted:
 		n.ttl = ev.ttl
 		n.setDeadlines(ev)
-		n.log.infof("lease granted (TTL %v)", ev.ttl)
+		n.rec.Lease, n.rec.ElectionKey, n.rec.TTLMillis = fmt.Sprintf("%x", int64(ev.lease)), ev.key, ev.ttl.Milliseconds()
+		if !ev.resumed {
+			n.log.infof("lease granted (TTL %v)", ev.ttl)
+			n.settleResume()
+		}
+		n.save()
 	case evRenewed:
 		n.setDeadlines(ev)
 		n.extended()
+		n.save()
+		if n.reloading && n.holding {
+			n.reexec("renewed first")
+		}
 	case evElected:
 		n.elected = true
 		n.setDeadlines(ev)
+		n.rec.CreateRevision = ev.createRev
+		if ev.resumed {
+			n.resuming, n.resumedAt = false, time.Now()
+			n.take()
+			return
+		}
 		wait := time.Duration(0)
 		if !ev.released {
 			// The previous holder did not say that it removed the
@@ -669,9 +757,21 @@ func (n *node) take() {
 		n.stepDown(err)
 		return
 	}
-	n.setState(stateLeader, fmt.Sprintf("elected; added %s on %s (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second)))
+	how := "elected; added"
+	if !n.resumedAt.IsZero() {
+		how = "resumed; refreshed"
+	}
 	n.ho.tookAt = time.Now()
-	n.startBurst()
+	if !n.tenure.IsZero() && !n.resumedAt.IsZero() {
+		n.ho.tookAt = n.tenure // the tenure goes on
+	}
+	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second)))
+	if n.resumedAt.IsZero() {
+		n.startBurst()
+	} else {
+		// The neighbours still point here: one announcement, no burst.
+		n.announceAll("resume")
+	}
 	if n.cfg.GarpRefresh > 0 {
 		n.refresh = time.NewTicker(n.cfg.GarpRefresh)
 	}
@@ -778,6 +878,8 @@ func (n *node) announceAll(why string) {
 			n.log.warnf("%s announcement: %v", why, err)
 		}
 	}
+	n.rec.LastAnnounced = time.Now()
+	n.save()
 }
 
 // onRTNL follows the link and guards the address against others.
@@ -833,7 +935,7 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 			return
 		}
 		n.refreshAddrs()
-	case !deleted && !n.holding:
+	case !deleted && !n.holding && !n.resuming:
 		n.removeStale(a.prefix())
 	}
 }
@@ -884,11 +986,38 @@ func (n *node) resync() {
 	if !ok {
 		return
 	}
+	n.removeStaleCopies(addrs)
+}
+
+// removeStaleCopies removes the VIPs that are on our link while we do not
+// hold them, unless an earlier run's lease may still be resumed.
+func (n *node) removeStaleCopies(addrs []addrMessage) {
+	if n.holding || n.resuming {
+		return
+	}
 	for _, a := range addrs {
-		if a.Index == n.link.Index && n.isVIP(a.prefix()) && !n.holding {
+		if a.Index == n.link.Index && n.isVIP(a.prefix()) {
 			n.removeStale(a.prefix())
 		}
 	}
+}
+
+// settleResume ends the wait for a resume that did not happen: a copy of
+// the VIP left on the link by the earlier run is stale now.
+func (n *node) settleResume() {
+	if !n.resuming {
+		return
+	}
+	n.resuming = false
+	if !n.haveLink {
+		return
+	}
+	addrs, err := n.deps.kern.addrs(unix.AF_UNSPEC)
+	if err != nil {
+		n.log.errorf("%v", err)
+		return
+	}
+	n.removeStaleCopies(addrs)
 }
 
 // setLink applies a new view of the link: the state follows whether it can
@@ -972,6 +1101,44 @@ func (n *node) stop(sig os.Signal) {
 	}
 	n.closeFrames()
 	n.setState(stateWaiting, "stopped")
+	n.sf.remove()
+}
+
+// reload is SIGHUP: vipd re-executes itself, keeping its lease (resume.go).
+// A leader first renews, so that the address's lifetime and the heartbeat
+// cover the gap; at most reloadWait.
+func (n *node) reload() {
+	if n.reloading {
+		return
+	}
+	if n.holding && n.term != nil {
+		n.reloading = true
+		n.log.infof("SIGHUP: renewing, then re-executing with the lease kept")
+		n.term.renewNow()
+		n.reexecAt.Reset(reloadWait)
+		return
+	}
+	n.reexec("not holding the VIP")
+}
+
+// reloadWait bounds how long a leader waits for the renewal before a
+// re-exec: past it, the lifetime the address has is what the new process
+// gets to confirm the lease in.
+const reloadWait = 300 * time.Millisecond
+
+// reexec hands the term's record to a new process image (resume.go). A
+// failure leaves this one running as it was.
+func (n *node) reexec(why string) {
+	n.reloading = false
+	n.reexecAt.Stop()
+	n.save()
+	n.log.infof("re-executing (%s); lease %s kept", why, cmp.Or(n.rec.Lease, "none"))
+	if n.deps.reexec == nil {
+		return
+	}
+	if err := n.deps.reexec(n.rec); err != nil {
+		n.log.errorf("%v; running on as before", err)
+	}
 }
 
 func prefixList(ps []netip.Prefix) string {

@@ -37,11 +37,12 @@ func statePath(key string) string {
 type stateRecord struct {
 	Version   string   `json:"version"`
 	PID       int      `json:"pid"`
-	Name      string   `json:"name"`      // this node's name in the election
-	Key       string   `json:"key"`       // vip.key: the group
-	Addresses []string `json:"addresses"` // vip.address as prefixes
-	Interface string   `json:"interface"` // the link in use (vip.interface resolved)
-	LinkIndex int      `json:"link_index,omitempty"`
+	Name      string   `json:"name"`           // this node's name in the election
+	Key       string   `json:"key"`            // vip.key: the group
+	Addresses []string `json:"addresses"`      // vip.address as prefixes
+	Interface string   `json:"interface"`      // vip.interface as configured
+	Link      string   `json:"link,omitempty"` // the interface in use
+	LinkIndex uint32   `json:"link_index,omitempty"`
 
 	State         string    `json:"state"`
 	StateSince    time.Time `json:"state_since"`
