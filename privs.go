@@ -86,15 +86,19 @@ func mountsConfig(source string) bool {
 // crash-looping on every node at once.
 func dropPrivileges(configSource string, log *logger) {
 	kept, err := lowerPrivileges(mountsConfig(configSource))
-	if err != nil {
+	switch {
+	case err == nil:
+		log.infof("privileges: kept %s; no_new_privs set", kept)
+	case kept.known:
 		log.warnf("could not lower privileges, running with %s: %v", kept, err)
-		return
+	default:
+		log.warnf("could not lower privileges: %v", err)
 	}
-	log.infof("privileges: kept %s; no_new_privs set", kept)
 }
 
 // privileges is what a process holds, for the log line.
 type privileges struct {
+	known bool // the sets could be read at all
 	capState
 	bounding capSet
 	// extraBounding counts the capabilities left in the bounding set
@@ -121,7 +125,10 @@ func lowerPrivileges(mounts bool) (privileges, error) {
 		return privileges{}, err
 	}
 	want, keepBounding := wantedCaps(cur, mounts)
-	bndErr := lowerBounding(keepBounding)
+	var bndErr error
+	if cur.eff.has(unix.CAP_SETPCAP) {
+		bndErr = lowerBounding(keepBounding)
+	}
 	nnpErr := setNoNewPrivs()
 	setErr := writeCaps(want)
 
@@ -130,7 +137,7 @@ func lowerPrivileges(mounts bool) (privileges, error) {
 		now = cur
 	}
 	bnd, berr := readBounding()
-	p := privileges{capState: now, bounding: bnd, extraBounding: bits.OnesCount64(uint64(bnd &^ keepBounding))}
+	p := privileges{known: true, capState: now, bounding: bnd, extraBounding: bits.OnesCount64(uint64(bnd &^ keepBounding))}
 	return p, errors.Join(bndErr, nnpErr, setErr, rerr, berr)
 }
 
@@ -141,10 +148,10 @@ func setNoNewPrivs() error {
 	return nil
 }
 
-// lowerBounding drops every capability but keep from the bounding set.
-// Without CAP_SETPCAP (a non-root vipd given only its two capabilities)
-// nothing can be dropped and nothing needs to be: no_new_privs stops
-// execve from granting any of them.
+// lowerBounding drops every capability but keep from the bounding set,
+// which needs CAP_SETPCAP. A vipd without it (another user given only its
+// two capabilities, or one re-executed after an earlier drop) skips this
+// and need not do it: no_new_privs stops execve from granting any of them.
 func lowerBounding(keep capSet) error {
 	bnd, err := readBounding()
 	if err != nil {
@@ -154,11 +161,7 @@ func lowerBounding(keep capSet) error {
 		if !bnd.has(c) || keep.has(c) {
 			continue
 		}
-		_, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0)
-		if e == unix.EPERM {
-			return nil // no CAP_SETPCAP: reported by the caller as kept
-		}
-		if e != 0 {
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 {
 			return fmt.Errorf("drop %s from the bounding set: %w", capSet(1<<c), e)
 		}
 	}
