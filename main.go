@@ -200,6 +200,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
+	dropPrivileges(cfg.ConfigSource, log) // the config partition is read and unmounted by now
 
 	// The client does not connect here: an unreachable etcd is waited for
 	// by the lease loop, with logs.
