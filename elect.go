@@ -90,9 +90,9 @@ type electConfig struct {
 	prefix    string
 	name      string
 	ttl       time.Duration
-	rank      rank        // the rank to campaign with; setRank changes it
-	endpoints []string    // for diagnose
-	tls       *tls.Config // for diagnose
+	rank      rank         // the rank to campaign with; setRank changes it
+	endpoints []string     // for diagnose
+	tls       *tls.Config  // for diagnose
 	resume    *resumeLease // carry on this lease if it still leads (resume.go)
 }
 
@@ -230,7 +230,7 @@ func (t *term) run() {
 	session.Orphan()
 
 	key := t.keyOf(id)
-	won := make(chan int64, 2)                    // our key's create revision, once it leads
+	won := make(chan int64, 2) // our key's create revision, once it leads
 	go t.publishRank(key, id)
 	go t.runCampaign(concurrency.NewElection(session, t.cfg.prefix), won)
 	pollCtx, stopPoll := context.WithCancel(t.ctx)
