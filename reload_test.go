@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -127,4 +130,134 @@ func TestCrashResume(t *testing.T) {
 		t.Logf("kill %d: %d probes answered, %d lost, longest gap %v", i, n, p.lost(t0, time.Now().Add(-100*time.Millisecond)), gap)
 	}
 	assertKept(t, l, h, gains)
+}
+
+// TestStateFile: each node's state file says what it does; the holder's
+// names its lease and key; a graceful stop leaves no file behind.
+func TestStateFile(t *testing.T) {
+	l := newLab(t, 2, "vip.ttl=2")
+	l.startAll()
+	h := l.holder(electBound, time.Second)
+	other := l.nodes[0]
+	if other == h {
+		other = l.nodes[1]
+	}
+	var hr, or stateRecord
+	waitFor(t, 5*time.Second, "both state files", func() bool {
+		var err1, err2 error
+		hr, err1 = readState(h.statePath())
+		or, err2 = readState(other.statePath())
+		return err1 == nil && err2 == nil && hr.State == "leader" && or.State == "candidate"
+	})
+	if hr.Holder != h.name || !hr.Leading || hr.Lease == "" || !strings.HasPrefix(hr.ElectionKey, "/vipd/"+labVIP+"/") ||
+		hr.CreateRevision == 0 || hr.HeldSince.IsZero() || hr.LastAnnounced.IsZero() || time.Until(hr.Deadline) <= 0 {
+		t.Errorf("holder's record is incomplete: %+v", hr)
+	}
+	if or.Leading || or.Lease == "" || or.Name != other.name {
+		t.Errorf("candidate's record: %+v", or)
+	}
+	if hr.PID != h.cmd.Process.Pid {
+		t.Errorf("record's pid %d, vipd's %d", hr.PID, h.cmd.Process.Pid)
+	}
+	l.signal(h, syscall.SIGTERM)
+	if err := l.wait(h, 10*time.Second); err != nil {
+		t.Fatalf("vipd on %s: %v", h.name, err)
+	}
+	if _, err := os.Stat(h.statePath()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file left after a graceful stop: %v", err)
+	}
+}
+
+// TestStateFileReadOnlyRun: a /run vipd cannot write gets one warning and
+// no file; vipd holds the VIP all the same.
+func TestStateFileReadOnlyRun(t *testing.T) {
+	l := newLab(t, 1, "vip.ttl=2")
+	nd := l.nodes[0]
+	if err := os.Chmod(nd.runDir, 0o555); err != nil { // vipd keeps no CAP_DAC_OVERRIDE (privs.go)
+		t.Fatal(err)
+	}
+	l.start(nd)
+	if h := l.holder(electBound, 2*time.Second); h != nd {
+		t.Fatalf("holder %s", h.name)
+	}
+	if n := strings.Count(nd.log.String(), "no state file"); n != 1 {
+		t.Errorf("%d warnings about the state file, want 1:\n%s", n, nd.log.String())
+	}
+	if _, err := os.Stat(filepath.Dir(nd.statePath())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s exists: %v", filepath.Dir(nd.statePath()), err)
+	}
+}
+
+// TestRestartRevokesCandidateLease: a candidate's vipd killed and started
+// again revokes the lease it left behind at once, so that the dead lease
+// holds no place in the queue.
+func TestRestartRevokesCandidateLease(t *testing.T) {
+	l := newLab(t, 2, "vip.ttl=5")
+	l.startAll()
+	h := l.holder(electBound, time.Second)
+	c := l.nodes[0]
+	if c == h {
+		c = l.nodes[1]
+	}
+	var rec stateRecord
+	waitFor(t, 5*time.Second, "the candidate's record", func() bool {
+		var err error
+		rec, err = readState(c.statePath())
+		return err == nil && rec.Lease != ""
+	})
+	id, _ := rec.leaseID()
+	l.kill(c)
+	l.start(c)
+	waitLogCount(t, c, "revoked the earlier run's lease", 1, 5*time.Second)
+	cli := l.etcdClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.TimeToLive(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TTL > 0 {
+		t.Errorf("the killed candidate's lease %x is still alive (TTL %d s)", int64(id), resp.TTL)
+	}
+	if got, _ := l.mon.current(); len(got) != 1 || l.nodes[got[0]] != h {
+		t.Errorf("holders %v, want %s", l.names(got), h.name)
+	}
+}
+
+// TestReloadNewGroup: a SIGHUP after the configuration moved the node to
+// another VIP hands the old one over first: the address goes, the key goes
+// with the release mark, and another node takes it at once; the node then
+// serves the new VIP.
+func TestReloadNewGroup(t *testing.T) {
+	const newVIP = "192.0.2.101"
+	l := newLab(t, 3)
+	bin, _ := binaries(t)
+	for _, nd := range l.nodes {
+		file := filepath.Join(nd.runDir, "..", "cmdline")
+		if err := os.WriteFile(file, []byte("vip.address="+labVIP+" vip.ttl=2\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l.run(nd, []string{bin, "-cmdline", file, "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.name=" + nd.name, "vip.log=stderr"})
+	}
+	h := l.holder(electBound, time.Second)
+	gains := l.mon.gains()
+	if err := os.WriteFile(filepath.Join(h.runDir, "..", "cmdline"), []byte("vip.address="+newVIP+" vip.ttl=2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	l.signal(h, syscall.SIGHUP)
+	next := l.holderOtherThan(h, moveBound)
+	moved := time.Since(t0)
+	waitLogCount(t, h, "handing the old one over", 1, time.Second)
+	if strings.Contains(next.log.String(), "no release mark") {
+		t.Errorf("%s found no release mark: the old group was not handed over gracefully", next.name)
+	}
+	waitFor(t, electBound, h.name+" to hold "+newVIP, func() bool {
+		return strings.Contains(h.ns.ip(t, "-br", "addr", "show", "dev", "eth0"), newVIP+"/32")
+	})
+	if g := l.mon.gains(); g != gains+1 {
+		t.Errorf("%d gains of %s, want one move\n%s", g-gains, labVIP, l.mon.history())
+	}
+	l.assertNoOverlap()
+	t.Logf("%s moved to %s %v after the SIGHUP", labVIP, next.name, moved.Round(time.Millisecond))
 }
