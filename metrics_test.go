@@ -553,3 +553,122 @@ func TestMetricsScrapeWhileWriting(t *testing.T) {
 		}
 	}
 }
+
+// labMetricsPort is where every lab node serves /metrics, on its own IP.
+const labMetricsPort = 9100
+
+// scrapeNode reads a lab node's /metrics from inside its namespace,
+// checks it with promtool and parses it. The listener may take a moment
+// after start, so a refused connection is tried again for a few seconds.
+func scrapeNode(t *testing.T, nd *labNode) map[string]*expoFamily {
+	t.Helper()
+	url := fmt.Sprintf("http://%s:%d/metrics", nd.ip, labMetricsPort)
+	var body []byte
+	var err error
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var resp *http.Response
+		if resp, err = nsHTTP(nd.ns).Get(url); err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("%s", resp.Status)
+			}
+		}
+		if err == nil || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("scrape %s: %v", nd.name, err)
+	}
+	if err := promtoolCheck(body); err != nil {
+		t.Errorf("%s: %v", nd.name, err)
+	}
+	fams, err := parseExposition(string(body))
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", nd.name, err, body)
+	}
+	return fams
+}
+
+// scrapeAll scrapes every running node until exactly one, the holder
+// want, reports vipd_leader 1 (the monitor sees the address a moment
+// before the node's state changes) or time runs out.
+func scrapeAll(t *testing.T, l *lab, want *labNode) map[*labNode]map[string]*expoFamily {
+	t.Helper()
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		all := map[*labNode]map[string]*expoFamily{}
+		var leaders []string
+		for _, nd := range l.nodes {
+			if nd.cmd == nil {
+				continue
+			}
+			all[nd] = scrapeNode(t, nd)
+			if v := mustValue(t, all[nd], "vipd_leader"); v == 1 {
+				leaders = append(leaders, nd.name)
+			} else if v != 0 {
+				t.Fatalf("%s: vipd_leader %v", nd.name, v)
+			}
+		}
+		if len(leaders) == 1 && leaders[0] == want.name {
+			return all
+		}
+		if time.Now().After(end) {
+			t.Fatalf("vipd_leader 1 on %v, want only on %s (the holder)", leaders, want.name)
+		}
+	}
+}
+
+// TestLabMetrics scrapes three nodes before and after the holder is
+// killed: one leader at a time, the new one's transitions counted, and
+// announcements and renewals seen; promtool accepts every scrape.
+func TestLabMetrics(t *testing.T) {
+	l := newLabWith(t, labOptions{nodes: 3, dualStack: true, args: []string{"vip.ttl=2"}})
+	for _, nd := range l.nodes {
+		l.start(nd, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, labMetricsPort))
+	}
+	old := l.holder(electBound, time.Second)
+	before := scrapeAll(t, l, old)
+	checkHolderMetrics(t, old, before[old])
+	for nd, fams := range before {
+		if nd != old {
+			if v := mustValue(t, fams, "vipd_state", "state", "candidate"); v != 1 {
+				t.Errorf("%s: vipd_state{candidate} %v, want 1", nd.name, v)
+			}
+		}
+	}
+
+	l.kill(old)
+	next := l.holderOtherThan(old, moveBound)
+	after := scrapeAll(t, l, next)
+	checkHolderMetrics(t, next, after[next])
+	key := []string{"from", "candidate", "to", "leader"}
+	if b, a := mustValue(t, before[next], "vipd_transitions_total", key...), mustValue(t, after[next], "vipd_transitions_total", key...); a != b+1 {
+		t.Errorf("%s: vipd_transitions_total{candidate->leader} went from %v to %v over its takeover, want +1", next.name, b, a)
+	}
+	for nd, fams := range after {
+		if b, a := mustValue(t, before[nd], "vipd_lease_renewal_seconds_count"), mustValue(t, fams, "vipd_lease_renewal_seconds_count"); a <= b {
+			t.Errorf("%s: renewal count went from %v to %v, want more", nd.name, b, a)
+		}
+	}
+}
+
+// checkHolderMetrics checks what a holder must have counted.
+func checkHolderMetrics(t *testing.T, nd *labNode, fams map[string]*expoFamily) {
+	t.Helper()
+	for _, c := range []struct {
+		name string
+		kv   []string
+	}{
+		{"vipd_state", []string{"state", "leader"}},
+		{"vipd_transitions_total", []string{"from", "candidate", "to", "leader"}},
+		{"vipd_announcements_total", []string{"family", "ipv4"}},
+		{"vipd_announcements_total", []string{"family", "ipv6"}},
+		{"vipd_lease_renewal_seconds_count", nil},
+		{"vipd_lease_renewal_seconds_bucket", []string{"le", "+Inf"}},
+	} {
+		if v := mustValue(t, fams, c.name, c.kv...); v < 1 {
+			t.Errorf("holder %s: %s%v = %v, want > 0", nd.name, c.name, c.kv, v)
+		}
+	}
+}
