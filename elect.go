@@ -94,6 +94,7 @@ type electConfig struct {
 	endpoints []string     // for diagnose
 	tls       *tls.Config  // for diagnose
 	resume    *resumeLease // carry on this lease if it still leads (resume.go)
+	met       *metrics     // the node's; nil records nothing
 }
 
 type term struct {
@@ -124,7 +125,7 @@ const (
 func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<- termEvent) *term {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8),
-		poke: make(chan struct{}, 1), ranks: make(chan rank, 1), renewer: renewer{cli: cli}}
+		poke: make(chan struct{}, 1), ranks: make(chan rank, 1), renewer: renewer{cli: cli, met: cfg.met}}
 	t.entry.Store(entryValue(cfg.name, cfg.rank))
 	go t.reportTrouble()
 	go t.run()
@@ -338,6 +339,7 @@ func (t *term) tick(id clientv3.LeaseID, key string, createRev int64, leading bo
 		t.send(termEvent{kind: evLost, err: beatErr})
 		return time.Time{}
 	}
+	t.failed(t.ctx, opHeartbeat, beatErr)
 	ev := termEvent{kind: evRenewed}
 	if leading && beatErr == nil {
 		// A missed heartbeat is not reported: it only lets the deadline
@@ -363,6 +365,7 @@ func (t *term) renewed(err error, sent time.Time, trouble *bool, ev *termEvent) 
 		t.send(termEvent{kind: evLost, err: errLeaseExpired})
 		return false
 	case err != nil:
+		t.failed(t.ctx, opRenew, err)
 		if !*trouble {
 			*trouble = true
 			t.troubled(fmt.Errorf("renew lease: %w", err))
@@ -427,6 +430,7 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 		if t.ctx.Err() != nil {
 			return 0, 0, false
 		}
+		t.failed(t.ctx, opGrant, err)
 		if !trouble {
 			trouble = true
 			t.troubled(fmt.Errorf("grant lease: %w", err))
@@ -500,6 +504,7 @@ func (t *term) runCampaign(e *concurrency.Election, won chan<- int64) {
 		if t.ctx.Err() != nil {
 			return
 		}
+		t.failed(t.ctx, opCampaign, err)
 		t.log.warnf("campaign for %s: %v (retrying)", t.cfg.prefix, err)
 		if !t.sleep(backoff) {
 			return
@@ -562,6 +567,7 @@ func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, 
 		rctx, cancel := context.WithTimeout(ctx, leaderPoll)
 		resp, err := t.cli.Get(rctx, t.cfg.prefix+"/", clientv3.WithFirstCreate()...)
 		cancel()
+		t.failed(ctx, opRead, err)
 		if err != nil || len(resp.Kvs) == 0 {
 			continue
 		}
@@ -705,6 +711,7 @@ func (t *term) grantedTTL(ctx context.Context, id clientv3.LeaseID) time.Duratio
 	ctx, cancel := context.WithTimeout(ctx, leaderPoll)
 	defer cancel()
 	resp, err := t.cli.TimeToLive(ctx, id)
+	t.failed(ctx, opRead, err)
 	if err != nil || resp.GrantedTTL <= 0 {
 		return 0
 	}
@@ -718,6 +725,7 @@ func (t *term) removeStale(ctx context.Context, h holderView) bool {
 	defer cancel()
 	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(h.key), "=", h.modRev)).
 		Then(clientv3.OpDelete(h.key)).Commit()
+	t.failed(ctx, opWrite, err)
 	if err != nil || !resp.Succeeded {
 		return false // etcd busy (we ask again), or the heartbeat moved, or the key is gone already
 	}
@@ -765,6 +773,7 @@ func (t *term) claimRanked(key string, createRev int64, id clientv3.LeaseID) (in
 				return rev, released, err
 			}
 		}
+		t.failed(t.ctx, opClaim, err) // only a read or a claim that went unanswered gets here
 		if t.ctx.Err() != nil || time.Now().After(give) {
 			return 0, false, err
 		}
@@ -900,6 +909,7 @@ func (t *term) publishRank(key string, id clientv3.LeaseID) {
 		resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
 			Then(clientv3.OpPut(key, value, clientv3.WithIgnoreLease())).Commit()
 		cancel()
+		t.failed(t.ctx, opWrite, err)
 		if err == nil && resp.Succeeded {
 			published = want
 			t.entry.Store(value)
@@ -943,6 +953,7 @@ func (t *term) followRivals(own string, rev int64) {
 // listRivals reads the other candidates and the revision they were read at.
 func (t *term) listRivals(own string) (map[string]candidate, int64, error) {
 	list, rev, err := t.readCandidates(rpcTimeout)
+	t.failed(t.ctx, opRead, err)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -1007,6 +1018,7 @@ func (t *term) releaseKey(key string, createRev int64) {
 	defer cancel()
 	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
 		Then(clientv3.OpPut(t.cfg.prefix, "released by "+t.cfg.name), clientv3.OpDelete(key)).Commit()
+	t.failed(context.Background(), opWrite, err)
 	switch {
 	case err != nil:
 		t.log.warnf("could not tell the next holder that the address is released: %v (it will wait %v before adding it)", err, takeoverWait)
@@ -1059,10 +1071,19 @@ func (t *term) revoke(id clientv3.LeaseID) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
 	if _, err := t.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		t.failed(context.Background(), opRevoke, err)
 		t.log.warnf("revoke lease %x: %v (etcd will expire it)", id, err)
 		return
 	}
 	t.log.infof("lease %x revoked", id)
+}
+
+// failed counts a failed etcd request (err set), unless ctx ended: a
+// request the term's end cut off has not failed.
+func (t *term) failed(ctx context.Context, op etcdOp, err error) {
+	if err != nil && ctx.Err() == nil {
+		t.cfg.met.etcdFailed(op)
+	}
 }
 
 // sleep waits d unless the term ends first.

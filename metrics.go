@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -15,11 +17,178 @@ import (
 	"time"
 )
 
-// metrics is what the node publishes for /metrics. The node's loop writes
-// it; the HTTP handler reads it; atomics keep the two apart without a lock
-// that a slow scrape could hold.
+// metrics is what the node publishes for /metrics. The node's loop and
+// its term's goroutines write it; the HTTP handler reads it. Every value is
+// an atomic, so that a slow scrape holds nothing the loop waits for, and
+// every label set is fixed, so that nothing grows with time. A nil
+// *metrics (a term started by a test) records nothing.
 type metrics struct {
-	leader atomic.Bool
+	state         atomic.Int32 // a nodeState
+	transitions   [nStates][nStates]atomic.Uint64
+	stepdowns     [nStepReasons]atomic.Uint64
+	announcements [2]atomic.Uint64 // IPv4, IPv6
+	renewals      histogram
+	etcdErrors    [nEtcdOps]atomic.Uint64
+}
+
+// nStates is the number of nodeState values.
+const nStates = int(stateLeader) + 1
+
+// transition records a change of the node's state.
+func (m *metrics) transition(from, to nodeState) {
+	if m == nil || from == to {
+		return
+	}
+	m.transitions[from][to].Add(1)
+	m.state.Store(int32(to))
+}
+
+// steppedDown records why the node gave up the VIP or the election it had
+// won.
+func (m *metrics) steppedDown(r stepReason) {
+	if m != nil {
+		m.stepdowns[r].Add(1)
+	}
+}
+
+// announced records one announcement of ip: a gratuitous ARP (its request
+// and reply forms) for IPv4, an unsolicited neighbour advertisement for
+// IPv6.
+func (m *metrics) announced(ip netip.Addr) {
+	if m == nil {
+		return
+	}
+	i := 0
+	if ip.Is6() {
+		i = 1
+	}
+	m.announcements[i].Add(1)
+}
+
+// renewed records the round trip of one answered lease renewal.
+func (m *metrics) renewed(d time.Duration) {
+	if m != nil {
+		m.renewals.observe(d)
+	}
+}
+
+// etcdFailed records a failed etcd request.
+func (m *metrics) etcdFailed(op etcdOp) {
+	if m != nil {
+		m.etcdErrors[op].Add(1)
+	}
+}
+
+// stepReason is why a node stepped down: the label of
+// vipd_stepdowns_total. The sentinel errors (elect.go, node.go) carry
+// details that would make a label without bound; these do not.
+type stepReason int
+
+const (
+	stepDeadline     stepReason = iota // the renewal or heartbeat was not acknowledged in time
+	stepLeaseExpired                   // etcd expired the lease
+	stepKeyGone                        // the election key was removed
+	stepOutranked                      // won the campaign, stepped aside for a better rank
+	stepClaimFailed                    // won the campaign, but the claim failed
+	stepStalled                        // setting the address returned too late
+	stepAddFailed                      // the address could not be added or put back
+	stepLinkDown                       // the interface went down or away
+	stepUnhealthy                      // handed over: the health check failed here
+	stepPriority                       // handed over to a higher vip.priority
+	stepStop                           // stopped by a signal
+	stepOther                          // none of the above: a bug if it ever counts
+	nStepReasons
+)
+
+func (r stepReason) String() string {
+	return [...]string{"deadline", "lease_expired", "key_gone", "outranked", "claim_failed", "stalled",
+		"add_failed", "link_down", "unhealthy", "priority", "stop", "other"}[r]
+}
+
+// stepReasonOf maps a step-down error to its reason. The deadline comes
+// first: it is what a node that lost etcd sees, whatever else follows.
+func stepReasonOf(err error) stepReason {
+	for _, c := range []struct {
+		target error
+		r      stepReason
+	}{
+		{errDeadline, stepDeadline},
+		{errLeaseExpired, stepLeaseExpired},
+		{errKeyGone, stepKeyGone},
+		{errOutranked, stepOutranked},
+		{errClaim, stepClaimFailed},
+		{errSession, stepClaimFailed},
+		{errStalled, stepStalled},
+		{errAddFailed, stepAddFailed},
+		{errLinkDown, stepLinkDown},
+		{errLinkGone, stepLinkDown},
+	} {
+		if errors.Is(err, c.target) {
+			return c.r
+		}
+	}
+	return stepOther
+}
+
+// handoverReason is why a node with rank own hands over to one with rank
+// to: health outranks priority (rank.go).
+func handoverReason(own, to rank) stepReason {
+	if !own.healthy && to.healthy {
+		return stepUnhealthy
+	}
+	return stepPriority
+}
+
+// etcdOp is the request that failed: the label of vipd_etcd_errors_total.
+type etcdOp int
+
+const (
+	opGrant     etcdOp = iota // a new term's lease
+	opRenew                   // a lease renewal
+	opHeartbeat               // the holder's heartbeat
+	opCampaign                // the campaign (the election library's requests)
+	opClaim                   // reading the candidates and claiming the key
+	opRead                    // a candidate's look at the holder, the rivals' list
+	opWrite                   // the rank, a stale holder's key, the release mark
+	opRevoke                  // giving the lease back
+	nEtcdOps
+)
+
+func (o etcdOp) String() string {
+	return [...]string{"grant", "renew", "heartbeat", "campaign", "claim", "read", "write", "revoke"}[o]
+}
+
+// renewalBounds are the upper bounds of the renewal histogram's buckets: a
+// LAN etcd answers in a millisecond or two; the top ones are renewals that
+// came close to costing the address (at vip.ttl=2 a leader renews every
+// 500 ms).
+func renewalBounds() [nBounds]time.Duration {
+	ms := time.Millisecond
+	return [...]time.Duration{ms, 5 * ms / 2, 5 * ms, 10 * ms, 25 * ms, 50 * ms, 100 * ms, 250 * ms, 500 * ms, time.Second, 5 * time.Second / 2}
+}
+
+// nBounds is the number of renewalBounds.
+const nBounds = 11
+
+// histogram counts observations per bucket (not cumulative: one Add per
+// observation), the last bucket being above every bound. The exposition
+// sums them up and derives the count from the same reads, so that +Inf
+// and _count agree however the scrape interleaves with observe.
+type histogram struct {
+	counts [nBounds + 1]atomic.Uint64
+	sum    atomic.Int64 // nanoseconds
+}
+
+func (h *histogram) observe(d time.Duration) {
+	i := 0
+	for _, b := range renewalBounds() {
+		if d <= b {
+			break
+		}
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(int64(d))
 }
 
 // serveMetrics serves the Prometheus text format on addr until ctx ends.
@@ -107,23 +276,95 @@ func (m *metrics) answer(conn net.Conn) {
 	}
 }
 
-// exposition renders every metric.
+// exposition renders every metric, each family's HELP and TYPE once,
+// then its samples.
 func (m *metrics) exposition() []byte {
-	var b bytes.Buffer
-	gauge := func(name, help string, v float64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %s\n", name, help, name, name, strconv.FormatFloat(v, 'g', -1, 64))
-	}
+	var e expo
+	state := nodeState(m.state.Load())
 	leader := 0.0
-	if m.leader.Load() {
+	if state == stateLeader {
 		leader = 1
 	}
-	gauge("vipd_leader", "1 while this node holds the VIP.", leader)
-	fmt.Fprintf(&b, "# HELP vipd_build_info The running vipd's version.\n# TYPE vipd_build_info gauge\nvipd_build_info{version=%q} 1\n", version)
-	gauge("go_goroutines", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
-	if rss, ok := residentBytes(); ok {
-		gauge("process_resident_memory_bytes", "Resident memory size in bytes.", float64(rss))
+	e.family("vipd_leader", "gauge", "1 while this node holds the VIP.")
+	e.sample("vipd_leader", "", leader)
+	e.family("vipd_state", "gauge", "The node's state: 1 for the current one, 0 for the others.")
+	for s := range nodeState(nStates) {
+		e.sample("vipd_state", label("state", s.String()), boolValue(s == state))
 	}
-	return b.Bytes()
+	e.family("vipd_transitions_total", "counter", "State transitions of this node.")
+	for from := range nodeState(nStates) {
+		for to := range nodeState(nStates) {
+			if from != to {
+				e.sample("vipd_transitions_total", label("from", from.String())+","+label("to", to.String()), float64(m.transitions[from][to].Load()))
+			}
+		}
+	}
+	e.family("vipd_stepdowns_total", "counter", "Times this node gave up the VIP or the election it had won, by reason.")
+	for r := range stepReason(nStepReasons) {
+		e.sample("vipd_stepdowns_total", label("reason", r.String()), float64(m.stepdowns[r].Load()))
+	}
+	e.family("vipd_announcements_total", "counter", "Announcements of a VIP sent: gratuitous ARP (request and reply forms) for ipv4, unsolicited neighbour advertisement for ipv6.")
+	for i, f := range []string{"ipv4", "ipv6"} {
+		e.sample("vipd_announcements_total", label("family", f), float64(m.announcements[i].Load()))
+	}
+	m.renewals.write(&e, "vipd_lease_renewal_seconds", "Round trip of answered lease renewals.")
+	e.family("vipd_etcd_errors_total", "counter", "Failed etcd requests, by what they were for.")
+	for o := range etcdOp(nEtcdOps) {
+		e.sample("vipd_etcd_errors_total", label("op", o.String()), float64(m.etcdErrors[o].Load()))
+	}
+	e.family("vipd_build_info", "gauge", "The running vipd's version.")
+	e.sample("vipd_build_info", label("version", version), 1)
+	e.family("go_goroutines", "gauge", "Number of goroutines that currently exist.")
+	e.sample("go_goroutines", "", float64(runtime.NumGoroutine()))
+	if rss, ok := residentBytes(); ok {
+		e.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+		e.sample("process_resident_memory_bytes", "", float64(rss))
+	}
+	return e.b.Bytes()
+}
+
+// write renders the histogram: cumulative buckets, +Inf, _sum and _count.
+func (h *histogram) write(e *expo, name, help string) {
+	e.family(name, "histogram", help)
+	var n uint64
+	for i, b := range renewalBounds() {
+		n += h.counts[i].Load()
+		e.sample(name+"_bucket", label("le", formatValue(b.Seconds())), float64(n))
+	}
+	n += h.counts[len(h.counts)-1].Load()
+	e.sample(name+"_bucket", label("le", "+Inf"), float64(n))
+	e.sample(name+"_sum", "", time.Duration(h.sum.Load()).Seconds())
+	e.sample(name+"_count", "", float64(n))
+}
+
+// expo is the Prometheus text format (version 0.0.4) being written.
+type expo struct{ b bytes.Buffer }
+
+func (e *expo) family(name, typ, help string) {
+	fmt.Fprintf(&e.b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
+// sample writes one line; labels is "" or label(...) joined by commas.
+func (e *expo) sample(name, labels string, v float64) {
+	e.b.WriteString(name)
+	if labels != "" {
+		e.b.WriteString("{" + labels + "}")
+	}
+	e.b.WriteString(" " + formatValue(v) + "\n")
+}
+
+// label is name="value", the value escaped as the text format asks.
+func label(name, value string) string {
+	return name + `="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(value) + `"`
+}
+
+func formatValue(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // residentBytes reads this process's resident set size from /proc.

@@ -269,8 +269,8 @@ func (n *node) setState(s nodeState, reason string) {
 		return
 	}
 	n.log.infof("%s -> %s: %s", n.state, s, reason)
+	n.met.transition(n.state, s)
 	n.state = s
-	n.met.leader.Store(s == stateLeader)
 	n.rec.StateSince = time.Now()
 	n.rec.Holder, n.rec.HeldSince = "", time.Time{}
 	if s == stateLeader {
@@ -406,6 +406,9 @@ func (n *node) fits(life time.Duration) error {
 func (n *node) stepDown(reason error) {
 	n.stepped = reason
 	n.rec.LastStepDown, n.rec.SteppedDownAt = reason.Error(), time.Now()
+	if n.elected || n.holding || errors.Is(reason, errOutranked) { // a candidate's term ending is no step-down
+		n.met.steppedDown(stepReasonOf(reason))
+	}
 	next := stateCandidate
 	if !n.usable() {
 		next = stateWaiting
@@ -500,6 +503,7 @@ func (n *node) considerHandover() {
 // the end of the queue. The candidates ahead of the better one step aside
 // (elect.go claimRanked), so the VIP moves once.
 func (n *node) handOver(to entry) {
+	n.met.steppedDown(handoverReason(n.rank(), to.rank))
 	n.setState(stateCandidate, fmt.Sprintf("handing over to %s (%s > %s)", to.name, to.rank, n.rank()))
 	n.endTerm(true)
 	n.campaign()
@@ -529,7 +533,7 @@ func (n *node) campaign() {
 		name = n.link.HardwareAddr.String()
 	}
 	n.rec.Name = name
-	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.rank(), endpoints: n.cfg.Etcd, tls: n.tls}
+	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.rank(), endpoints: n.cfg.Etcd, tls: n.tls, met: n.met}
 	if n.resume != nil && n.cfg.Name == "" && name != n.resume.name {
 		n.log.infof("not resuming the earlier run's lease: it campaigned as %q, this node is %q now", n.resume.name, name)
 		n.resume = nil
@@ -876,6 +880,8 @@ func (n *node) announceAll(why string) {
 	for _, p := range n.cfg.Addresses {
 		if err := n.frames.announce(p.Addr()); err != nil {
 			n.log.warnf("%s announcement: %v", why, err)
+		} else {
+			n.met.announced(p.Addr())
 		}
 	}
 	n.rec.LastAnnounced = time.Now()
@@ -1090,6 +1096,9 @@ func (n *node) closeFrames() {
 func (n *node) stop(sig os.Signal) {
 	n.log.infof("stopping on %v: removing the address and resigning", sig)
 	held := n.holding
+	if held {
+		n.met.steppedDown(stepStop)
+	}
 	clean := n.release()
 	if n.term != nil {
 		if held && clean {

@@ -25,11 +25,13 @@ type renewer struct {
 	stream pb.Lease_LeaseKeepAliveClient
 	cancel context.CancelFunc
 	fresh  atomic.Bool // set from elsewhere: the next renewal opens a new stream
+	met    *metrics    // the renewal round trips; nil records nothing
 }
 
 // renew sends one renewal of id and waits at most timeout for its answer.
 // The stream lives in ctx (the term's). Only one goroutine calls it.
 func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID, timeout time.Duration) error {
+	start := time.Now()
 	if r.fresh.Swap(false) {
 		r.close()
 	}
@@ -62,6 +64,8 @@ func (r *renewer) renew(ctx context.Context, id clientv3.LeaseID, timeout time.D
 			return rpcErr(ctx, err)
 		}
 	}
+	// Opening a stream counts: it is part of what a renewal waits for.
+	r.met.renewed(time.Since(start))
 	if resp.TTL <= 0 {
 		return rpctypes.ErrLeaseNotFound
 	}
