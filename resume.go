@@ -109,6 +109,7 @@ func (t *term) confirm(r resumeLease) (int64, bool, error) {
 		Then(clientv3.OpPut(r.key, t.entry.Load().(string), clientv3.WithIgnoreLease()),
 			clientv3.OpGet(t.cfg.prefix+"/", clientv3.WithFirstCreate()...)).Commit()
 	if err != nil {
+		t.failed(t.ctx, opClaim, err)
 		return 0, false, err
 	}
 	if !resp.Succeeded {
