@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,6 +206,17 @@ func TestPrivilegesNonRoot(t *testing.T) {
 	log := nd.log.String()
 	if !strings.Contains(log, "no CAP_SETPCAP to drop the others") || strings.Contains(log, "warning: could not lower") {
 		t.Errorf("the kept bounding set is not logged as expected:\n%s", log)
+	}
+
+	// A SIGHUP re-exec as that user keeps the VIP and the two
+	// capabilities (through the ambient set), with no /run/vipd to write.
+	gains := l.mon.gains()
+	l.signal(nd, syscall.SIGHUP)
+	waitLogCount(t, nd, "resumed the earlier run's lease", 1, 10*time.Second)
+	waitLogCount(t, nd, "resumed; refreshed", 1, 5*time.Second)
+	assertCaps(t, vipdThreads(t, nd.cmd.Process.Pid, bin), daemonCaps, daemonCaps, 0)
+	if g := l.mon.gains(); g != gains {
+		t.Errorf("the VIP moved on SIGHUP:\n%s", l.mon.history())
 	}
 }
 
