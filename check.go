@@ -260,6 +260,14 @@ func newChecker(cfg Config, tlsCfg *tls.Config) (*checker, error) {
 // run checks every interval (the first check at once), each bounded by the
 // timeout, and sends a healthEvent on out each time the state changes. It
 // returns when ctx ends, leaving no goroutine, connection or timer behind.
+// carry starts the counting from an earlier run's verdict (a resumed
+// lease, resume.go): a re-executed vipd whose check starts over would
+// otherwise call itself unhealthy until rise checks pass, and a leader
+// that is unhealthy hands the VIP over at once.
+func (c *checker) carry(healthy bool) {
+	c.count.healthy, c.count.decided = healthy, true
+}
+
 func (c *checker) run(ctx context.Context, out chan<- healthEvent) {
 	tick := time.NewTicker(c.interval)
 	defer tick.Stop()

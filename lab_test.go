@@ -431,7 +431,7 @@ func (l *lab) startRaw(nd *labNode, args ...string) {
 
 func (l *lab) run(nd *labNode, argv []string) {
 	t := l.t
-	nd.cmd = nd.ns.command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.runDir}, argv...)...)
+	nd.cmd = nd.command(argv...)
 	nd.log = &syncBuffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
@@ -439,6 +439,12 @@ func (l *lab) run(nd *labNode, argv []string) {
 	}
 	nd.exit = make(chan error, 1)
 	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+}
+
+// command prepares a vipd (or a wrapper that runs it) in the node's
+// namespace, with the node's own /run.
+func (nd *labNode) command(argv ...string) *exec.Cmd {
+	return nd.ns.command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.runDir}, argv...)...)
 }
 
 // statePath is the node's state file for the lab's VIP group.

@@ -233,6 +233,12 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
+	if n.resume != nil {
+		n.healthy = n.resume.healthy || chk == nil
+		if chk != nil {
+			chk.carry(n.resume.healthy)
+		}
+	}
 	if chk != nil {
 		ctx, stopCheck := context.WithCancel(context.Background())
 		defer stopCheck()

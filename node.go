@@ -61,10 +61,11 @@ type linkFrames interface {
 // nodeDeps are the node's outside parts: the kernel, the link's frames
 // and etcd.
 type nodeDeps struct {
-	kern       kernel
-	openFrames func(l linkMessage, ipv6 bool) (linkFrames, error)
-	newTerm    func(cfg electConfig, events chan<- termEvent) campaigner
-	reexec     func(stateRecord) error // SIGHUP (resume.go); returns only on failure
+	kern        kernel
+	openFrames  func(l linkMessage, ipv6 bool) (linkFrames, error)
+	newTerm     func(cfg electConfig, events chan<- termEvent) campaigner
+	reexec      func(stateRecord) error // SIGHUP (resume.go); returns only on failure
+	checkConfig func() error            // SIGHUP: vipd -check with the same arguments (resume.go)
 }
 
 // realDeps are the parts vipd runs with.
@@ -81,7 +82,8 @@ func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 		newTerm: func(cfg electConfig, events chan<- termEvent) campaigner {
 			return startTerm(cli, cfg, log, events)
 		},
-		reexec: reexec,
+		reexec:      reexec,
+		checkConfig: checkReload,
 	}
 }
 
@@ -159,6 +161,7 @@ type node struct {
 	// A SIGHUP on a leader first renews, so that the address's lifetime
 	// covers the re-exec; reexecAt bounds that wait.
 	reloading bool
+	checked   chan error // the configuration check of a SIGHUP
 	reexecAt  *time.Timer
 }
 
@@ -179,6 +182,7 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 		burst:      stopped(),
 		preempt:    stopped(),
 		reexecAt:   stopped(),
+		checked:    make(chan error, 1),
 		healthy:    cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 		ho:         handover{delay: cfg.PreemptDelay},
 		rec:        newRecord(cfg),
@@ -210,6 +214,7 @@ func (n *node) save() {
 		n.rec.Deadline, _ = n.holdUntil()
 	}
 	n.rec.Leading = n.elected
+	n.rec.Healthy = n.healthy
 	n.sf.write(n.rec)
 }
 
@@ -233,6 +238,8 @@ func (n *node) run(signals <-chan os.Signal) {
 			}
 			n.stop(sig)
 			return
+		case err := <-n.checked:
+			n.reloadChecked(err)
 		case <-n.reexecAt.C:
 			n.reexec("the renewal before it did not come back in time")
 		case ev := <-n.rtEvents:
@@ -445,6 +452,7 @@ func (n *node) endTerm(graceful bool) {
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
 	n.preempt.Stop()
+	n.save() // a crash from here on has no lease to resume
 }
 
 // rank is this node's rank as it stands (rank.go).
@@ -566,7 +574,7 @@ func (n *node) onTerm(ev termEvent) {
 		n.setDeadlines(ev)
 		n.extended()
 		n.save()
-		if n.reloading && n.holding {
+		if n.reloading && n.holding && n.reexecAt.Stop() {
 			n.reexec("renewed first")
 		}
 	case evElected:
@@ -1116,18 +1124,37 @@ func (n *node) stop(sig os.Signal) {
 // reload is SIGHUP: vipd re-executes itself, keeping its lease (resume.go).
 // A leader first renews, so that the address's lifetime and the heartbeat
 // cover the gap; at most reloadWait.
+//
+// The configuration is checked first, by the binary that would run, in a
+// child (`vipd -check`, off the loop): a SIGHUP after a typo must not end
+// the daemon, so a refused configuration leaves this process running as
+// it was.
 func (n *node) reload() {
 	if n.reloading {
 		return
 	}
-	if n.holding && n.term != nil {
-		n.reloading = true
+	n.reloading = true
+	if n.deps.checkConfig == nil {
+		n.reloadChecked(nil)
+		return
+	}
+	n.log.infof("SIGHUP: checking the configuration before re-executing")
+	go func() { n.checked <- n.deps.checkConfig() }()
+}
+
+// reloadChecked goes on with a SIGHUP once the configuration is checked.
+func (n *node) reloadChecked(err error) {
+	switch {
+	case err != nil:
+		n.reloading = false
+		n.log.errorf("SIGHUP: configuration refused, running on with the current one: %v", err)
+	case n.holding && n.term != nil:
 		n.log.infof("SIGHUP: renewing, then re-executing with the lease kept")
 		n.term.renewNow()
 		n.reexecAt.Reset(reloadWait)
-		return
+	default:
+		n.reexec("not holding the VIP")
 	}
-	n.reexec("not holding the VIP")
 }
 
 // reloadWait bounds how long a leader waits for the renewal before a

@@ -230,20 +230,10 @@ func TestRestartRevokesCandidateLease(t *testing.T) {
 // serves the new VIP.
 func TestReloadNewGroup(t *testing.T) {
 	const newVIP = "192.0.2.101"
-	l := newLab(t, 3)
-	bin, _ := binaries(t)
-	for _, nd := range l.nodes {
-		file := filepath.Join(nd.runDir, "..", "cmdline")
-		if err := os.WriteFile(file, []byte("vip.address="+labVIP+" vip.ttl=2\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		l.run(nd, []string{bin, "-cmdline", file, "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.name=" + nd.name, "vip.log=stderr"})
-	}
+	l := cmdlineLab(t, 3)
 	h := l.holder(electBound, time.Second)
 	gains := l.mon.gains()
-	if err := os.WriteFile(filepath.Join(h.runDir, "..", "cmdline"), []byte("vip.address="+newVIP+" vip.ttl=2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeCmdline(t, h, "vip.address="+newVIP+" vip.ttl=2")
 	t0 := time.Now()
 	l.signal(h, syscall.SIGHUP)
 	next := l.holderOtherThan(h, moveBound)
@@ -260,4 +250,79 @@ func TestReloadNewGroup(t *testing.T) {
 	}
 	l.assertNoOverlap()
 	t.Logf("%s moved to %s %v after the SIGHUP", labVIP, next.name, moved.Round(time.Millisecond))
+}
+
+// cmdlineLab starts n nodes whose VIP comes from a kernel command line
+// file (-cmdline), which a test may rewrite before a SIGHUP.
+func cmdlineLab(t *testing.T, n int) *lab {
+	l := newLab(t, n)
+	bin, _ := binaries(t)
+	for _, nd := range l.nodes {
+		writeCmdline(t, nd, "vip.address="+labVIP+" vip.ttl=2")
+		l.run(nd, []string{bin, "-cmdline", cmdlineFile(nd), "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.name=" + nd.name, "vip.log=stderr"})
+	}
+	return l
+}
+
+func cmdlineFile(nd *labNode) string { return filepath.Join(nd.runDir, "..", "cmdline") }
+
+func writeCmdline(t testing.TB, nd *labNode, words string) {
+	t.Helper()
+	if err := os.WriteFile(cmdlineFile(nd), []byte(words+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReloadRefusesBadConfig: a SIGHUP after a typo in the configuration
+// leaves vipd running as it was (same process image, VIP kept), with one
+// error line naming the key; once the typo is fixed, the next SIGHUP
+// re-executes.
+func TestReloadRefusesBadConfig(t *testing.T) {
+	l := cmdlineLab(t, 2)
+	h := l.holder(electBound, time.Second)
+	gains := l.mon.gains()
+	writeCmdline(t, h, "vip.address="+labVIP+" vip.ttl=bogus")
+	l.signal(h, syscall.SIGHUP)
+	waitLogCount(t, h, "configuration refused", 1, 5*time.Second)
+	if log := h.log.String(); !strings.Contains(log, `vip.ttl=\"bogus\"`) && !strings.Contains(log, `vip.ttl="bogus"`) {
+		t.Errorf("the refusal does not name the key and value:\n%s", log)
+	}
+	time.Sleep(3 * time.Second) // longer than a TTL: nothing may have moved
+	select {
+	case err := <-h.exit:
+		t.Fatalf("vipd on %s exited after a bad reload: %v", h.name, err)
+	default:
+	}
+	if n := strings.Count(h.log.String(), "starting "); n != 1 {
+		t.Errorf("%d starts, want 1: a refused configuration must not re-execute", n)
+	}
+	writeCmdline(t, h, "vip.address="+labVIP+" vip.ttl=2")
+	l.signal(h, syscall.SIGHUP)
+	waitLogCount(t, h, "resumed the earlier run's lease", 1, 10*time.Second)
+	assertKept(t, l, h, gains)
+}
+
+// TestRestartsWithCheck: with a health check, a re-executed or restarted
+// vipd starts from its earlier verdict instead of "unhealthy until rise
+// checks pass", which would hand the VIP over at once.
+func TestRestartsWithCheck(t *testing.T) {
+	l := newLab(t, 3, append([]string{"vip.ttl=2"}, checkWords...)...)
+	l.startServices()
+	l.startAll()
+	l.waitServicesUp(checkSettle)
+	h := l.holder(electBound, checkSettle)
+	gains := l.mon.gains()
+	for i := 1; i <= 3; i++ {
+		l.signal(h, syscall.SIGHUP)
+		waitLogCount(t, h, "resumed the earlier run's lease", i, 10*time.Second)
+		time.Sleep(time.Second)
+	}
+	for i := 1; i <= 3; i++ {
+		l.kill(h)
+		l.start(h)
+		waitLogCount(t, h, "resumed the earlier run's lease", 1, 10*time.Second)
+		time.Sleep(time.Second)
+	}
+	time.Sleep(checkSettle) // the restarted checks have run a few times
+	assertKept(t, l, h, gains)
 }

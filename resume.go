@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +48,7 @@ type resumeLease struct {
 	ttl       time.Duration
 	held      time.Time // the earlier run's tenure began here
 	name      string    // the earlier run's name in the election
+	healthy   bool      // the earlier run's health verdict, which the resumed rank starts from
 }
 
 // resumed is where a resumed term's lead starts (keep).
@@ -178,7 +181,7 @@ func resumeFrom(r stateRecord) (resumeLease, bool) {
 		return resumeLease{}, false
 	}
 	return resumeLease{id: id, key: r.ElectionKey, createRev: r.CreateRevision,
-		ttl: time.Duration(r.TTLMillis) * time.Millisecond, held: r.HeldSince, name: r.Name}, true
+		ttl: time.Duration(r.TTLMillis) * time.Millisecond, held: r.HeldSince, name: r.Name, healthy: r.Healthy}, true
 }
 
 // settleEarlier deals with an earlier run's record before the node starts:
@@ -228,6 +231,41 @@ func settleEarlier(cfg Config, kern kernel, cli *clientv3.Client, log *logger) *
 		log.warnf("revoke the earlier run's lease %x: %v (etcd will expire it)", id, err)
 	} else {
 		log.infof("revoked the earlier run's lease %x (from %s): it did not hold this group", id, from)
+	}
+	return nil
+}
+
+// checkReload runs this binary with -check and the same arguments: the
+// configuration a re-exec would read, read by the binary that would run
+// it. It returns the child's first line on stderr when it refuses.
+func checkReload() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	p, err := os.StartProcess(exe, append([]string{os.Args[0], "-check"}, os.Args[1:]...), &os.ProcAttr{Files: []*os.File{null, null, w}})
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("run %s -check: %w", exe, err)
+	}
+	out, _ := io.ReadAll(io.LimitReader(r, 4096))
+	st, err := p.Wait()
+	if err != nil {
+		return fmt.Errorf("%s -check: %w", exe, err)
+	}
+	if !st.Success() {
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("%s -check: %v: %s", exe, st, line)
 	}
 	return nil
 }

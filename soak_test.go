@@ -80,6 +80,9 @@ var soakFaults = []soakFault{
 	{name: "link down/up holder", run: (*soak).faultLink},
 	{name: "VIP deleted by hand on holder", run: (*soak).faultDeleteVIP},
 	{name: "service dies on holder", run: (*soak).faultService},
+	// Re-executes in place: the VIP stays. Not on the long-lived node,
+	// whose resource trend would start again.
+	{name: "SIGHUP holder", restarts: true, run: (*soak).faultReload},
 }
 
 // soakRun is one injected fault.
@@ -318,7 +321,7 @@ func (s *soak) startVipd(nd *labNode) {
 	if s.metrics {
 		args = append(args, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, soakMetricsPort))
 	}
-	nd.cmd = nd.ns.command(s.bin, args...)
+	nd.cmd = nd.command(append([]string{s.bin}, args...)...)
 	nd.log = &syncBuffer{}
 	w := io.MultiWriter(nd.log, s.logs[i])
 	nd.cmd.Stdout, nd.cmd.Stderr = w, w
@@ -461,20 +464,33 @@ func (s *soak) waitHolder(timeout, settle time.Duration) *labNode {
 
 // live says whether node i's vipd runs, is not frozen, and was started
 // before the given gains: a copy of the VIP that a killed or frozen vipd
-// left is the kernel's until its lifetime ends, not a holder.
+// left is the kernel's until its lifetime ends, not a holder; unless the
+// vipd started since has resumed the lease of the one killed (resume.go),
+// which makes the copy its own.
 func (s *soak) live(i int, gains ...time.Time) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	p := s.procs[i]
-	if p == nil || p.frozen {
+	var start time.Time
+	frozen := p == nil || p.frozen
+	if p != nil {
+		start = p.start
+	}
+	s.mu.Unlock()
+	if frozen {
 		return false
 	}
 	for _, g := range gains {
-		if g.Before(p.start) {
+		if g.Before(start) && !s.resumed(i) {
 			return false
 		}
 	}
 	return true
+}
+
+// resumed says whether node i's current vipd resumed an earlier lease.
+func (s *soak) resumed(i int) bool {
+	log := s.l.nodes[i].log
+	return log != nil && strings.Contains(log.String(), "resumed the earlier run's lease")
 }
 
 func (s *soak) mustSingle() int {
@@ -630,6 +646,16 @@ func (s *soak) faultKill(f *soakRun) {
 	}
 	sleepUntil(f.start.Add(hold))
 	s.startVipd(h)
+	f.healed = time.Now()
+}
+
+// faultReload: vipd re-executes itself, keeps its lease and the VIP
+// (resume.go); whatever happens meanwhile must keep the invariants.
+func (s *soak) faultReload(f *soakRun) {
+	h := f.h
+	s.inject(f, h.name)
+	s.signal(h, syscall.SIGHUP)
+	sleepUntil(f.start.Add(s.between(200*time.Millisecond, time.Second)))
 	f.healed = time.Now()
 }
 

@@ -50,6 +50,7 @@ type stateRecord struct {
 	HeldSince     time.Time `json:"held_since,omitzero"` // this node's tenure, while leader
 	Deadline      time.Time `json:"deadline,omitzero"`   // when this node must step down at the latest (wall clock, as of Written)
 	LastAnnounced time.Time `json:"last_announcement,omitzero"`
+	Healthy       bool      `json:"healthy"`                 // the health check's verdict (true without a check)
 	LastStepDown  string    `json:"last_stepdown,omitempty"` // the reason
 	SteppedDownAt time.Time `json:"last_stepdown_at,omitzero"`
 
