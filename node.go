@@ -161,6 +161,7 @@ type node struct {
 	// A SIGHUP on a leader first renews, so that the address's lifetime
 	// covers the re-exec; reexecAt bounds that wait.
 	reloading bool
+	hupLater  bool       // a SIGHUP came while resuming: it waits for the resume to settle
 	checked   chan error // the configuration check of a SIGHUP
 	reexecAt  *time.Timer
 }
@@ -201,9 +202,12 @@ func newRecord(cfg Config) stateRecord {
 
 // save rewrites the state file with the node as it stands.
 func (n *node) save() {
-	if n.sf == nil {
-		return
-	}
+	n.record()
+	n.sf.write(n.rec)
+}
+
+// record brings the record's derived fields up to date.
+func (n *node) record() {
 	n.rec.State = n.state.String()
 	n.rec.Link, n.rec.LinkIndex = "", 0
 	if n.haveLink {
@@ -215,7 +219,6 @@ func (n *node) save() {
 	}
 	n.rec.Leading = n.elected
 	n.rec.Healthy = n.healthy
-	n.sf.write(n.rec)
 }
 
 // run is the event loop. It returns after a graceful stop on a signal.
@@ -570,6 +573,7 @@ func (n *node) onTerm(ev termEvent) {
 			n.settleResume()
 		}
 		n.save()
+		n.hupAfterResume()
 	case evRenewed:
 		n.setDeadlines(ev)
 		n.extended()
@@ -584,6 +588,7 @@ func (n *node) onTerm(ev termEvent) {
 		if ev.resumed {
 			n.resuming, n.resumedAt = false, time.Now()
 			n.take()
+			n.hupAfterResume()
 			return
 		}
 		wait := time.Duration(0)
@@ -1133,6 +1138,13 @@ func (n *node) reload() {
 	if n.reloading {
 		return
 	}
+	if n.resuming {
+		// The record names no lease until the resume settles: a re-exec
+		// now would lose the one being resumed.
+		n.hupLater = true
+		n.log.infof("SIGHUP: re-executing once the earlier run's lease is resumed or given up")
+		return
+	}
 	n.reloading = true
 	if n.deps.checkConfig == nil {
 		n.reloadChecked(nil)
@@ -1140,6 +1152,14 @@ func (n *node) reload() {
 	}
 	n.log.infof("SIGHUP: checking the configuration before re-executing")
 	go func() { n.checked <- n.deps.checkConfig() }()
+}
+
+// hupAfterResume acts on a SIGHUP that came while resuming.
+func (n *node) hupAfterResume() {
+	if n.hupLater && !n.resuming {
+		n.hupLater = false
+		n.reload()
+	}
 }
 
 // reloadChecked goes on with a SIGHUP once the configuration is checked.

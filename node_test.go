@@ -135,6 +135,12 @@ var (
 // newNodeLab is a node on an up link, campaigning with TTL ttl and the
 // given vip.* words.
 func newNodeLab(t *testing.T, ttl time.Duration, words ...string) *nodeLab {
+	return newNodeLabWith(t, ttl, nil, words...)
+}
+
+// newNodeLabWith is newNodeLab with setup run on the node before it looks
+// at its link (and so before its first term).
+func newNodeLabWith(t *testing.T, ttl time.Duration, setup func(nl *nodeLab), words ...string) *nodeLab {
 	cfg, err := parseConfig(append([]string{"vip.address=192.0.2.100,2001:db8::100", "vip.interface=eth0",
 		"vip.etcd=http://192.0.2.1:2379", "vip.name=n1", "vip.ttl=" + ttl.String()}, words...), nil, "")
 	if err != nil {
@@ -153,6 +159,9 @@ func newNodeLab(t *testing.T, ttl time.Duration, words ...string) *nodeLab {
 		},
 	}
 	nl.n = newNode(cfg, nil, &logger{w: nl.log}, deps)
+	if setup != nil {
+		setup(nl)
+	}
 	nl.n.resync()
 	if len(nl.terms) != 1 {
 		t.Fatalf("an up link started %d terms, want 1", len(nl.terms))

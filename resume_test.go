@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// listingKernel is the fake kernel with an address list: the copies of the
+// VIP it holds, as rtnetlink would list them.
+type listingKernel struct{ *fakeKernel }
+
+func (k listingKernel) addrs(uint8) ([]addrMessage, error) {
+	var list []addrMessage
+	for p := range k.held {
+		list = append(list, addrMessage{Index: k.link.Index, PrefixLen: uint8(p.Bits()), Local: p.Addr(), Address: p.Addr()})
+	}
+	return list, nil
+}
+
+// resumingNodeLab is a node started after an earlier run that held the VIP
+// and left its copies on the link.
+func resumingNodeLab(t *testing.T) *nodeLab {
+	return newNodeLabWith(t, 2*time.Second, func(nl *nodeLab) {
+		nl.kern.held[fakeVIP4], nl.kern.held[fakeVIP6] = time.Second, time.Second
+		nl.n.deps.kern = listingKernel{nl.kern}
+		nl.n.resume = &resumeLease{id: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7, ttl: 2 * time.Second,
+			held: time.Now().Add(-time.Hour), name: "n1", healthy: true}
+		nl.n.resuming = true
+	})
+}
+
+// resumedEvents are what a term that resumed the lease reports.
+func (nl *nodeLab) resumedEvents(sent time.Time) {
+	ttl := nl.n.cfg.TTL
+	nl.n.onTerm(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
+	nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7})
+}
+
+// TestNodeResume: the earlier run's copies stay while the lease is being
+// resumed; once it is, the node leads at once (no probe, no wait), keeps
+// the earlier tenure, and announces once per address instead of a burst.
+func TestNodeResume(t *testing.T) {
+	nl := resumingNodeLab(t)
+	if nl.kern.dels != 0 {
+		t.Fatalf("%d copies removed while the lease may still be resumed", nl.kern.dels)
+	}
+	if !strings.Contains(nl.log.String(), "resuming the earlier run's term") {
+		t.Fatalf("the first term is not a resume:\n%s", nl.log.String())
+	}
+	nl.resumedEvents(time.Now())
+	if !nl.n.holding || nl.n.state != stateLeader || nl.n.probeCancel != nil {
+		t.Fatalf("after the resume: state %v, holding %v, probing %v", nl.n.state, nl.n.holding, nl.n.probeCancel != nil)
+	}
+	if len(nl.frames.sent) != 2 || nl.n.burstLeft != 0 {
+		t.Errorf("%d announcements and %d more to come, want one per address and no burst", len(nl.frames.sent), nl.n.burstLeft)
+	}
+	if time.Since(nl.n.ho.tookAt) < 59*time.Minute {
+		t.Errorf("tenure restarted at the resume (took at %v)", nl.n.ho.tookAt)
+	}
+	if nl.kern.dels != 0 || len(nl.kern.held) != 2 {
+		t.Errorf("the addresses were not kept: %d removals, held %v", nl.kern.dels, nl.kern.held)
+	}
+}
+
+// TestNodeResumeGivenUp: when the term goes on with a new lease instead,
+// the earlier run's copies are stale and go before anything else.
+func TestNodeResumeGivenUp(t *testing.T) {
+	nl := resumingNodeLab(t)
+	nl.event(evGranted, time.Now(), false)
+	if nl.kern.dels != 2 || len(nl.kern.held) != 0 || nl.n.resuming {
+		t.Fatalf("after a new lease: %d removals, held %v, resuming %v", nl.kern.dels, nl.kern.held, nl.n.resuming)
+	}
+}
+
+// TestNodeReload: SIGHUP on a leader checks the configuration, renews,
+// and re-executes with a record that names the lease; a refused
+// configuration re-executes nothing; a SIGHUP while resuming waits for it.
+func TestNodeReload(t *testing.T) {
+	var execs []stateRecord
+	checkErr := errors.New(`vip.ttl="bogus": not a duration`)
+	setup := func(check *error) func(*nodeLab) {
+		return func(nl *nodeLab) {
+			nl.n.deps.reexec = func(r stateRecord) error { execs = append(execs, r); return nil }
+			nl.n.deps.checkConfig = func() error { return *check }
+		}
+	}
+	var bad error = checkErr
+	nl := newNodeLabWith(t, 2*time.Second, setup(&bad))
+	nl.lead()
+	nl.n.reload()
+	nl.n.reloadChecked(<-nl.n.checked)
+	if len(execs) != 0 || nl.n.reloading || !strings.Contains(nl.log.String(), "configuration refused") {
+		t.Fatalf("a refused configuration: %d re-execs, reloading %v\n%s", len(execs), nl.n.reloading, nl.log.String())
+	}
+
+	var good error
+	nl = newNodeLabWith(t, 2*time.Second, setup(&good))
+	nl.lead()
+	nl.n.rec.Lease = "1234" // as evGranted records it in a real term
+	pokes := nl.term().pokes
+	nl.n.reload()
+	nl.n.reloadChecked(<-nl.n.checked)
+	if nl.term().pokes != pokes+1 || len(execs) != 0 {
+		t.Fatalf("a leader re-executed before renewing (%d pokes, %d re-execs)", nl.term().pokes-pokes, len(execs))
+	}
+	nl.event(evRenewed, time.Now(), false)
+	if len(execs) != 1 || !execs[0].Leading || execs[0].Lease != "1234" || execs[0].State != "leader" {
+		t.Fatalf("re-execs %+v, want one with the leading record", execs)
+	}
+
+	nl = resumingNodeLab(t)
+	nl.n.deps.reexec = func(r stateRecord) error { execs = append(execs, r); return nil }
+	execs = nil
+	nl.n.reload()
+	if len(execs) != 0 || !nl.n.hupLater {
+		t.Fatalf("a SIGHUP while resuming re-executed at once")
+	}
+	nl.resumedEvents(time.Now())
+	nl.event(evRenewed, time.Now(), false)
+	if len(execs) != 1 || execs[0].Lease != "1234" {
+		t.Fatalf("after the resume: re-execs %+v, want one naming the resumed lease", execs)
+	}
+}
+
+// TestStateFileWrite: the file is replaced whole, readable back, and a
+// directory that cannot be written costs one warning and no more tries.
+func TestStateFileWrite(t *testing.T) {
+	dir := t.TempDir()
+	var log syncBuffer
+	f := &stateFile{path: filepath.Join(dir, "vipd", "g.json"), log: &logger{w: &log}}
+	f.write(stateRecord{Name: "n1", State: "leader", Lease: "abc"})
+	r, err := readState(f.path)
+	if err != nil || r.Name != "n1" || r.Lease != "abc" || r.PID != os.Getpid() || r.Written.IsZero() {
+		t.Fatalf("read back %+v, %v", r, err)
+	}
+	if id, ok := r.leaseID(); !ok || id != 0xabc {
+		t.Errorf("lease id %x %v", id, ok)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "vipd", ".state-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	f.remove()
+	if _, err := os.Stat(f.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after remove: %v", err)
+	}
+
+	ro := &stateFile{path: filepath.Join(dir, "file", "vipd", "g.json"), log: &logger{w: &log}}
+	os.WriteFile(filepath.Join(dir, "file"), nil, 0o644) // a file where the directory should be
+	ro.write(stateRecord{})
+	ro.write(stateRecord{})
+	if n := strings.Count(log.String(), "no state file"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, log.String())
+	}
+}
+
+// TestSameGroup: a record resumes only for the same key, addresses,
+// interface and name.
+func TestSameGroup(t *testing.T) {
+	cfg := Config{Key: "/vipd/192.0.2.100", Addresses: []netip.Prefix{fakeVIP4}, Interface: "eth0", Name: "n1"}
+	base := stateRecord{Key: cfg.Key, Addresses: []string{"192.0.2.100/32"}, Interface: "eth0", Name: "n1"}
+	if !sameGroup(base, cfg) {
+		t.Fatal("the same group is not recognised")
+	}
+	for name, change := range map[string]func(*stateRecord){
+		"key":       func(r *stateRecord) { r.Key = "/vipd/other" },
+		"addresses": func(r *stateRecord) { r.Addresses = []string{"192.0.2.101/32"} },
+		"interface": func(r *stateRecord) { r.Interface = "eth1" },
+		"name":      func(r *stateRecord) { r.Name = "n2" },
+	} {
+		r := base
+		change(&r)
+		if sameGroup(r, cfg) {
+			t.Errorf("another %s is taken for the same group", name)
+		}
+	}
+}
