@@ -803,10 +803,12 @@ type candidate struct {
 	entry
 	key               string
 	createRev, modRev int64
+	lease             clientv3.LeaseID
 }
 
 func candidateFrom(kv *mvccpb.KeyValue) candidate {
-	return candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+	return candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision,
+		lease: clientv3.LeaseID(kv.Lease)}
 }
 
 // readCandidates reads every election entry, in queue order, and the
@@ -814,7 +816,13 @@ func candidateFrom(kv *mvccpb.KeyValue) candidate {
 func (t *term) readCandidates(timeout time.Duration) ([]candidate, int64, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
-	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	return listCandidates(ctx, t.cli, t.cfg.prefix)
+}
+
+// listCandidates reads every election entry under prefix, in queue order,
+// and the revision they were read at (also for `vipd -status`).
+func listCandidates(ctx context.Context, cli *clientv3.Client, prefix string) ([]candidate, int64, error) {
+	resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		return nil, 0, err
 	}
