@@ -275,9 +275,6 @@ func pidAlive(pid int) bool {
 // aligned columns; then the local view.
 func writeStatus(w io.Writer, rep statusReport) {
 	fmt.Fprintf(w, "group      %s (etcd %s)\n", rep.Key, strings.Join(rep.Endpoints, ","))
-	if rep.Error != "" {
-		fmt.Fprintf(w, "etcd       unreachable: %s\n", rep.Error)
-	}
 	nameW, rankW := 0, 0
 	all := rep.Candidates
 	if rep.Holder != nil {
@@ -294,9 +291,11 @@ func writeStatus(w io.Writer, rep statusReport) {
 		if h.Stale {
 			beat += fmt.Sprintf(" STALE (older than its %v TTL)", time.Duration(h.TTLMS)*time.Millisecond)
 		}
-		fmt.Fprintf(w, "%s  since %s (%s)  %s\n", row("holder", h.statusCandidate),
+		fmt.Fprintf(w, "%s  since %s (for %s)  %s\n", row("holder", h.statusCandidate),
 			h.Since.Format(statusStamp), statusSpan(time.Duration(h.HeldMS)*time.Millisecond), beat)
-	} else if rep.Error == "" {
+	} else if rep.Error != "" {
+		fmt.Fprintf(w, "holder     unknown: etcd unreachable (see stderr)\n")
+	} else {
 		fmt.Fprintf(w, "holder     none\n")
 	}
 	for i, c := range rep.Candidates {
