@@ -1055,6 +1055,9 @@ func beatOp(key, value string) clientv3.Op {
 func (t *term) heartbeat(now time.Time) string {
 	e := parseEntry([]byte(t.entry.Load().(string)))
 	e.since, e.beat = t.held.UnixMilli(), now.UnixMilli()
+	if t.held.IsZero() { // a tenure nobody recorded (an old state file): unknown, but the entry stays readable
+		e.since = e.beat
+	}
 	t.beats.Store([2]int64{e.since, e.beat})
 	b, _ := e.MarshalText()
 	return string(b)

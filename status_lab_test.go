@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -21,15 +22,15 @@ type statusRun struct {
 }
 
 // statusOn runs `vipd -status` (plus flags) on the node with the words its
-// daemon runs with (startWrapped).
+// daemon runs with (startWrapped), and the node's own /run (lab.run).
 func (l *lab) statusOn(nd *labNode, flags ...string) statusRun {
 	l.t.Helper()
 	bin, _ := binaries(l.t)
-	args := append([]string{"-cmdline", "none", "-status"}, flags...)
+	args := append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.runDir, bin, "-cmdline", "none", "-status"}, flags...)
 	args = append(args, "vip.address="+l.vipWord(), "vip.interface=eth0", "vip.etcd="+l.etcdURLs(),
 		"vip.name="+nd.name, "vip.log=stderr")
 	args = append(args, l.opt.args...)
-	cmd := nd.ns.command(bin, args...)
+	cmd := nd.ns.command("sh", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -83,6 +84,22 @@ func (l *lab) statusShows(nd *labNode, holder string, cands []string) string {
 		if c.LeaseTTL < 0 || c.Self != (c.Name == nd.name) {
 			return fmt.Sprintf("-status -json on %s: candidate %+v", nd.name, c)
 		}
+	}
+	// The local view: the node's own state file. A killed vipd leaves its
+	// file behind, with a pid that is gone.
+	lv := rep.Local
+	switch want := "candidate"; {
+	case nd.cmd == nil && lv != nil && lv.PIDAlive:
+		return fmt.Sprintf("-status -json on %s, whose vipd is gone: local view %+v, want its pid not running", nd.name, *lv)
+	case nd.cmd == nil:
+	case lv == nil:
+		return fmt.Sprintf("-status -json on %s: no local view (%s)", nd.name, rep.LocalError)
+	case nd.name == holder && (lv.State != "leader" || lv.Holder != holder):
+		return fmt.Sprintf("-status -json on holder %s: local view %+v", nd.name, *lv)
+	case nd.name != holder && lv.State != want:
+		return fmt.Sprintf("-status -json on %s: local view %+v, want state %s", nd.name, *lv, want)
+	case !lv.PIDAlive || lv.PID != nd.cmd.Process.Pid || lv.Name != nd.name:
+		return fmt.Sprintf("-status -json on %s: local view %+v, want pid %d running", nd.name, *lv, nd.cmd.Process.Pid)
 	}
 
 	human := l.statusOn(nd)
@@ -148,6 +165,17 @@ func TestStatusLab(t *testing.T) {
 	if !a.Holder.Since.Equal(b.Holder.Since) || !b.Holder.Beat.After(a.Holder.Beat) {
 		t.Fatalf("holder's since/heartbeat one second apart: %v/%v, then %v/%v; want the same since and a later heartbeat",
 			a.Holder.Since, a.Holder.Beat, b.Holder.Since, b.Holder.Beat)
+	}
+
+	// A SIGHUP re-executes the holder's vipd: its tenure goes on.
+	l.signal(old, syscall.SIGHUP)
+	waitLogCount(t, old, "resumed the earlier run's lease", 1, 10*time.Second)
+	l.waitStatus(old, others(l, old), 5*time.Second)
+	// The claim wrote the claim's time; the resumed run carries the state
+	// file's, when the address was added: up to takeoverWait later.
+	c, _ := l.statusJSON(l.nodes[0])
+	if d := c.Holder.Since.Sub(a.Holder.Since); d < 0 || d > takeoverWait+100*time.Millisecond {
+		t.Fatalf("holder's tenure began at %v, and after a SIGHUP at %v", a.Holder.Since, c.Holder.Since)
 	}
 
 	killed := time.Now()
