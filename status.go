@@ -94,9 +94,7 @@ type leaseInfo struct {
 // code. Failures go to stderr whatever vip.log says.
 func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 	rep := statusReport{Key: st.cfg.Key, Endpoints: st.cfg.Etcd, Candidates: []statusCandidate{}}
-	var cs []candidate
-	var leases map[clientv3.LeaseID]leaseInfo
-	err := askEtcd(st, func(c []candidate, l map[clientv3.LeaseID]leaseInfo) { cs, leases = c, l })
+	cs, leases, err := askEtcd(st)
 	now := time.Now() // the answers' time, not the question's
 	if err == nil {
 		rep = buildStatus(st.cfg.Key, st.cfg.Etcd, cs, leases, st.cfg.Name, now)
@@ -126,10 +124,10 @@ func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// askEtcd reads the election entries and their leases, bounded by
-// statusTimeout, and passes them to got. Its error says why etcd could
-// not be asked, with what a plain connection attempt finds out.
-func askEtcd(st setup, got func([]candidate, map[clientv3.LeaseID]leaseInfo)) error {
+// askEtcd reads the election entries (in queue order) and their leases,
+// bounded by statusTimeout. Its error says why etcd could not be asked,
+// with what a plain connection attempt finds out.
+func askEtcd(st setup) ([]candidate, map[clientv3.LeaseID]leaseInfo, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            st.cfg.Etcd,
 		TLS:                  st.tls,
@@ -138,7 +136,7 @@ func askEtcd(st setup, got func([]candidate, map[clientv3.LeaseID]leaseInfo)) er
 		Logger:               zap.NewNop(),
 	})
 	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
 	}
 	defer cli.Close()
 	// Without an etcd leader a read would wait out the whole timeout;
@@ -147,10 +145,9 @@ func askEtcd(st setup, got func([]candidate, map[clientv3.LeaseID]leaseInfo)) er
 	defer cancel()
 	cs, _, err := listCandidates(ctx, cli, st.cfg.Key)
 	if err != nil {
-		return fmt.Errorf("read the election under %s: %w%s", st.cfg.Key, err, diagnose(st.cfg.Etcd, st.tls))
+		return nil, nil, fmt.Errorf("read the election under %s: %w%s", st.cfg.Key, err, diagnose(st.cfg.Etcd, st.tls))
 	}
-	got(cs, leaseInfos(ctx, cli, cs))
-	return nil
+	return cs, leaseInfos(ctx, cli, cs), nil
 }
 
 // leaseInfos asks for every candidate's lease at once; a lease etcd does
