@@ -112,6 +112,11 @@ type term struct {
 	ranks    chan rank     // setRank; holds the latest only
 	entry    atomic.Value  // string: our election entry as last published
 	renewer  renewer       // used by keep only
+
+	// held is when this node's tenure began: set by keep before the claim
+	// (or for a resumed term), read by heartbeat on keep's behalf.
+	held  time.Time
+	beats atomic.Value // [2]int64: the since and beat the last heartbeat wrote (see withTenure)
 }
 
 const (
@@ -279,6 +284,9 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 			won = nil // the poll and the campaign may both report it
 			stopPoll()
 			createRev, sent = rev, time.Now()
+			if t.held.IsZero() {
+				t.held = sent
+			}
 			interval = t.ttl / leaderRenewalsPerTTL
 			next = interval
 			var claimRev int64
@@ -795,10 +803,12 @@ type candidate struct {
 	entry
 	key               string
 	createRev, modRev int64
+	lease             clientv3.LeaseID
 }
 
 func candidateFrom(kv *mvccpb.KeyValue) candidate {
-	return candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision}
+	return candidate{entry: parseEntry(kv.Value), key: string(kv.Key), createRev: kv.CreateRevision, modRev: kv.ModRevision,
+		lease: clientv3.LeaseID(kv.Lease)}
 }
 
 // readCandidates reads every election entry, in queue order, and the
@@ -806,7 +816,13 @@ func candidateFrom(kv *mvccpb.KeyValue) candidate {
 func (t *term) readCandidates(timeout time.Duration) ([]candidate, int64, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
-	resp, err := t.cli.Get(ctx, t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	return listCandidates(ctx, t.cli, t.cfg.prefix)
+}
+
+// listCandidates reads every election entry under prefix, in queue order,
+// and the revision they were read at (also for `vipd -status`).
+func listCandidates(ctx context.Context, cli *clientv3.Client, prefix string) ([]candidate, int64, error) {
+	resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -864,7 +880,7 @@ func (t *term) claim(key string, createRev int64, id clientv3.LeaseID, others []
 		conds = append(conds, clientv3.Compare(clientv3.ModRevision(c.key), "=", c.modRev))
 	}
 	resp, err := t.cli.Txn(ctx).If(conds...).
-		Then(beatOp(key), clientv3.OpGet(t.cfg.prefix), clientv3.OpDelete(t.cfg.prefix)).Else(clientv3.OpGet(key)).Commit()
+		Then(beatOp(key, t.heartbeat(time.Now())), clientv3.OpGet(t.cfg.prefix), clientv3.OpDelete(t.cfg.prefix)).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("%w %s: %w: %w", errClaim, key, errClaimRPC, err)
 	}
@@ -907,7 +923,7 @@ func (t *term) publishRank(key string, id clientv3.LeaseID) {
 		value := entryValue(t.cfg.name, want)
 		ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
 		resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
-			Then(clientv3.OpPut(key, value, clientv3.WithIgnoreLease())).Commit()
+			Then(clientv3.OpPut(key, t.withTenure(value), clientv3.WithIgnoreLease())).Commit()
 		cancel()
 		t.failed(t.ctx, opWrite, err)
 		if err == nil && resp.Succeeded {
@@ -1027,9 +1043,38 @@ func (t *term) releaseKey(key string, createRev int64) {
 	}
 }
 
-// beatOp rewrites a key as it is: a new mod revision, same value and lease.
-func beatOp(key string) clientv3.Op {
-	return clientv3.OpPut(key, "", clientv3.WithIgnoreValue(), clientv3.WithIgnoreLease())
+// beatOp is a heartbeat: the key rewritten with value (see heartbeat),
+// which gives it a new mod revision, under the same lease.
+func beatOp(key, value string) clientv3.Op {
+	return clientv3.OpPut(key, value, clientv3.WithIgnoreLease())
+}
+
+// heartbeat is our election entry as a heartbeat sent at now writes it:
+// the entry as last published, with our tenure's start and now, which
+// `vipd -status` shows (etcd keeps no times).
+func (t *term) heartbeat(now time.Time) string {
+	e := parseEntry([]byte(t.entry.Load().(string)))
+	e.since, e.beat = t.held.UnixMilli(), now.UnixMilli()
+	if t.held.IsZero() { // a tenure nobody recorded (an old state file): unknown, but the entry stays readable
+		e.since = e.beat
+	}
+	t.beats.Store([2]int64{e.since, e.beat})
+	b, _ := e.MarshalText()
+	return string(b)
+}
+
+// withTenure adds to an entry value the since and beat of our last
+// heartbeat, if we hold the VIP: a rank published between two heartbeats
+// must not make the holder look like a candidate to `vipd -status`.
+func (t *term) withTenure(value string) string {
+	sb, ok := t.beats.Load().([2]int64)
+	if !ok {
+		return value
+	}
+	e := parseEntry([]byte(value))
+	e.since, e.beat = sb[0], sb[1]
+	b, _ := e.MarshalText()
+	return string(b)
 }
 
 // beat sends one heartbeat: our election key rewritten, on condition that it
@@ -1039,7 +1084,7 @@ func (t *term) beat(key string, createRev int64, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
 	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
-		Then(beatOp(key)).Commit()
+		Then(beatOp(key, t.heartbeat(time.Now()))).Commit()
 	if err != nil {
 		return err
 	}

@@ -166,7 +166,7 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 			case <-beatCtx.Done():
 				return
 			case <-tick.C:
-				cli.Txn(beatCtx).If(clientv3.Compare(clientv3.Version(holderKey), ">", 0)).Then(beatOp(holderKey)).Commit()
+				cli.Txn(beatCtx).If(clientv3.Compare(clientv3.Version(holderKey), ">", 0)).Then(beatOp(holderKey, "holder")).Commit()
 			}
 		}
 	}()

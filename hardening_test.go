@@ -34,9 +34,10 @@ func electionKey(t testing.TB, cli *clientv3.Client) (key string, createRev int6
 // nobody reads (the candidate's leader poll, left open once elected) keeps
 // every one of them: measured +17 MiB per 20,000 writes.
 //
-// The writes rewrite the leader's own election key exactly as a heartbeat
-// does (same value, same lease), so the election is undisturbed: no new key
-// competes, and the create revision stays.
+// The writes rewrite the leader's own election key as a heartbeat does
+// (same lease; the value is kept as the last heartbeat wrote it), so the
+// election is undisturbed: no new key competes, and the create revision
+// stays.
 func TestLeaderMemoryFlat(t *testing.T) {
 	const (
 		writes  = 20000

@@ -38,9 +38,11 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cmdlinePath := fs.String("cmdline", "/proc/cmdline", "read vip.* words from `PATH` (\"none\": no kernel command line)")
 	check := fs.Bool("check", false, "validate the configuration, print it as vip.key=value lines and exit")
+	status := fs.Bool("status", false, "ask etcd who holds the VIP and who is next, show this node's state file, and exit (0: there is a holder)")
+	asJSON := fs.Bool("json", false, "with -status: print one JSON object")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check] [-version] [vip.key=value ...]\n")
+		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check | -status [-json]] [-version] [vip.key=value ...]\n")
 		fs.PrintDefaults()
 		printSettings(stderr)
 	}
@@ -48,6 +50,10 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
+		return exitUsage
+	}
+	if *asJSON && !*status {
+		fmt.Fprintf(stderr, "vipd: -json goes with -status\n")
 		return exitUsage
 	}
 	if *showVersion {
@@ -58,7 +64,7 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	// A SIGHUP while the configuration loads (a config device can take
 	// its time) is kept for the loop, not the default end of the process.
 	signals := make(chan os.Signal, 1)
-	if !*check {
+	if !*check && !*status {
 		signal.Notify(signals, syscall.SIGHUP)
 	}
 
@@ -77,6 +83,9 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "# state file: %s\n", statePath(st.cfg.Key))
 		return exitOK
+	}
+	if *status {
+		return runStatus(st, *asJSON, stdout, stderr)
 	}
 	return serve(st, signals, stderr)
 }

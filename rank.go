@@ -39,41 +39,81 @@ func (r rank) String() string {
 // rank a node can have, so that nobody steps aside or hands over for it.
 var unranked = rank{healthy: false, priority: math.MinInt}
 
-// entry is an election key's value: the node's name and its rank.
+// entry is an election key's value: the node's name and its rank, and,
+// once the node holds the VIP, when its tenure began and when it sent its
+// last heartbeat. etcd records neither (a key's revisions carry no time),
+// and `vipd -status` shows both.
 type entry struct {
-	name string
-	rank rank
+	name  string
+	rank  rank
+	since int64 // unix milliseconds, holder's clock; 0: not a holder
+	beat  int64 // unix milliseconds, holder's clock; 0 when since is
 }
 
-// MarshalText writes "NAME healthy|unhealthy PRIORITY". Names have no
-// whitespace (kcmdline.go validName), so the fields split cleanly.
+// holds says whether the entry was written by a holder (its claim or a
+// heartbeat).
+func (e entry) holds() bool { return e.since != 0 }
+
+// MarshalText writes "NAME healthy|unhealthy PRIORITY", followed by
+// " since=MS beat=MS" for a holder. Names have no whitespace (kcmdline.go
+// validName), so the fields split cleanly.
 func (e entry) MarshalText() ([]byte, error) {
 	h := "healthy"
 	if !e.rank.healthy {
 		h = "unhealthy"
 	}
-	return []byte(e.name + " " + h + " " + strconv.Itoa(e.rank.priority)), nil
+	s := e.name + " " + h + " " + strconv.Itoa(e.rank.priority)
+	if e.holds() {
+		s += " since=" + strconv.FormatInt(e.since, 10) + " beat=" + strconv.FormatInt(e.beat, 10)
+	}
+	return []byte(s), nil
 }
 
 // UnmarshalText reads an election key's value. A bare name is what vipd
 // wrote before ranks existed: such a node has the default rank (healthy,
-// priority 0). Anything else that does not parse names the node by the
-// whole value and ranks it below everyone.
+// priority 0). Only the canonical forms are read, so that what is read
+// encodes to the same bytes. Anything else names the node by the whole
+// value and ranks it below everyone.
 func (e *entry) UnmarshalText(b []byte) error {
 	f := strings.Fields(string(b))
+	canonical := strings.Join(f, " ") == string(b)
 	switch {
-	case len(f) == 1 && f[0] == string(b):
+	case len(f) == 1 && canonical:
 		*e = entry{name: f[0], rank: rank{healthy: true}}
 		return nil
-	case len(f) == 3 && f[0]+" "+f[1]+" "+f[2] == string(b) && (f[1] == "healthy" || f[1] == "unhealthy"):
+	case (len(f) == 3 || len(f) == 5) && canonical && (f[1] == "healthy" || f[1] == "unhealthy"):
 		p, err := strconv.Atoi(f[2])
-		if err == nil && strconv.Itoa(p) == f[2] {
-			*e = entry{name: f[0], rank: rank{healthy: f[1] == "healthy", priority: p}}
-			return nil
+		if err != nil || strconv.Itoa(p) != f[2] {
+			break
 		}
+		r := entry{name: f[0], rank: rank{healthy: f[1] == "healthy", priority: p}}
+		if len(f) == 5 {
+			var sinceOK, beatOK bool
+			r.since, sinceOK = millisField(f[3], "since=")
+			r.beat, beatOK = millisField(f[4], "beat=")
+			if !sinceOK || !beatOK {
+				break // out of the switch: unreadable
+			}
+		}
+		*e = r
+		return nil
 	}
 	*e = entry{name: string(b), rank: unranked}
-	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy PRIORITY\"", b)
+	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy PRIORITY [since=MS beat=MS]\"", b)
+}
+
+// millisField reads "PREFIX<unix milliseconds>", a positive number written
+// as strconv writes it.
+func millisField(s, prefix string) (int64, bool) {
+	v, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 || strconv.FormatInt(n, 10) != v {
+		return 0, false
+	}
+	return n, true
 }
 
 // parseEntry reads an election key's value, unreadable ones included (see

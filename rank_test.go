@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,36 +30,52 @@ func TestRankOrder(t *testing.T) {
 }
 
 func TestEntryText(t *testing.T) {
+	type e = entry
 	cases := []struct {
 		value string
 		want  entry
 		ok    bool
 	}{
-		{"n1 healthy 10", entry{"n1", rank{true, 10}}, true},
-		{"n1 unhealthy -3", entry{"n1", rank{false, -3}}, true},
-		{"02:00:5e:00:53:01 healthy 0", entry{"02:00:5e:00:53:01", rank{true, 0}}, true},
+		{"n1 healthy 10", e{name: "n1", rank: rank{true, 10}}, true},
+		{"n1 unhealthy -3", e{name: "n1", rank: rank{false, -3}}, true},
+		{"02:00:5e:00:53:01 healthy 0", e{name: "02:00:5e:00:53:01", rank: rank{true, 0}}, true},
+		// A holder's: its tenure and last heartbeat.
+		{"n1 healthy 0 since=1700000000000 beat=1700000012345", e{name: "n1", rank: rank{true, 0}, since: 1700000000000, beat: 1700000012345}, true},
+		{"n2 unhealthy -7 since=1 beat=2", e{name: "n2", rank: rank{false, -7}, since: 1, beat: 2}, true},
 		// What vipd wrote before ranks: the default rank.
-		{"n1", entry{"n1", rank{true, 0}}, true},
+		{"n1", e{name: "n1", rank: rank{true, 0}}, true},
 		// Unreadable: named by the whole value, below everyone.
-		{"", entry{"", unranked}, false},
-		{"n1 sick 3", entry{"n1 sick 3", unranked}, false},
-		{"n1 healthy", entry{"n1 healthy", unranked}, false},
-		{"n1 healthy 010", entry{"n1 healthy 010", unranked}, false},
-		{"n1 healthy +1", entry{"n1 healthy +1", unranked}, false},
-		{"n1  healthy 1", entry{"n1  healthy 1", unranked}, false},
-		{" n1", entry{" n1", unranked}, false},
-		{"n1 healthy 99999999999999999999", entry{"n1 healthy 99999999999999999999", unranked}, false},
+		{"", e{name: "", rank: unranked}, false},
+		{"n1 sick 3", e{name: "n1 sick 3", rank: unranked}, false},
+		{"n1 healthy", e{name: "n1 healthy", rank: unranked}, false},
+		{"n1 healthy 010", e{name: "n1 healthy 010", rank: unranked}, false},
+		{"n1 healthy +1", e{name: "n1 healthy +1", rank: unranked}, false},
+		{"n1  healthy 1", e{name: "n1  healthy 1", rank: unranked}, false},
+		{" n1", e{name: " n1", rank: unranked}, false},
+		{"n1 healthy 99999999999999999999", e{name: "n1 healthy 99999999999999999999", rank: unranked}, false},
+		{"n1 healthy 0 since=5", e{name: "n1 healthy 0 since=5", rank: unranked}, false},
+		{"n1 healthy 0 since=5 beat=6 x", e{name: "n1 healthy 0 since=5 beat=6 x", rank: unranked}, false},
+		{"n1 healthy 0 beat=6 since=5", e{name: "n1 healthy 0 beat=6 since=5", rank: unranked}, false},
+		{"n1 healthy 0 since=0 beat=6", e{name: "n1 healthy 0 since=0 beat=6", rank: unranked}, false},
+		{"n1 healthy 0 since=5 beat=-6", e{name: "n1 healthy 0 since=5 beat=-6", rank: unranked}, false},
+		{"n1 healthy 0 since=05 beat=6", e{name: "n1 healthy 0 since=05 beat=6", rank: unranked}, false},
+		{"n1 healthy 0 since=5 beat=", e{name: "n1 healthy 0 since=5 beat=", rank: unranked}, false},
+		{"n1 healthy 0 since=5  beat=6", e{name: "n1 healthy 0 since=5  beat=6", rank: unranked}, false},
+		{"n1 healthy 0 since=5 beat=6\n", e{name: "n1 healthy 0 since=5 beat=6\n", rank: unranked}, false},
 	}
 	for _, c := range cases {
-		var e entry
-		err := e.UnmarshalText([]byte(c.value))
-		if (err == nil) != c.ok || e != c.want {
-			t.Errorf("%q: got %+v, err %v; want %+v, ok %v", c.value, e, err, c.want, c.ok)
+		var got entry
+		err := got.UnmarshalText([]byte(c.value))
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%q: got %+v, err %v; want %+v, ok %v", c.value, got, err, c.want, c.ok)
 		}
-		if c.ok && len(c.value) > 2 && c.value != "n1" {
-			if b, _ := e.MarshalText(); string(b) != c.value {
-				t.Errorf("%+v encodes as %q, want %q", e, b, c.value)
+		if c.ok && c.value != "n1" {
+			if b, _ := got.MarshalText(); string(b) != c.value {
+				t.Errorf("%+v encodes as %q, want %q", got, b, c.value)
 			}
+		}
+		if c.ok && got.holds() != strings.Contains(c.value, "since=") {
+			t.Errorf("%q: holds() = %v", c.value, got.holds())
 		}
 	}
 }
@@ -66,7 +83,9 @@ func TestEntryText(t *testing.T) {
 // FuzzEntry: what the entry decoder accepts encodes to the same bytes,
 // apart from the bare name of older versions, which gains its rank.
 func FuzzEntry(f *testing.F) {
-	for _, s := range []string{"n1 healthy 10", "n1 unhealthy -3", "n1", "", "a b c", "n1 healthy 0"} {
+	for _, s := range []string{"n1 healthy 10", "n1 unhealthy -3", "n1", "", "a b c", "n1 healthy 0",
+		"n1 healthy 0 since=1700000000000 beat=1700000012345", "n1 unhealthy -3 since=1 beat=1", "n1 healthy 0 since=0 beat=1",
+		"n1 healthy 0 since=1 beat=", "n1 healthy 0 since=1 beat=2 beat=3"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

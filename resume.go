@@ -63,8 +63,16 @@ type resumed struct {
 // when the lease cannot be resumed and the term goes on with a new one.
 // It tries for at most a TTL: by then the lease has either expired or been
 // renewed.
-func (t *term) resumeLead(r resumeLease) bool {
+func (t *term) resumeLead(r resumeLease) (over bool) {
 	t.ttl = r.ttl
+	// The tenure goes on, and the confirmation, a heartbeat, says since
+	// when (-status); a term that campaigns afresh starts a new one.
+	t.held = r.held
+	defer func() {
+		if !over {
+			t.held = time.Time{}
+		}
+	}()
 	give := time.Now().Add(r.ttl)
 	for {
 		sent := time.Now()
@@ -109,7 +117,7 @@ func (t *term) confirm(r resumeLease) (int64, bool, error) {
 	resp, err := t.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(r.key), "=", r.createRev),
 		clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.id)).
-		Then(clientv3.OpPut(r.key, t.entry.Load().(string), clientv3.WithIgnoreLease()),
+		Then(beatOp(r.key, t.heartbeat(time.Now())),
 			clientv3.OpGet(t.cfg.prefix+"/", clientv3.WithFirstCreate()...)).Commit()
 	if err != nil {
 		t.failed(t.ctx, opClaim, err)

@@ -1,0 +1,374 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// `vipd -status` answers an operator's first question: who holds the VIP,
+// who is next, and what this node thinks. It reads the election entries
+// (elect.go) once, asks for each lease's time left, and reads the local
+// state file. Everything it says about time comes from the holder's own
+// clock (its entry's since= and beat=) or from etcd (lease time left).
+
+// statusTimeout bounds the questions to etcd; diagnosing an unreachable
+// etcd adds at most one more second (diagnose), so the command finishes
+// within a few seconds whatever state etcd is in.
+const statusTimeout = 3 * time.Second
+
+// statusReport is what -status prints; its JSON form is for scripts
+// (README, "Status"). Durations are milliseconds and times RFC 3339, so
+// that a script needs no Go duration parser.
+type statusReport struct {
+	Key        string            `json:"key"`
+	Endpoints  []string          `json:"endpoints"`
+	At         time.Time         `json:"at"`              // when asked, this node's clock
+	Error      string            `json:"error,omitempty"` // etcd could not be asked
+	Holder     *statusHolder     `json:"holder"`          // null: nobody holds the VIP
+	Candidates []statusCandidate `json:"candidates"`      // everyone else, in takeover order
+	Local      *statusLocal      `json:"local,omitempty"` // this node's state file, if there is one
+	LocalError string            `json:"local_error,omitempty"`
+}
+
+// statusCandidate is one election entry.
+type statusCandidate struct {
+	Name     string `json:"name"`
+	Rank     string `json:"rank"` // "healthy, priority 0", or "unranked" for an entry vipd cannot read
+	Healthy  bool   `json:"healthy"`
+	Priority int    `json:"priority"` // 0 when unranked
+	Unranked bool   `json:"unranked,omitempty"`
+	Key      string `json:"key"`
+	Lease    string `json:"lease"`        // hex, as etcdctl prints it
+	LeaseTTL int64  `json:"lease_left_s"` // etcd's whole seconds; -1: expired or unknown
+	Self     bool   `json:"this_node,omitempty"`
+}
+
+// statusHolder is the candidate that has claimed the VIP.
+type statusHolder struct {
+	statusCandidate
+	Since     time.Time `json:"since"`            // its tenure's start, its clock
+	HeldMS    int64     `json:"held_ms"`          // At - Since
+	Beat      time.Time `json:"last_heartbeat"`   // its clock
+	BeatAgeMS int64     `json:"heartbeat_age_ms"` // At - Beat: negative when its clock runs ahead of ours
+	TTLMS     int64     `json:"ttl_ms,omitempty"` // its lease's granted TTL; 0: unknown
+	// Stale: its heartbeat is older than its TTL, so by its own deadline
+	// it has stepped down (or is frozen or cut off); the other candidates
+	// remove its key shortly.
+	Stale bool `json:"stale"`
+}
+
+// statusLocal is this node's state file (statefile.go), as -status sees it.
+type statusLocal struct {
+	Path           string    `json:"path"`
+	Name           string    `json:"name"`
+	State          string    `json:"state"`
+	StateSince     time.Time `json:"state_since"`
+	Holder         string    `json:"holder,omitempty"`
+	DeadlineLeftMS *int64    `json:"deadline_left_ms,omitempty"` // negative: passed
+	LastAnnounced  time.Time `json:"last_announcement,omitzero"`
+	LastStepDown   string    `json:"last_stepdown,omitempty"`
+	SteppedDownAt  time.Time `json:"last_stepdown_at,omitzero"`
+	PID            int       `json:"pid"`
+	PIDAlive       bool      `json:"pid_alive"`
+	Written        time.Time `json:"written"`
+}
+
+// leaseInfo is what etcd says of one lease.
+type leaseInfo struct {
+	left, granted int64 // seconds; left -1: expired
+}
+
+// runStatus is `vipd -status`: it prints the report and returns the exit
+// code. Failures go to stderr whatever vip.log says.
+func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
+	rep := statusReport{Key: st.cfg.Key, Endpoints: st.cfg.Etcd, Candidates: []statusCandidate{}}
+	cs, leases, err := askEtcd(st)
+	now := time.Now() // the answers' time, not the question's
+	if err == nil {
+		rep = buildStatus(st.cfg.Key, st.cfg.Etcd, cs, leases, st.cfg.Name, now)
+	} else {
+		rep.At = now
+		rep.Error = err.Error()
+	}
+	rep.Local, err = localStatus(statePath(st.cfg.Key), now)
+	if err != nil {
+		rep.LocalError = err.Error()
+	}
+
+	if asJSON {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		writeStatus(stdout, rep)
+	}
+	switch {
+	case rep.Error != "":
+		fmt.Fprintf(stderr, "vipd: etcd unreachable at %s: %s\n", strings.Join(st.cfg.Etcd, ","), rep.Error)
+		return exitRuntime
+	case rep.Holder == nil:
+		fmt.Fprintf(stderr, "vipd: no holder of %s: %d candidates\n", st.cfg.Key, len(rep.Candidates))
+		return exitRuntime
+	}
+	return exitOK
+}
+
+// askEtcd reads the election entries (in queue order) and their leases,
+// bounded by statusTimeout. Its error says why etcd could not be asked,
+// with what a plain connection attempt finds out.
+func askEtcd(st setup) ([]candidate, map[clientv3.LeaseID]leaseInfo, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            st.cfg.Etcd,
+		TLS:                  st.tls,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: time.Second,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
+	}
+	defer cli.Close()
+	// Without an etcd leader a read would wait out the whole timeout;
+	// with this it fails at once and says why.
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), statusTimeout)
+	defer cancel()
+	cs, _, err := listCandidates(ctx, cli, st.cfg.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the election under %s: %w%s", st.cfg.Key, err, diagnose(st.cfg.Etcd, st.tls))
+	}
+	return cs, leaseInfos(ctx, cli, cs), nil
+}
+
+// leaseInfos asks for every candidate's lease at once; a lease etcd does
+// not answer for is left out (shown as unknown).
+func leaseInfos(ctx context.Context, cli *clientv3.Client, cs []candidate) map[clientv3.LeaseID]leaseInfo {
+	var mu sync.Mutex
+	out := map[clientv3.LeaseID]leaseInfo{}
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Go(func() {
+			resp, err := cli.TimeToLive(ctx, c.lease)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			out[c.lease] = leaseInfo{left: resp.TTL, granted: resp.GrantedTTL}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// splitHolder finds the holder among the election entries, which are in
+// queue order (oldest first): the oldest key leads the election, and it
+// holds the VIP once it has claimed, which writes since= and beat= into its
+// entry. An oldest key without them is a candidate still deciding whether
+// to claim or to step aside for a better-ranked one: nobody holds the VIP
+// yet. The rest are in the order they would take over.
+func splitHolder(cs []candidate) (*candidate, []candidate) {
+	if len(cs) > 0 && cs[0].holds() {
+		h := cs[0]
+		return &h, takeoverOrder(cs[1:])
+	}
+	return nil, takeoverOrder(cs)
+}
+
+// takeoverOrder sorts candidates (given in queue order) as they would take
+// over: the claim goes to the best rank, the first in the queue among
+// equals (bestOf), and then to the best of the rest.
+func takeoverOrder(cs []candidate) []candidate {
+	rest := append([]candidate(nil), cs...)
+	var out []candidate
+	for len(rest) > 0 {
+		best, _ := bestOf(rest)
+		out = append(out, best)
+		for i := range rest {
+			if rest[i].key == best.key {
+				rest = append(rest[:i], rest[i+1:]...)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// buildStatus is the report on the entries cs (queue order) and their
+// leases, as of now. self is this node's vip.name ("" if unknown).
+func buildStatus(key string, endpoints []string, cs []candidate, leases map[clientv3.LeaseID]leaseInfo, self string, now time.Time) statusReport {
+	rep := statusReport{Key: key, Endpoints: endpoints, At: now, Candidates: []statusCandidate{}}
+	h, rest := splitHolder(cs)
+	if h != nil {
+		since, beat := time.UnixMilli(h.since), time.UnixMilli(h.beat)
+		sh := &statusHolder{statusCandidate: statusOf(*h, leases, self), Since: since, HeldMS: now.Sub(since).Milliseconds(),
+			Beat: beat, BeatAgeMS: now.Sub(beat).Milliseconds()}
+		if l, ok := leases[h.lease]; ok && l.granted > 0 {
+			ttl := time.Duration(l.granted) * time.Second
+			sh.TTLMS, sh.Stale = ttl.Milliseconds(), now.Sub(beat) > ttl
+		}
+		rep.Holder = sh
+	}
+	for _, c := range rest {
+		rep.Candidates = append(rep.Candidates, statusOf(c, leases, self))
+	}
+	return rep
+}
+
+func statusOf(c candidate, leases map[clientv3.LeaseID]leaseInfo, self string) statusCandidate {
+	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Priority: c.rank.priority,
+		Key: c.key, Lease: strconv.FormatInt(int64(c.lease), 16), LeaseTTL: -1, Self: self != "" && c.name == self}
+	if c.rank == unranked {
+		s.Rank, s.Priority, s.Unranked = "unranked", 0, true
+	}
+	if l, ok := leases[c.lease]; ok {
+		s.LeaseTTL = l.left
+	}
+	return s
+}
+
+// localStatus reads this node's state file: nil without one (no vipd has
+// run for this group since boot, or it stopped gracefully).
+func localStatus(path string, now time.Time) (*statusLocal, error) {
+	r, err := readState(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	l := &statusLocal{Path: path, Name: r.Name, State: r.State, StateSince: r.StateSince, Holder: r.Holder,
+		LastAnnounced: r.LastAnnounced, LastStepDown: r.LastStepDown, SteppedDownAt: r.SteppedDownAt,
+		PID: r.PID, PIDAlive: pidAlive(r.PID), Written: r.Written}
+	if !r.Deadline.IsZero() {
+		left := r.Deadline.Sub(now).Milliseconds()
+		l.DeadlineLeftMS = &left
+	}
+	return l, nil
+}
+
+// pidAlive says whether a process with this pid exists (it may belong to
+// someone else: EPERM still means it exists).
+func pidAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// writeStatus prints the report for people: one line per election entry,
+// holder first, then the candidates in takeover order, names and ranks in
+// aligned columns; then the local view.
+func writeStatus(w io.Writer, rep statusReport) {
+	fmt.Fprintf(w, "group      %s (etcd %s)\n", rep.Key, strings.Join(rep.Endpoints, ","))
+	nameW, rankW := 0, 0
+	all := rep.Candidates
+	if rep.Holder != nil {
+		all = append([]statusCandidate{rep.Holder.statusCandidate}, all...)
+	}
+	for _, c := range all {
+		nameW, rankW = max(nameW, len(c.Name)+len(statusSelfMark(c))), max(rankW, len(c.Rank))
+	}
+	row := func(role string, c statusCandidate) string {
+		return fmt.Sprintf("%-10s %-*s  %-*s  lease %s", role, nameW, c.Name+statusSelfMark(c), rankW, c.Rank, statusLeaseLeft(c.LeaseTTL))
+	}
+	if h := rep.Holder; h != nil {
+		beat := "heartbeat " + statusAgo(time.Duration(h.BeatAgeMS)*time.Millisecond)
+		if h.Stale {
+			beat += fmt.Sprintf(" STALE (older than its %v TTL)", time.Duration(h.TTLMS)*time.Millisecond)
+		}
+		fmt.Fprintf(w, "%s  since %s (for %s)  %s\n", row("holder", h.statusCandidate),
+			h.Since.Format(statusStamp), statusSpan(time.Duration(h.HeldMS)*time.Millisecond), beat)
+	} else if rep.Error != "" {
+		fmt.Fprintf(w, "holder     unknown: etcd unreachable (see stderr)\n")
+	} else {
+		fmt.Fprintf(w, "holder     none\n")
+	}
+	for i, c := range rep.Candidates {
+		fmt.Fprintf(w, "%s\n", row(fmt.Sprintf("next %d", i+1), c))
+	}
+	writeLocalStatus(w, rep.Local, rep.LocalError, rep.At)
+}
+
+func statusSelfMark(c statusCandidate) string {
+	if c.Self {
+		return " *"
+	}
+	return ""
+}
+
+func writeLocalStatus(w io.Writer, l *statusLocal, readErr string, now time.Time) {
+	switch {
+	case readErr != "":
+		fmt.Fprintf(w, "this node  state file unreadable: %s\n", readErr)
+		return
+	case l == nil:
+		fmt.Fprintf(w, "this node  no state file\n")
+		return
+	}
+	pid := "not running"
+	if l.PIDAlive {
+		pid = "running"
+	}
+	fmt.Fprintf(w, "this node  %s, %s (written %s ago)\n", l.Name, l.Path, statusSpan(now.Sub(l.Written)))
+	fmt.Fprintf(w, "  state      %s since %s (%s)\n", l.State, l.StateSince.Format(statusStamp), statusSpan(now.Sub(l.StateSince)))
+	if l.Holder != "" {
+		fmt.Fprintf(w, "  holder     %s\n", l.Holder)
+	}
+	if l.DeadlineLeftMS != nil {
+		fmt.Fprintf(w, "  deadline   %s\n", statusLeft(time.Duration(*l.DeadlineLeftMS)*time.Millisecond))
+	}
+	if !l.LastAnnounced.IsZero() {
+		fmt.Fprintf(w, "  announced  %s (%s ago)\n", l.LastAnnounced.Format(statusStamp), statusSpan(now.Sub(l.LastAnnounced)))
+	}
+	if l.LastStepDown != "" {
+		fmt.Fprintf(w, "  stepdown   %s (%s ago): %s\n", l.SteppedDownAt.Format(statusStamp), statusSpan(now.Sub(l.SteppedDownAt)), l.LastStepDown)
+	}
+	fmt.Fprintf(w, "  pid        %d (%s)\n", l.PID, pid)
+}
+
+const statusStamp = "2006-01-02 15:04:05.000 MST"
+
+// span is a duration short enough to read at a glance.
+func statusSpan(d time.Duration) string {
+	switch a := d.Abs(); {
+	case a < 10*time.Second:
+		return d.Round(time.Millisecond).String()
+	case a < time.Hour:
+		return d.Round(time.Second).String()
+	default:
+		return d.Round(time.Minute).String()
+	}
+}
+
+func statusAgo(d time.Duration) string {
+	if d < 0 {
+		return statusSpan(-d) + " in the future (clock skew)"
+	}
+	return statusSpan(d) + " ago"
+}
+
+func statusLeft(d time.Duration) string {
+	if d < 0 {
+		return "passed " + statusSpan(-d) + " ago"
+	}
+	return statusSpan(d) + " left"
+}
+
+func statusLeaseLeft(secs int64) string {
+	if secs < 0 {
+		return "unknown"
+	}
+	return strconv.FormatInt(secs, 10) + "s left"
+}
