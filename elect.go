@@ -68,6 +68,7 @@ type termEvent struct {
 	key       string
 	createRev int64
 	resumed   bool
+	held      time.Time // evElected: the tenure's start, as the election entry says it
 }
 
 // campaigner is a term as the node sees it; tests replace it.
@@ -301,7 +302,7 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 			leading = true
 			go t.watchKey(key, claimRev)
 			go t.followRivals(key, claimRev)
-			ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released, lease: id, key: key, createRev: createRev}
+			ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released, lease: id, key: key, createRev: createRev, held: t.held}
 			if !t.renewed(renewErr, sent, &trouble, &ev) {
 				return createRev, leading
 			}

@@ -157,7 +157,7 @@ type node struct {
 	resume    *resumeLease // the first term carries on this earlier lease
 	resuming  bool         // until that is settled, a copy of the VIP on the link is the earlier run's: left alone
 	resumedAt time.Time    // a resumed leader's confirmation: no takeover burst
-	tenure    time.Time    // a resumed leader's: when the earlier run took the VIP
+	tenure    time.Time    // once elected: the tenure's start (the claim; a resumed term's earlier claim)
 	// A SIGHUP on a leader first renews, so that the address's lifetime
 	// covers the re-exec; reexecAt bounds that wait.
 	reloading bool
@@ -284,7 +284,8 @@ func (n *node) setState(s nodeState, reason string) {
 	n.rec.StateSince = time.Now()
 	n.rec.Holder, n.rec.HeldSince = "", time.Time{}
 	if s == stateLeader {
-		n.rec.Holder, n.rec.HeldSince = n.rec.Name, n.ho.tookAt
+		// The claim's time, as the election entry says it (-status).
+		n.rec.Holder, n.rec.HeldSince = n.rec.Name, cmp.Or(n.tenure, n.ho.tookAt)
 	}
 	n.save()
 }
@@ -450,7 +451,7 @@ func (n *node) endTerm(graceful bool) {
 	n.deadline, n.beat = time.Time{}, time.Time{}
 	n.timer.Stop()
 	n.elected = false
-	n.resuming, n.resumedAt = false, time.Time{}
+	n.resuming, n.resumedAt, n.tenure = false, time.Time{}, time.Time{}
 	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
@@ -551,7 +552,6 @@ func (n *node) campaign() {
 	}
 	if n.resume != nil {
 		ec.resume, n.resume = n.resume, nil
-		n.tenure = ec.resume.held
 		n.log.infof("resuming the earlier run's term for %s as %q (%s)", n.cfg.Key, name, n.rank())
 	} else {
 		n.log.infof("campaigning for %s as %q (%s)", n.cfg.Key, name, n.rank())
@@ -585,6 +585,7 @@ func (n *node) onTerm(ev termEvent) {
 		n.elected = true
 		n.setDeadlines(ev)
 		n.rec.CreateRevision = ev.createRev
+		n.tenure = ev.held
 		if ev.resumed {
 			n.resuming, n.resumedAt = false, time.Now()
 			n.take()

@@ -139,7 +139,7 @@ func (t *term) carryOn(r resumeLease, rev int64, sent time.Time) {
 	if !t.send(termEvent{kind: evGranted, ttl: r.ttl, deadline: deadlineAfter(sent, r.ttl), lease: r.id, key: r.key, resumed: true}) {
 		return
 	}
-	if !t.send(termEvent{kind: evElected, beat: deadlineAfter(sent, r.ttl), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev}) {
+	if !t.send(termEvent{kind: evElected, beat: deadlineAfter(sent, r.ttl), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev, held: r.held}) {
 		return
 	}
 	go t.publishRank(r.key, r.id)

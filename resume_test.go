@@ -38,7 +38,8 @@ func resumingNodeLab(t *testing.T) *nodeLab {
 func (nl *nodeLab) resumedEvents(sent time.Time) {
 	ttl := nl.n.cfg.TTL
 	nl.n.onTerm(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
-	nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7})
+	nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7,
+		held: time.Now().Add(-time.Hour)})
 }
 
 // TestNodeResume: the earlier run's copies stay while the lease is being
