@@ -269,3 +269,29 @@ func TestDualStackFailover(t *testing.T) {
 	}
 	l.assertNoOverlap()
 }
+
+// TestEtcdLateStart: nodes that start before their etcd exists (a cluster
+// not yet bootstrapped) wait with one log line each, and one of them holds
+// the VIP promptly once etcd answers. gRPC's own reconnect backoff grows
+// to two minutes; vipd caps it (main.go etcdReconnect), so after 20 s of
+// refused connections the next attempt is at most a second away, not
+// another 10 s or more.
+func TestEtcdLateStart(t *testing.T) {
+	l := newLab(t, 2, "vip.ttl=2")
+	l.stopMember(l.etcd[0])
+	l.startAll()
+	time.Sleep(20 * time.Second)
+	l.startEtcd(l.etcd[0])
+	ready := time.Now()
+	h := l.holder(labTTL+moveBound, 0)
+	took := l.mon.gainedAt(indexOf(l.nodes, h)).Sub(ready)
+	t.Logf("etcd healthy → %s holds the VIP: %v", h.name, took.Round(time.Millisecond))
+	if took > labTTL+2*time.Second {
+		t.Errorf("%s took the VIP %v after etcd was ready; want within TTL + 2 s", h.name, took)
+	}
+	for _, nd := range l.nodes {
+		if n := strings.Count(nd.log.String(), "etcd unreachable"); n != 1 {
+			t.Errorf("%s logged %d lines about the unreachable etcd, want 1", nd.name, n)
+		}
+	}
+}
