@@ -1,0 +1,3 @@
+module vipd/test/boot
+
+go 1.26.0
