@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,11 @@ func TestBoot(t *testing.T) {
 		t.FailNow()
 	}
 	t.Logf("etcd ready → vm%d holds the VIP: %v", h.n, seen.Sub(ready).Round(time.Millisecond))
+	kmsg := regexp.MustCompile(`(?m)^\[\s*\d+\.\d+\] vipd: `) // the kernel's own prefix: written to /dev/kmsg
 	for _, v := range vms {
+		if len(kmsg.FindAllString(v.consoleText(), -1)) < 3 {
+			t.Errorf("vm%d: vipd's lines did not reach the console through /dev/kmsg", v.n)
+		}
 		if n := v.count("etcd unreachable"); n != 1 {
 			t.Errorf("vm%d logged %d lines about the unreachable etcd, want 1 (not one per retry)", v.n, n)
 		}
