@@ -45,6 +45,7 @@ soak: $(ETCD)
 # and this vipd, configured by the kernel command line or a config
 # partition only. A separate module (test/boot); root.
 boot-test: vipd $(ETCD)
+	test/boot/install-deps
 	cd test/boot && $(GO) vet ./... && VIPD=$(CURDIR)/vipd VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -v -timeout 15m .
 
 # Fuzz each parser and decoder for FUZZTIME (default 30s each); new
