@@ -112,6 +112,7 @@ func TestBoot(t *testing.T) {
 	if macs := l.answering(); len(macs) != 1 {
 		t.Errorf("after the power loss, MACs answering: %v", macs)
 	}
+	t.Logf("vm3's console (config partition), the init's and vipd's lines:\n%s", vms[2].excerpt())
 }
 
 func vmNum(v *vm) any {

@@ -282,6 +282,17 @@ func (v *vm) vipdLines() []string {
 	return out
 }
 
+// excerpt is the console's lines from the init (rc:, ctl:) and vipd.
+func (v *vm) excerpt() string {
+	var out []string
+	for _, line := range strings.Split(v.consoleText(), "\n") {
+		if strings.Contains(line, "vipd: ") || strings.Contains(line, "rc: ") || strings.Contains(line, "ctl: ") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func (v *vm) count(s string) int {
 	n := 0
 	for _, line := range v.vipdLines() {
