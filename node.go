@@ -783,13 +783,18 @@ func (n *node) take() {
 	if !n.tenure.IsZero() && !n.resumedAt.IsZero() {
 		n.ho.tookAt = n.tenure // the tenure goes on
 	}
-	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second)))
+	// The first announcement goes out before anything slower (the log
+	// line, the state file): the neighbours learn the new MAC at once.
 	if n.resumedAt.IsZero() {
 		n.startBurst()
 	} else {
 		// The neighbours still point here: one announcement, no burst.
 		n.announceAll("resume")
 	}
+	if !n.holding {
+		return // the deadline passed before the announcement: stepped down
+	}
+	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second)))
 	if n.cfg.GarpRefresh > 0 {
 		n.refresh = time.NewTicker(n.cfg.GarpRefresh)
 	}
@@ -899,7 +904,9 @@ func (n *node) announceAll(why string) {
 		}
 	}
 	n.rec.LastAnnounced = time.Now()
-	n.save()
+	if n.state == stateLeader { // a takeover's first one: take() saves right after
+		n.save()
+	}
 }
 
 // onRTNL follows the link and guards the address against others.
