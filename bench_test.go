@@ -562,11 +562,7 @@ func BenchmarkIdle(b *testing.B) {
 
 	l := newLab(b, 2, "vip.ttl=2")
 	l.startAll()
-	leader := l.holder(electBound, time.Second)
-	follower := l.nodes[0]
-	if follower == leader {
-		follower = l.nodes[1]
-	}
+	leader, follower := l.holderAndOther()
 	cpu0 := map[*labNode]time.Duration{leader: cpuTime(b, leader), follower: cpuTime(b, follower)}
 	msgs0 := etcdMessages(b, l)
 	time.Sleep(idle)

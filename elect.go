@@ -1033,8 +1033,7 @@ func (t *term) watchRivals(own string, rev int64, cs map[string]candidate, repor
 func (t *term) releaseKey(key string, createRev int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
-	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
-		Then(clientv3.OpPut(t.cfg.prefix, "released by "+t.cfg.name), clientv3.OpDelete(key)).Commit()
+	resp, err := releaseTxn(ctx, t.cli, t.cfg.prefix, t.cfg.name, key, createRev)
 	t.failed(context.Background(), opWrite, err)
 	switch {
 	case err != nil:
@@ -1042,6 +1041,13 @@ func (t *term) releaseKey(key string, createRev int64) {
 	case !resp.Succeeded:
 		t.log.warnf("election key %s was gone before the release was marked; the next holder waits %v before adding the address", key, takeoverWait)
 	}
+}
+
+// releaseTxn deletes an election key, unless it changed hands, and leaves
+// the release mark in the same transaction (see releaseKey).
+func releaseTxn(ctx context.Context, cli *clientv3.Client, prefix, name, key string, createRev int64) (*clientv3.TxnResponse, error) {
+	return cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
+		Then(clientv3.OpPut(prefix, "released by "+name), clientv3.OpDelete(key)).Commit()
 }
 
 // beatOp is a heartbeat: the key rewritten with value (see heartbeat),

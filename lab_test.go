@@ -513,6 +513,17 @@ func (l *lab) holder(timeout, settle time.Duration) *labNode {
 	return nil
 }
 
+// holderAndOther waits for the holder of a two-node lab, settled for a
+// second, and returns it with the other node.
+func (l *lab) holderAndOther() (h, other *labNode) {
+	l.t.Helper()
+	h = l.holder(electBound, time.Second)
+	if other = l.nodes[0]; other == h {
+		other = l.nodes[1]
+	}
+	return h, other
+}
+
 // holderOtherThan waits for a node other than old to hold the VIP.
 func (l *lab) holderOtherThan(old *labNode, timeout time.Duration) *labNode {
 	l.t.Helper()

@@ -215,25 +215,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 
 	// The client does not connect here: an unreachable etcd is waited for
 	// by the lease loop, with logs.
-	//
-	// gRPC raises the keepalive interval to at least 10 s, but it also sets
-	// the keepalive timeout as TCP_USER_TIMEOUT: a connection to a member
-	// whose node vanished is dropped one second after a request to it goes
-	// unanswered, instead of taking a third of our requests (round robin)
-	// with it for much longer.
-	//
-	// gRPC's own reconnect backoff grows to 120 s: after an etcd outage
-	// (or a node that boots before its etcd exists) vipd would find etcd
-	// back up to two minutes late. It is capped at a second: a failed
-	// connection attempt costs one SYN.
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            cfg.Etcd,
-		TLS:                  tlsCfg,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: time.Second,
-		DialOptions:          []grpc.DialOption{grpc.WithConnectParams(etcdReconnect())},
-		Logger:               zap.NewNop(),
-	})
+	cli, err := newEtcdClient(cfg.Etcd, tlsCfg)
 	if err != nil {
 		log.fail(stderr, "etcd client for %s: %v", strings.Join(cfg.Etcd, ","), err)
 		return exitRuntime
@@ -270,6 +252,29 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	n.run(signals)
 	log.infof("stopped")
 	return exitOK
+}
+
+// newEtcdClient is the etcd client of the daemon and of -status.
+//
+// gRPC raises the keepalive interval to at least 10 s, but it also sets
+// the keepalive timeout as TCP_USER_TIMEOUT: a connection to a member
+// whose node vanished is dropped one second after a request to it goes
+// unanswered, instead of taking a third of our requests (round robin)
+// with it for much longer.
+//
+// gRPC's own reconnect backoff grows to 120 s: after an etcd outage (or a
+// node that boots before its etcd exists) vipd would find etcd back up to
+// two minutes late. It is capped at a second: a failed connection attempt
+// costs one SYN.
+func newEtcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		TLS:                  tlsCfg,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: time.Second,
+		DialOptions:          []grpc.DialOption{grpc.WithConnectParams(etcdReconnect())},
+		Logger:               zap.NewNop(),
+	})
 }
 
 // etcdReconnect is how gRPC retries a connection to an etcd endpoint.

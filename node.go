@@ -152,12 +152,12 @@ type node struct {
 	wakeTimer *time.Timer // sends on wake when holdOff ends; one at a time
 
 	// The state file (statefile.go) and what it says; resume.go.
-	sf        *stateFile
-	rec       stateRecord
-	resume    *resumeLease // the first term carries on this earlier lease
-	resuming  bool         // until that is settled, a copy of the VIP on the link is the earlier run's: left alone
-	resumedAt time.Time    // a resumed leader's confirmation: no takeover burst
-	tenure    time.Time    // once elected: the tenure's start (the claim; a resumed term's earlier claim)
+	sf       *stateFile
+	rec      stateRecord
+	resume   *resumeLease // the first term carries on this earlier lease
+	resuming bool         // until that is settled, a copy of the VIP on the link is the earlier run's: left alone
+	resumed  bool         // this term carries on an earlier run's lease: no probe, no takeover burst
+	tenure   time.Time    // once elected: the tenure's start (the claim; a resumed term's earlier claim)
 	// A SIGHUP on a leader first renews, so that the address's lifetime
 	// covers the re-exec; reexecAt bounds that wait.
 	reloading bool
@@ -451,7 +451,7 @@ func (n *node) endTerm(graceful bool) {
 	n.deadline, n.beat = time.Time{}, time.Time{}
 	n.timer.Stop()
 	n.elected = false
-	n.resuming, n.resumedAt, n.tenure = false, time.Time{}, time.Time{}
+	n.resuming, n.resumed, n.tenure = false, false, time.Time{}
 	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
@@ -587,7 +587,7 @@ func (n *node) onTerm(ev termEvent) {
 		n.rec.CreateRevision = ev.createRev
 		n.tenure = ev.held
 		if ev.resumed {
-			n.resuming, n.resumedAt = false, time.Now()
+			n.resuming, n.resumed = false, true
 			n.take()
 			n.hupAfterResume()
 			return
@@ -776,16 +776,16 @@ func (n *node) take() {
 		return
 	}
 	how := "elected; added"
-	if !n.resumedAt.IsZero() {
+	if n.resumed {
 		how = "resumed; refreshed"
 	}
 	n.ho.tookAt = time.Now()
-	if !n.tenure.IsZero() && !n.resumedAt.IsZero() {
+	if !n.tenure.IsZero() && n.resumed {
 		n.ho.tookAt = n.tenure // the tenure goes on
 	}
 	// The first announcement goes out before anything slower (the log
 	// line, the state file): the neighbours learn the new MAC at once.
-	if n.resumedAt.IsZero() {
+	if !n.resumed {
 		n.startBurst()
 	} else {
 		// The neighbours still point here: one announcement, no burst.

@@ -137,11 +137,7 @@ func TestCrashResume(t *testing.T) {
 func TestStateFile(t *testing.T) {
 	l := newLab(t, 2, "vip.ttl=2")
 	l.startAll()
-	h := l.holder(electBound, time.Second)
-	other := l.nodes[0]
-	if other == h {
-		other = l.nodes[1]
-	}
+	h, other := l.holderAndOther()
 	var hr, or stateRecord
 	waitFor(t, 5*time.Second, "both state files", func() bool {
 		var err1, err2 error
@@ -194,11 +190,7 @@ func TestStateFileReadOnlyRun(t *testing.T) {
 func TestRestartRevokesCandidateLease(t *testing.T) {
 	l := newLab(t, 2, "vip.ttl=5")
 	l.startAll()
-	h := l.holder(electBound, time.Second)
-	c := l.nodes[0]
-	if c == h {
-		c = l.nodes[1]
-	}
+	h, c := l.holderAndOther()
 	var rec stateRecord
 	waitFor(t, 5*time.Second, "the candidate's record", func() bool {
 		var err error

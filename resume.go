@@ -229,8 +229,7 @@ func settleEarlier(cfg Config, kern kernel, cli *clientv3.Client, log *logger) *
 				log.errorf("%v", err)
 			}
 		}
-		resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(r.ElectionKey), "=", r.CreateRevision)).
-			Then(clientv3.OpPut(r.Key, "released by "+r.Name), clientv3.OpDelete(r.ElectionKey)).Commit()
+		resp, err := releaseTxn(ctx, cli, r.Key, r.Name, r.ElectionKey, r.CreateRevision)
 		if err != nil || !resp.Succeeded {
 			log.warnf("could not release the old election key %s (%v); its lease goes next", r.ElectionKey, err)
 		}
@@ -290,9 +289,8 @@ func reexec(r stateRecord) error {
 	if err != nil {
 		return fmt.Errorf("re-exec: %w", err)
 	}
-	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool {
-		return len(e) > len(handoffEnv) && e[:len(handoffEnv)+1] == handoffEnv+"="
-	}), handoffEnv+"="+string(b))
+	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, handoffEnv+"=") }),
+		handoffEnv+"="+string(b))
 	if err := syscall.Exec(exe, os.Args, env); err != nil {
 		return fmt.Errorf("re-exec %s: %w", exe, err)
 	}

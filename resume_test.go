@@ -142,7 +142,7 @@ func TestStateFileWrite(t *testing.T) {
 	if id, ok := r.leaseID(); !ok || id != 0xabc {
 		t.Errorf("lease id %x %v", id, ok)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "vipd", ".state-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, "vipd", "*.tmp")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 	f.remove()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // `vipd -status` answers an operator's first question: who holds the VIP,
@@ -128,13 +128,7 @@ func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 // bounded by statusTimeout. Its error says why etcd could not be asked,
 // with what a plain connection attempt finds out.
 func askEtcd(st setup) ([]candidate, map[clientv3.LeaseID]leaseInfo, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            st.cfg.Etcd,
-		TLS:                  st.tls,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: time.Second,
-		Logger:               zap.NewNop(),
-	})
+	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd client: %w", err)
 	}
@@ -187,20 +181,19 @@ func splitHolder(cs []candidate) (*candidate, []candidate) {
 
 // takeoverOrder sorts candidates (given in queue order) as they would take
 // over: the claim goes to the best rank, the first in the queue among
-// equals (bestOf), and then to the best of the rest.
+// equals (bestOf), and then to the best of the rest; that is a stable sort
+// by rank.
 func takeoverOrder(cs []candidate) []candidate {
-	rest := append([]candidate(nil), cs...)
-	var out []candidate
-	for len(rest) > 0 {
-		best, _ := bestOf(rest)
-		out = append(out, best)
-		for i := range rest {
-			if rest[i].key == best.key {
-				rest = append(rest[:i], rest[i+1:]...)
-				break
-			}
+	out := slices.Clone(cs)
+	slices.SortStableFunc(out, func(a, b candidate) int {
+		switch {
+		case a.rank.above(b.rank):
+			return -1
+		case b.rank.above(a.rank):
+			return 1
 		}
-	}
+		return 0
+	})
 	return out
 }
 
