@@ -1,12 +1,23 @@
 # vipd — build, test, benchmark, demo. Root is needed for test, bench and
 # demo: they create network namespaces (never touching the host's interfaces).
-GO      ?= go
+# sudo resets PATH, so look for Go where its installer puts it too, and
+# give the tests (which build vipd and etcd themselves) the same Go.
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+ifneq ($(findstring /,$(GO)),)
+export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
+endif
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 ETCD    := test/etcd/bin/etcd
 SRC     := $(wildcard *.go) go.mod go.sum
 
 .PHONY: build etcd test lint bench demo fuzz soak boot-test clean
+
+# need-TARGET: what TARGET needs from the system, installed from Debian when
+# missing (as root), or one line naming it (test/install-deps). It runs
+# first, before anything is built.
+need-%:
+	@test/install-deps $*
 
 build: vipd
 
@@ -19,7 +30,7 @@ etcd: $(ETCD)
 $(ETCD): test/etcd/main.go test/etcd/go.mod test/etcd/go.sum
 	cd test/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o bin/etcd .
 
-test: $(ETCD) lint
+test: need-test $(ETCD) lint
 	VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -timeout 20m ./...
 
 lint:
@@ -28,7 +39,7 @@ lint:
 	$(GO) vet ./...
 
 # Benchmarks print tables; they measure, they do not assert times.
-bench: $(ETCD) vipd
+bench: need-bench $(ETCD) vipd
 	VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m .
 
 # The soak (issue 9): the 3-node lab under a random fault schedule for SOAK
@@ -37,15 +48,14 @@ bench: $(ETCD) vipd
 # VIPD_SOAK_MD=<file> appends the tables there. The test bounds itself
 # (SOAK plus 10 minutes), so go test's own timeout is off.
 SOAK ?= 30m
-soak: $(ETCD)
+soak: need-soak $(ETCD)
 	VIPD_SOAK=$(SOAK) VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -run '^TestSoak$$' -count=1 -timeout 0 -v .
 
 # The boot proof (issue 12): three VMs under qemu-system-x86_64 (TCG) boot
 # Debian's cloud kernel with an initramfs of busybox init (docs/busybox)
 # and this vipd, configured by the kernel command line or a config
 # partition only. A separate module (test/boot); root.
-boot-test: vipd $(ETCD)
-	test/boot/install-deps
+boot-test: need-boot-test vipd $(ETCD)
 	cd test/boot && $(GO) vet ./... && VIPD=$(CURDIR)/vipd VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -v -timeout 15m .
 
 # Fuzz each parser and decoder for FUZZTIME (default 30s each); new
@@ -59,7 +69,7 @@ fuzz:
 
 # The demo is the test lab with a live view (demo_test.go), run from a
 # compiled test binary so that Ctrl-C reaches it directly and it cleans up.
-demo: $(ETCD)
+demo: need-demo $(ETCD)
 	$(GO) test -c -o bin/vipd.test .
 	VIPD_DEMO=1 VIPD_ETCD=$(CURDIR)/$(ETCD) ./bin/vipd.test -test.run '^TestDemo$$' -test.count=1
 

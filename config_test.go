@@ -113,14 +113,16 @@ func TestCheckLinesHealthKeys(t *testing.T) {
 }
 
 // Filesystem images are made with the real tools (e2fsprogs, dosfstools,
-// xorriso), as an operator would make a config partition.
+// xorriso), as an operator would make a config partition. A missing tool
+// fails the test: make test installs them (test/install-deps), and a skip
+// would hide a whole filesystem's reader going untested.
 
 var imageSeq atomic.Int32
 
 func needTool(t testing.TB, name string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s is not installed (apt-get install e2fsprogs dosfstools xorriso)", name)
+		t.Fatalf("%s is not installed (make test installs it; or apt-get install e2fsprogs dosfstools xorriso)", name)
 	}
 }
 
