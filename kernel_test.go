@@ -136,7 +136,12 @@ func linkIndex(t *testing.T, r *rtnl, name string) uint32 {
 // addPermanent adds (or replaces) an address without lifetimes, as
 // `ip addr add` does; IPv6 without duplicate address detection.
 func addPermanent(r *rtnl, index uint32, p netip.Prefix) error {
-	body, err := vipMessage(index, p).MarshalBinary()
+	return replaceAddr(r, vipMessage(index, p))
+}
+
+// replaceAddr adds or replaces an address exactly as m says.
+func replaceAddr(r *rtnl, m *addrMessage) error {
+	body, err := m.MarshalBinary()
 	if err != nil {
 		return err
 	}

@@ -629,8 +629,11 @@ var lladdrRE = regexp.MustCompile(`lladdr ([0-9a-f:]{17})`)
 func (l *lab) clientNeighbour() string { return l.clientNeighbourOf(labVIP) }
 
 // clientNeighbourOf is the client's neighbour entry for addr.
-func (l *lab) clientNeighbourOf(addr string) string {
-	out := l.client.ip(l.t, "neigh", "show", addr, "dev", "eth0")
+func (l *lab) clientNeighbourOf(addr string) string { return neighbourIn(l.t, l.client, "eth0", addr) }
+
+// neighbourIn is the MAC of ns's neighbour entry for addr on dev ("" if none).
+func neighbourIn(t testing.TB, ns *testNS, dev, addr string) string {
+	out := ns.ip(t, "neigh", "show", addr, "dev", dev)
 	if m := lladdrRE.FindStringSubmatch(out); m != nil {
 		return m[1]
 	}

@@ -329,13 +329,21 @@ func vipMessage(index uint32, p netip.Prefix) *addrMessage {
 
 // setAddr adds the VIP on the link, or replaces the lifetimes of the copy
 // already there, so that the kernel removes it by itself after lifetime.
+//
+// The VIP is added deprecated (preferred_lft 0): the kernel then never picks
+// it as the source of the holder's own new connections (IPv6 source address
+// selection, RFC 6724 rule 3, would pick the /128 VIP over the node's own
+// address otherwise), so they do not break, or answer to the next holder,
+// when the VIP moves. A deprecated address still receives traffic and
+// answers ARP and neighbour solicitations; valid_lft alone is the fence.
+// kernel_test.go checks all of this.
 func (r *rtnl) setAddr(index uint32, p netip.Prefix, lifetime time.Duration) error {
 	secs := uint32(lifetime / time.Second)
 	if secs < 1 {
 		return fmt.Errorf("add %s on link %d: lifetime %v is below the kernel's 1 s granularity", p, index, lifetime)
 	}
 	m := vipMessage(index, p)
-	m.HasLifetimes, m.Preferred, m.Valid = true, secs, secs
+	m.HasLifetimes, m.Preferred, m.Valid = true, 0, secs
 	body, err := m.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("add %s on link %d: %w", p, index, err)

@@ -221,8 +221,8 @@ func TestAddrLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, ok := findAddr(t, r, l.Index, vip)
-	if !ok || !a.HasLifetimes || a.Valid > 30 || a.Valid < 29 || a.Preferred > 30 {
-		t.Fatalf("after add: %+v present=%v, want valid_lft 29..30", a, ok)
+	if !ok || !a.HasLifetimes || a.Valid > 30 || a.Valid < 29 || a.Preferred != 0 || a.ExtFlags&unix.IFA_F_DEPRECATED == 0 {
+		t.Fatalf("after add: %+v present=%v, want valid_lft 29..30, preferred_lft 0, deprecated", a, ok)
 	}
 	waitAddrEvent(t, events, vip, false)
 
@@ -231,8 +231,8 @@ func TestAddrLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ = findAddr(t, r, l.Index, vip)
-	if a.Valid > 5 {
-		t.Fatalf("after replace: valid_lft %d, want ≤ 5", a.Valid)
+	if a.Valid > 5 || a.Preferred != 0 || a.ExtFlags&unix.IFA_F_DEPRECATED == 0 {
+		t.Fatalf("after replace: valid_lft %d preferred_lft %d flags %#x, want ≤ 5, 0, deprecated", a.Valid, a.Preferred, a.ExtFlags)
 	}
 	if err := r.setAddr(l.Index, vip, 500*time.Millisecond); err == nil {
 		t.Fatal("a lifetime below one second was accepted")
