@@ -193,7 +193,7 @@ var settings = []setting{
 	{key: "vip.probe", def: "20ms", set: setProbe, get: func(c *Config) string { return c.Probe.String() }, usage: "probe-before-take listening window; 0 disables"},
 	{key: "vip.config", set: setConfigSource, get: func(c *Config) string { return c.ConfigSource }, usage: "config source: LABEL=, PARTLABEL= or /dev/<node> [:/path], or a file path"},
 	{key: "vip.config.timeout", def: "30s", set: setConfigTimeout, get: func(c *Config) string { return c.ConfigTimeout.String() }, usage: "how long to wait for the config device to appear"},
-	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }, usage: "stderr, kmsg or auto (kmsg when stderr is not a terminal)"},
+	{key: "vip.log", def: "auto", set: setLog, get: func(c *Config) string { return c.Log }, usage: "stderr, kmsg or auto (kmsg only when stderr is /dev/console, /dev/null or closed)"},
 	{key: "vip.check", set: setCheck, get: func(c *Config) string { return c.Check }, usage: "health check: tcp://HOST:PORT, http(s)://HOST:PORT/PATH (2xx = healthy); empty: always healthy"},
 	{key: "vip.check.ca", set: setCheckCA, get: func(c *Config) string { return c.CheckCA }, usage: "PEM to verify an https check (without it only a loopback host is allowed)"},
 	{key: "vip.check.interval", def: "1s", set: setCheckInterval, get: func(c *Config) string { return c.CheckInterval.String() }, usage: "how often the check runs"},

@@ -26,25 +26,40 @@ const (
 	levelInfo = 6
 )
 
-// openLogger picks the destination for vip.log: "stderr", "kmsg" or "auto"
-// (kmsg when stderr is not a terminal and /dev/kmsg can be written).
-func openLogger(mode string) (*logger, error) {
-	if mode == "stderr" || (mode == "auto" && isTerminal(os.Stderr)) {
-		return &logger{w: os.Stderr}, nil
+// openLogger picks the destination for vip.log: "stderr", "kmsg" or
+// "auto" (see kmsgByDefault), with stderr the process's standard error.
+func openLogger(mode string, stderr *os.File) (*logger, error) {
+	if mode == "stderr" || (mode == "auto" && !kmsgByDefault(stderr)) {
+		return &logger{w: stderr}, nil
 	}
 	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
 	if err != nil {
 		if mode == "kmsg" {
 			return nil, fmt.Errorf("cannot open /dev/kmsg: %w", err)
 		}
-		return &logger{w: os.Stderr}, nil
+		return &logger{w: stderr}, nil
 	}
 	return &logger{w: f, kmsg: true}, nil
 }
 
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+// Device numbers fixed by Linux (Documentation/admin-guide/devices.txt),
+// so that no /dev is needed to recognise them early in boot.
+var (
+	devConsole = unix.Mkdev(5, 1)
+	devNull    = unix.Mkdev(1, 3)
+)
+
+// kmsgByDefault says whether vip.log=auto writes to /dev/kmsg: only when
+// nobody would read stderr, as under a minimal init (stderr is
+// /dev/console, where the kernel's log shows too), or when stderr is
+// /dev/null or closed. A file, a pipe, a socket (the journal's) or a
+// terminal someone runs vipd in is read by whoever set it up: stderr.
+func kmsgByDefault(stderr *os.File) bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(stderr.Fd()), &st); err != nil {
+		return true // closed
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && (st.Rdev == devConsole || st.Rdev == devNull)
 }
 
 func (l *logger) printf(level int, format string, args ...any) {

@@ -127,7 +127,7 @@ func loadSettings(args, cmdline []string) (setup, error) {
 	if err != nil {
 		return st, err
 	}
-	if st.log, err = openLogger(boot.Log); err != nil {
+	if st.log, err = openLogger(boot.Log, os.Stderr); err != nil {
 		return st, &configError{Key: "vip.log", Value: boot.Log, Reason: err.Error()}
 	}
 	hostname, _ := os.Hostname() // the parser ignores names many hosts share
@@ -150,7 +150,7 @@ func loadSettings(args, cmdline []string) (setup, error) {
 		return st, err
 	}
 	if st.cfg.Log != boot.Log { // set in the config file
-		if st.log, err = openLogger(st.cfg.Log); err != nil {
+		if st.log, err = openLogger(st.cfg.Log, os.Stderr); err != nil {
 			return st, &configError{Key: "vip.log", Value: st.cfg.Log, Reason: err.Error()}
 		}
 	}
