@@ -200,6 +200,17 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	cfg, tlsCfg, log := st.cfg, st.tls, st.log
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 
+	lock, err := lockGroup(lockPath(cfg.Key))
+	var held *heldError
+	switch {
+	case errors.As(err, &held):
+		log.fail(stderr, "%v", err)
+		return exitRuntime
+	case err != nil:
+		log.warnf("no lock against a second vipd for this group: %v (running on; start no other vipd for %s on this node)", err, cfg.Key)
+	}
+	defer lock.release()
+
 	rt, err := dialRTNL(0)
 	if err != nil {
 		log.fail(stderr, "%v", err)
@@ -222,7 +233,9 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	}
 	defer cli.Close()
 
-	n := newNode(cfg, tlsCfg, log, realDeps(rt, cli, log))
+	deps := realDeps(rt, cli, log)
+	deps.reexec = func(r stateRecord) error { return reexec(r, lock) }
+	n := newNode(cfg, tlsCfg, log, deps)
 	n.sf = &stateFile{path: statePath(cfg.Key), log: log}
 	if n.resume = settleEarlier(cfg, rt, cli, log); n.resume != nil {
 		n.resuming = true

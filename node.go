@@ -64,7 +64,7 @@ type nodeDeps struct {
 	kern        kernel
 	openFrames  func(l linkMessage, ipv6 bool) (linkFrames, error)
 	newTerm     func(cfg electConfig, events chan<- termEvent) campaigner
-	reexec      func(stateRecord) error // SIGHUP (resume.go); returns only on failure
+	reexec      func(stateRecord) error // SIGHUP (resume.go, with the group's lock); returns only on failure
 	checkConfig func() error            // SIGHUP: vipd -check with the same arguments (resume.go)
 }
 
@@ -82,7 +82,6 @@ func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 		newTerm: func(cfg electConfig, events chan<- termEvent) campaigner {
 			return startTerm(cli, cfg, log, events)
 		},
-		reexec:      reexec,
 		checkConfig: checkReload,
 	}
 }
@@ -217,7 +216,10 @@ func (n *node) record() {
 	if n.term != nil && !n.deadline.IsZero() {
 		n.rec.Deadline, _ = n.holdUntil()
 	}
-	n.rec.Leading = n.elected
+	// Only a node that put the address on its link resumes as holder: one
+	// that won the election but still waits (takeover wait, probe, a
+	// squatter) must go through that wait again after a restart.
+	n.rec.Leading = n.holding
 	n.rec.Healthy = n.healthy
 }
 

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -317,4 +319,93 @@ func TestRestartsWithCheck(t *testing.T) {
 	}
 	time.Sleep(checkSettle) // the restarted checks have run a few times
 	assertKept(t, l, h, gains)
+}
+
+// TestRestartWhileWaiting (issue 19, defect 1): a node that won the
+// election but waits because another host answers for the VIP (the
+// client squats on it, as a frozen holder's kernel copy would) goes on
+// waiting after a SIGHUP and after a SIGKILL + restart: it resumes as
+// holder only if it held the address. Before, the new image added the VIP
+// within 3 s while the other host still answered.
+func TestRestartWhileWaiting(t *testing.T) {
+	l := newLab(t, 1, "vip.ttl=2")
+	nd := l.nodes[0]
+	l.client.ip(t, "addr", "add", labVIP+"/32", "dev", "eth0")
+	l.start(nd)
+	waitLogCount(t, nd, "waiting for it to go quiet", 1, 10*time.Second)
+
+	l.signal(nd, syscall.SIGHUP)
+	waitLogCount(t, nd, "starting ", 2, 5*time.Second)
+	waitLogCount(t, nd, "waiting for it to go quiet", 2, 10*time.Second)
+	time.Sleep(3 * time.Second)
+	if g := l.mon.gains(); g != 0 {
+		t.Fatalf("after SIGHUP, %s added the VIP while another host answered for it:\n%s\n%s", nd.name, l.mon.history(), nd.log.String())
+	}
+	if rec, err := readState(nd.statePath()); err != nil || rec.Leading {
+		t.Errorf("the waiting node's record says leading=%v (%v), want false", rec.Leading, err)
+	}
+
+	l.kill(nd)
+	l.start(nd)
+	waitLogCount(t, nd, "waiting for it to go quiet", 1, 10*time.Second)
+	time.Sleep(3 * time.Second)
+	if g := l.mon.gains(); g != 0 {
+		t.Fatalf("after SIGKILL and a restart, %s added the VIP while another host answered for it:\n%s\n%s", nd.name, l.mon.history(), nd.log.String())
+	}
+
+	// The squatter goes: the node takes the VIP the ordinary way.
+	l.client.ip(t, "addr", "del", labVIP+"/32", "dev", "eth0")
+	if h := l.holder(10*time.Second, 0); h != nd {
+		t.Fatalf("holder %s, want %s", h.name, nd.name)
+	}
+}
+
+// TestSecondInstance (issue 19, defect 2): a second vipd for the same
+// group on the holder's node exits 1 with one line naming the first one's
+// pid, and touches nothing; the lock survives the first one's SIGHUP
+// re-exec. Before, the second resumed the first's lease from the state
+// file and both acted as its holder.
+func TestSecondInstance(t *testing.T) {
+	l := newLab(t, 2, "vip.ttl=2")
+	l.startAll()
+	h, _ := l.holderAndOther()
+	gains := l.mon.gains()
+	bin, _ := binaries(t)
+	second := func() {
+		t.Helper()
+		cmd := h.command(bin, "-cmdline", "none", "vip.address="+l.vipWord(), "vip.interface=eth0",
+			"vip.etcd="+l.etcdURLs(), "vip.name="+h.name, "vip.log=stderr", "vip.ttl=2")
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+			t.Fatalf("the second vipd on %s still ran after 10 s:\n%s", h.name, out.String())
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("the second vipd exited with %v, want status 1:\n%s", err, out.String())
+		}
+		want := fmt.Sprintf("another vipd (pid %d) already runs this VIP group", h.cmd.Process.Pid)
+		if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); !strings.Contains(lines[len(lines)-1], want) {
+			t.Errorf("the second vipd's last line does not say %q:\n%s", want, out.String())
+		}
+	}
+	second()
+	l.signal(h, syscall.SIGHUP)
+	waitLogCount(t, h, "resumed the earlier run's lease", 1, 10*time.Second)
+	second()
+	time.Sleep(labTTL + time.Second)
+	assertKept(t, l, h, gains)
+	if strings.Contains(h.log.String(), "no lock") {
+		t.Errorf("the first vipd ran without its lock:\n%s", h.log.String())
+	}
 }

@@ -220,18 +220,15 @@ func settleEarlier(cfg Config, kern kernel, cli *clientv3.Client, log *logger) *
 	defer cancel()
 	if r.Leading && !sameGroup(r, cfg) {
 		log.infof("the configuration changed the VIP group (was %s %v on %s as %q); handing the old one over", r.Key, r.Addresses, r.Interface, r.Name)
-		for _, a := range r.Addresses {
-			p, err := netip.ParsePrefix(a)
-			if err != nil || r.LinkIndex == 0 {
-				continue
+		// The release mark tells the next holder that no kernel keeps a
+		// copy: it is written only once every old address is gone.
+		if removeRecorded(r, kern, log) {
+			resp, err := releaseTxn(ctx, cli, r.Key, r.Name, r.ElectionKey, r.CreateRevision)
+			if err != nil || !resp.Succeeded {
+				log.warnf("could not release the old election key %s (%v); its lease goes next", r.ElectionKey, err)
 			}
-			if _, err := kern.delAddr(r.LinkIndex, p); err != nil {
-				log.errorf("%v", err)
-			}
-		}
-		resp, err := releaseTxn(ctx, cli, r.Key, r.Name, r.ElectionKey, r.CreateRevision)
-		if err != nil || !resp.Succeeded {
-			log.warnf("could not release the old election key %s (%v); its lease goes next", r.ElectionKey, err)
+		} else {
+			log.warnf("not all of the old group's addresses could be removed; no release mark, so the next holder waits out their lifetime")
 		}
 	}
 	if _, err := cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -240,6 +237,28 @@ func settleEarlier(cfg Config, kern kernel, cli *clientv3.Client, log *logger) *
 		log.infof("revoked the earlier run's lease %x (from %s): it did not hold this group", id, from)
 	}
 	return nil
+}
+
+// removeRecorded removes a record's addresses from its link. It reports
+// whether all of them are known to be gone.
+func removeRecorded(r stateRecord, kern kernel, log *logger) bool {
+	if r.LinkIndex == 0 {
+		return false
+	}
+	gone := true
+	for _, a := range r.Addresses {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			log.errorf("the earlier run's record names %q, not an address: cannot remove it", a)
+			gone = false
+			continue
+		}
+		if _, err := kern.delAddr(r.LinkIndex, p); err != nil {
+			log.errorf("%v", err)
+			gone = false
+		}
+	}
+	return gone
 }
 
 // checkReload runs this binary with -check and the same arguments: the
@@ -279,8 +298,9 @@ func checkReload() error {
 
 // reexec replaces this process with the binary at its own path (an
 // upgrade installed there runs now), same PID and arguments, handing it
-// the record. It returns only on failure.
-func reexec(r stateRecord) error {
+// the record and the group's lock (lock.go; nil without one). It returns
+// only on failure.
+func reexec(r stateRecord, lock *groupLock) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("re-exec: find own binary: %w", err)
@@ -289,9 +309,18 @@ func reexec(r stateRecord) error {
 	if err != nil {
 		return fmt.Errorf("re-exec: %w", err)
 	}
-	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, handoffEnv+"=") }),
-		handoffEnv+"="+string(b))
+	lockEnv, undo, err := lock.inherit()
+	if err != nil {
+		return fmt.Errorf("re-exec: %w", err)
+	}
+	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool {
+		return strings.HasPrefix(e, handoffEnv+"=") || strings.HasPrefix(e, lockFDEnv+"=")
+	}), handoffEnv+"="+string(b))
+	if lockEnv != "" {
+		env = append(env, lockEnv)
+	}
 	if err := syscall.Exec(exe, os.Args, env); err != nil {
+		undo()
 		return fmt.Errorf("re-exec %s: %w", exe, err)
 	}
 	return nil
