@@ -148,7 +148,7 @@ func readLockPID(f *os.File) int {
 
 // inherit makes the descriptor survive the exec that follows and returns
 // the environment word that names it; undo restores close-on-exec if the
-// exec fails.
+// exec fails. (handedOver, resume.go)
 func (l *groupLock) inherit() (env string, undo func(), err error) {
 	if l == nil {
 		return "", func() {}, nil

@@ -222,6 +222,12 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
+	// Bound while vipd still may: a port below 1024 needs
+	// CAP_NET_BIND_SERVICE, which the drop takes away.
+	var metricsLn *metricsListener
+	if cfg.Metrics != "" {
+		metricsLn = listenMetrics(cfg.Metrics, log)
+	}
 	dropPrivileges(cfg.ConfigSource, log) // the config partition is read and unmounted by now
 
 	// The client does not connect here: an unreachable etcd is waited for
@@ -234,7 +240,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	defer cli.Close()
 
 	deps := realDeps(rt, cli, log)
-	deps.reexec = func(r stateRecord) error { return reexec(r, lock) }
+	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn) }
 	n := newNode(cfg, tlsCfg, log, deps)
 	n.sf = &stateFile{path: statePath(cfg.Key), log: log}
 	if n.resume = settleEarlier(cfg, rt, cli, log); n.resume != nil {
@@ -259,7 +265,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	if cfg.Metrics != "" {
 		ctx, stopMetrics := context.WithCancel(context.Background())
 		defer stopMetrics()
-		go serveMetrics(ctx, cfg.Metrics, n.met, log)
+		go serveMetrics(ctx, metricsLn, cfg.Metrics, n.met, log)
 	}
 	go keepWatching(watch, n.rtEvents)
 	n.run(signals)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // metrics is what the node publishes for /metrics. The node's loop and
@@ -191,26 +193,31 @@ func (h *histogram) observe(d time.Duration) {
 	h.sum.Add(int64(d))
 }
 
-// serveMetrics serves the Prometheus text format on addr until ctx ends.
+// serveMetrics serves the Prometheus text format on addr until ctx ends,
+// starting with ln when it is there (bound before the privileges were
+// dropped: listenMetrics).
 // Both the format and the bit of HTTP/1.1 a scrape needs (one GET, then
 // close) are written directly: net/http's server alone would add half a
 // MiB to a binary that must stay under 14 MiB, and a client library more.
 // A listen failure (the address is not on this node yet, early at boot) is
 // retried, and logged once.
-func serveMetrics(ctx context.Context, addr string, m *metrics, log *logger) {
+func serveMetrics(ctx context.Context, ln *metricsListener, addr string, m *metrics, log *logger) {
 	logged := false
 	for ctx.Err() == nil {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			if !logged {
-				log.warnf("vip.metrics=%s: %v (retrying every 5 s)", addr, err)
-				logged = true
+		if ln == nil {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				if !logged {
+					log.warnf("vip.metrics=%s: %v (retrying every 5 s)", addr, err)
+					logged = true
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(5 * time.Second):
+				}
+				continue
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(5 * time.Second):
-			}
-			continue
+			ln = &metricsListener{Listener: l, addr: addr}
 		}
 		log.infof("serving metrics on http://%s/metrics", ln.Addr())
 		stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -223,6 +230,7 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *logger) {
 		}
 		stop()
 		ln.Close()
+		ln = nil
 		if ctx.Err() == nil {
 			// Out of file descriptors, say: not a loop that spins.
 			log.warnf("vip.metrics=%s: accept failed; listening again in 5 s", addr)
@@ -232,6 +240,83 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *logger) {
 			}
 		}
 	}
+}
+
+// metricsListener is the vip.metrics socket. It is bound before vipd drops
+// its privileges, so that a port below 1024 works, and handed across a
+// SIGHUP re-exec (as the lock is: lock.go), since the new image could not
+// bind such a port again.
+type metricsListener struct {
+	net.Listener
+	addr string // vip.metrics as configured
+}
+
+const metricsFDEnv = "VIPD_METRICS_FD"
+
+// listenMetrics binds vip.metrics, or adopts the socket a re-exec handed
+// over when the setting is unchanged. nil means not bound yet (the address
+// may not be on this node yet, early at boot): serveMetrics retries.
+func listenMetrics(addr string, log *logger) *metricsListener {
+	if v, ok := os.LookupEnv(metricsFDEnv); ok {
+		os.Unsetenv(metricsFDEnv)
+		if ln := adoptMetrics(v, addr); ln != nil {
+			return ln
+		}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil // serveMetrics logs it and retries
+	}
+	return &metricsListener{Listener: l, addr: addr}
+}
+
+// adoptMetrics takes the handed-over socket "FD ADDR" if it was bound for
+// addr; a socket for another address is closed (the setting changed).
+func adoptMetrics(word, addr string) *metricsListener {
+	fdText, was, _ := strings.Cut(word, " ")
+	fd, err := strconv.Atoi(fdText)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil // not ours: left alone
+	}
+	f := os.NewFile(uintptr(fd), "vip.metrics")
+	defer f.Close() // FileListener keeps a duplicate
+	if was != addr {
+		return nil
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil
+	}
+	return &metricsListener{Listener: l, addr: addr}
+}
+
+// inherit makes a duplicate of the socket survive the exec that follows
+// and returns the environment word that names it; undo closes the
+// duplicate if the exec fails. A socket that cannot be handed over (it
+// failed and serveMetrics listens anew) is not: the new image binds
+// vip.metrics itself, and says so if it cannot.
+func (ln *metricsListener) inherit() (env string, undo func(), err error) {
+	none := func() {}
+	if ln == nil {
+		return "", none, nil
+	}
+	tl, ok := ln.Listener.(*net.TCPListener)
+	if !ok {
+		return "", none, nil
+	}
+	f, err := tl.File() // a duplicate, close-on-exec
+	if err != nil {
+		return "", none, nil
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+		f.Close()
+		return "", none, nil
+	}
+	return fmt.Sprintf("%s=%d %s", metricsFDEnv, f.Fd(), ln.addr), func() { f.Close() }, nil
 }
 
 // scrapeTimeout bounds one connection, so that a client that never

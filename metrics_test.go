@@ -562,7 +562,12 @@ const labMetricsPort = 9100
 // after start, so a refused connection is tried again for a few seconds.
 func scrapeNode(t *testing.T, nd *labNode) map[string]*expoFamily {
 	t.Helper()
-	url := fmt.Sprintf("http://%s:%d/metrics", nd.ip, labMetricsPort)
+	return scrapeNodeAt(t, nd, labMetricsPort)
+}
+
+func scrapeNodeAt(t *testing.T, nd *labNode, port int) map[string]*expoFamily {
+	t.Helper()
+	url := fmt.Sprintf("http://%s:%d/metrics", nd.ip, port)
 	var body []byte
 	var err error
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -670,5 +675,31 @@ func checkHolderMetrics(t *testing.T, nd *labNode, fams map[string]*expoFamily) 
 		if v := mustValue(t, fams, c.name, c.kv...); v < 1 {
 			t.Errorf("holder %s: %s%v = %v, want > 0", nd.name, c.name, c.kv, v)
 		}
+	}
+}
+
+// TestMetricsLowPort (issue 19, defect 7): vip.metrics on a port below
+// 1024 is bound before vipd drops its privileges, and the socket survives
+// a SIGHUP re-exec (the new image could not bind it again). Before, the
+// listener started after the drop and retried every 5 s for ever.
+func TestMetricsLowPort(t *testing.T) {
+	l := newLab(t, 1, "vip.ttl=2")
+	nd := l.nodes[0]
+	const port = 99
+	l.start(nd, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, port))
+	l.holder(electBound, 0)
+	if v := mustValue(t, scrapeNodeAt(t, nd, port), "vipd_leader"); v != 1 {
+		t.Errorf("vipd_leader %v before the SIGHUP, want 1", v)
+	}
+	l.signal(nd, syscall.SIGHUP)
+	waitLogCount(t, nd, "resumed the earlier run's lease", 1, 10*time.Second)
+	if v := mustValue(t, scrapeNodeAt(t, nd, port), "vipd_leader"); v != 1 {
+		t.Errorf("vipd_leader %v after the SIGHUP, want 1", v)
+	}
+	if strings.Contains(nd.log.String(), "retrying every 5 s") {
+		t.Errorf("vip.metrics on port %d was not bound at once:\n%s", port, nd.log.String())
+	}
+	if n := strings.Count(nd.log.String(), "serving metrics on"); n != 2 {
+		t.Errorf("%d \"serving metrics\" lines, want 2 (one per image):\n%s", n, nd.log.String())
 	}
 }

@@ -296,11 +296,18 @@ func checkReload() error {
 	return nil
 }
 
+// handedOver is a descriptor that a re-exec hands to the new image: the
+// group's lock (lock.go), the vip.metrics socket (metrics.go). inherit
+// clears its close-on-exec and names it in an environment word; undo
+// puts things back when the exec fails. A nil one hands nothing over.
+type handedOver interface {
+	inherit() (env string, undo func(), err error)
+}
+
 // reexec replaces this process with the binary at its own path (an
 // upgrade installed there runs now), same PID and arguments, handing it
-// the record and the group's lock (lock.go; nil without one). It returns
-// only on failure.
-func reexec(r stateRecord, lock *groupLock) error {
+// the record and the descriptors in keep. It returns only on failure.
+func reexec(r stateRecord, keep ...handedOver) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("re-exec: find own binary: %w", err)
@@ -309,15 +316,25 @@ func reexec(r stateRecord, lock *groupLock) error {
 	if err != nil {
 		return fmt.Errorf("re-exec: %w", err)
 	}
-	lockEnv, undo, err := lock.inherit()
-	if err != nil {
-		return fmt.Errorf("re-exec: %w", err)
-	}
 	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool {
-		return strings.HasPrefix(e, handoffEnv+"=") || strings.HasPrefix(e, lockFDEnv+"=")
+		return strings.HasPrefix(e, handoffEnv+"=") || strings.HasPrefix(e, lockFDEnv+"=") || strings.HasPrefix(e, metricsFDEnv+"=")
 	}), handoffEnv+"="+string(b))
-	if lockEnv != "" {
-		env = append(env, lockEnv)
+	var undos []func()
+	undo := func() {
+		for _, u := range undos {
+			u()
+		}
+	}
+	for _, h := range keep {
+		word, u, err := h.inherit()
+		if err != nil {
+			undo()
+			return fmt.Errorf("re-exec: %w", err)
+		}
+		undos = append(undos, u)
+		if word != "" {
+			env = append(env, word)
+		}
 	}
 	if err := syscall.Exec(exe, os.Args, env); err != nil {
 		undo()
