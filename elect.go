@@ -84,6 +84,9 @@ type campaigner interface {
 	renewNow()
 	// setRank publishes the node's rank in its election entry.
 	setRank(r rank)
+	// ended is closed once a stopped term has finished its release
+	// mark and lease revocation (or given up on them).
+	ended() <-chan struct{}
 }
 
 // electConfig is the part of the configuration a term needs.
@@ -157,6 +160,8 @@ func (t *term) resign(wait time.Duration) {
 	t.released.Store(true)
 	t.stop(wait)
 }
+
+func (t *term) ended() <-chan struct{} { return t.done }
 
 func (t *term) renewNow() {
 	select {

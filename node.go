@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,8 +161,9 @@ type node struct {
 	// A SIGHUP on a leader first renews, so that the address's lifetime
 	// covers the re-exec; reexecAt bounds that wait.
 	reloading bool
-	hupLater  bool       // a SIGHUP came while resuming: it waits for the resume to settle
-	checked   chan error // the configuration check of a SIGHUP
+	ending    []campaigner // stopped terms whose release and revocation may still run: a re-exec waits for them
+	hupLater  bool         // a SIGHUP came while resuming: it waits for the resume to settle
+	checked   chan error   // the configuration check of a SIGHUP
 	reexecAt  *time.Timer
 }
 
@@ -448,6 +450,7 @@ func (n *node) endTerm(graceful bool) {
 		} else {
 			n.term.stop(0)
 		}
+		n.ending = append(slices.DeleteFunc(n.ending, termEnded), n.term)
 		n.term = nil
 	}
 	n.deadline, n.beat = time.Time{}, time.Time{}
@@ -1192,11 +1195,49 @@ func (n *node) reloadChecked(err error) {
 // gets to confirm the lease in.
 const reloadWait = 300 * time.Millisecond
 
+// releaseWait bounds how long a re-exec waits for stopped terms to finish
+// their release mark and revocation (each bounded by revokeTimeout).
+const releaseWait = 2 * revokeTimeout
+
+// termEnded says whether a stopped term has finished.
+func termEnded(c campaigner) bool {
+	select {
+	case <-c.ended():
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitEnded waits, at most releaseWait, for the stopped terms: a term
+// that stepped down just before a SIGHUP is still releasing its key and
+// revoking its lease in the background, and the exec would cut that short
+// (the key would linger until it is seen as stale, about a TTL without a
+// holder). A holder does not wait: its own deadline comes first.
+func (n *node) awaitEnded() {
+	n.ending = slices.DeleteFunc(n.ending, termEnded)
+	if n.holding || len(n.ending) == 0 {
+		return
+	}
+	bound := time.NewTimer(releaseWait)
+	defer bound.Stop()
+	for _, c := range n.ending {
+		select {
+		case <-c.ended():
+		case <-bound.C:
+			n.log.warnf("re-executing with the release of an earlier term still pending after %v (etcd will expire its lease)", releaseWait)
+			return
+		}
+	}
+	n.ending = nil
+}
+
 // reexec hands the term's record to a new process image (resume.go). A
 // failure leaves this one running as it was.
 func (n *node) reexec(why string) {
 	n.reloading = false
 	n.reexecAt.Stop()
+	n.awaitEnded()
 	n.save()
 	n.log.infof("re-executing (%s); lease %s kept", why, cmp.Or(n.rec.Lease, "none"))
 	if n.deps.reexec == nil {

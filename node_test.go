@@ -111,6 +111,16 @@ type fakeTerm struct {
 	stopped, resigned bool
 	ranks             []rank
 	pokes             int
+	releasing         chan struct{} // if set, ended until it is closed; else ended at once
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (t *fakeTerm) ended() <-chan struct{} {
+	if t.releasing != nil {
+		return t.releasing
+	}
+	return closedChan
 }
 
 func (t *fakeTerm) stop(time.Duration)   { t.stopped = true }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -177,6 +178,42 @@ func TestSameGroup(t *testing.T) {
 		change(&r)
 		if sameGroup(r, cfg) {
 			t.Errorf("another %s is taken for the same group", name)
+		}
+	}
+}
+
+// TestReexecAwaitsRelease (issue 19, defect 5): a SIGHUP right after a
+// step-down re-executes only once the ended term has released its key and
+// revoked its lease, or after releaseWait if that never finishes. Before,
+// the exec cut the release short and the key lingered for about a TTL.
+func TestReexecAwaitsRelease(t *testing.T) {
+	for _, finishes := range []bool{true, false} {
+		var execAt time.Time
+		nl := newNodeLabWith(t, 2*time.Second, func(nl *nodeLab) {
+			nl.n.deps.reexec = func(stateRecord) error { execAt = time.Now(); return nil }
+		})
+		nl.lead()
+		old := nl.term()
+		old.releasing = make(chan struct{})
+		nl.n.stepDown(fmt.Errorf("eth0 is %w", errLinkDown))
+		if nl.term() == old || !old.stopped {
+			t.Fatalf("the step-down did not stop the term")
+		}
+		t0 := time.Now()
+		if finishes {
+			time.AfterFunc(300*time.Millisecond, func() { close(old.releasing) })
+		}
+		nl.n.reload() // no configuration check in this lab: straight to the re-exec
+		took := execAt.Sub(t0)
+		switch {
+		case execAt.IsZero():
+			t.Fatalf("no re-exec")
+		case finishes && (took < 250*time.Millisecond || took > releaseWait):
+			t.Errorf("re-executed %v after the SIGHUP; the release ended after 300ms", took)
+		case !finishes && (took < releaseWait || took > releaseWait+time.Second):
+			t.Errorf("re-executed %v after the SIGHUP with the release never ending; want after %v", took, releaseWait)
+		case !finishes && !strings.Contains(nl.log.String(), "still pending"):
+			t.Errorf("no warning about the pending release:\n%s", nl.log.String())
 		}
 	}
 }
