@@ -69,6 +69,10 @@ type termEvent struct {
 	createRev int64
 	resumed   bool
 	held      time.Time // evElected: the tenure's start, as the election entry says it
+	// took (evElected, resumed): the tenure's start on this process's
+	// monotonic clock, for the handover rules; zero when the earlier run's
+	// record cannot say (another boot): the tenure then counts from now.
+	took time.Time
 }
 
 // campaigner is a term as the node sees it; tests replace it.

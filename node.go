@@ -158,6 +158,9 @@ type node struct {
 	resuming bool         // until that is settled, a copy of the VIP on the link is the earlier run's: left alone
 	resumed  bool         // this term carries on an earlier run's lease: no probe, no takeover burst
 	tenure   time.Time    // once elected: the tenure's start (the claim; a resumed term's earlier claim)
+	// resumedTook: a resumed term's tenure start on the monotonic clock
+	// (zero: unknown); the handover clock counts from it.
+	resumedTook time.Time
 	// A SIGHUP on a leader first renews, so that the address's lifetime
 	// covers the re-exec; reexecAt bounds that wait.
 	reloading bool
@@ -286,10 +289,14 @@ func (n *node) setState(s nodeState, reason string) {
 	n.met.transition(n.state, s)
 	n.state = s
 	n.rec.StateSince = time.Now()
-	n.rec.Holder, n.rec.HeldSince = "", time.Time{}
+	n.rec.Holder, n.rec.HeldSince, n.rec.HeldBoottimeMS, n.rec.BootID = "", time.Time{}, 0, ""
 	if s == stateLeader {
-		// The claim's time, as the election entry says it (-status).
+		// The claim's time, as the election entry says it (-status), and
+		// the handover clock's start on a clock that does not step, for a
+		// resume (resume.go tenureStart).
 		n.rec.Holder, n.rec.HeldSince = n.rec.Name, cmp.Or(n.tenure, n.ho.tookAt)
+		n.rec.HeldBoottimeMS = (boottime() - time.Since(n.ho.tookAt)).Milliseconds()
+		n.rec.BootID = bootID()
 	}
 	n.save()
 }
@@ -456,7 +463,7 @@ func (n *node) endTerm(graceful bool) {
 	n.deadline, n.beat = time.Time{}, time.Time{}
 	n.timer.Stop()
 	n.elected = false
-	n.resuming, n.resumed, n.tenure = false, false, time.Time{}
+	n.resuming, n.resumed, n.tenure, n.resumedTook = false, false, time.Time{}, time.Time{}
 	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
@@ -590,7 +597,7 @@ func (n *node) onTerm(ev termEvent) {
 		n.elected = true
 		n.setDeadlines(ev)
 		n.rec.CreateRevision = ev.createRev
-		n.tenure = ev.held
+		n.tenure, n.resumedTook = ev.held, ev.took
 		if ev.resumed {
 			n.resuming, n.resumed = false, true
 			n.take()
@@ -785,8 +792,8 @@ func (n *node) take() {
 		how = "resumed; refreshed"
 	}
 	n.ho.tookAt = time.Now()
-	if !n.tenure.IsZero() && n.resumed {
-		n.ho.tookAt = n.tenure // the tenure goes on
+	if !n.resumedTook.IsZero() && n.resumed {
+		n.ho.tookAt = n.resumedTook // the tenure goes on, on the monotonic clock
 	}
 	// The first announcement goes out before anything slower (the log
 	// line, the state file): the neighbours learn the new MAC at once.

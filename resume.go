@@ -15,6 +15,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 )
 
 // Resume: a vipd that starts while the lease of an earlier vipd on this
@@ -46,7 +47,8 @@ type resumeLease struct {
 	key       string // the election key
 	createRev int64
 	ttl       time.Duration
-	held      time.Time // the earlier run's tenure began here
+	held      time.Time // the earlier run's tenure began here (wall clock: the entry's since=)
+	took      time.Time // the same on this process's monotonic clock; zero if unknown
 	name      string    // the earlier run's name in the election
 	healthy   bool      // the earlier run's health verdict, which the resumed rank starts from
 }
@@ -139,7 +141,7 @@ func (t *term) carryOn(r resumeLease, rev int64, sent time.Time) {
 	if !t.send(termEvent{kind: evGranted, ttl: r.ttl, deadline: deadlineAfter(sent, r.ttl), lease: r.id, key: r.key, resumed: true}) {
 		return
 	}
-	if !t.send(termEvent{kind: evElected, beat: deadlineAfter(sent, r.ttl), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev, held: r.held}) {
+	if !t.send(termEvent{kind: evElected, beat: deadlineAfter(sent, r.ttl), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev, held: r.held, took: r.took}) {
 		return
 	}
 	go t.publishRank(r.key, r.id)
@@ -189,7 +191,44 @@ func resumeFrom(r stateRecord) (resumeLease, bool) {
 		return resumeLease{}, false
 	}
 	return resumeLease{id: id, key: r.ElectionKey, createRev: r.CreateRevision,
-		ttl: time.Duration(r.TTLMillis) * time.Millisecond, held: r.HeldSince, name: r.Name, healthy: r.Healthy}, true
+		ttl: time.Duration(r.TTLMillis) * time.Millisecond, held: r.HeldSince, took: tenureStart(r, bootID(), boottime()),
+		name: r.Name, healthy: r.Healthy}, true
+}
+
+// tenureStart is when the record's tenure began, on this process's
+// monotonic clock, from the clock that does not step (CLOCK_BOOTTIME, now
+// at bootNow): the wall clock in held_since may have stepped since, and a
+// step back would shield a leader from handing over for the step's size.
+// A record of another boot, or of a vipd that did not keep that reading,
+// carries no tenure (zero).
+func tenureStart(r stateRecord, boot string, bootNow time.Duration) time.Time {
+	if boot == "" || r.BootID != boot || r.HeldBoottimeMS <= 0 {
+		return time.Time{}
+	}
+	ago := bootNow - time.Duration(r.HeldBoottimeMS)*time.Millisecond
+	if ago < 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(-ago)
+}
+
+// bootID names this boot of the machine ("" if unknown): CLOCK_BOOTTIME
+// readings compare only within one.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// boottime reads CLOCK_BOOTTIME: it never steps and counts suspend too.
+func boottime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // settleEarlier deals with an earlier run's record before the node starts:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -40,7 +41,7 @@ func (nl *nodeLab) resumedEvents(sent time.Time) {
 	ttl := nl.n.cfg.TTL
 	nl.n.onTerm(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
 	nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7,
-		held: time.Now().Add(-time.Hour)})
+		held: time.Now().Add(-time.Hour), took: time.Now().Add(-time.Hour)})
 }
 
 // TestNodeResume: the earlier run's copies stay while the lease is being
@@ -214,6 +215,62 @@ func TestReexecAwaitsRelease(t *testing.T) {
 			t.Errorf("re-executed %v after the SIGHUP with the release never ending; want after %v", took, releaseWait)
 		case !finishes && !strings.Contains(nl.log.String(), "still pending"):
 			t.Errorf("no warning about the pending release:\n%s", nl.log.String())
+		}
+	}
+}
+
+// TestTenureStart: a resumed tenure's start comes from CLOCK_BOOTTIME
+// within the same boot, and from nowhere otherwise.
+func TestTenureStart(t *testing.T) {
+	r := stateRecord{BootID: "b1", HeldBoottimeMS: 5000}
+	if took := tenureStart(r, "b1", 15*time.Second); took.IsZero() || absDuration(time.Since(took)-10*time.Second) > 100*time.Millisecond {
+		t.Errorf("same boot, held at 5 s of boot time, now 15 s: tenure began %v ago, want 10s", time.Since(took))
+	}
+	for _, tt := range []struct {
+		what string
+		r    stateRecord
+		boot string
+		now  time.Duration
+	}{
+		{"another boot", r, "b2", 15 * time.Second},
+		{"no reading", stateRecord{BootID: "b1"}, "b1", 15 * time.Second},
+		{"boot id unknown here", r, "", 15 * time.Second},
+		{"a reading from the future", r, "b1", time.Second},
+	} {
+		if took := tenureStart(tt.r, tt.boot, tt.now); !took.IsZero() {
+			t.Errorf("%s: tenure began %v, want none", tt.what, took)
+		}
+	}
+	if boottime() <= 0 || bootID() == "" {
+		t.Errorf("boottime %v, boot id %q: this kernel should have both", boottime(), bootID())
+	}
+}
+
+// TestResumeTenureClock (issue 19, defect 4): a resumed leader's handover
+// clock counts from the monotonic tenure start, not from held_since: the
+// wall clock stepped back an hour after the claim, so held_since lies an
+// hour ahead. Before, the leader was shielded from handing over for that
+// hour.
+func TestResumeTenureClock(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		nl := resumingNodeLab(t)
+		ttl, sent := nl.n.cfg.TTL, time.Now()
+		var took time.Time
+		if known {
+			took = time.Now().Add(-10 * time.Second)
+		}
+		nl.n.onTerm(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
+		nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234,
+			key: "/vipd/192.0.2.100/1234", createRev: 7, held: time.Now().Add(time.Hour), took: took})
+		if !nl.n.holding {
+			t.Fatalf("not holding after the resume:\n%s", nl.log.String())
+		}
+		want := cmp.Or(took, time.Now())
+		if d := nl.n.ho.tookAt.Sub(want); d > 100*time.Millisecond || d < -100*time.Millisecond {
+			t.Errorf("tenure known=%v: the handover clock starts %v from %v (held_since an hour ahead)", known, d, want)
+		}
+		if rec := nl.n.rec; rec.BootID != bootID() || absDuration(boottime()-time.Duration(rec.HeldBoottimeMS)*time.Millisecond-time.Since(want)) > 100*time.Millisecond {
+			t.Errorf("record's boot-time tenure %d ms (boot %q), want the handover clock's start", rec.HeldBoottimeMS, rec.BootID)
 		}
 	}
 }

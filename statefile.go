@@ -44,15 +44,18 @@ type stateRecord struct {
 	Link      string   `json:"link,omitempty"` // the interface in use
 	LinkIndex uint32   `json:"link_index,omitempty"`
 
-	State         string    `json:"state"`
-	StateSince    time.Time `json:"state_since"`
-	Holder        string    `json:"holder,omitempty"`    // who holds the VIP, as far as this node knows
-	HeldSince     time.Time `json:"held_since,omitzero"` // this node's tenure, while leader
-	Deadline      time.Time `json:"deadline,omitzero"`   // when this node must step down at the latest (wall clock, as of Written)
-	LastAnnounced time.Time `json:"last_announcement,omitzero"`
-	Healthy       bool      `json:"healthy"`                 // the health check's verdict (true without a check)
-	LastStepDown  string    `json:"last_stepdown,omitempty"` // the reason
-	SteppedDownAt time.Time `json:"last_stepdown_at,omitzero"`
+	State      string    `json:"state"`
+	StateSince time.Time `json:"state_since"`
+	Holder     string    `json:"holder,omitempty"`    // who holds the VIP, as far as this node knows
+	HeldSince  time.Time `json:"held_since,omitzero"` // this node's tenure, while leader
+	// The same on CLOCK_BOOTTIME (ms), which does not step, within boot_id.
+	HeldBoottimeMS int64     `json:"held_boottime_ms,omitempty"`
+	BootID         string    `json:"boot_id,omitempty"`
+	Deadline       time.Time `json:"deadline,omitzero"` // when this node must step down at the latest (wall clock, as of Written)
+	LastAnnounced  time.Time `json:"last_announcement,omitzero"`
+	Healthy        bool      `json:"healthy"`                 // the health check's verdict (true without a check)
+	LastStepDown   string    `json:"last_stepdown,omitempty"` // the reason
+	SteppedDownAt  time.Time `json:"last_stepdown_at,omitzero"`
 
 	// The election part: the lease and key of the current term.
 	Lease          string `json:"lease,omitempty"` // hex, as etcd tools print it
