@@ -432,10 +432,10 @@ func TestStepReasons(t *testing.T) {
 			t.Errorf("%v: %s, want %s", c.err, got, c.want)
 		}
 	}
-	if r := handoverReason(rank{false, 9}, rank{true, 0}); r != stepUnhealthy {
+	if r := handoverReason(rank{healthy: false, priority: 9}, rank{healthy: true, priority: 0}); r != stepUnhealthy {
 		t.Errorf("unhealthy leader to a healthy one: %v", r)
 	}
-	if r := handoverReason(rank{true, 0}, rank{true, 1}); r != stepPriority {
+	if r := handoverReason(rank{healthy: true, priority: 0}, rank{healthy: true, priority: 1}); r != stepPriority {
 		t.Errorf("to a higher priority: %v", r)
 	}
 	seen := map[string]bool{}
@@ -504,7 +504,7 @@ func TestNodeMetrics(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
 		nl.n.onHealth(healthEvent{healthy: true})
 		nl.lead()
-		nl.n.onTerm(termEvent{t: nl.term(), kind: evRival, rival: rival{entry: entry{name: "n3", rank: rank{true, 0}}, known: true}})
+		nl.n.onTerm(termEvent{t: nl.term(), kind: evRival, rival: rival{entry: entry{name: "n3", rank: rank{healthy: true, priority: 0}}, known: true}})
 		nl.n.onHealth(healthEvent{healthy: false, reason: "3 checks failed"})
 		nl.n.stop(syscall.SIGTERM) // a candidate now: no step-down
 		fams := scrape(t, nl.n)

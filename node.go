@@ -147,9 +147,16 @@ type node struct {
 
 	// After a local failure (the address cannot be added) the next term
 	// waits, so that a persistent fault does not spin through elections.
-	holdOff   time.Time
-	wake      chan struct{}
-	wakeTimer *time.Timer // sends on wake when holdOff ends; one at a time
+	holdOff time.Time
+	// A node that failed to hold ranks itself unable (rank.go) until
+	// unableUntil, or until a link or address change on its interface;
+	// the back-off doubles with each failure (unableFirst to unableMax)
+	// and starts over once it has held the VIP.
+	unableUntil   time.Time
+	unableBackoff time.Duration
+	ableTimer     *time.Timer // fires at unableUntil
+	wake          chan struct{}
+	wakeTimer     *time.Timer // sends on wake when holdOff ends; one at a time
 
 	// The state file (statefile.go) and what it says; resume.go.
 	sf       *stateFile
@@ -187,6 +194,7 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 		burst:      stopped(),
 		preempt:    stopped(),
 		reexecAt:   stopped(),
+		ableTimer:  stopped(),
 		checked:    make(chan error, 1),
 		healthy:    cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 		ho:         handover{delay: cfg.PreemptDelay},
@@ -275,6 +283,8 @@ func (n *node) run(signals <-chan os.Signal) {
 			if n.term == nil && n.usable() {
 				n.campaign()
 			}
+		case <-n.ableTimer.C:
+			n.ableAgain(fmt.Sprintf("its %v back-off is over", n.unableBackoff))
 		case <-refresh:
 			n.announceAll("periodic refresh")
 		}
@@ -472,7 +482,41 @@ func (n *node) endTerm(graceful bool) {
 }
 
 // rank is this node's rank as it stands (rank.go).
-func (n *node) rank() rank { return rank{healthy: n.healthy, priority: n.cfg.Priority} }
+func (n *node) rank() rank {
+	return rank{unable: !n.unableUntil.IsZero(), healthy: n.healthy, priority: n.cfg.Priority}
+}
+
+// The back-off of a node that failed to hold the VIP.
+const (
+	unableFirst = 10 * time.Second
+	unableMax   = 10 * time.Minute
+)
+
+// markUnable ranks the node below every able one after it failed to hold
+// the VIP: a preferred node that cannot add the address (IPv6 off on its
+// link, say) would otherwise attract a handover, fail, and lose the VIP
+// to the old holder again and again. It tries again after the back-off,
+// or when its link or addresses change (ableAgain).
+func (n *node) markUnable(err error) {
+	n.unableBackoff = min(max(2*n.unableBackoff, unableFirst), unableMax)
+	n.unableUntil = time.Now().Add(n.unableBackoff)
+	n.ableTimer.Reset(n.unableBackoff)
+	n.log.errorf("cannot hold %s: %v; ranking this node unable (below every able node) for %v, or until %s or its addresses change",
+		prefixList(n.cfg.Addresses), err, n.unableBackoff, n.cfg.Interface)
+}
+
+// ableAgain ends an unable spell, publishing the node's rank again.
+func (n *node) ableAgain(why string) {
+	if n.unableUntil.IsZero() {
+		return
+	}
+	n.unableUntil = time.Time{}
+	n.ableTimer.Stop()
+	n.log.infof("rank: %s again (%s); the next failure to hold waits %v", n.rank(), why, min(2*n.unableBackoff, unableMax))
+	if n.term != nil {
+		n.term.setRank(n.rank())
+	}
+}
 
 // onHealth applies a change of the check's verdict: the rank is published
 // in the election entry, and a leader that is now outranked may hand over.
@@ -781,12 +825,15 @@ func (n *node) take() {
 	n.holding = true // from here on, release() removes what was added
 	if err := n.setAddrs(life); err != nil {
 		if errors.Is(err, errAddFailed) {
+			// Both families or none: stepDown removes what was added.
+			n.markUnable(err)
 			n.holdOff = time.Now().Add(localRetry)
 			err = fmt.Errorf("%w (campaigning again in %v)", err, localRetry)
 		}
 		n.stepDown(err)
 		return
 	}
+	n.unableBackoff = 0 // it held: a later failure starts the back-off afresh
 	how := "elected; added"
 	if n.resumed {
 		how = "resumed; refreshed"
@@ -957,7 +1004,11 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 		}
 		return
 	}
-	if a.Index != n.link.Index || !n.isVIP(a.prefix()) {
+	if a.Index != n.link.Index {
+		return
+	}
+	if !n.isVIP(a.prefix()) {
+		n.ableAgain(fmt.Sprintf("%s %s on %s", a.prefix(), map[bool]string{false: "added", true: "removed"}[deleted], n.link.Name))
 		return
 	}
 	switch {
@@ -1079,6 +1130,9 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		n.frames = frames
 	}
 
+	if ok && (usable != wasUsable || macChanged) {
+		n.ableAgain(fmt.Sprintf("%s changed", l.Name))
+	}
 	switch {
 	case wasUsable && !usable:
 		reason := fmt.Errorf("%s is %w", n.cfg.Interface, errLinkDown)

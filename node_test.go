@@ -602,12 +602,12 @@ func TestNodeRank(t *testing.T) {
 	}
 	t.Run("health published", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443")
-		if nl.n.rank() != (rank{false, 0}) {
+		if nl.n.rank() != (rank{healthy: false, priority: 0}) {
 			t.Fatalf("with a check the node starts as %v, want unhealthy until it passes", nl.n.rank())
 		}
 		nl.n.onHealth(healthEvent{healthy: true, reason: "2 checks passed"})
 		nl.n.onHealth(healthEvent{healthy: true, reason: "again"}) // no change: nothing published
-		if got := nl.term().ranks; len(got) != 1 || got[0] != (rank{true, 0}) {
+		if got := nl.term().ranks; len(got) != 1 || got[0] != (rank{healthy: true, priority: 0}) {
 			t.Fatalf("published %v, want one healthy rank", got)
 		}
 		if !strings.Contains(nl.log.String(), "rank: unhealthy, priority 0 -> healthy, priority 0 (2 checks passed)") {
@@ -618,7 +618,7 @@ func TestNodeRank(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
 		nl.n.onHealth(healthEvent{healthy: true})
 		nl.lead()
-		rivalEv(nl, rank{true, 0}) // equal: stays
+		rivalEv(nl, rank{healthy: true, priority: 0}) // equal: stays
 		if nl.n.state != stateLeader || len(nl.terms) != 1 {
 			t.Fatalf("handed over to an equal rank (state %v, %d terms)", nl.n.state, len(nl.terms))
 		}
@@ -637,7 +637,7 @@ func TestNodeRank(t *testing.T) {
 	t.Run("all unhealthy: the holder stays", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
 		nl.lead()
-		rivalEv(nl, rank{false, 0})
+		rivalEv(nl, rank{healthy: false, priority: 0})
 		if nl.n.state != stateLeader {
 			t.Fatal("an unhealthy leader left for an unhealthy candidate")
 		}
@@ -645,7 +645,7 @@ func TestNodeRank(t *testing.T) {
 	t.Run("priority waits for the delay", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.preempt.delay=300ms")
 		nl.lead()
-		rivalEv(nl, rank{true, 10})
+		rivalEv(nl, rank{healthy: true, priority: 10})
 		if nl.n.state != stateLeader {
 			t.Fatal("preempted for priority at once")
 		}

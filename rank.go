@@ -15,29 +15,44 @@ import (
 // one range read shows every candidate with its rank.
 
 type rank struct {
+	// unable: the node failed to hold the VIP (it could not add the
+	// address) and has not seen a reason to believe it can yet; it ranks
+	// below every able node, so that no handover goes to it (node.go
+	// markUnable). Its health is not published meanwhile.
+	unable   bool
 	healthy  bool
 	priority int
 }
 
 // above says whether r strictly outranks o.
 func (r rank) above(o rank) bool {
+	if r.unable != o.unable {
+		return !r.unable
+	}
 	if r.healthy != o.healthy {
 		return r.healthy
 	}
 	return r.priority > o.priority
 }
 
-func (r rank) String() string {
-	h := "healthy"
-	if !r.healthy {
-		h = "unhealthy"
+// healthWord is the rank's first field in an election entry and in logs.
+func (r rank) healthWord() string {
+	switch {
+	case r.unable:
+		return "unable"
+	case r.healthy:
+		return "healthy"
 	}
-	return fmt.Sprintf("%s, priority %d", h, r.priority)
+	return "unhealthy"
+}
+
+func (r rank) String() string {
+	return fmt.Sprintf("%s, priority %d", r.healthWord(), r.priority)
 }
 
 // unranked is the rank of an election entry vipd cannot read: below every
 // rank a node can have, so that nobody steps aside or hands over for it.
-var unranked = rank{healthy: false, priority: math.MinInt}
+var unranked = rank{unable: true, healthy: false, priority: math.MinInt}
 
 // entry is an election key's value: the node's name and its rank, and,
 // once the node holds the VIP, when its tenure began and when it sent its
@@ -54,15 +69,13 @@ type entry struct {
 // heartbeat).
 func (e entry) holds() bool { return e.since != 0 }
 
-// MarshalText writes "NAME healthy|unhealthy PRIORITY", followed by
-// " since=MS beat=MS" for a holder. Names have no whitespace (kcmdline.go
-// validName), so the fields split cleanly.
+// MarshalText writes "NAME healthy|unhealthy|unable PRIORITY", followed
+// by " since=MS beat=MS" for a holder. Names have no whitespace
+// (kcmdline.go validName), so the fields split cleanly. A vipd from
+// before "unable" existed cannot read such an entry and ranks it below
+// everyone (UnmarshalText), which is what "unable" means anyway.
 func (e entry) MarshalText() ([]byte, error) {
-	h := "healthy"
-	if !e.rank.healthy {
-		h = "unhealthy"
-	}
-	s := e.name + " " + h + " " + strconv.Itoa(e.rank.priority)
+	s := e.name + " " + e.rank.healthWord() + " " + strconv.Itoa(e.rank.priority)
 	if e.holds() {
 		s += " since=" + strconv.FormatInt(e.since, 10) + " beat=" + strconv.FormatInt(e.beat, 10)
 	}
@@ -81,12 +94,12 @@ func (e *entry) UnmarshalText(b []byte) error {
 	case len(f) == 1 && canonical:
 		*e = entry{name: f[0], rank: rank{healthy: true}}
 		return nil
-	case (len(f) == 3 || len(f) == 5) && canonical && (f[1] == "healthy" || f[1] == "unhealthy"):
+	case (len(f) == 3 || len(f) == 5) && canonical && (f[1] == "healthy" || f[1] == "unhealthy" || f[1] == "unable"):
 		p, err := strconv.Atoi(f[2])
 		if err != nil || strconv.Itoa(p) != f[2] {
 			break
 		}
-		r := entry{name: f[0], rank: rank{healthy: f[1] == "healthy", priority: p}}
+		r := entry{name: f[0], rank: rank{unable: f[1] == "unable", healthy: f[1] == "healthy", priority: p}}
 		if len(f) == 5 {
 			var sinceOK, beatOK bool
 			r.since, sinceOK = millisField(f[3], "since=")
@@ -99,7 +112,7 @@ func (e *entry) UnmarshalText(b []byte) error {
 		return nil
 	}
 	*e = entry{name: string(b), rank: unranked}
-	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy PRIORITY [since=MS beat=MS]\"", b)
+	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy|unable PRIORITY [since=MS beat=MS]\"", b)
 }
 
 // millisField reads "PREFIX<unix milliseconds>", a positive number written

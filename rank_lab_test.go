@@ -193,3 +193,43 @@ func TestHealthFlapping(t *testing.T) {
 	}
 	l.assertNoOverlap()
 }
+
+// TestUnablePreferredNode (issue 19, defect 3): n2 has the higher
+// priority but IPv6 is off on its link, so it cannot add the dual-stack
+// VIP. Its failure ranks it unable: n1 gets the VIP back and keeps it
+// until n2's back-off (10 s, then 20 s) is over, so n2 fails at most once
+// per back-off, and -status names it unable meanwhile. Before, the VIP
+// went to n2 and back every few seconds, for ever.
+func TestUnablePreferredNode(t *testing.T) {
+	l := newLabWith(t, labOptions{nodes: 2, dualStack: true, args: []string{"vip.ttl=2", "vip.preempt.delay=1s"}})
+	n1, n2 := l.nodes[0], l.nodes[1]
+	n2.ns.sysctl(t, "net.ipv6.conf.eth0.disable_ipv6", "1")
+	l.start(n1)
+	l.waitHolder(n1, electBound)
+	l.start(n2, "vip.priority=10")
+	waitLogCount(t, n2, "ranking this node unable", 1, 10*time.Second)
+	first := time.Now()
+	l.waitHolder(n1, 5*time.Second)
+	waitFor(t, 5*time.Second, "-status on n1 to name n2 unable", func() bool {
+		rep, _ := l.statusJSON(n1)
+		for _, c := range rep.Candidates {
+			if c.Name == n2.name {
+				return c.Unable && strings.HasPrefix(c.Rank, "unable")
+			}
+		}
+		return false
+	})
+
+	time.Sleep(25*time.Second - time.Since(first))
+	failures := strings.Count(n2.log.String(), "ranking this node unable")
+	if failures > 2 {
+		t.Fatalf("n2 failed to hold %d times in 25 s, want at most 2 (back-off 10 s, then 20 s):\n%s", failures, n2.log.String())
+	}
+	if failures == 2 && !strings.Contains(n2.log.String(), "the next failure to hold waits 20s") {
+		t.Errorf("n2's second try did not come after its back-off:\n%s", n2.log.String())
+	}
+	if holders, _ := l.mon.current(); len(holders) != 1 || l.nodes[holders[0]] != n1 {
+		t.Errorf("holders now %v, want n1", l.names(holders))
+	}
+	l.assertNoOverlap()
+}

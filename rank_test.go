@@ -12,15 +12,20 @@ func TestRankOrder(t *testing.T) {
 		a, b rank
 		want bool // a strictly above b
 	}{
-		{rank{true, 0}, rank{false, 0}, true},
-		{rank{true, -5}, rank{false, 100}, true}, // health first
-		{rank{false, 100}, rank{true, -5}, false},
-		{rank{true, 10}, rank{true, 0}, true},
-		{rank{true, 0}, rank{true, 10}, false},
-		{rank{true, 3}, rank{true, 3}, false}, // equal: nobody preempts
-		{rank{false, 3}, rank{false, 3}, false},
-		{rank{false, math.MinInt + 1}, unranked, true},
-		{unranked, rank{false, math.MinInt}, false},
+		{rank{healthy: true, priority: 0}, rank{healthy: false, priority: 0}, true},
+		{rank{healthy: true, priority: -5}, rank{healthy: false, priority: 100}, true}, // health first
+		{rank{healthy: false, priority: 100}, rank{healthy: true, priority: -5}, false},
+		{rank{healthy: true, priority: 10}, rank{healthy: true, priority: 0}, true},
+		{rank{healthy: true, priority: 0}, rank{healthy: true, priority: 10}, false},
+		{rank{healthy: true, priority: 3}, rank{healthy: true, priority: 3}, false}, // equal: nobody preempts
+		{rank{healthy: false, priority: 3}, rank{healthy: false, priority: 3}, false},
+		{rank{priority: math.MinInt + 1}, unranked, true},
+		{unranked, rank{priority: math.MinInt}, false},
+		// unable below every able node, whatever its health and priority
+		{rank{healthy: false, priority: -100}, rank{unable: true, priority: 100}, true},
+		{rank{unable: true, priority: 100}, rank{healthy: false, priority: -100}, false},
+		{rank{unable: true, priority: 100}, rank{unable: true, priority: 0}, true},
+		{rank{unable: true, priority: math.MinInt + 1}, unranked, true}, // still above an unreadable entry
 	}
 	for _, c := range cases {
 		if got := c.a.above(c.b); got != c.want {
@@ -36,14 +41,14 @@ func TestEntryText(t *testing.T) {
 		want  entry
 		ok    bool
 	}{
-		{"n1 healthy 10", e{name: "n1", rank: rank{true, 10}}, true},
-		{"n1 unhealthy -3", e{name: "n1", rank: rank{false, -3}}, true},
-		{"02:00:5e:00:53:01 healthy 0", e{name: "02:00:5e:00:53:01", rank: rank{true, 0}}, true},
+		{"n1 healthy 10", e{name: "n1", rank: rank{healthy: true, priority: 10}}, true},
+		{"n1 unhealthy -3", e{name: "n1", rank: rank{healthy: false, priority: -3}}, true},
+		{"02:00:5e:00:53:01 healthy 0", e{name: "02:00:5e:00:53:01", rank: rank{healthy: true, priority: 0}}, true},
 		// A holder's: its tenure and last heartbeat.
-		{"n1 healthy 0 since=1700000000000 beat=1700000012345", e{name: "n1", rank: rank{true, 0}, since: 1700000000000, beat: 1700000012345}, true},
-		{"n2 unhealthy -7 since=1 beat=2", e{name: "n2", rank: rank{false, -7}, since: 1, beat: 2}, true},
+		{"n1 healthy 0 since=1700000000000 beat=1700000012345", e{name: "n1", rank: rank{healthy: true, priority: 0}, since: 1700000000000, beat: 1700000012345}, true},
+		{"n2 unhealthy -7 since=1 beat=2", e{name: "n2", rank: rank{healthy: false, priority: -7}, since: 1, beat: 2}, true},
 		// What vipd wrote before ranks: the default rank.
-		{"n1", e{name: "n1", rank: rank{true, 0}}, true},
+		{"n1", e{name: "n1", rank: rank{healthy: true, priority: 0}}, true},
 		// Unreadable: named by the whole value, below everyone.
 		{"", e{name: "", rank: unranked}, false},
 		{"n1 sick 3", e{name: "n1 sick 3", rank: unranked}, false},
@@ -111,8 +116,8 @@ func FuzzEntry(f *testing.F) {
 func TestHandoverDecide(t *testing.T) {
 	const delay = 5 * time.Second
 	t0 := time.Unix(1000, 0)
-	healthy0, healthy10 := rank{true, 0}, rank{true, 10}
-	sick0, sick10 := rank{false, 0}, rank{false, 10}
+	healthy0, healthy10 := rank{healthy: true, priority: 0}, rank{healthy: true, priority: 10}
+	sick0, sick10 := rank{healthy: false, priority: 0}, rank{healthy: false, priority: 10}
 	riv := func(r rank) rival { return rival{entry: entry{name: "n3", rank: r}, known: true} }
 	type step struct {
 		at   time.Duration // after t0

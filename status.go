@@ -47,6 +47,7 @@ type statusCandidate struct {
 	Name     string `json:"name"`
 	Rank     string `json:"rank"` // "healthy, priority 0", or "unranked" for an entry vipd cannot read
 	Healthy  bool   `json:"healthy"`
+	Unable   bool   `json:"unable,omitempty"` // it failed to hold the VIP and ranks below every able node until it may try again
 	Priority int    `json:"priority"` // 0 when unranked
 	Unranked bool   `json:"unranked,omitempty"`
 	Key      string `json:"key"`
@@ -219,7 +220,7 @@ func buildStatus(key string, endpoints []string, cs []candidate, leases map[clie
 }
 
 func statusOf(c candidate, leases map[clientv3.LeaseID]leaseInfo, self string) statusCandidate {
-	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Priority: c.rank.priority,
+	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Unable: c.rank.unable, Priority: c.rank.priority,
 		Key: c.key, Lease: strconv.FormatInt(int64(c.lease), 16), LeaseTTL: -1, Self: self != "" && c.name == self}
 	if c.rank == unranked {
 		s.Rank, s.Priority, s.Unranked = "unranked", 0, true
