@@ -48,7 +48,7 @@ type statusCandidate struct {
 	Rank     string `json:"rank"` // "healthy, priority 0", or "unranked" for an entry vipd cannot read
 	Healthy  bool   `json:"healthy"`
 	Unable   bool   `json:"unable,omitempty"` // it failed to hold the VIP and ranks below every able node until it may try again
-	Priority int    `json:"priority"` // 0 when unranked
+	Priority int    `json:"priority"`         // 0 when unranked
 	Unranked bool   `json:"unranked,omitempty"`
 	Key      string `json:"key"`
 	Lease    string `json:"lease"`        // hex, as etcdctl prints it
