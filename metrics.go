@@ -98,13 +98,14 @@ const (
 	stepUnhealthy                      // handed over: the health check failed here
 	stepPriority                       // handed over to a higher vip.priority
 	stepStop                           // stopped by a signal
+	stepForeign                        // won the campaign, stepped aside: another host kept answering for the VIP
 	stepOther                          // none of the above: a bug if it ever counts
 	nStepReasons
 )
 
 func (r stepReason) String() string {
 	return [...]string{"deadline", "lease_expired", "key_gone", "outranked", "claim_failed", "stalled",
-		"add_failed", "link_down", "unhealthy", "priority", "stop", "other"}[r]
+		"add_failed", "link_down", "unhealthy", "priority", "stop", "foreign", "other"}[r]
 }
 
 // stepReasonOf maps a step-down error to its reason. The deadline comes
@@ -124,6 +125,7 @@ func stepReasonOf(err error) stepReason {
 		{errAddFailed, stepAddFailed},
 		{errLinkDown, stepLinkDown},
 		{errLinkGone, stepLinkDown},
+		{errForeign, stepForeign},
 	} {
 		if errors.Is(err, c.target) {
 			return c.r

@@ -95,6 +95,7 @@ var (
 	errLinkGone  = errors.New("no such interface") // "eth0: no such interface"
 	errAddFailed = errors.New("cannot add the address")
 	errStalled   = errors.New("stalled while setting the address")
+	errForeign   = errors.New("another host answers for the address")
 )
 
 type node struct {
@@ -134,10 +135,10 @@ type node struct {
 
 	probeSeq    int
 	probeCancel context.CancelFunc
-	probeFailed bool      // the last probe failed (logged once per spell)
-	squatStart  time.Time // when another host first answered for the VIP
-	squatLoud   bool      // the squatter has been reported as an error
-	waitingFor  string    // what the last "waiting" line said
+	probeFailed bool          // the last probe failed (logged once per spell)
+	squatStart  time.Time     // when another host first answered for the VIP, in this term
+	squatLimit  time.Duration // how long a term waits for it before stepping aside (squatBound)
+	waitingFor  string        // what the last "waiting" line said
 
 	// The takeover burst is sent from the loop, like every frame that
 	// claims the VIP, so that the deadline is checked right before each.
@@ -198,6 +199,7 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 		checked:    make(chan error, 1),
 		healthy:    cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 		ho:         handover{delay: cfg.PreemptDelay},
+		squatLimit: squatBound(cfg.TTL),
 		rec:        newRecord(cfg),
 	}
 }
@@ -474,6 +476,7 @@ func (n *node) endTerm(graceful bool) {
 	n.timer.Stop()
 	n.elected = false
 	n.resuming, n.resumed, n.tenure, n.resumedTook = false, false, time.Time{}, time.Time{}
+	n.squatStart = time.Time{} // each term waits its full squatLimit
 	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
@@ -779,8 +782,9 @@ func (n *node) onProbe(r probeResult) {
 	n.probeCancel = nil
 	switch {
 	case r.foreign != nil:
-		n.onSquatter(r.foreign)
-		n.startProbe(probeRetry)
+		if n.onSquatter(r.foreign) {
+			n.startProbe(probeRetry)
+		}
 	case r.err != nil:
 		if !n.probeFailed {
 			n.log.warnf("probe before take failed: %v; probing again every %v", r.err, probeRetry)
@@ -788,25 +792,39 @@ func (n *node) onProbe(r probeResult) {
 		}
 		n.startProbe(probeRetry)
 	default:
-		n.squatStart, n.squatLoud, n.probeFailed = time.Time{}, false, false
+		n.squatStart, n.probeFailed = time.Time{}, false
 		n.take()
 	}
 }
 
-// onSquatter logs another host answering for the VIP: briefly expected when
-// a frozen former holder's address has not expired yet, loud when it lasts
-// longer than any lifetime vipd gives.
-func (n *node) onSquatter(mac net.HardwareAddr) {
-	limit := n.cfg.TTL + 2*time.Second
-	switch {
-	case n.squatStart.IsZero():
+// squatBound is how long an elected node waits while another host
+// answers for the VIP: TTL + 2 s, longer than any copy that a frozen or
+// dead vipd's kernel can keep (its lifetime ends by the fence, plus the
+// kernel's second of slack). An answer that outlasts it comes from a host
+// that configured the VIP by hand or by another tool.
+func squatBound(ttl time.Duration) time.Duration { return ttl + 2*time.Second }
+
+// onSquatter deals with another host answering for the VIP. Briefly that
+// is expected: a frozen former holder's address has not expired yet. Past
+// squatLimit it is a foreign host: the node says so loudly, counts it
+// (vipd_stepdowns_total{reason="foreign"}) and steps aside, so that
+// another candidate, which may see the LAN differently, can try; it
+// campaigns again at the end of the queue, so with one node, or a squatter
+// every node sees, the alarm is raised again each squatLimit and nobody
+// adds the address. It reports whether the node goes on waiting.
+func (n *node) onSquatter(mac net.HardwareAddr) bool {
+	if n.squatStart.IsZero() {
 		n.squatStart = time.Now()
 		n.log.warnf("%s still answered by %s; waiting for it to go quiet before taking it", prefixList(n.cfg.Addresses), mac)
-	case !n.squatLoud && time.Since(n.squatStart) >= limit:
-		n.squatLoud = true
-		n.log.errorf("a foreign host (MAC %s) has answered for %s for more than %v: someone else has configured it; not taking the address while it answers",
-			mac, prefixList(n.cfg.Addresses), limit)
+		return true
 	}
+	if time.Since(n.squatStart) < n.squatLimit {
+		return true
+	}
+	n.log.errorf("a foreign host (MAC %s) has answered for %s for more than %v: someone else has configured it; not taking the address while it answers",
+		mac, prefixList(n.cfg.Addresses), n.squatLimit)
+	n.stepDown(fmt.Errorf("%w: %s for more than %v; stepping aside so that another node may try", errForeign, mac, n.squatLimit))
+	return false
 }
 
 // take adds the addresses with a lifetime that ends before the fence (see

@@ -678,3 +678,40 @@ func TestNodeFrozenBetweenAddresses(t *testing.T) {
 	}
 	nl.wantStepDown(errStalled)
 }
+
+// TestNodeForeignSquatter (issue 19, defect 6): an elected node that keeps
+// finding another host answering for the VIP waits at most squatLimit,
+// then says so loudly, counts it and steps aside (a new term, at the end
+// of the queue), without ever adding the address. Before, it waited for
+// ever while holding the election key.
+func TestNodeForeignSquatter(t *testing.T) {
+	if b := squatBound(3 * time.Second); b != 5*time.Second {
+		t.Errorf("squatBound(3s) = %v, want TTL + 2 s", b)
+	}
+	nl := newNodeLab(t, 2*time.Second)
+	nl.n.squatLimit = 300 * time.Millisecond
+	squat := func(netip.Addr) (net.HardwareAddr, error) { return net.HardwareAddr{2, 0, 0, 0, 0, 0x66}, nil }
+	now := time.Now()
+	nl.event(evGranted, now, false)
+	nl.event(evElected, now, true)
+	first := nl.term()
+	for end := time.Now().Add(3 * time.Second); nl.term() == first && time.Now().Before(end); {
+		nl.frames.queue(squat)
+		nl.probe()
+		if nl.n.holding {
+			t.Fatal("took the address while another host answered for it")
+		}
+	}
+	if nl.term() == first || !first.stopped {
+		t.Fatalf("still waiting in the first term after 3 s (squatLimit %v)", nl.n.squatLimit)
+	}
+	if !errors.Is(nl.n.stepped, errForeign) || nl.n.met.stepdowns[stepForeign].Load() != 1 {
+		t.Errorf("stepped down with %v, %d counted as foreign; want errForeign, 1", nl.n.stepped, nl.n.met.stepdowns[stepForeign].Load())
+	}
+	if !strings.Contains(nl.log.String(), "a foreign host (MAC 02:00:00:00:00:66)") {
+		t.Errorf("no alarm in the log:\n%s", nl.log.String())
+	}
+	if !nl.n.squatStart.IsZero() || len(nl.kern.held) != 0 {
+		t.Errorf("the next term starts with squatStart %v and addresses %v, want none", nl.n.squatStart, nl.kern.held)
+	}
+}
