@@ -69,6 +69,10 @@ type termEvent struct {
 	createRev int64
 	resumed   bool
 	held      time.Time // evElected: the tenure's start, as the election entry says it
+	// vouched (evGranted, evRenewed, evElected): the send time of the
+	// request whose acknowledgement this event reports, for the lease:
+	// etcd held it alive then, whatever the local clock has seen since.
+	vouched time.Time
 	// took (evElected, resumed): the tenure's start on this process's
 	// monotonic clock, for the handover rules; zero when the earlier run's
 	// record cannot say (another boot): the tenure then counts from now.
@@ -394,6 +398,7 @@ func (t *term) renewed(err error, sent time.Time, trouble *bool, ev *termEvent) 
 			t.troubled(nil)
 		}
 		ev.deadline = deadlineAfter(sent, t.ttl)
+		ev.vouched = sent
 	}
 	return true
 }
@@ -439,7 +444,7 @@ func (t *term) grant() (clientv3.LeaseID, time.Duration, bool) {
 			if ttl != t.cfg.ttl {
 				t.log.infof("etcd granted a %d s lease for the requested %v; timing follows the granted TTL", resp.TTL, t.cfg.ttl)
 			}
-			ok := t.send(termEvent{kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: resp.ID, key: t.keyOf(resp.ID)})
+			ok := t.send(termEvent{kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), vouched: sent, lease: resp.ID, key: t.keyOf(resp.ID)})
 			if !ok {
 				t.revoke(resp.ID)
 			}

@@ -145,6 +145,14 @@ type node struct {
 	burst     *time.Timer
 	burstLeft int
 	refresh   *time.Ticker
+	// Pauses no clock sees (a VM stopped by its hypervisor): every
+	// announcement after a term's first goes out only once etcd has
+	// acknowledged a renewal sent after the announcement became due
+	// (requestAnnounce). vouched is the latest such send time; pending
+	// names the announcement waiting for one, due since pendingSince.
+	vouched      time.Time
+	pending      string
+	pendingSince time.Time
 
 	// After a local failure (the address cannot be added) the next term
 	// waits, so that a persistent fault does not spin through elections.
@@ -288,7 +296,7 @@ func (n *node) run(signals <-chan os.Signal) {
 		case <-n.ableTimer.C:
 			n.ableAgain(fmt.Sprintf("its %v back-off is over", n.unableBackoff))
 		case <-refresh:
-			n.announceAll("periodic refresh")
+			n.requestAnnounce("periodic refresh")
 		}
 	}
 }
@@ -477,6 +485,7 @@ func (n *node) endTerm(graceful bool) {
 	n.elected = false
 	n.resuming, n.resumed, n.tenure, n.resumedTook = false, false, time.Time{}, time.Time{}
 	n.squatStart = time.Time{} // each term waits its full squatLimit
+	n.vouched = time.Time{}    // a new lease is vouched for afresh
 	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
 	n.rival = rival{}
 	n.ho.aboveSince, n.ho.said = time.Time{}, ""
@@ -622,6 +631,9 @@ func (n *node) onTerm(ev termEvent) {
 	if ev.t != n.term {
 		return // a term that has already ended
 	}
+	if ev.vouched.After(n.vouched) {
+		n.vouched = ev.vouched
+	}
 	switch ev.kind {
 	case evGranted:
 		n.ttl = ev.ttl
@@ -636,6 +648,7 @@ func (n *node) onTerm(ev termEvent) {
 	case evRenewed:
 		n.setDeadlines(ev)
 		n.extended()
+		n.announcePending()
 		n.save()
 		if n.reloading && n.holding && n.reexecAt.Stop() {
 			n.reexec("renewed first")
@@ -863,7 +876,7 @@ func (n *node) take() {
 	// The first announcement goes out before anything slower (the log
 	// line, the state file): the neighbours learn the new MAC at once.
 	if !n.resumed {
-		n.startBurst()
+		n.startBurst(true)
 	} else {
 		// The neighbours still point here: one announcement, no burst.
 		n.announceAll("resume")
@@ -905,7 +918,7 @@ func (n *node) refreshAddrs() {
 	case n.missing:
 		n.missing = false
 		n.log.warnf("%s re-added on %s and announced (lifetime %d s)", prefixList(n.cfg.Addresses), n.link.Name, int(life/time.Second))
-		n.announceAll("re-add")
+		n.requestAnnounce("re-add")
 	}
 }
 
@@ -933,14 +946,21 @@ func (n *node) release() bool {
 	return clean
 }
 
-// startBurst announces at once, then vip.garp-1 more times, from the loop.
-func (n *node) startBurst() {
+// startBurst announces, then vip.garp-1 more times, from the loop: the
+// first frame at once when it is a takeover's (the claim, or the renewal
+// take() waited for, has just been acknowledged), after a renewal
+// otherwise (requestAnnounce).
+func (n *node) startBurst(takeover bool) {
 	n.stopBurst()
 	if n.cfg.Garp < 1 {
 		return
 	}
 	n.burstLeft = n.cfg.Garp - 1
-	n.announceAll("takeover")
+	if takeover {
+		n.announceAll("takeover")
+	} else {
+		n.requestAnnounce("new MAC")
+	}
 	if n.burstLeft > 0 && n.holding {
 		n.burst.Reset(n.cfg.GarpInterval)
 	}
@@ -951,16 +971,49 @@ func (n *node) burstTick() {
 		return
 	}
 	n.burstLeft--
-	n.announceAll("takeover")
+	n.requestAnnounce("takeover")
 	if n.burstLeft > 0 && n.holding {
 		n.burst.Reset(n.cfg.GarpInterval)
 	}
+}
+
+// requestAnnounce sends an announcement once etcd has acknowledged a
+// renewal sent after now: it asks for one at once. A VM that its
+// hypervisor paused past its lease resumes with a monotonic clock that
+// saw nothing, and its timers (burst, refresh) fire as if no time had
+// passed; etcd then answers "lease not found" and the node steps down
+// before anything goes out. In the ordinary case it costs one round trip
+// to etcd per announcement.
+func (n *node) requestAnnounce(why string) {
+	n.checkDeadline()
+	if !n.holding || n.term == nil {
+		return
+	}
+	n.pending, n.pendingSince = why, time.Now()
+	n.term.renewNow()
+}
+
+// announcePending sends the pending announcement if a renewal sent after
+// it became due has been acknowledged, and otherwise asks for another
+// (one already in flight when it became due does not count).
+func (n *node) announcePending() {
+	if n.pending == "" {
+		return
+	}
+	if !n.vouched.After(n.pendingSince) {
+		n.term.renewNow()
+		return
+	}
+	why := n.pending
+	n.pending = ""
+	n.announceAll(why)
 }
 
 // stopBurst cancels a running announcement burst: after a step-down (or a
 // new MAC) its frames would announce the wrong thing.
 func (n *node) stopBurst() {
 	n.burstLeft = 0
+	n.pending = ""
 	n.burst.Stop()
 }
 
@@ -1167,7 +1220,7 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		n.logWaiting(ok)
 	case macChanged && n.holding:
 		n.log.infof("%s changed its MAC from %s to %s; announcing again", l.Name, oldMAC, l.HardwareAddr)
-		n.startBurst()
+		n.startBurst(false)
 	}
 }
 

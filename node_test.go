@@ -194,9 +194,9 @@ func (nl *nodeLab) event(kind termEventKind, sent time.Time, released bool) {
 	ev := termEvent{t: nl.term(), kind: kind, ttl: ttl, released: released}
 	switch kind {
 	case evGranted:
-		ev.deadline = deadlineAfter(sent, ttl)
+		ev.deadline, ev.vouched = deadlineAfter(sent, ttl), sent
 	case evRenewed, evElected:
-		ev.deadline, ev.beat = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl)
+		ev.deadline, ev.beat, ev.vouched = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl), sent
 	}
 	nl.n.checkDeadline()
 	nl.n.onTerm(ev)
@@ -255,7 +255,7 @@ func TestNodeSendsOnlyWhileHolding(t *testing.T) {
 		send func(n *node)
 	}{
 		{"burst tick", func(n *node) { n.burstTick() }},
-		{"periodic refresh", func(n *node) { n.announceAll("periodic refresh") }},
+		{"periodic refresh", func(n *node) { n.requestAnnounce("periodic refresh") }},
 		{"new MAC", func(n *node) {
 			l := n.link
 			l.HardwareAddr = net.HardwareAddr{2, 0, 0x5e, 0, 0x53, l.HardwareAddr[5] + 1}
@@ -269,9 +269,14 @@ func TestNodeSendsOnlyWhileHolding(t *testing.T) {
 			if len(nl.frames.sent) != 2 {
 				t.Fatalf("takeover sent %v, want one announcement per VIP", nl.frames.sent)
 			}
-			c.send(nl.n) // in time: sent
+			pokes := nl.term().pokes
+			c.send(nl.n) // in time: sent once etcd vouches for the lease again
+			if len(nl.frames.sent) != 2 || nl.term().pokes != pokes+1 {
+				t.Fatalf("sent %v with %d renewals asked for, want nothing before a renewal, and one asked for", nl.frames.sent[2:], nl.term().pokes-pokes)
+			}
+			nl.event(evRenewed, time.Now(), false)
 			if len(nl.frames.sent) != 4 {
-				t.Fatalf("sent %v in time, want a second announcement per VIP", nl.frames.sent)
+				t.Fatalf("sent %v after the renewal, want a second announcement per VIP", nl.frames.sent)
 			}
 			// A freeze: the deadline passes with nothing acknowledged.
 			nl.n.deadline = time.Now().Add(-time.Millisecond)
@@ -487,8 +492,11 @@ func TestNodeAddressGone(t *testing.T) {
 			delete(nl.kern.held, fakeVIP4)
 			frames := len(nl.frames.sent)
 			nl.n.onAddr(addrMessage{Family: unix.AF_INET, PrefixLen: 32, Index: 2, Address: fakeVIP4.Addr(), Local: fakeVIP4.Addr()}, true)
-			if got := nl.term().pokes == 1; got != c.renew {
-				t.Fatalf("immediate renewal asked for: %v, want %v", got, c.renew)
+			if _, back := nl.kern.held[fakeVIP4]; back == c.renew {
+				t.Fatalf("put back at once: %v, want %v", back, !c.renew)
+			}
+			if nl.term().pokes != 1 { // for the fence, or for the announcement
+				t.Fatalf("%d renewals asked for, want 1", nl.term().pokes)
 			}
 			if c.renew {
 				if _, ok := nl.kern.held[fakeVIP4]; ok {
@@ -505,6 +513,12 @@ func TestNodeAddressGone(t *testing.T) {
 			if _, ok := nl.kern.held[fakeVIP4]; !ok || !nl.n.holding {
 				t.Fatal("the address was not put back")
 			}
+			// The announcement waits for a renewal sent after the
+			// address came back.
+			if len(nl.frames.sent) != frames {
+				t.Fatal("announced before etcd vouched for the lease again")
+			}
+			nl.event(evRenewed, time.Now(), false)
 			if len(nl.frames.sent) == frames {
 				t.Fatal("the address was put back without an announcement")
 			}
@@ -713,5 +727,31 @@ func TestNodeForeignSquatter(t *testing.T) {
 	}
 	if !nl.n.squatStart.IsZero() || len(nl.kern.held) != 0 {
 		t.Errorf("the next term starts with squatStart %v and addresses %v, want none", nl.n.squatStart, nl.kern.held)
+	}
+}
+
+// TestNodePauseNoStaleAnnouncement (issue 19, a pause no clock sees): an
+// announcement that falls due goes out only after etcd acknowledges a
+// renewal sent after that moment. A VM paused by its hypervisor past its
+// lease resumes with a monotonic clock that saw nothing: its burst tick
+// fires, the renewal it asks for is answered "lease not found", and it
+// steps down without a frame. Before, the tick sent at once.
+func TestNodePauseNoStaleAnnouncement(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.lead()
+	frames, pokes := len(nl.frames.sent), nl.term().pokes
+	inFlight := time.Now() // a renewal sent before the tick
+	nl.n.burstTick()
+	nl.event(evRenewed, inFlight, false)
+	if len(nl.frames.sent) != frames {
+		t.Fatalf("announced on a renewal sent before the announcement fell due: %v", nl.frames.sent[frames:])
+	}
+	if nl.term().pokes != pokes+2 {
+		t.Fatalf("%d renewals asked for, want 2 (at the tick, and again after the stale acknowledgement)", nl.term().pokes-pokes)
+	}
+	nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
+	nl.wantStepDown(errLeaseExpired)
+	if len(nl.frames.sent) != frames {
+		t.Fatalf("announced after the lease was gone: %v", nl.frames.sent[frames:])
 	}
 }

@@ -138,7 +138,7 @@ func (t *term) confirm(r resumeLease) (int64, bool, error) {
 func (t *term) carryOn(r resumeLease, rev int64, sent time.Time) {
 	defer t.revoke(r.id)
 	t.log.infof("resumed the earlier run's lease %x and election key %s (TTL %v)", r.id, r.key, r.ttl)
-	if !t.send(termEvent{kind: evGranted, ttl: r.ttl, deadline: deadlineAfter(sent, r.ttl), lease: r.id, key: r.key, resumed: true}) {
+	if !t.send(termEvent{kind: evGranted, ttl: r.ttl, deadline: deadlineAfter(sent, r.ttl), vouched: sent, lease: r.id, key: r.key, resumed: true}) {
 		return
 	}
 	if !t.send(termEvent{kind: evElected, beat: deadlineAfter(sent, r.ttl), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev, held: r.held, took: r.took}) {
