@@ -52,6 +52,7 @@ type vm struct {
 	cmd     *exec.Cmd
 	console string // the serial console (ttyS0), as a file
 	ctl     string // ttyS1: the control line (/etc/ctl in the guest)
+	mon     string // qemu's human monitor (stop, cont)
 	exited  chan struct{}
 	started time.Time
 	qemuOut strings.Builder // qemu's own messages
@@ -175,41 +176,45 @@ func (l *bootLab) etcdHealthy() bool {
 	return strings.Contains(string(b), `"health":"true"`)
 }
 
-// dial opens a TCP connection from inside the namespace: on a thread that
-// has entered it, which leaves it again afterwards (a socket stays in the
-// namespace it was made in).
+// dial opens a TCP connection from inside the namespace.
 func (l *bootLab) dial(addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan result, 1)
+	var c net.Conn
+	err := l.inNS(func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+		return err
+	})
+	return c, err
+}
+
+// inNS runs fn on a thread that has entered the namespace, which leaves it
+// again afterwards (a socket stays in the namespace it was made in).
+func (l *bootLab) inNS(fn func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // not unlocked if the thread cannot return: it dies with the goroutine
 		self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", syscall.Gettid()))
 		if err != nil {
-			done <- result{err: err}
+			done <- err
 			return
 		}
 		defer self.Close()
 		target, err := os.Open("/run/netns/" + l.ns)
 		if err != nil {
-			done <- result{err: err}
+			done <- err
 			return
 		}
 		defer target.Close()
 		if err := setns(target); err != nil {
-			done <- result{err: err}
+			done <- err
 			return
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		err = fn()
 		if setns(self) == nil {
 			runtime.UnlockOSThread()
 		}
-		done <- result{c, err}
+		done <- err
 	}()
-	r := <-done
-	return r.c, r.err
+	return <-done
 }
 
 // sysSetns is setns(2) on x86-64, the only architecture this test boots
@@ -229,6 +234,7 @@ func setns(f *os.File) error {
 func (l *bootLab) boot(n int, hostname string, words, cfgDisk string) *vm {
 	v := &vm{n: n, name: hostname, mac: fmt.Sprintf("52:54:00:00:53:%02x", n), ip: fmt.Sprintf("192.0.2.%d", 10+n),
 		console: filepath.Join(l.dir, fmt.Sprintf("console-%d.log", n)), ctl: filepath.Join(l.dir, fmt.Sprintf("ctl-%d.sock", n)),
+		mon:     filepath.Join(l.dir, fmt.Sprintf("mon-%d.sock", n)),
 		exited: make(chan struct{})}
 	tap := fmt.Sprintf("tap%d", n)
 	l.ip("tuntap", "add", "dev", tap, "mode", "tap")
@@ -242,7 +248,8 @@ func (l *bootLab) boot(n int, hostname string, words, cfgDisk string) *vm {
 		"-kernel", l.kernel, "-initrd", l.initrd, "-append", cmdline,
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,mac=" + v.mac,
-		"-serial", "file:" + v.console, "-serial", "unix:" + v.ctl + ",server=on,wait=off"}
+		"-serial", "file:" + v.console, "-serial", "unix:" + v.ctl + ",server=on,wait=off",
+		"-monitor", "unix:" + v.mon + ",server=on,wait=off"}
 	if cfgDisk != "" {
 		args = append(args, "-drive", "file="+cfgDisk+",format=raw,if=virtio,readonly=on")
 	}
