@@ -234,7 +234,7 @@ func setns(f *os.File) error {
 func (l *bootLab) boot(n int, hostname string, words, cfgDisk string) *vm {
 	v := &vm{n: n, name: hostname, mac: fmt.Sprintf("52:54:00:00:53:%02x", n), ip: fmt.Sprintf("192.0.2.%d", 10+n),
 		console: filepath.Join(l.dir, fmt.Sprintf("console-%d.log", n)), ctl: filepath.Join(l.dir, fmt.Sprintf("ctl-%d.sock", n)),
-		mon:     filepath.Join(l.dir, fmt.Sprintf("mon-%d.sock", n)),
+		mon:    filepath.Join(l.dir, fmt.Sprintf("mon-%d.sock", n)),
 		exited: make(chan struct{})}
 	tap := fmt.Sprintf("tap%d", n)
 	l.ip("tuntap", "add", "dev", tap, "mode", "tap")
