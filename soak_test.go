@@ -33,8 +33,11 @@ import (
 //   - one node holds both VIPs within a bound after every heal;
 //   - after a final graceful stop, no VIP left anywhere and no vipd left.
 //
-// It also samples every vipd's RSS (and goroutines, with vip.metrics) and
-// reports the trend of each process lifetime. The schedule comes from a
+// It also samples every vipd's RSS, live heap (its runtime's gctrace
+// lines: GODEBUG=gctrace=1) and goroutines (with vip.metrics), and reports
+// the trend of each process lifetime: the live heap and the goroutines
+// must be flat, the RSS only bounded (it also follows the runtime's
+// settling: the scavenger, fragmentation). The schedule comes from a
 // seed that is printed; VIPD_SOAK_SEED replays it (the same faults, order,
 // targets and hold times; the timing of the machine differs). VIPD_SOAK_MD
 // names a file to append the Markdown tables to; VIPD_SOAK_LOGS the file
@@ -56,7 +59,8 @@ const (
 	soakWarmup        = 2 * time.Minute  // of each process, left out of its trend
 	soakMinSpan       = 5 * time.Minute  // a trend needs this much after the warm-up
 	soakFlatSpan      = 10 * time.Minute // "flat" is judged on series at least this long
-	soakFlatRSS       = 2.0              // MiB per hour
+	soakFlatHeap      = 1.0              // live heap, MiB per hour (gctrace reports whole MB)
+	soakMaxRSS        = 32.0             // MiB, at any sample (issue 2: an idle leader ≤ 25 MiB)
 	soakFlatGoroutine = 30.0             // goroutines per hour
 )
 
@@ -322,6 +326,7 @@ func (s *soak) startVipd(nd *labNode) {
 		args = append(args, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, soakMetricsPort))
 	}
 	nd.cmd = nd.command(append([]string{s.bin}, args...)...)
+	nd.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1") // the live heap after every GC, on stderr
 	nd.log = &syncBuffer{}
 	w := io.MultiWriter(nd.log, s.logs[i])
 	nd.cmd.Stdout, nd.cmd.Stderr = w, w
@@ -1134,52 +1139,67 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	flatNote := ""
 	for i, nd := range s.l.nodes {
 		var best *resSeries
-		var bestRSS, bestG trend
+		var bestRSS, bestHeap, bestG trend
 		lives := 0
+		maxRSS := 0.0 // over every process of the node, warm-up included
 		for _, sr := range s.series {
 			if sr.node != i {
 				continue
 			}
 			lives++
+			for _, x := range sr.samples {
+				maxRSS = max(maxRSS, float64(x.rss)/(1<<20))
+			}
 			tr := sr.trend(func(x resSample) (float64, bool) { return float64(x.rss) / (1 << 20), true })
 			if best == nil || tr.span > bestRSS.span {
 				best, bestRSS = sr, tr
+				bestHeap = sr.trend(func(x resSample) (float64, bool) { return x.heapMB, x.heapMB >= 0 })
 				bestG = sr.trend(func(x resSample) (float64, bool) { return float64(x.goroutines), x.goroutines >= 0 })
 			}
 		}
-		row := []string{nd.name, strconv.Itoa(lives), "-", "-", "-", "n/a", "n/a", "-"}
+		row := []string{nd.name, strconv.Itoa(lives), "-", fmt.Sprintf("%.1f", maxRSS), "-", "-", "-", "n/a", "n/a", "-"}
 		if s.metrics {
-			row[5], row[6] = "-", "-"
+			row[7], row[8] = "-", "-"
 		}
 		if best != nil && bestRSS.span > 0 {
 			row[2] = bestRSS.span.Round(time.Second).String()
-			row[3] = fmt.Sprintf("%.1f → %.1f", bestRSS.first, bestRSS.last)
-			verdict := fmt.Sprintf("too short to judge (< %v)", soakFlatSpan)
-			if bestRSS.ok {
-				row[4] = fmt.Sprintf("%+.2f", bestRSS.perHour)
-			}
-			if bestG.span > 0 {
-				row[5] = fmt.Sprintf("%.0f → %.0f", bestG.first, bestG.last)
-				if bestG.ok {
-					row[6] = fmt.Sprintf("%+.1f", bestG.perHour)
+			row[4] = fmt.Sprintf("%.1f → %.1f", bestRSS.first, bestRSS.last)
+			if bestHeap.span > 0 {
+				row[5] = fmt.Sprintf("%.0f → %.0f", bestHeap.first, bestHeap.last)
+				if bestHeap.ok {
+					row[6] = fmt.Sprintf("%+.2f", bestHeap.perHour)
 				}
 			}
-			if bestRSS.ok && bestRSS.span >= soakFlatSpan {
+			if bestG.span > 0 {
+				row[7] = fmt.Sprintf("%.0f → %.0f", bestG.first, bestG.last)
+				if bestG.ok {
+					row[8] = fmt.Sprintf("%+.1f", bestG.perHour)
+				}
+			}
+			verdict := fmt.Sprintf("too short to judge (< %v)", soakFlatSpan)
+			if bestHeap.ok && bestRSS.span >= soakFlatSpan {
 				verdict = "yes"
-				if bestRSS.perHour > soakFlatRSS || (bestG.ok && bestG.perHour > soakFlatGoroutine) {
+				if bestHeap.perHour > soakFlatHeap || (bestG.ok && bestG.perHour > soakFlatGoroutine) {
 					verdict = "NO"
 				}
 			}
-			row[7] = verdict
+			if maxRSS > soakMaxRSS {
+				verdict = "NO (RSS)"
+			}
+			if strings.HasPrefix(verdict, "NO") {
+				s.t.Errorf("%s's vipd: live heap %+.2f MiB/h (limit %.1f), goroutines %+.1f/h (limit %.0f), RSS up to %.1f MiB (limit %.0f)",
+					nd.name, bestHeap.perHour, soakFlatHeap, bestG.perHour, soakFlatGoroutine, maxRSS, soakMaxRSS)
+			}
+			row[9] = verdict
 		}
 		rows = append(rows, row)
 	}
 	if !s.metrics {
 		flatNote = "; goroutines n/a: this vipd has no vip.metrics"
 	}
-	r.table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v)%s",
-		soakSample, soakWarmup, soakFlatRSS, soakFlatGoroutine, soakFlatSpan, flatNote),
-		[]string{"node", "vipd processes sampled", "longest trend", "RSS first → last (MiB)", "RSS slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
+	r.table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: live heap ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v; RSS bounded: ≤ %.0f MiB at every sample of every process)%s",
+		soakSample, soakWarmup, soakFlatHeap, soakFlatGoroutine, soakFlatSpan, soakMaxRSS, flatNote),
+		[]string{"node", "vipd processes sampled", "longest trend", "RSS max (MiB)", "RSS first → last (MiB)", "live heap first → last (MB)", "live heap slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
 
 	c := &s.churn
 	c.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -331,8 +332,9 @@ type proc struct {
 // resSample is one resource sample of one process.
 type resSample struct {
 	at         time.Time
-	rss        int64 // bytes, from /proc/PID/status
-	goroutines int   // from /metrics; -1 when not available
+	rss        int64   // bytes, from /proc/PID/status
+	heapMB     float64 // live heap after the last GC (gctrace); -1 when none was seen yet
+	goroutines int     // from /metrics; -1 when not available
 }
 
 // resSeries are the samples of one process lifetime: a restarted vipd
@@ -373,6 +375,7 @@ func (s *soak) sampleOnce() {
 		if err != nil {
 			continue // it has just exited
 		}
+		heap := s.liveHeap(p)
 		g := -1
 		if s.metrics && !p.frozen {
 			if m, err := s.scrape(p.node); err == nil {
@@ -387,9 +390,35 @@ func (s *soak) sampleOnce() {
 			sr = &resSeries{node: p.node, pid: p.pid, start: p.start}
 			s.series[p.pid] = sr
 		}
-		sr.samples = append(sr.samples, resSample{at: time.Now(), rss: rss, goroutines: g})
+		sr.samples = append(sr.samples, resSample{at: time.Now(), rss: rss, heapMB: heap, goroutines: g})
 		s.mu.Unlock()
 	}
+}
+
+// gctraceRE reads the heap sizes of a gctrace line ("gc 12 @30.1s 0%: ...,
+// 3->3->1 MB, 4 MB goal, ..."): at the start of the GC, at its end, and
+// live (marked) after it.
+var gctraceRE = regexp.MustCompile(`(?m)^gc \d+ @[0-9.]+s .* (\d+)->(\d+)->(\d+) MB`)
+
+// liveHeap is the live heap in MB that process p's runtime reported after
+// its last GC (its vipd runs with GODEBUG=gctrace=1), or -1.
+func (s *soak) liveHeap(p proc) float64 {
+	nd := s.l.nodes[p.node]
+	s.mu.Lock()
+	cur := s.procs[p.node]
+	s.mu.Unlock()
+	if cur == nil || cur.pid != p.pid || nd.log == nil {
+		return -1 // restarted meanwhile: the log is another process's
+	}
+	m := gctraceRE.FindAllStringSubmatch(nd.log.String(), -1)
+	if len(m) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[len(m)-1][3], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
 
 func procRSS(pid int) (int64, error) {
@@ -539,4 +568,17 @@ func vipdProcesses(bin string) []string {
 		}
 	}
 	return found
+}
+
+// TestGctraceLine: the soak reads the live heap from the runtime's own
+// gctrace lines, mixed into vipd's log.
+func TestGctraceLine(t *testing.T) {
+	log := "2026-12-06T03:18:35.471Z vipd: lease granted (TTL 2s)\n" +
+		"gc 1 @0.043s 1%: 2.5+0.34+0.012 ms clock, 5.1+1.3/0.10/0+0.025 ms cpu, 3->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +
+		"2026-12-06T03:18:36.000Z vipd: candidate -> leader: elected\n" +
+		"gc 2 @120.5s 0%: 0.11+2.0+0.005 ms clock, 0.23+1.0/0.002/0+0.011 ms cpu, 5->5->2 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P (forced)\n"
+	m := gctraceRE.FindAllStringSubmatch(log, -1)
+	if len(m) != 2 || m[0][3] != "1" || m[1][3] != "2" {
+		t.Fatalf("gctrace matches %q, want live heaps 1 and 2", m)
+	}
 }
