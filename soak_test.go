@@ -87,6 +87,11 @@ var soakFaults = []soakFault{
 	// Re-executes in place: the VIP stays. Not on the long-lived node,
 	// whose resource trend would start again.
 	{name: "SIGHUP holder", restarts: true, run: (*soak).faultReload},
+	// Issue 19: the restart paths and mistakes that once made a second
+	// holder, or pulled the VIP away again and again.
+	{name: "SIGHUP or SIGKILL + restart of an elected node waiting on a squatter", restarts: true, run: (*soak).faultRestartWaiting},
+	{name: "second vipd started on a node", run: (*soak).faultSecondVipd},
+	{name: "preferred node cannot add the address", run: (*soak).faultUnable},
 }
 
 // soakRun is one injected fault.
@@ -124,9 +129,12 @@ const (
 	vExit     = "vipd exited unexpectedly or uncleanly"
 	vLeftAddr = "VIP left after vipd stopped"
 	vLeftProc = "vipd process left after the final stop"
+	vSquat    = "VIP added while another host answered for it"
+	vSecond   = "a second vipd ran beside the first"
+	vUnable   = "a node that cannot hold failed more than once per back-off"
 )
 
-var soakViolationKinds = []string{vOverlap, vNeigh, vStale, vBound, vExit, vLeftAddr, vLeftProc}
+var soakViolationKinds = []string{vOverlap, vNeigh, vStale, vBound, vExit, vLeftAddr, vLeftProc, vSquat, vSecond, vUnable}
 
 type soak struct {
 	t        *testing.T
@@ -317,15 +325,21 @@ func (s *soak) violate(at time.Time, kind, detail string) *violation {
 
 // startVipd runs vipd on the node as lab.start does, with vip.metrics when
 // the binary has it, and its output also kept in the node's soak log.
-func (s *soak) startVipd(nd *labNode) {
-	l, i := s.l, indexOf(s.l.nodes, nd)
-	args := []string{"-cmdline", "none", "vip.address=" + l.vipWord(), "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(),
+// vipdArgs are the words every soak vipd runs with, plus extra.
+func (s *soak) vipdArgs(nd *labNode, extra ...string) []string {
+	l := s.l
+	args := []string{s.bin, "-cmdline", "none", "vip.address=" + l.vipWord(), "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(),
 		"vip.name=" + nd.name, "vip.log=stderr"}
 	args = append(args, l.opt.args...)
 	if s.metrics {
 		args = append(args, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, soakMetricsPort))
 	}
-	nd.cmd = nd.command(append([]string{s.bin}, args...)...)
+	return append(args, extra...)
+}
+
+func (s *soak) startVipd(nd *labNode, extra ...string) {
+	i := indexOf(s.l.nodes, nd)
+	nd.cmd = nd.command(s.vipdArgs(nd, extra...)...)
 	nd.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1") // the live heap after every GC, on stderr
 	nd.log = &syncBuffer{}
 	w := io.MultiWriter(nd.log, s.logs[i])
@@ -800,6 +814,136 @@ func (s *soak) faultDeleteVIP(f *soakRun) {
 	f.healed = time.Now()
 }
 
+// faultRestartWaiting (issue 19, defect 1): a squatter (the bridge's
+// host, answering for the IPv4 VIP as a frozen holder's kernel copy would)
+// and the holder killed: the node elected next waits for the squatter. It
+// is then sent SIGHUP, or killed and started again at once. No node may
+// add the VIP while the squatter answers (a waiting node once resumed as
+// holder after a restart). The squatter goes, the old holder comes back.
+func (s *soak) faultRestartWaiting(f *soakRun) {
+	h, kill, hold := f.h, s.rng.IntN(2) == 1, s.between(2*time.Second, 4*time.Second)
+	from := map[*labNode]int{}
+	for _, nd := range s.l.nodes {
+		if nd.log != nil {
+			from[nd] = len(nd.log.String())
+		}
+	}
+	s.inject(f, h.name)
+	s.l.lan.ip(s.t, "addr", "add", labVIP+"/32", "dev", "br0")
+	s.signal(h, syscall.SIGKILL)
+	if _, ok := s.waitExit(h, 10*time.Second); !ok {
+		s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", h.name)
+	}
+	var w *labNode
+	for end := time.Now().Add(moveBound); w == nil && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for _, nd := range s.l.nodes {
+			if nd != h && nd.cmd != nil && strings.Contains(nd.log.String()[from[nd]:], "waiting for it to go quiet") {
+				w = nd
+			}
+		}
+	}
+	switch {
+	case w == nil:
+		f.note = append(f.note, "no node was seen waiting for the squatter")
+	case w == s.l.nodes[soakKeep]:
+		f.note = append(f.note, w.name+" waited: the long-lived node, not restarted")
+	case kill:
+		f.note = append(f.note, w.name+" waited: SIGKILL + restart")
+		s.signal(w, syscall.SIGKILL)
+		if _, ok := s.waitExit(w, 10*time.Second); !ok {
+			s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", w.name)
+		}
+		s.startVipd(w)
+	default:
+		f.note = append(f.note, w.name+" waited: SIGHUP")
+		s.signal(w, syscall.SIGHUP)
+	}
+	for seen := false; !seen && time.Now().Before(f.start.Add(hold+time.Second)); time.Sleep(50 * time.Millisecond) {
+		for _, i := range s.tr4.holders() {
+			if nd := s.l.nodes[i]; nd != h && !seen {
+				s.violate(time.Now(), vSquat, fmt.Sprintf("%s holds %s while the bridge's host answers for it", nd.name, labVIP))
+				seen = true
+			}
+		}
+	}
+	sleepUntil(f.start.Add(hold + time.Second))
+	s.l.lan.ip(s.t, "addr", "del", labVIP+"/32", "dev", "br0")
+	s.startVipd(h)
+	f.healed = time.Now()
+}
+
+// faultSecondVipd (issue 19, defect 2): a second vipd for the same group
+// is started on a node (a bare `vipd` run by hand). It must exit 1 at
+// once, naming the first one's pid, and touch nothing.
+func (s *soak) faultSecondVipd(f *soakRun) {
+	nd := s.l.nodes[s.rng.IntN(len(s.l.nodes))]
+	s.inject(f, nd.name)
+	first := nd.cmd.Process.Pid
+	cmd := nd.command(s.vipdArgs(nd)...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start a second vipd on %s: %v", nd.name, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		s.violate(time.Now(), vSecond, fmt.Sprintf("a second vipd on %s still ran 10 s after its start; killed. Its log:\n%s", nd.name, out.String()))
+		f.healed = time.Now()
+		return
+	}
+	var ee *exec.ExitError
+	want := fmt.Sprintf("another vipd (pid %d) already runs this VIP group", first)
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out.String(), want) {
+		s.violate(time.Now(), vSecond, fmt.Sprintf("the second vipd on %s exited with %v, want status 1 and %q:\n%s", nd.name, err, want, out.String()))
+	}
+	f.healed = time.Now()
+}
+
+// faultUnable (issue 19, defect 3): a node other than the holder (and the
+// long-lived one) gets vip.priority=10 but IPv6 off on its link, so it
+// cannot add the dual-stack VIP. Every failure ranks it unable for a
+// back-off (10 s, doubling), so it may fail at most once per back-off
+// (once it pulled the VIP away every few seconds, for ever). Then IPv6 is
+// back and the node runs as before.
+func (s *soak) faultUnable(f *soakRun) {
+	var cands []*labNode
+	for i, nd := range s.l.nodes {
+		if nd != f.h && i != soakKeep {
+			cands = append(cands, nd)
+		}
+	}
+	nd, hold := cands[s.rng.IntN(len(cands))], s.between(12*time.Second, 25*time.Second)
+	s.inject(f, nd.name)
+	nd.ns.sysctl(s.t, "net.ipv6.conf.eth0.disable_ipv6", "1")
+	s.gracefulStop(nd)
+	s.startVipd(nd, "vip.priority=10")
+	sleepUntil(f.start.Add(hold))
+	failures := strings.Count(nd.log.String(), "ranking this node unable")
+	// At most one failure per back-off: the first, then one each time a
+	// back-off (10 s, 20 s, ...) has run out within the hold.
+	allowed := 1
+	for b, sum := unableFirst, unableFirst; sum < hold; b, sum = 2*b, sum+2*b {
+		allowed++
+	}
+	f.note = append(f.note, fmt.Sprintf("%s failed to hold %d times in %v (at most %d allowed)", nd.name, failures, hold.Round(time.Second), allowed))
+	if failures > allowed {
+		s.violate(time.Now(), vUnable, fmt.Sprintf("%s failed to hold %d times in %v, want at most %d", nd.name, failures, hold.Round(time.Second), allowed))
+	}
+	nd.ns.sysctl(s.t, "net.ipv6.conf.eth0.disable_ipv6", "0")
+	if own := fmt.Sprintf("%s%d", labPrefix6, 10+indexOf(s.l.nodes, nd)+1); !strings.Contains(nd.ns.ip(s.t, "-6", "addr", "show", "dev", "eth0"), own+"/64") {
+		nd.ns.ip(s.t, "addr", "add", own+"/64", "dev", "eth0", "nodad")
+	}
+	s.gracefulStop(nd)
+	s.startVipd(nd)
+	f.healed = time.Now()
+}
+
 // etcdHealthy waits (bounded) for every member to answer /health.
 func (s *soak) etcdHealthy(timeout time.Duration) bool {
 	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -1128,6 +1272,9 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 		vExit:     "a vipd that exited by itself, or not with status 0 within 10 s of SIGTERM",
 		vLeftAddr: "on the node right after each SIGTERM, and in every namespace after the final stop",
 		vLeftProc: "processes running the vipd binary after the final stop",
+		vSquat:    "no node other than the killed holder holds the IPv4 VIP while the squatter (the bridge's host) answers for it, every 50 ms",
+		vSecond:   "a second vipd for the same group on a node exits 1 within 10 s, saying which pid holds the group",
+		vUnable:   "failures to hold of the node that cannot add the IPv6 VIP, against its back-off (10 s, doubling)",
 	}
 	rows = nil
 	for _, k := range soakViolationKinds {
