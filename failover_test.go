@@ -220,7 +220,7 @@ func TestCannotAddAddressDoesNotSpin(t *testing.T) {
 		return strings.Contains(nd.log.String(), "cannot add the address")
 	})
 	time.Sleep(3 * time.Second)
-	if n := strings.Count(nd.log.String(), "cannot add the address"); n > 1 {
+	if n := strings.Count(nd.log.String(), "ranking this node unable"); n > 1 {
 		t.Fatalf("%d failed takeovers in 3 s; a local fault must not spin through elections:\n%s", n, nd.log.String())
 	}
 	if l.hasVIP(nd) {

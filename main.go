@@ -200,17 +200,6 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	cfg, tlsCfg, log := st.cfg, st.tls, st.log
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 
-	lock, err := lockGroup(lockPath(cfg.Key))
-	var held *heldError
-	switch {
-	case errors.As(err, &held):
-		log.fail(stderr, "%v", err)
-		return exitRuntime
-	case err != nil:
-		log.warnf("no lock against a second vipd for this group: %v (running on; start no other vipd for %s on this node)", err, cfg.Key)
-	}
-	defer lock.release()
-
 	rt, err := dialRTNL(0)
 	if err != nil {
 		log.fail(stderr, "%v", err)
@@ -229,6 +218,20 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		metricsLn = listenMetrics(cfg.Metrics, log)
 	}
 	dropPrivileges(cfg.ConfigSource, log) // the config partition is read and unmounted by now
+
+	// The lock comes before etcd or the address is touched, and after the
+	// drop: a /run/vipd that vipd may not write is no place for it (nor
+	// for the state file).
+	lock, err := lockGroup(lockPath(cfg.Key))
+	var held *heldError
+	switch {
+	case errors.As(err, &held):
+		log.fail(stderr, "%v", err)
+		return exitRuntime
+	case err != nil:
+		log.warnf("no lock against a second vipd for this group: %v (running on; start no other vipd for %s on this node)", err, cfg.Key)
+	}
+	defer lock.release()
 
 	// The client does not connect here: an unreachable etcd is waited for
 	// by the lease loop, with logs.
