@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -439,6 +440,51 @@ func (l *lab) run(nd *labNode, argv []string) {
 	}
 	nd.exit = make(chan error, 1)
 	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+}
+
+// runBounded runs argv (a vipd, say) in the node's namespace with its own
+// /run, for at most within; ran says it was still running then and was
+// killed. code is its exit status (-1 if it did not exit by itself).
+func (nd *labNode) runBounded(argv []string, within time.Duration) (out string, code int, ran bool, err error) {
+	cmd := nd.command(argv...)
+	buf := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = buf, buf
+	if err := cmd.Start(); err != nil {
+		return "", -1, false, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(within):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return buf.String(), -1, true, nil
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		code = 0
+	case errors.As(err, &ee):
+		code, err = ee.ExitCode(), nil
+	default:
+		code = -1
+	}
+	return buf.String(), code, false, err
+}
+
+// secondRefused says what is wrong, if anything, with how a second vipd
+// for a group that first (a pid) runs ended: it must exit 1 with a line
+// naming first.
+func secondRefused(out string, code int, ran bool, first int) error {
+	want := fmt.Sprintf("another vipd (pid %d) already runs this VIP group", first)
+	switch {
+	case ran:
+		return fmt.Errorf("the second vipd still ran after its bound (killed); its log:\n%s", out)
+	case code != 1 || !strings.Contains(out, want):
+		return fmt.Errorf("the second vipd exited with status %d, want 1 and a line saying %q; its log:\n%s", code, want, out)
+	}
+	return nil
 }
 
 // command prepares a vipd (or a wrapper that runs it) in the node's

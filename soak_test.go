@@ -878,29 +878,12 @@ func (s *soak) faultRestartWaiting(f *soakRun) {
 func (s *soak) faultSecondVipd(f *soakRun) {
 	nd := s.l.nodes[s.rng.IntN(len(s.l.nodes))]
 	s.inject(f, nd.name)
-	first := nd.cmd.Process.Pid
-	cmd := nd.command(s.vipdArgs(nd)...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start a second vipd on %s: %v", nd.name, err)
+	out, code, ran, err := nd.runBounded(s.vipdArgs(nd), 10*time.Second)
+	if err != nil {
+		s.t.Fatalf("a second vipd on %s: %v", nd.name, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		s.violate(time.Now(), vSecond, fmt.Sprintf("a second vipd on %s still ran 10 s after its start; killed. Its log:\n%s", nd.name, out.String()))
-		f.healed = time.Now()
-		return
-	}
-	var ee *exec.ExitError
-	want := fmt.Sprintf("another vipd (pid %d) already runs this VIP group", first)
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out.String(), want) {
-		s.violate(time.Now(), vSecond, fmt.Sprintf("the second vipd on %s exited with %v, want status 1 and %q:\n%s", nd.name, err, want, out.String()))
+	if err := secondRefused(out, code, ran, nd.cmd.Process.Pid); err != nil {
+		s.violate(time.Now(), vSecond, fmt.Sprintf("on %s: %v", nd.name, err))
 	}
 	f.healed = time.Now()
 }
