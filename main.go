@@ -215,7 +215,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	// CAP_NET_BIND_SERVICE, which the drop takes away.
 	var metricsLn *metricsListener
 	if cfg.Metrics != "" {
-		metricsLn = listenMetrics(cfg.Metrics, log)
+		metricsLn = listenMetrics(cfg.Metrics)
 	}
 	dropPrivileges(cfg.ConfigSource, log) // the config partition is read and unmounted by now
 

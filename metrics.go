@@ -258,7 +258,7 @@ const metricsFDEnv = "VIPD_METRICS_FD"
 // listenMetrics binds vip.metrics, or adopts the socket a re-exec handed
 // over when the setting is unchanged. nil means not bound yet (the address
 // may not be on this node yet, early at boot): serveMetrics retries.
-func listenMetrics(addr string, log *logger) *metricsListener {
+func listenMetrics(addr string) *metricsListener {
 	if v, ok := os.LookupEnv(metricsFDEnv); ok {
 		os.Unsetenv(metricsFDEnv)
 		if ln := adoptMetrics(v, addr); ln != nil {
