@@ -1079,7 +1079,7 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 		return
 	}
 	if !n.isVIP(a.prefix()) {
-		n.ableAgain(fmt.Sprintf("%s %s on %s", a.prefix(), map[bool]string{false: "added", true: "removed"}[deleted], n.link.Name))
+		n.ableAgain("an address of " + n.link.Name + " changed: " + a.prefix().String())
 		return
 	}
 	switch {

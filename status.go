@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,20 +181,18 @@ func splitHolder(cs []candidate) (*candidate, []candidate) {
 	return nil, takeoverOrder(cs)
 }
 
-// takeoverOrder sorts candidates (given in queue order) as they would take
-// over: the claim goes to the best rank, the first in the queue among
-// equals (bestOf), and then to the best of the rest; that is a stable sort
-// by rank.
+// takeoverOrder sorts candidates as they would take over: the claim goes
+// to the best rank, the first in the queue (the oldest key) among equals
+// (bestOf), and then to the best of the rest. sort.Slice, which elect.go
+// links already, rather than a generic sort: it keeps the binary smaller.
 func takeoverOrder(cs []candidate) []candidate {
 	out := slices.Clone(cs)
-	slices.SortStableFunc(out, func(a, b candidate) int {
-		switch {
-		case a.rank.above(b.rank):
-			return -1
-		case b.rank.above(a.rank):
-			return 1
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.rank.above(b.rank) || b.rank.above(a.rank) {
+			return a.rank.above(b.rank)
 		}
-		return 0
+		return a.createRev < b.createRev
 	})
 	return out
 }
