@@ -93,21 +93,28 @@ func lockGroup(path string) (*groupLock, error) {
 	return nil, fmt.Errorf("lock %s: the file kept being replaced", path)
 }
 
-// adoptLock takes over the descriptor a re-exec handed over, if it is
-// still this group's lock file and still locked by this process. A
-// descriptor that is not the lock file is left alone: the word may have
-// come from anywhere.
-func adoptLock(path, fdText string) (*groupLock, error) {
+// adoptLock takes over the descriptor a re-exec handed over ("FD PATH"),
+// if it is still this group's lock file and still locked by this process.
+// The lock of another group (the configuration changed it) is released:
+// that group is handed over (resume.go settleEarlier). A descriptor that
+// is not the file named is left alone: the word may have come from
+// anywhere.
+func adoptLock(path, word string) (*groupLock, error) {
+	fdText, was, _ := strings.Cut(word, " ")
 	fd, err := strconv.Atoi(fdText)
 	if err != nil || fd < 3 {
-		return nil, fmt.Errorf("%s=%q: not a descriptor", lockFDEnv, fdText)
+		return nil, fmt.Errorf("%s=%q: not a descriptor", lockFDEnv, word)
 	}
 	var a, b unix.Stat_t
-	if unix.Fstat(fd, &a) != nil || unix.Stat(path, &b) != nil || a.Dev != b.Dev || a.Ino != b.Ino {
-		return nil, fmt.Errorf("%s=%d is not %s", lockFDEnv, fd, path)
+	if unix.Fstat(fd, &a) != nil || unix.Stat(was, &b) != nil || a.Dev != b.Dev || a.Ino != b.Ino {
+		return nil, fmt.Errorf("%s=%q: descriptor %d is not %s", lockFDEnv, word, fd, was)
 	}
 	unix.CloseOnExec(fd)
-	f := os.NewFile(uintptr(fd), path)
+	f := os.NewFile(uintptr(fd), was)
+	if was != path {
+		f.Close()
+		return nil, fmt.Errorf("%s=%q: the lock of another group, released", lockFDEnv, word)
+	}
 	// flock on the open file that holds the lock succeeds at once.
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
@@ -157,7 +164,7 @@ func (l *groupLock) inherit() (env string, undo func(), err error) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 		return "", nil, fmt.Errorf("keep %s across the re-exec: %w", l.path, err)
 	}
-	return lockFDEnv + "=" + strconv.Itoa(fd), func() { unix.CloseOnExec(fd) }, nil
+	return lockFDEnv + "=" + strconv.Itoa(fd) + " " + l.path, func() { unix.CloseOnExec(fd) }, nil
 }
 
 // release removes the file and unlocks it, after a final stop. The file

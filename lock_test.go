@@ -55,7 +55,7 @@ func TestGroupLock(t *testing.T) {
 	}
 	first.f.Close()
 	fd := strconv.Itoa(dup)
-	t.Setenv(name, fd)
+	t.Setenv(name, fd+" "+path)
 	adopted, err := lockGroup(path)
 	if err != nil {
 		t.Fatalf("adopting descriptor %s: %v", fd, err)
@@ -75,6 +75,29 @@ func TestGroupLock(t *testing.T) {
 	t.Setenv(lockFDEnv, "0")
 	if _, err := lockGroup(path); !errors.As(err, &held) {
 		t.Fatalf("with a bogus %s: %v, want held", lockFDEnv, err)
+	}
+
+	// A SIGHUP that changed the group hands over the old group's lock:
+	// the new image releases it and takes its own. (A dup stands in for
+	// the inherited descriptor, as above.)
+	other := filepath.Join(filepath.Dir(path), "vipd_192.0.2.200.lock")
+	old, err := lockGroup(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldDup, err := unix.Dup(int(old.f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.f.Close()
+	t.Setenv(lockFDEnv, strconv.Itoa(oldDup)+" "+other)
+	if _, err := lockGroup(path); !errors.As(err, &held) {
+		t.Fatalf("with the other group's lock handed over: %v, want this group held (by adopted)", err)
+	}
+	if l, err := lockGroup(other); err != nil {
+		t.Errorf("the other group's handed-over lock was not released: %v", err)
+	} else {
+		l.release()
 	}
 
 	adopted.release()
