@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// The health check (DESIGN.md section 2b): vip.check is probed every
+// The health check (docs/design.md, section 3): vip.check is probed every
 // vip.check.interval, and vip.check.rise/fall consecutive results change
 // this node's health, which is part of its rank in the election.
 //

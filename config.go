@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The config partition (DESIGN.md section 3): vip.config names a file, or a
+// The config partition (docs/design.md, section 5): vip.config names a file, or a
 // block device by LABEL=, PARTLABEL= or /dev/ path, optionally followed by
 // :/path/in/fs. The device is found without udev or blkid, mounted read-only
 // in a private directory, read, and unmounted again.

@@ -759,7 +759,7 @@ func (t *term) removeStale(ctx context.Context, h holderView) bool {
 
 // claimRanked is the rank-aware claim. The etcd election is first come,
 // first served; the VIP should go to the best-ranked candidate in one step
-// (DESIGN.md 2b). So the candidate that leads reads every candidate's
+// (docs/design.md, section 3). So the candidate that leads reads every candidate's
 // entry and claims only if none outranks its own; otherwise it steps aside
 // (errOutranked: the node starts a new term, at the end of the queue), and
 // the next in line decides the same way, until the best one claims. Nobody

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file pins the kernel fact that vipd's fence rests on (DESIGN.md 2a)
+// This file pins the kernel fact that vipd's fence rests on (docs/design.md, section 2)
 // and measures its slack.
 //
 // The kernel removes an address whose valid_lft has run out, but only when its
@@ -50,7 +50,7 @@ import (
 // candidate can add the address. ε is the lateness of the kernel's worker
 // (the timer wheel, the CPU, the rtnl lock); TestKernelLifetimeSlack
 // measures it. If this test fails on a new kernel, the fact changed:
-// re-examine that arithmetic (and DESIGN.md 2a) before changing the test.
+// re-examine that arithmetic (and docs/design.md, section 2) before changing the test.
 //
 // VIPD_KERNEL_TRIALS=N runs TestKernelLifetimeSlack, which measures the
 // distribution of removal times over N trials per scenario and family.

@@ -357,7 +357,7 @@ func (n *node) holdUntil() (time.Time, string) {
 // whole seconds, and the kernel's lifetime check runs at once whenever any
 // address in the namespace changes and then no sooner than a second
 // later: an address whose lifetime ends just after such a check stays up
-// to a second longer (DESIGN.md 2a; pinned by kernel_test.go). So an
+// to a second longer (docs/design.md, section 2; pinned by kernel_test.go). So an
 // address given lifetime L at time r may still be there at r + L +
 // kernelSlack.
 //

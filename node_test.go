@@ -248,7 +248,7 @@ func (nl *nodeLab) wantStepDown(reason error) {
 
 // TestNodeSendsOnlyWhileHolding: a frame that claims the VIP goes out only
 // after the deadline was checked in the loop; a process resumed after its
-// deadline steps down instead of sending (DESIGN.md 2a).
+// deadline steps down instead of sending (docs/design.md, section 2).
 func TestNodeSendsOnlyWhileHolding(t *testing.T) {
 	cases := []struct {
 		name string

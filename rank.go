@@ -10,7 +10,7 @@ import (
 
 // A node's rank decides who should hold the VIP: a healthy node outranks an
 // unhealthy one, then the higher vip.priority wins; equal ranks keep the
-// holder (DESIGN.md 2b). Every node publishes its rank in the value of its
+// holder (docs/design.md, section 3). Every node publishes its rank in the value of its
 // election key (elect.go), so it lives and dies with the node's lease, and
 // one range read shows every candidate with its rank.
 
@@ -149,7 +149,7 @@ type rival struct {
 }
 
 // handover is the leader's decision to give the VIP to a better-ranked
-// candidate (DESIGN.md 2b). It is kept apart from the node so that its
+// candidate (docs/design.md, section 3). It is kept apart from the node so that its
 // timing rules can be read, and tested, in one place.
 type handover struct {
 	delay      time.Duration // vip.preempt.delay

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Rank tests in the lab (DESIGN.md 2b): real vipd processes, a real etcd,
+// Rank tests in the lab (docs/design.md, section 3): real vipd processes, a real etcd,
 // the VIP followed by the rtnetlink monitor. Each move of the VIP is one
 // "gained" event; the tests count them.
 

@@ -112,7 +112,7 @@ func FuzzEntry(f *testing.F) {
 	})
 }
 
-// TestHandoverDecide pins the leader's timing rules (DESIGN.md 2b).
+// TestHandoverDecide pins the leader's timing rules (docs/design.md, section 3).
 func TestHandoverDecide(t *testing.T) {
 	const delay = 5 * time.Second
 	t0 := time.Unix(1000, 0)

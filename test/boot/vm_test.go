@@ -28,7 +28,7 @@ import (
 const (
 	bootVIP     = "192.0.2.100"
 	bootEtcdIP  = "192.0.2.1"
-	bootBridge  = "02:00:5e:00:53:fe" // fixed: a bridge takes its ports' MACs otherwise (DESIGN.md 2a)
+	bootBridge  = "02:00:5e:00:53:fe" // fixed: a bridge takes its ports' MACs otherwise (docs/design.md, section 2)
 	bootTTL     = 3 * time.Second
 	bootMem     = "256"
 	bootTimeout = 90 * time.Second // a boot under TCG on a loaded 2-core machine, with margin
