@@ -58,7 +58,8 @@ func lockGroup(path string) (*groupLock, error) {
 			return l, nil
 		}
 		// A broken handoff (this process no longer holds the lock it
-		// names) falls back to taking the lock as at any start.
+		// names), or another group's lock (released by adoptLock),
+		// falls back to taking the lock as at any start.
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
@@ -105,8 +106,7 @@ func adoptLock(path, word string) (*groupLock, error) {
 	if err != nil || fd < 3 {
 		return nil, fmt.Errorf("%s=%q: not a descriptor", lockFDEnv, word)
 	}
-	var a, b unix.Stat_t
-	if unix.Fstat(fd, &a) != nil || unix.Stat(was, &b) != nil || a.Dev != b.Dev || a.Ino != b.Ino {
+	if !sameInode(fd, was) {
 		return nil, fmt.Errorf("%s=%q: descriptor %d is not %s", lockFDEnv, word, fd, was)
 	}
 	unix.CloseOnExec(fd)
@@ -124,9 +124,12 @@ func adoptLock(path, word string) (*groupLock, error) {
 }
 
 // sameFile says whether f is the file now at path.
-func sameFile(f *os.File, path string) bool {
+func sameFile(f *os.File, path string) bool { return sameInode(int(f.Fd()), path) }
+
+// sameInode says whether the descriptor fd is the file now at path.
+func sameInode(fd int, path string) bool {
 	var a, b unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(path, &b) != nil {
+	if unix.Fstat(fd, &a) != nil || unix.Stat(path, &b) != nil {
 		return false
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
