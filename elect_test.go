@@ -137,8 +137,7 @@ func (w *stuckWatcher) Close() error                          { return nil }
 // election prefix is left open (nobody would read it, and the etcd client
 // would buffer every write under the prefix for as long as it leads).
 func TestElectionGoesRoundStuckWatches(t *testing.T) {
-	l := newLabWith(t, labOptions{})
-	cli := l.etcdClient()
+	cli := loopbackEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const prefix = "/vipd/stuck"

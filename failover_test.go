@@ -61,16 +61,6 @@ func TestRemovesStaleCopy(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out after %v waiting for %s", timeout, what)
-}
-
 // TestFailureReachesStderr: a failure that is not bad input (a config
 // device that never appears) exits 1 with a line on stderr naming it, even
 // when stderr is a pipe and vip.log would send the daemon's lines to
