@@ -135,7 +135,7 @@ func (t checkTarget) loopback() bool {
 // checkTLS builds the TLS configuration of an https check from files already
 // in memory (a config partition is unmounted by now), like etcdTLS. It
 // returns nil without an https check.
-func checkTLS(c Config, files map[string]loadedFile) (*tls.Config, error) {
+func checkTLS(c healthConfig, files map[string]loadedFile) (*tls.Config, error) {
 	if !strings.HasPrefix(c.Check, "https://") {
 		return nil, nil
 	}
@@ -236,7 +236,7 @@ type checker struct {
 }
 
 // newChecker returns nil, nil when cfg.Check is empty.
-func newChecker(cfg Config, tlsCfg *tls.Config) (*checker, error) {
+func newChecker(cfg healthConfig, tlsCfg *tls.Config) (*checker, error) {
 	if cfg.Check == "" {
 		return nil, nil
 	}

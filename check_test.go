@@ -142,9 +142,9 @@ func TestHealthCounterReasons(t *testing.T) {
 	}
 }
 
-// checkConfig is a Config with the check settings only.
-func checkConfig(url string, timeout time.Duration) Config {
-	return Config{Check: url, CheckInterval: timeout, CheckTimeout: timeout, CheckRise: 1, CheckFall: 1}
+// checkConfig is the check settings for url, rise and fall 1.
+func checkConfig(url string, timeout time.Duration) healthConfig {
+	return healthConfig{Check: url, CheckInterval: timeout, CheckTimeout: timeout, CheckRise: 1, CheckFall: 1}
 }
 
 // checkOnceFor runs one check of url and returns its result and duration.
@@ -444,23 +444,23 @@ func TestCheckTLS(t *testing.T) {
 	ca := map[string]loadedFile{"vip.check.ca": {path: "ca.pem", data: pki.caPEM}}
 	for _, tt := range []struct {
 		name     string
-		cfg      Config
+		cfg      healthConfig
 		files    map[string]loadedFile
 		wantNil  bool
 		insecure bool
 		wantErr  string
 	}{
-		{"no check", Config{}, nil, true, false, ""},
-		{"tcp", Config{Check: "tcp://127.0.0.1:1"}, nil, true, false, ""},
-		{"http", Config{Check: "http://127.0.0.1:1/"}, nil, true, false, ""},
-		{"loopback without CA", Config{Check: "https://127.0.0.1:1/"}, nil, false, true, ""},
-		{"::1 without CA", Config{Check: "https://[::1]:1/"}, nil, false, true, ""},
-		{"with CA", Config{Check: "https://api.example.com:6443/", CheckCA: "ca.pem"}, ca, false, false, ""},
-		{"loopback with CA is verified", Config{Check: "https://127.0.0.1:1/", CheckCA: "ca.pem"}, ca, false, false, ""},
-		{"CA not PEM", Config{Check: "https://192.0.2.1:1/", CheckCA: "ca.pem"},
+		{"no check", healthConfig{}, nil, true, false, ""},
+		{"tcp", healthConfig{Check: "tcp://127.0.0.1:1"}, nil, true, false, ""},
+		{"http", healthConfig{Check: "http://127.0.0.1:1/"}, nil, true, false, ""},
+		{"loopback without CA", healthConfig{Check: "https://127.0.0.1:1/"}, nil, false, true, ""},
+		{"::1 without CA", healthConfig{Check: "https://[::1]:1/"}, nil, false, true, ""},
+		{"with CA", healthConfig{Check: "https://api.example.com:6443/", CheckCA: "ca.pem"}, ca, false, false, ""},
+		{"loopback with CA is verified", healthConfig{Check: "https://127.0.0.1:1/", CheckCA: "ca.pem"}, ca, false, false, ""},
+		{"CA not PEM", healthConfig{Check: "https://192.0.2.1:1/", CheckCA: "ca.pem"},
 			map[string]loadedFile{"vip.check.ca": {path: "ca.pem", data: []byte("junk")}}, false, false, `vip.check.ca="ca.pem": no PEM certificate in it`},
-		{"CA not read", Config{Check: "https://192.0.2.1:1/", CheckCA: "ca.pem"}, nil, false, false, "vip.check.ca ca.pem was not read"},
-		{"remote without CA", Config{Check: "https://192.0.2.1:1/"}, nil, false, false, `vip.check="https://192.0.2.1:1/": needs vip.check.ca`},
+		{"CA not read", healthConfig{Check: "https://192.0.2.1:1/", CheckCA: "ca.pem"}, nil, false, false, "vip.check.ca ca.pem was not read"},
+		{"remote without CA", healthConfig{Check: "https://192.0.2.1:1/"}, nil, false, false, `vip.check="https://192.0.2.1:1/": needs vip.check.ca`},
 	} {
 		cfg, err := checkTLS(tt.cfg, tt.files)
 		switch {
@@ -479,7 +479,7 @@ func TestCheckTLS(t *testing.T) {
 }
 
 func TestNewChecker(t *testing.T) {
-	if c, err := newChecker(Config{CheckInterval: time.Second, CheckTimeout: time.Second, CheckRise: 2, CheckFall: 3}, nil); c != nil || err != nil {
+	if c, err := newChecker(healthConfig{CheckInterval: time.Second, CheckTimeout: time.Second, CheckRise: 2, CheckFall: 3}, nil); c != nil || err != nil {
 		t.Errorf("no check: %v, %v; want nil, nil", c, err)
 	}
 	if _, err := newChecker(checkConfig("https://127.0.0.1:1/", time.Second), nil); err == nil {
@@ -538,7 +538,7 @@ func noEvent(t *testing.T, events <-chan healthEvent, wait time.Duration) {
 func TestCheckerRun(t *testing.T) {
 	srv := newSettableServer(t, http.StatusOK)
 	const interval = 50 * time.Millisecond
-	c, err := newChecker(Config{Check: srv.URL + "/readyz", CheckInterval: interval, CheckTimeout: interval, CheckRise: 2, CheckFall: 3}, nil)
+	c, err := newChecker(healthConfig{Check: srv.URL + "/readyz", CheckInterval: interval, CheckTimeout: interval, CheckRise: 2, CheckFall: 3}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +577,7 @@ func TestCheckerRun(t *testing.T) {
 
 func TestCheckerFirstCheckAtOnce(t *testing.T) {
 	addr := rawServer(t, func(c net.Conn) {})
-	c, err := newChecker(Config{Check: "tcp://" + addr, CheckInterval: time.Hour, CheckTimeout: time.Second, CheckRise: 1, CheckFall: 1}, nil)
+	c, err := newChecker(healthConfig{Check: "tcp://" + addr, CheckInterval: time.Hour, CheckTimeout: time.Second, CheckRise: 1, CheckFall: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +613,7 @@ func TestCheckerStops(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
-			c, err := newChecker(Config{Check: tt.url, CheckInterval: tt.interval, CheckTimeout: tt.interval, CheckRise: 1, CheckFall: 1}, tt.tls)
+			c, err := newChecker(healthConfig{Check: tt.url, CheckInterval: tt.interval, CheckTimeout: tt.interval, CheckRise: 1, CheckFall: 1}, tt.tls)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -688,11 +688,11 @@ func TestCheckCAFromConfigSource(t *testing.T) {
 	if f := lc.files["vip.check.ca"]; string(f.data) != string(pki.caPEM) || f.path != "check-ca.pem" {
 		t.Fatalf("vip.check.ca loaded as %q from %q", f.data, f.path)
 	}
-	etcd, err := etcdTLS(cfg, lc.files, &logger{w: io.Discard})
+	etcd, err := etcdTLS(cfg.etcdConfig, lc.files, &logger{w: io.Discard})
 	if etcd != nil || err != nil {
 		t.Fatalf("etcdTLS with only a check CA: %+v, %v", etcd, err)
 	}
-	tlsCfg, err := checkTLS(cfg, lc.files)
+	tlsCfg, err := checkTLS(cfg.healthConfig, lc.files)
 	if err != nil || tlsCfg == nil || tlsCfg.RootCAs == nil || tlsCfg.InsecureSkipVerify || tlsCfg.ServerName != "192.0.2.5" {
 		t.Fatalf("checkTLS: %+v, %v", tlsCfg, err)
 	}

@@ -13,30 +13,58 @@ import (
 	"unicode/utf8"
 )
 
-// Config is the effective configuration.
+// Config is the effective configuration, grouped by what reads it: each
+// group is embedded, so cfg.TTL reads as before, and a part that needs one
+// group (the health check) is handed that group alone.
 type Config struct {
-	Addresses                 []netip.Prefix // each VIP; Addr() unmasked as given; Bits() = given prefix or 32 (IPv4)
-	Interface                 string         // name or "auto"
-	Etcd                      []string       // endpoint URLs as given
+	groupConfig
+	etcdConfig
+	announceConfig
+	healthConfig
+	runConfig
+}
+
+// groupConfig names the VIP group and this node's place in it.
+type groupConfig struct {
+	Addresses []netip.Prefix // each VIP; Addr() unmasked as given; Bits() = given prefix or 32 (IPv4)
+	Interface string         // name or "auto"
+	Key       string
+	Name      string // "" means: the caller uses the interface MAC at runtime
+}
+
+// etcdConfig is how to reach etcd and the lease the election runs on.
+type etcdConfig struct {
+	Etcd                      []string // endpoint URLs as given
 	EtcdCA, EtcdCert, EtcdKey string
 	TTL                       time.Duration
-	Key                       string
-	Name                      string // "" means: the caller uses the interface MAC at runtime
-	Garp                      int
-	GarpInterval              time.Duration
-	GarpRefresh               time.Duration
-	Probe                     time.Duration
-	ConfigSource              string
-	ConfigTimeout             time.Duration
-	Log                       string // "stderr", "kmsg" or "auto"
-	Check                     string // health check URL as given; "" is none (always healthy)
-	CheckCA                   string // PEM file that verifies an https check
-	CheckInterval             time.Duration
-	CheckTimeout              time.Duration
-	CheckRise, CheckFall      int
-	Priority                  int
-	PreemptDelay              time.Duration
-	Metrics                   string // HOST:PORT for /metrics; "" is off
+}
+
+// announceConfig is the probe before a take and the announcements after.
+type announceConfig struct {
+	Garp         int
+	GarpInterval time.Duration
+	GarpRefresh  time.Duration
+	Probe        time.Duration
+}
+
+// healthConfig is the health check and the rank it feeds.
+type healthConfig struct {
+	Check                string // health check URL as given; "" is none (always healthy)
+	CheckCA              string // PEM file that verifies an https check
+	CheckInterval        time.Duration
+	CheckTimeout         time.Duration
+	CheckRise, CheckFall int
+	Priority             int
+	PreemptDelay         time.Duration
+}
+
+// runConfig is where the configuration comes from and where the process
+// reports.
+type runConfig struct {
+	ConfigSource  string
+	ConfigTimeout time.Duration
+	Log           string // "stderr", "kmsg" or "auto"
+	Metrics       string // HOST:PORT for /metrics; "" is off
 }
 
 // configError is bad input: it names the key, the value and what is wrong.

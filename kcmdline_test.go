@@ -68,23 +68,16 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Addresses:     []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")},
-		Interface:     "auto",
-		Etcd:          []string{"http://192.0.2.1:2379"},
-		TTL:           3 * time.Second,
-		Key:           "/vipd/192.0.2.10",
-		Name:          "node1",
-		Garp:          5,
-		GarpInterval:  time.Second,
-		GarpRefresh:   30 * time.Second,
-		Probe:         20 * time.Millisecond,
-		ConfigTimeout: 30 * time.Second,
-		Log:           "auto",
-		CheckInterval: time.Second,
-		CheckTimeout:  time.Second,
-		CheckRise:     2,
-		CheckFall:     3,
-		PreemptDelay:  5 * time.Second,
+		groupConfig: groupConfig{
+			Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")},
+			Interface: "auto",
+			Key:       "/vipd/192.0.2.10",
+			Name:      "node1",
+		},
+		etcdConfig:     etcdConfig{Etcd: []string{"http://192.0.2.1:2379"}, TTL: 3 * time.Second},
+		announceConfig: announceConfig{Garp: 5, GarpInterval: time.Second, GarpRefresh: 30 * time.Second, Probe: 20 * time.Millisecond},
+		healthConfig:   healthConfig{CheckInterval: time.Second, CheckTimeout: time.Second, CheckRise: 2, CheckFall: 3, PreemptDelay: 5 * time.Second},
+		runConfig:      runConfig{ConfigTimeout: 30 * time.Second, Log: "auto"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)

@@ -160,10 +160,10 @@ func loadSettings(args, cmdline []string) (setup, error) {
 			return st, err
 		}
 	}
-	if st.tls, err = etcdTLS(st.cfg, files, st.log); err != nil {
+	if st.tls, err = etcdTLS(st.cfg.etcdConfig, files, st.log); err != nil {
 		return st, err
 	}
-	st.checkTLS, err = checkTLS(st.cfg, files)
+	st.checkTLS, err = checkTLS(st.cfg.healthConfig, files)
 	return st, err
 }
 
@@ -249,7 +249,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	if n.resume = settleEarlier(cfg, rt, cli, log); n.resume != nil {
 		n.resuming = true
 	}
-	chk, err := newChecker(cfg, st.checkTLS)
+	chk, err := newChecker(cfg.healthConfig, st.checkTLS)
 	if err != nil {
 		log.fail(stderr, "%v", err)
 		return exitRuntime

@@ -164,7 +164,7 @@ func TestStateFileWrite(t *testing.T) {
 // TestSameGroup: a record resumes only for the same key, addresses,
 // interface and name.
 func TestSameGroup(t *testing.T) {
-	cfg := Config{Key: "/vipd/192.0.2.100", Addresses: []netip.Prefix{fakeVIP4}, Interface: "eth0", Name: "n1"}
+	cfg := Config{groupConfig: groupConfig{Key: "/vipd/192.0.2.100", Addresses: []netip.Prefix{fakeVIP4}, Interface: "eth0", Name: "n1"}}
 	base := stateRecord{Key: cfg.Key, Addresses: []string{"192.0.2.100/32"}, Interface: "eth0", Name: "n1"}
 	if !sameGroup(base, cfg) {
 		t.Fatal("the same group is not recognised")

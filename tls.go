@@ -39,7 +39,7 @@ func readTLSFiles(c Config) (map[string]loadedFile, error) {
 // etcdTLS builds the etcd client's TLS configuration from files already in
 // memory (a config partition is unmounted by now). It returns nil for plain
 // http endpoints without TLS settings.
-func etcdTLS(c Config, files map[string]loadedFile, log *logger) (*tls.Config, error) {
+func etcdTLS(c etcdConfig, files map[string]loadedFile, log *logger) (*tls.Config, error) {
 	https := 0
 	for _, e := range c.Etcd {
 		if strings.HasPrefix(e, "https://") {

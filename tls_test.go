@@ -16,7 +16,7 @@ func TestEtcdTLS(t *testing.T) {
 		}
 		return loadedFile{path: path, data: data, mode: mode}
 	}
-	https := Config{Etcd: []string{"https://192.0.2.1:2379"}}
+	https := etcdConfig{Etcd: []string{"https://192.0.2.1:2379"}}
 	files := map[string]loadedFile{
 		"vip.etcd.ca":   file(pki.caCert, 0o644),
 		"vip.etcd.cert": file(pki.clientCert, 0o644),
@@ -33,16 +33,16 @@ func TestEtcdTLS(t *testing.T) {
 		t.Fatalf("warned about a 0600 key: %s", logs.String())
 	}
 
-	if cfg, err := etcdTLS(Config{Etcd: []string{"http://192.0.2.1:2379"}}, nil, log); cfg != nil || err != nil {
+	if cfg, err := etcdTLS(etcdConfig{Etcd: []string{"http://192.0.2.1:2379"}}, nil, log); cfg != nil || err != nil {
 		t.Fatalf("plain http: %+v, %v; want nil, nil", cfg, err)
 	}
 
 	// The health check's CA is read with the etcd files but is not etcd's.
 	checkCA := map[string]loadedFile{"vip.check.ca": file(pki.caCert, 0o644)}
-	if cfg, err := etcdTLS(Config{Etcd: []string{"http://192.0.2.1:2379"}}, checkCA, log); cfg != nil || err != nil {
+	if cfg, err := etcdTLS(etcdConfig{Etcd: []string{"http://192.0.2.1:2379"}}, checkCA, log); cfg != nil || err != nil {
 		t.Fatalf("plain http with a check CA: %+v, %v; want nil, nil", cfg, err)
 	}
-	if p := tlsPaths(Config{EtcdCA: "e.pem", CheckCA: "c.pem"}); len(p) != 2 || p["vip.check.ca"] != "c.pem" || p["vip.etcd.ca"] != "e.pem" {
+	if p := tlsPaths(Config{etcdConfig: etcdConfig{EtcdCA: "e.pem"}, healthConfig: healthConfig{CheckCA: "c.pem"}}); len(p) != 2 || p["vip.check.ca"] != "c.pem" || p["vip.etcd.ca"] != "e.pem" {
 		t.Fatalf("tlsPaths: %v", p)
 	}
 
@@ -57,12 +57,12 @@ func TestEtcdTLS(t *testing.T) {
 	}
 
 	for name, tc := range map[string]struct {
-		cfg   Config
+		cfg   etcdConfig
 		files map[string]loadedFile
 		want  string
 	}{
-		"mixed schemes":   {Config{Etcd: []string{"https://a:2379", "http://b:2379"}}, files, `vip.etcd="https://a:2379,http://b:2379": mixes http:// and TLS`},
-		"TLS files, http": {Config{Etcd: []string{"http://a:2379"}}, files, `mixes http:// and TLS`},
+		"mixed schemes":   {etcdConfig{Etcd: []string{"https://a:2379", "http://b:2379"}}, files, `vip.etcd="https://a:2379,http://b:2379": mixes http:// and TLS`},
+		"TLS files, http": {etcdConfig{Etcd: []string{"http://a:2379"}}, files, `mixes http:// and TLS`},
 		"CA not PEM":      {https, map[string]loadedFile{"vip.etcd.ca": {path: "ca.pem", data: []byte("junk")}}, `vip.etcd.ca="ca.pem": no PEM certificate in it`},
 		"key of another cert": {https, map[string]loadedFile{"vip.etcd.cert": files["vip.etcd.cert"], "vip.etcd.key": file(pki.serverKey, 0o600)},
 			"vip.etcd.cert=" + `"` + pki.clientCert + `": with vip.etcd.key`},
