@@ -30,7 +30,7 @@ import (
 const statusTimeout = 3 * time.Second
 
 // statusReport is what -status prints; its JSON form is for scripts
-// (README, "Status"). Durations are milliseconds and times RFC 3339, so
+// (docs/operating.md, "Status"). Durations are milliseconds and times RFC 3339, so
 // that a script needs no Go duration parser.
 type statusReport struct {
 	Key        string            `json:"key"`
