@@ -208,3 +208,224 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "the leader poll's watch to be cancelled", func() bool { return w.openOn(prefix+"/") == 0 })
 }
+
+// The term's pure decisions.
+
+func TestLeaseTiming(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	cases := []struct {
+		requested time.Duration
+		granted   int64
+		ttl       time.Duration // effectiveTTL
+		margin    time.Duration
+		interval  [2]time.Duration // candidate's, leader's
+	}{
+		{2 * time.Second, 2, 2 * time.Second, 500 * time.Millisecond, [2]time.Duration{666666666, 500 * time.Millisecond}},
+		{3 * time.Second, 3, 3 * time.Second, 750 * time.Millisecond, [2]time.Duration{time.Second, 750 * time.Millisecond}},
+		// A fractional request is granted rounded up; the shorter one rules.
+		{2500 * time.Millisecond, 3, 2500 * time.Millisecond, 625 * time.Millisecond, [2]time.Duration{833333333, 625 * time.Millisecond}},
+		// The server raised the TTL: the granted one rules.
+		{1 * time.Second, 2, 2 * time.Second, 500 * time.Millisecond, [2]time.Duration{666666666, 500 * time.Millisecond}},
+		// Short TTLs keep half a second of margin.
+		{1 * time.Second, 1, 1 * time.Second, 500 * time.Millisecond, [2]time.Duration{333333333, 250 * time.Millisecond}},
+		{10 * time.Second, 10, 10 * time.Second, 2500 * time.Millisecond, [2]time.Duration{3333333333, 2500 * time.Millisecond}},
+	}
+	for _, c := range cases {
+		ttl := effectiveTTL(c.requested, c.granted)
+		if ttl != c.ttl {
+			t.Errorf("effectiveTTL(%v, %d) = %v, want %v", c.requested, c.granted, ttl, c.ttl)
+		}
+		if m := margin(ttl); m != c.margin {
+			t.Errorf("margin(%v) = %v, want %v", ttl, m, c.margin)
+		}
+		if d := deadlineAfter(t0, ttl); !d.Equal(t0.Add(ttl - c.margin)) {
+			t.Errorf("deadlineAfter(t0, %v) = t0+%v, want t0+%v", ttl, d.Sub(t0), ttl-c.margin)
+		}
+		if got := [2]time.Duration{renewalInterval(ttl, false), renewalInterval(ttl, true)}; got != c.interval {
+			t.Errorf("renewalInterval(%v) = %v, want %v", ttl, got, c.interval)
+		}
+	}
+}
+
+func TestNextRenewal(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const interval = 500 * time.Millisecond
+	cases := []struct {
+		after renewalAfter
+		want  time.Duration
+	}{
+		{afterTick(false), interval},
+		{afterTick(true), backoffMin},
+		{afterClaim(true), interval},
+		{afterClaim(false), takeoverWait * 3 / 4},
+	}
+	for _, c := range cases {
+		if got := nextRenewal(t0, interval, c.after).Sub(t0); got != c.want {
+			t.Errorf("nextRenewal after %d = t0+%v, want t0+%v", c.after, got, c.want)
+		}
+	}
+	// Before the takeover wait ends, so that the fence allows the new
+	// holder a lifetime at once.
+	if takeoverWait*3/4 >= takeoverWait {
+		t.Error("the renewal after an unreleased claim comes after the takeover wait")
+	}
+}
+
+func TestRetryTiming(t *testing.T) {
+	backoffs := []time.Duration{backoffMin}
+	for b := backoffMin; b < backoffMax; {
+		b = nextBackoff(b)
+		backoffs = append(backoffs, b)
+	}
+	want := []time.Duration{100, 200, 400, 800, 1600, 2000}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if fmt.Sprint(backoffs) != fmt.Sprint(want) {
+		t.Errorf("backoffs %v, want %v", backoffs, want)
+	}
+	if got := nextBackoff(backoffMax); got != backoffMax {
+		t.Errorf("nextBackoff(max) = %v", got)
+	}
+	for _, c := range []struct{ ttl, want time.Duration }{
+		{time.Second, 500 * time.Millisecond},
+		{3 * time.Second, 750 * time.Millisecond},
+		{20 * time.Second, rpcTimeout},
+	} {
+		if got := grantTimeout(c.ttl); got != c.want {
+			t.Errorf("grantTimeout(%v) = %v, want %v", c.ttl, got, c.want)
+		}
+	}
+}
+
+// TestHolderOnTick: what a candidate's poll does at each tick, as the
+// holder's heartbeat moves, goes quiet and stands still.
+func TestHolderOnTick(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	known := holderView{key: "/k/a", createRev: 5, modRev: 9, since: t0, ttl: 2 * time.Second}
+	cases := []struct {
+		name     string
+		h        holderView
+		at       int
+		wasQuiet bool
+		want     tickAction
+	}{
+		{"holder unknown: ask, touching the members once", holderView{}, 0, false, tickQuiet},
+		{"holder unknown, already quiet", holderView{}, 0, true, tickPoll},
+		{"heartbeat just seen", known, 100, false, tickWait},
+		{"within a renewal interval and a poll", known, 750, false, tickWait},
+		{"moving again after a quiet spell", known, 750, true, tickWait},
+		{"quiet: first tick", known, 751, false, tickQuiet},
+		{"quiet: later ticks", known, 1500, true, tickPoll},
+		{"stood still for its TTL", known, 2000, true, tickStale},
+		{"stale without a quiet tick before", known, 2500, false, tickStale},
+	}
+	for _, c := range cases {
+		if got := c.h.onTick(at(c.at), c.wasQuiet); got != c.want {
+			t.Errorf("%s: onTick = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func cand(key, name string, createRev int64, r rank) candidate {
+	return candidate{entry: entry{name: name, rank: r}, key: key, createRev: createRev}
+}
+
+func TestBestCandidate(t *testing.T) {
+	healthy := func(p int) rank { return rank{healthy: true, priority: p} }
+	a := cand("/k/a", "a", 5, healthy(0))
+	b := cand("/k/b", "b", 6, healthy(1))
+	c := cand("/k/c", "c", 7, healthy(1))
+	sick := cand("/k/d", "d", 4, rank{priority: 9})
+	unable := cand("/k/e", "e", 3, rank{unable: true, healthy: true, priority: 9})
+	cases := []struct {
+		name string
+		cs   []candidate // in queue order
+		want string      // "" for none
+	}{
+		{"none", nil, ""},
+		{"one", []candidate{a}, "a"},
+		{"higher priority", []candidate{a, b}, "b"},
+		{"first in the queue among equals", []candidate{a, b, c}, "b"},
+		{"health before priority", []candidate{sick, a}, "a"},
+		{"able before health", []candidate{unable, sick}, "d"},
+		{"only the unable", []candidate{unable}, "e"},
+	}
+	for _, tc := range cases {
+		best, ok := bestOf(tc.cs)
+		if got := map[bool]string{true: best.name}[ok]; got != tc.want {
+			t.Errorf("%s: bestOf = %q, want %q", tc.name, got, tc.want)
+		}
+		// The leader's view of the same candidates, from a map: the
+		// queue order is the create revisions'.
+		m := map[string]candidate{}
+		for _, c := range tc.cs {
+			m[c.key] = c
+		}
+		r := bestRival(m)
+		if r.known != (tc.want != "") || r.name != tc.want {
+			t.Errorf("%s: bestRival = %+v, want %q", tc.name, r, tc.want)
+		}
+	}
+	me, others := splitOwn([]candidate{a, b, c}, "/k/b")
+	if me.name != "b" || len(others) != 2 || others[0].name != "a" || others[1].name != "c" {
+		t.Errorf("splitOwn = %v, %v", me, others)
+	}
+}
+
+func TestClaimNext(t *testing.T) {
+	unanswered := fmt.Errorf("%w /k/a: %w: %w", errClaim, errClaimRPC, context.DeadlineExceeded)
+	cases := []struct {
+		name  string
+		err   error
+		moved int
+		want  claimStep
+	}{
+		{"claimed", nil, 0, claimDone},
+		{"a rank moved", errRanksMoved, 1, claimReread},
+		{"ranks moved four times", errRanksMoved, 4, claimReread},
+		{"ranks moved five times: give up", errRanksMoved, 5, claimDone},
+		{"unanswered: again", unanswered, 0, claimRetry},
+		{"key gone: over", fmt.Errorf("%w: /k/a vanished", errKeyGone), 0, claimDone},
+		{"changed hands: over", fmt.Errorf("%w /k/a: it changed hands", errClaim), 0, claimDone},
+	}
+	for _, c := range cases {
+		if got := claimNext(c.err, c.moved); got != c.want {
+			t.Errorf("%s: claimNext = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func TestHeartbeatValue(t *testing.T) {
+	held, now := time.UnixMilli(1000_000), time.UnixMilli(1005_500)
+	cases := []struct {
+		name      string
+		published string
+		held      time.Time
+		want      string
+	}{
+		{"a candidate's entry", "n1 healthy 3", held, "n1 healthy 3 since=1000000 beat=1005500"},
+		{"the tenure moves on", "n1 healthy 3 since=1 beat=2", held, "n1 healthy 3 since=1000000 beat=1005500"},
+		{"a tenure nobody recorded", "n1 unhealthy 0", time.Time{}, "n1 unhealthy 0 since=1005500 beat=1005500"},
+	}
+	for _, c := range cases {
+		got, beats := heartbeatValue(c.published, c.held, now)
+		if got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+		if again := tenureValue(c.published, beats); again != got {
+			t.Errorf("%s: a rank published after it reads %q, want %q", c.name, again, got)
+		}
+	}
+	var o ownEntry
+	o.publish("n1 healthy 0")
+	if got := o.withTenure("n1 healthy 1"); got != "n1 healthy 1" {
+		t.Errorf("before any heartbeat withTenure = %q", got)
+	}
+	o.held = held
+	o.heartbeat(now)
+	if got := o.withTenure("n1 unhealthy 1"); got != "n1 unhealthy 1 since=1000000 beat=1005500" {
+		t.Errorf("after a heartbeat withTenure = %q", got)
+	}
+}
