@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -137,6 +138,7 @@ func (w *stuckWatcher) Close() error                          { return nil }
 // election prefix is left open (nobody would read it, and the etcd client
 // would buffer every write under the prefix for as long as it leads).
 func TestElectionGoesRoundStuckWatches(t *testing.T) {
+	t.Parallel()
 	cli := loopbackEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -428,4 +430,234 @@ func TestHeartbeatValue(t *testing.T) {
 	if got := o.withTenure("n1 unhealthy 1"); got != "n1 unhealthy 1 since=1000000 beat=1005500" {
 		t.Errorf("after a heartbeat withTenure = %q", got)
 	}
+}
+
+// testTerm is a term under test with its events, read as the node's loop
+// would (a term whose events nobody reads stops renewing).
+type testTerm struct {
+	*term
+	name   string
+	events chan termEvent
+	log    *syncBuffer
+}
+
+// startTestTerm starts a term for name with rank r on prefix; it is
+// stopped when the test ends, before the etcd it talks to.
+func startTestTerm(t *testing.T, cli *clientv3.Client, prefix, name string, r rank, resume *resumeLease) *testTerm {
+	t.Helper()
+	tt := &testTerm{name: name, events: make(chan termEvent, 1000), log: &syncBuffer{}}
+	tt.term = startTerm(cli, electConfig{prefix: prefix, name: name, ttl: 2 * time.Second, rank: r, resume: resume}, &logger{w: tt.log}, tt.events)
+	t.Cleanup(func() {
+		tt.stop(time.Second)
+		if t.Failed() {
+			t.Logf("--- %s's log:\n%s", name, tt.log.String())
+		}
+	})
+	return tt
+}
+
+// next is the term's next event of kind want, within the time given; the
+// term must not end meanwhile (unless evLost is what is wanted).
+func (tt *testTerm) next(t *testing.T, want termEventKind, within time.Duration) termEvent {
+	t.Helper()
+	timeout := time.After(within)
+	for {
+		select {
+		case ev := <-tt.events:
+			if ev.kind == want {
+				return ev
+			}
+			if ev.kind == evLost {
+				t.Fatalf("%s: term lost: %v", tt.name, ev.err)
+			}
+		case <-timeout:
+			t.Fatalf("%s: no event %d within %v", tt.name, want, within)
+		}
+	}
+}
+
+// none checks that the term reports no event of kind within d.
+func (tt *testTerm) none(t *testing.T, kind termEventKind, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case ev := <-tt.events:
+			if ev.kind == kind || ev.kind == evLost {
+				t.Fatalf("%s: unexpected event %d (err %v)", tt.name, ev.kind, ev.err)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// queued waits until the term's campaign has put its key in the queue.
+func (tt *testTerm) queued(t *testing.T, cli *clientv3.Client, key string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, tt.name+"'s election key", func() bool {
+		resp, err := cli.Get(context.Background(), key)
+		return err == nil && len(resp.Kvs) > 0
+	})
+}
+
+// TestElectionTakeover runs terms against a real etcd (no root needed):
+// the first wins an empty election; the next waits behind it and takes
+// over as soon as it goes, at once after a release mark, and knowing that
+// no mark was left after a plain revocation; and a candidate that leads
+// steps aside for a better-ranked one behind it.
+func TestElectionTakeover(t *testing.T) {
+	t.Parallel()
+	cli := loopbackEtcd(t)
+	healthy := rank{healthy: true}
+	ctx := context.Background()
+
+	t.Run("wins an empty election", func(t *testing.T) {
+		const prefix = "/vipd/empty"
+		a := startTestTerm(t, cli, prefix, "a", healthy, nil)
+		g := a.next(t, evGranted, 5*time.Second)
+		if g.ttl != 2*time.Second || g.key != a.keyOf(g.lease) || g.resumed {
+			t.Errorf("granted %+v", g)
+		}
+		ev := a.next(t, evElected, 2*time.Second)
+		if ev.released || ev.key != g.key || ev.createRev == 0 || ev.held.IsZero() || ev.beat.IsZero() {
+			t.Errorf("elected %+v", ev)
+		}
+		resp, err := cli.Get(ctx, ev.key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("the key: %v %v", resp, err)
+		}
+		if e := parseEntry(resp.Kvs[0].Value); e.name != "a" || !e.holds() || e.since != ev.held.UnixMilli() {
+			t.Errorf("the key's entry %q does not say that a holds it since %v", resp.Kvs[0].Value, ev.held)
+		}
+		r := a.next(t, evRenewed, time.Second)
+		if r.beat.IsZero() || r.deadline.IsZero() {
+			t.Errorf("a leader's renewal moves both deadlines: %+v", r)
+		}
+	})
+
+	// waitBehind starts a, which wins, and b, which waits behind it and
+	// whom a sees as its rival.
+	waitBehind := func(t *testing.T, prefix string) (a, b *testTerm) {
+		a = startTestTerm(t, cli, prefix, "a", healthy, nil)
+		a.next(t, evElected, 5*time.Second)
+		b = startTestTerm(t, cli, prefix, "b", rank{healthy: true, priority: -1}, nil)
+		b.next(t, evGranted, 5*time.Second)
+		if r := a.next(t, evRival, 3*time.Second).rival; !r.known || r.name != "b" {
+			t.Fatalf("a's rival: %+v", r)
+		}
+		b.none(t, evElected, time.Second) // over two of a's heartbeats
+		return a, b
+	}
+
+	t.Run("takes over at once after a release", func(t *testing.T) {
+		const prefix = "/vipd/release"
+		a, b := waitBehind(t, prefix)
+		start := time.Now()
+		a.resign(time.Second)
+		<-a.ended()
+		ev := b.next(t, evElected, 2*time.Second)
+		if !ev.released {
+			t.Error("b was not told that a released the address")
+		}
+		t.Logf("b elected %v after a resigned", time.Since(start).Round(time.Millisecond))
+		if resp, err := cli.Get(ctx, prefix); err != nil || len(resp.Kvs) != 0 {
+			t.Errorf("b's claim left the release mark (err %v)", err)
+		}
+	})
+
+	t.Run("takes over after a revocation, without a mark", func(t *testing.T) {
+		const prefix = "/vipd/revoke"
+		a, b := waitBehind(t, prefix)
+		a.stop(time.Second)
+		if ev := b.next(t, evElected, 2*time.Second); ev.released {
+			t.Error("b was told that a released the address; a only revoked its lease")
+		}
+	})
+
+	t.Run("the first in line steps aside for a better rank", func(t *testing.T) {
+		const prefix = "/vipd/ranked"
+		h := startTestTerm(t, cli, prefix, "h", healthy, nil)
+		h.next(t, evElected, 5*time.Second)
+		low := startTestTerm(t, cli, prefix, "low", healthy, nil)
+		low.queued(t, cli, low.keyOf(low.next(t, evGranted, 5*time.Second).lease))
+		high := startTestTerm(t, cli, prefix, "high", rank{healthy: true, priority: 5}, nil)
+		high.queued(t, cli, high.keyOf(high.next(t, evGranted, 5*time.Second).lease))
+		h.resign(time.Second)
+		ev := low.next(t, evLost, 2*time.Second)
+		if !errors.Is(ev.err, errOutranked) {
+			t.Fatalf("low's term ended with %v, want %v", ev.err, errOutranked)
+		}
+		// The node starts a new term at the end of the queue; the old
+		// one's lease goes, and the best-ranked candidate claims, with
+		// the mark h left: nobody claimed in between.
+		low.stop(time.Second)
+		if ev := high.next(t, evElected, 2*time.Second); !ev.released {
+			t.Error("high was not told that h released the address")
+		}
+	})
+}
+
+// TestElectionResume: a term carries on an earlier run's lease whose key
+// still leads, and campaigns afresh (revoking that lease) when the key is
+// behind another.
+func TestElectionResume(t *testing.T) {
+	t.Parallel()
+	cli := loopbackEtcd(t)
+	ctx := context.Background()
+	// earlier leaves the key an earlier run's campaign would have left.
+	earlier := func(t *testing.T, prefix, name string) resumeLease {
+		t.Helper()
+		lease, err := cli.Grant(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("%s/%x", prefix, lease.ID)
+		resp, err := cli.Put(ctx, key, name+" healthy 0", clientv3.WithLease(lease.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resumeLease{id: lease.ID, key: key, createRev: resp.Header.Revision, ttl: 2 * time.Second,
+			held: time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli()), name: name, healthy: true}
+	}
+
+	t.Run("carries on a lease that leads", func(t *testing.T) {
+		r := earlier(t, "/vipd/resume", "a")
+		a := startTestTerm(t, cli, "/vipd/resume", "a", rank{healthy: true}, &r)
+		if g := a.next(t, evGranted, 2*time.Second); !g.resumed || g.lease != r.id {
+			t.Errorf("granted %+v, want the earlier lease %x resumed", g, r.id)
+		}
+		ev := a.next(t, evElected, time.Second)
+		if !ev.resumed || !ev.released || ev.createRev != r.createRev || !ev.held.Equal(r.held) {
+			t.Errorf("elected %+v, want the earlier key resumed, held since %v", ev, r.held)
+		}
+		// The lease is renewed, and the heartbeat says the tenure is the
+		// earlier run's.
+		if ev := a.next(t, evRenewed, time.Second); ev.deadline.IsZero() || ev.beat.IsZero() {
+			t.Errorf("renewed %+v, want both deadlines moved", ev)
+		}
+		resp, err := cli.Get(ctx, r.key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("the resumed key is gone (err %v)", err)
+		}
+		if e := parseEntry(resp.Kvs[0].Value); e.since != r.held.UnixMilli() {
+			t.Errorf("the resumed key's entry %q, want since=%d", resp.Kvs[0].Value, r.held.UnixMilli())
+		}
+	})
+
+	t.Run("campaigns afresh behind another", func(t *testing.T) {
+		const prefix = "/vipd/behind"
+		other := startTestTerm(t, cli, prefix, "other", rank{healthy: true}, nil)
+		other.next(t, evElected, 5*time.Second)
+		r := earlier(t, prefix, "a")
+		a := startTestTerm(t, cli, prefix, "a", rank{healthy: true}, &r)
+		g := a.next(t, evGranted, 2*time.Second)
+		if g.resumed || g.lease == r.id {
+			t.Errorf("granted %+v: resumed a lease that does not lead", g)
+		}
+		if resp, err := cli.TimeToLive(ctx, r.id); err != nil || resp.TTL > 0 {
+			t.Errorf("the earlier lease was not revoked (TTL %v, err %v)", resp.TTL, err)
+		}
+		a.none(t, evElected, 500*time.Millisecond)
+	})
 }
