@@ -136,12 +136,13 @@ type poller struct {
 // last seen to move, by either path. It ends with ctx, which the term
 // cancels once the campaign is won.
 func (t *term) pollLeader(ctx context.Context, key string, id clientv3.LeaseID, won chan<- int64) {
-	(&poller{t: t, ctx: ctx, key: key, id: id, won: won}).run()
+	p := poller{t: t, ctx: ctx, key: key, id: id, won: won}
+	p.run()
 }
 
 func (p *poller) run() {
 	writes := make(chan []*mvccpb.KeyValue, 16)
-	go p.followWrites(writes)
+	go p.t.followWrites(p.ctx, writes)
 	tick := time.NewTicker(leaderPoll)
 	defer tick.Stop()
 	pollNow := true
@@ -231,27 +232,27 @@ func (p *poller) poll() (leads, again bool) {
 // reason the renewals move to a new stream (renewer.fresh), which the
 // balancer puts on a member that still answers.
 func (p *poller) touchMembers() {
-	for range p.t.cfg.endpoints {
+	t, ctx := p.t, p.ctx
+	for range t.cfg.endpoints {
 		go func() {
-			rctx, cancel := context.WithTimeout(p.ctx, leaderPoll)
+			rctx, cancel := context.WithTimeout(ctx, leaderPoll)
 			defer cancel()
-			p.t.cli.Get(rctx, p.t.cfg.prefix, clientv3.WithCountOnly())
+			t.cli.Get(rctx, t.cfg.prefix, clientv3.WithCountOnly())
 		}()
 	}
 }
 
 // followWrites passes on the writes under the election prefix (the
-// holder's heartbeats) until the poll ends, which also cancels the watch:
-// the etcd client keeps every response that nobody reads. It runs apart
-// from the poll because creating a watch waits for the server's
+// holder's heartbeats) until ctx (the poll's) ends, which also cancels the
+// watch: the etcd client keeps every response that nobody reads. It runs
+// apart from the poll because creating a watch waits for the server's
 // confirmation on a stream shared with every other watch, and that stream
 // may be bound to a member that has vanished, which is what the poll is
 // there to go round. A watch that ends (its member lost the raft leader,
 // or the stream broke) is opened again after a poll interval.
-func (p *poller) followWrites(out chan<- []*mvccpb.KeyValue) {
-	ctx := p.ctx
+func (t *term) followWrites(ctx context.Context, out chan<- []*mvccpb.KeyValue) {
 	for {
-		wch := p.t.cli.Watch(clientv3.WithRequireLeader(ctx), p.t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithFilterDelete())
+		wch := t.cli.Watch(clientv3.WithRequireLeader(ctx), t.cfg.prefix+"/", clientv3.WithPrefix(), clientv3.WithFilterDelete())
 		for wr := range wch {
 			if len(wr.Events) == 0 {
 				continue

@@ -37,8 +37,8 @@ type keeper struct {
 // earlier of the two. It returns once the term ends, with our key's create
 // revision and whether we had claimed it. A resumed term (resumelead.go)
 // starts in the lead, from the confirmation it sent at r.sent.
-func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func(), r *resumed) *keeper {
-	k := &keeper{t: t, id: id, key: key, interval: renewalInterval(t.ttl, false)}
+func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func(), r *resumed) keeper {
+	k := keeper{t: t, id: id, key: key, interval: renewalInterval(t.ttl, false)}
 	defer t.renewer.close()
 	timer := time.NewTimer(k.interval)
 	defer timer.Stop()
@@ -136,11 +136,12 @@ func (k *keeper) elected(rev int64) (time.Time, bool, bool) {
 	}
 	k.interval = renewalInterval(t.ttl, true)
 	c := claimer{t: t, key: k.key, createRev: rev, id: k.id}
+	id, interval := k.id, k.interval
 	var claimRev int64
 	var released bool
 	var claimErr, renewErr error
 	both(func() { claimRev, released, claimErr = c.claimRanked() },
-		func() { renewErr = t.renewOnce(k.id, k.interval) })
+		func() { renewErr = t.renewOnce(id, interval) })
 	if claimErr != nil {
 		t.send(termEvent{kind: evLost, err: claimErr})
 		return sent, released, false
@@ -159,20 +160,21 @@ func (k *keeper) elected(rev int64) (time.Time, bool, bool) {
 // from rev on. Both end with the term.
 func (k *keeper) follow(rev int64) {
 	go k.t.watchKey(k.key, rev)
-	go (&rivals{t: k.t, own: k.key}).follow(rev)
+	go k.t.followRivals(k.key, rev)
 }
 
 // tick sends one renewal and, while leading, one heartbeat, and reports
 // them. It returns their send time, or the zero time when the term is over.
 func (k *keeper) tick() time.Time {
-	t := k.t
+	t, id, interval := k.t, k.id, k.interval
 	sent := time.Now()
 	var renewErr, beatErr error
 	if k.leading {
-		both(func() { renewErr = t.renewOnce(k.id, k.interval) },
-			func() { beatErr = k.beat() })
+		key, createRev := k.key, k.createRev
+		both(func() { renewErr = t.renewOnce(id, interval) },
+			func() { beatErr = t.beat(key, createRev, interval) })
 	} else {
-		renewErr = t.renewOnce(k.id, k.interval)
+		renewErr = t.renewOnce(id, interval)
 	}
 	if errors.Is(beatErr, errKeyGone) {
 		t.send(termEvent{kind: evLost, err: beatErr})
@@ -233,17 +235,16 @@ func both(a, b func()) {
 // beat sends one heartbeat: our election key rewritten, on condition that it
 // is still ours. A leader whose key was removed learns it here
 // (errKeyGone).
-func (k *keeper) beat() error {
-	t := k.t
-	ctx, cancel := context.WithTimeout(t.ctx, k.interval)
+func (t *term) beat(key string, createRev int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
-	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k.key), "=", k.createRev)).
-		Then(beatOp(k.key, t.own.heartbeat(time.Now()))).Commit()
+	resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", createRev)).
+		Then(beatOp(key, t.own.heartbeat(time.Now()))).Commit()
 	if err != nil {
 		return err
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("%w: %s (another node removed it after our heartbeat stood still, or it was deleted by hand)", errKeyGone, k.key)
+		return fmt.Errorf("%w: %s (another node removed it after our heartbeat stood still, or it was deleted by hand)", errKeyGone, key)
 	}
 	return nil
 }
@@ -276,6 +277,13 @@ type rivals struct {
 	t    *term
 	own  string // our election key, left out
 	last rival  // as last reported
+}
+
+// followRivals tells the node, while it leads, which other candidate has
+// the best rank (see rivals.follow); own is our key. It ends with the term.
+func (t *term) followRivals(own string, rev int64) {
+	r := rivals{t: t, own: own}
+	r.follow(rev)
 }
 
 // follow lists the other candidates, then watches them from the list's
