@@ -34,12 +34,20 @@ type keeper struct {
 // the heartbeat (see holderView) together with each renewal, recording when
 // each was sent. Renewal and heartbeat go out at the same moment so that
 // both deadlines rest on one send time: the address's lifetime follows the
-// earlier of the two. It returns once the term ends, with our key's create
-// revision and whether we had claimed it. A resumed term (resumelead.go)
+// earlier of the two. It returns once the term ends, with its keeper:
+// whether we had claimed our key, and the key's create revision, for the
+// release. A resumed term (resumelead.go)
 // starts in the lead, from the confirmation it sent at r.sent.
 func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func(), r *resumed) keeper {
 	k := keeper{t: t, id: id, key: key, interval: renewalInterval(t.ttl, false)}
 	defer t.renewer.close()
+	k.run(won, stopPoll, r)
+	return k
+}
+
+// run is keep's loop; it returns when the term is over.
+func (k *keeper) run(won <-chan int64, stopPoll func(), r *resumed) {
+	t := k.t
 	timer := time.NewTimer(k.interval)
 	defer timer.Stop()
 	if r != nil {
@@ -51,13 +59,13 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 		var sent, next time.Time
 		select {
 		case <-t.ctx.Done():
-			return k
+			return
 		case rev := <-won:
 			won = nil // the poll and the campaign may both report it
 			stopPoll()
 			var released, ok bool
 			if sent, released, ok = k.elected(rev); !ok {
-				return k
+				return
 			}
 			next = nextRenewal(sent, k.interval, afterClaim(released))
 		case <-t.poke:
@@ -65,7 +73,7 @@ func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll 
 		}
 		if sent.IsZero() { // the timer or renewNow
 			if sent = k.tick(); sent.IsZero() {
-				return k
+				return
 			}
 			next = nextRenewal(sent, k.interval, afterTick(k.trouble))
 		}
