@@ -121,9 +121,9 @@ type term struct {
 	poke     chan struct{} // renewNow
 	ranks    chan rank     // setRank; holds the latest only
 	own      ownEntry      // our election entry, as published and as the heartbeat writes it
-	// renewer sends the lease's renewals: keep's (and before it
-	// resumeLead's) goroutine only, but the candidate's poll may ask it
-	// for a fresh stream (renewer.fresh).
+	// renewer sends the lease's renewals, one at a time (the resume's,
+	// then keep's), but the candidate's poll may ask it for a fresh
+	// stream (renewer.fresh).
 	renewer renewer
 }
 
@@ -350,7 +350,7 @@ func (t *term) publishRank(key string, id clientv3.LeaseID) {
 type ownEntry struct {
 	value atomic.Value // string: the entry as last published
 	// held is when this node's tenure began: set by keep before the claim
-	// (or by resumeLead for a resumed term) and read by the heartbeat,
+	// (or by the resume, resumelead.go) and read by the heartbeat,
 	// all on the term's run goroutine.
 	held  time.Time
 	beats atomic.Value // [2]int64: the since and beat the last heartbeat wrote (see withTenure)

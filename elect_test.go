@@ -174,37 +174,17 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 	w := &stuckWatcher{open: map[string]int{}}
 	cli.Watcher = w
 
-	events := make(chan termEvent, 16)
-	log := &syncBuffer{}
-	tm := startTerm(cli, electConfig{prefix: prefix, name: "n1", ttl: 2 * time.Second}, &logger{w: log}, events)
-	defer tm.stop(time.Second)
-	next := func(want termEventKind, within time.Duration) termEvent {
-		t.Helper()
-		timeout := time.After(within)
-		for {
-			select {
-			case ev := <-events:
-				if ev.kind == want {
-					return ev
-				}
-				if ev.kind == evLost {
-					t.Fatalf("term lost: %v\n%s", ev.err, log.String())
-				}
-			case <-timeout:
-				t.Fatalf("no event %d within %v; log:\n%s", want, within, log.String())
-			}
-		}
-	}
-	next(evGranted, 5*time.Second)
+	tm := startTestTerm(t, cli, prefix, "n1", rank{}, nil)
+	tm.next(t, evGranted, 5*time.Second)
 	time.Sleep(3 * time.Second) // the candidate is waiting behind the holder, which stays
 	stopBeats()
 	if resp, err := cli.Get(ctx, holderKey); err != nil || len(resp.Kvs) == 0 {
-		t.Fatalf("the beating holder's key was removed (err %v): a quiet watch was taken for a quiet holder\n%s", err, log.String())
+		t.Fatalf("the beating holder's key was removed (err %v): a quiet watch was taken for a quiet holder", err)
 	}
 	if _, err := cli.Revoke(ctx, holder.ID); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(evElected, 2*time.Second)
+	ev := tm.next(t, evElected, 2*time.Second)
 	if ev.released {
 		t.Error("elected as if the holder had released the address; it was revoked without a mark")
 	}
@@ -213,7 +193,7 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 
 // The term's pure decisions.
 
-func TestLeaseTiming(t *testing.T) {
+func TestTermLeaseTiming(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	cases := []struct {
 		requested time.Duration
@@ -249,7 +229,7 @@ func TestLeaseTiming(t *testing.T) {
 	}
 }
 
-func TestNextRenewal(t *testing.T) {
+func TestTermNextRenewal(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	const interval = 500 * time.Millisecond
 	cases := []struct {
@@ -273,7 +253,7 @@ func TestNextRenewal(t *testing.T) {
 	}
 }
 
-func TestRetryTiming(t *testing.T) {
+func TestTermRetryTiming(t *testing.T) {
 	backoffs := []time.Duration{backoffMin}
 	for b := backoffMin; b < backoffMax; {
 		b = nextBackoff(b)
@@ -300,9 +280,9 @@ func TestRetryTiming(t *testing.T) {
 	}
 }
 
-// TestHolderOnTick: what a candidate's poll does at each tick, as the
+// TestTermPollTick: what a candidate's poll does at each tick, as the
 // holder's heartbeat moves, goes quiet and stands still.
-func TestHolderOnTick(t *testing.T) {
+func TestTermPollTick(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	known := holderView{key: "/k/a", createRev: 5, modRev: 9, since: t0, ttl: 2 * time.Second}
@@ -334,7 +314,7 @@ func cand(key, name string, createRev int64, r rank) candidate {
 	return candidate{entry: entry{name: name, rank: r}, key: key, createRev: createRev}
 }
 
-func TestBestCandidate(t *testing.T) {
+func TestTermBestCandidate(t *testing.T) {
 	healthy := func(p int) rank { return rank{healthy: true, priority: p} }
 	a := cand("/k/a", "a", 5, healthy(0))
 	b := cand("/k/b", "b", 6, healthy(1))
@@ -376,7 +356,7 @@ func TestBestCandidate(t *testing.T) {
 	}
 }
 
-func TestClaimNext(t *testing.T) {
+func TestTermClaimNext(t *testing.T) {
 	unanswered := fmt.Errorf("%w /k/a: %w: %w", errClaim, errClaimRPC, context.DeadlineExceeded)
 	cases := []struct {
 		name  string
@@ -399,7 +379,7 @@ func TestClaimNext(t *testing.T) {
 	}
 }
 
-func TestHeartbeatValue(t *testing.T) {
+func TestTermHeartbeatValue(t *testing.T) {
 	held, now := time.UnixMilli(1000_000), time.UnixMilli(1005_500)
 	cases := []struct {
 		name      string

@@ -36,8 +36,8 @@ type keeper struct {
 // both deadlines rest on one send time: the address's lifetime follows the
 // earlier of the two. It returns once the term ends, with its keeper:
 // whether we had claimed our key, and the key's create revision, for the
-// release. A resumed term (resumelead.go)
-// starts in the lead, from the confirmation it sent at r.sent.
+// release. A resumed term (resumelead.go) starts in the lead, from the
+// confirmation it sent at r.sent.
 func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func(), r *resumed) keeper {
 	k := keeper{t: t, id: id, key: key, interval: renewalInterval(t.ttl, false)}
 	defer t.renewer.close()
@@ -144,6 +144,7 @@ func (k *keeper) elected(rev int64) (time.Time, bool, bool) {
 	}
 	k.interval = renewalInterval(t.ttl, true)
 	c := claimer{t: t, key: k.key, createRev: rev, id: k.id}
+	// The closures take copies, so that the keeper stays on keep's stack.
 	id, interval := k.id, k.interval
 	var claimRev int64
 	var released bool
@@ -174,7 +175,7 @@ func (k *keeper) follow(rev int64) {
 // tick sends one renewal and, while leading, one heartbeat, and reports
 // them. It returns their send time, or the zero time when the term is over.
 func (k *keeper) tick() time.Time {
-	t, id, interval := k.t, k.id, k.interval
+	t, id, interval := k.t, k.id, k.interval // copies for the closures, as in elected
 	sent := time.Now()
 	var renewErr, beatErr error
 	if k.leading {
