@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -137,6 +138,7 @@ func (w *stuckWatcher) Close() error                          { return nil }
 // election prefix is left open (nobody would read it, and the etcd client
 // would buffer every write under the prefix for as long as it leads).
 func TestElectionGoesRoundStuckWatches(t *testing.T) {
+	t.Parallel()
 	cli := loopbackEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -172,39 +174,470 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 	w := &stuckWatcher{open: map[string]int{}}
 	cli.Watcher = w
 
-	events := make(chan termEvent, 16)
-	log := &syncBuffer{}
-	tm := startTerm(cli, electConfig{prefix: prefix, name: "n1", ttl: 2 * time.Second}, &logger{w: log}, events)
-	defer tm.stop(time.Second)
-	next := func(want termEventKind, within time.Duration) termEvent {
-		t.Helper()
-		timeout := time.After(within)
-		for {
-			select {
-			case ev := <-events:
-				if ev.kind == want {
-					return ev
-				}
-				if ev.kind == evLost {
-					t.Fatalf("term lost: %v\n%s", ev.err, log.String())
-				}
-			case <-timeout:
-				t.Fatalf("no event %d within %v; log:\n%s", want, within, log.String())
-			}
-		}
-	}
-	next(evGranted, 5*time.Second)
+	tm := startTestTerm(t, cli, prefix, "n1", rank{}, nil)
+	tm.next(t, evGranted, 5*time.Second)
 	time.Sleep(3 * time.Second) // the candidate is waiting behind the holder, which stays
 	stopBeats()
 	if resp, err := cli.Get(ctx, holderKey); err != nil || len(resp.Kvs) == 0 {
-		t.Fatalf("the beating holder's key was removed (err %v): a quiet watch was taken for a quiet holder\n%s", err, log.String())
+		t.Fatalf("the beating holder's key was removed (err %v): a quiet watch was taken for a quiet holder", err)
 	}
 	if _, err := cli.Revoke(ctx, holder.ID); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(evElected, 2*time.Second)
+	ev := tm.next(t, evElected, 2*time.Second)
 	if ev.released {
 		t.Error("elected as if the holder had released the address; it was revoked without a mark")
 	}
 	waitFor(t, 2*time.Second, "the leader poll's watch to be cancelled", func() bool { return w.openOn(prefix+"/") == 0 })
+}
+
+// The term's pure decisions.
+
+func TestTermLeaseTiming(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	cases := []struct {
+		requested time.Duration
+		granted   int64
+		ttl       time.Duration // effectiveTTL
+		margin    time.Duration
+		interval  [2]time.Duration // candidate's, leader's
+	}{
+		{2 * time.Second, 2, 2 * time.Second, 500 * time.Millisecond, [2]time.Duration{666666666, 500 * time.Millisecond}},
+		{3 * time.Second, 3, 3 * time.Second, 750 * time.Millisecond, [2]time.Duration{time.Second, 750 * time.Millisecond}},
+		// A fractional request is granted rounded up; the shorter one rules.
+		{2500 * time.Millisecond, 3, 2500 * time.Millisecond, 625 * time.Millisecond, [2]time.Duration{833333333, 625 * time.Millisecond}},
+		// The server raised the TTL: the granted one rules.
+		{1 * time.Second, 2, 2 * time.Second, 500 * time.Millisecond, [2]time.Duration{666666666, 500 * time.Millisecond}},
+		// Short TTLs keep half a second of margin.
+		{1 * time.Second, 1, 1 * time.Second, 500 * time.Millisecond, [2]time.Duration{333333333, 250 * time.Millisecond}},
+		{10 * time.Second, 10, 10 * time.Second, 2500 * time.Millisecond, [2]time.Duration{3333333333, 2500 * time.Millisecond}},
+	}
+	for _, c := range cases {
+		ttl := effectiveTTL(c.requested, c.granted)
+		if ttl != c.ttl {
+			t.Errorf("effectiveTTL(%v, %d) = %v, want %v", c.requested, c.granted, ttl, c.ttl)
+		}
+		if m := margin(ttl); m != c.margin {
+			t.Errorf("margin(%v) = %v, want %v", ttl, m, c.margin)
+		}
+		if d := deadlineAfter(t0, ttl); !d.Equal(t0.Add(ttl - c.margin)) {
+			t.Errorf("deadlineAfter(t0, %v) = t0+%v, want t0+%v", ttl, d.Sub(t0), ttl-c.margin)
+		}
+		if got := [2]time.Duration{renewalInterval(ttl, false), renewalInterval(ttl, true)}; got != c.interval {
+			t.Errorf("renewalInterval(%v) = %v, want %v", ttl, got, c.interval)
+		}
+	}
+}
+
+func TestTermNextRenewal(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const interval = 500 * time.Millisecond
+	cases := []struct {
+		after renewalAfter
+		want  time.Duration
+	}{
+		{afterTick(false), interval},
+		{afterTick(true), backoffMin},
+		{afterClaim(true), interval},
+		{afterClaim(false), takeoverWait * 3 / 4},
+	}
+	for _, c := range cases {
+		if got := nextRenewal(t0, interval, c.after).Sub(t0); got != c.want {
+			t.Errorf("nextRenewal after %d = t0+%v, want t0+%v", c.after, got, c.want)
+		}
+	}
+	// Before the takeover wait ends, so that the fence allows the new
+	// holder a lifetime at once.
+	if takeoverWait*3/4 >= takeoverWait {
+		t.Error("the renewal after an unreleased claim comes after the takeover wait")
+	}
+}
+
+func TestTermRetryTiming(t *testing.T) {
+	backoffs := []time.Duration{backoffMin}
+	for b := backoffMin; b < backoffMax; {
+		b = nextBackoff(b)
+		backoffs = append(backoffs, b)
+	}
+	want := []time.Duration{100, 200, 400, 800, 1600, 2000}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if fmt.Sprint(backoffs) != fmt.Sprint(want) {
+		t.Errorf("backoffs %v, want %v", backoffs, want)
+	}
+	if got := nextBackoff(backoffMax); got != backoffMax {
+		t.Errorf("nextBackoff(max) = %v", got)
+	}
+	for _, c := range []struct{ ttl, want time.Duration }{
+		{time.Second, 500 * time.Millisecond},
+		{3 * time.Second, 750 * time.Millisecond},
+		{20 * time.Second, rpcTimeout},
+	} {
+		if got := grantTimeout(c.ttl); got != c.want {
+			t.Errorf("grantTimeout(%v) = %v, want %v", c.ttl, got, c.want)
+		}
+	}
+}
+
+// TestTermPollTick: what a candidate's poll does at each tick, as the
+// holder's heartbeat moves, goes quiet and stands still.
+func TestTermPollTick(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	known := holderView{key: "/k/a", createRev: 5, modRev: 9, since: t0, ttl: 2 * time.Second}
+	cases := []struct {
+		name     string
+		h        holderView
+		at       int
+		wasQuiet bool
+		want     tickAction
+	}{
+		{"holder unknown: ask, touching the members once", holderView{}, 0, false, tickQuiet},
+		{"holder unknown, already quiet", holderView{}, 0, true, tickPoll},
+		{"heartbeat just seen", known, 100, false, tickWait},
+		{"within a renewal interval and a poll", known, 750, false, tickWait},
+		{"moving again after a quiet spell", known, 750, true, tickWait},
+		{"quiet: first tick", known, 751, false, tickQuiet},
+		{"quiet: later ticks", known, 1500, true, tickPoll},
+		{"stood still for its TTL", known, 2000, true, tickStale},
+		{"stale without a quiet tick before", known, 2500, false, tickStale},
+	}
+	for _, c := range cases {
+		if got := c.h.onTick(at(c.at), c.wasQuiet); got != c.want {
+			t.Errorf("%s: onTick = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func cand(key, name string, createRev int64, r rank) candidate {
+	return candidate{entry: entry{name: name, rank: r}, key: key, createRev: createRev}
+}
+
+func TestTermBestCandidate(t *testing.T) {
+	healthy := func(p int) rank { return rank{healthy: true, priority: p} }
+	a := cand("/k/a", "a", 5, healthy(0))
+	b := cand("/k/b", "b", 6, healthy(1))
+	c := cand("/k/c", "c", 7, healthy(1))
+	sick := cand("/k/d", "d", 4, rank{priority: 9})
+	unable := cand("/k/e", "e", 3, rank{unable: true, healthy: true, priority: 9})
+	cases := []struct {
+		name string
+		cs   []candidate // in queue order
+		want string      // "" for none
+	}{
+		{"none", nil, ""},
+		{"one", []candidate{a}, "a"},
+		{"higher priority", []candidate{a, b}, "b"},
+		{"first in the queue among equals", []candidate{a, b, c}, "b"},
+		{"health before priority", []candidate{sick, a}, "a"},
+		{"able before health", []candidate{unable, sick}, "d"},
+		{"only the unable", []candidate{unable}, "e"},
+	}
+	for _, tc := range cases {
+		best, ok := bestOf(tc.cs)
+		if got := map[bool]string{true: best.name}[ok]; got != tc.want {
+			t.Errorf("%s: bestOf = %q, want %q", tc.name, got, tc.want)
+		}
+		// The leader's view of the same candidates, from a map: the
+		// queue order is the create revisions'.
+		m := map[string]candidate{}
+		for _, c := range tc.cs {
+			m[c.key] = c
+		}
+		r := bestRival(m)
+		if r.known != (tc.want != "") || r.name != tc.want {
+			t.Errorf("%s: bestRival = %+v, want %q", tc.name, r, tc.want)
+		}
+	}
+	me, others := splitOwn([]candidate{a, b, c}, "/k/b")
+	if me.name != "b" || len(others) != 2 || others[0].name != "a" || others[1].name != "c" {
+		t.Errorf("splitOwn = %v, %v", me, others)
+	}
+}
+
+func TestTermClaimNext(t *testing.T) {
+	unanswered := fmt.Errorf("%w /k/a: %w: %w", errClaim, errClaimRPC, context.DeadlineExceeded)
+	cases := []struct {
+		name  string
+		err   error
+		moved int
+		want  claimStep
+	}{
+		{"claimed", nil, 0, claimDone},
+		{"a rank moved", errRanksMoved, 1, claimReread},
+		{"ranks moved four times", errRanksMoved, 4, claimReread},
+		{"ranks moved five times: give up", errRanksMoved, 5, claimDone},
+		{"unanswered: again", unanswered, 0, claimRetry},
+		{"key gone: over", fmt.Errorf("%w: /k/a vanished", errKeyGone), 0, claimDone},
+		{"changed hands: over", fmt.Errorf("%w /k/a: it changed hands", errClaim), 0, claimDone},
+	}
+	for _, c := range cases {
+		if got := claimNext(c.err, c.moved); got != c.want {
+			t.Errorf("%s: claimNext = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func TestTermHeartbeatValue(t *testing.T) {
+	held, now := time.UnixMilli(1000_000), time.UnixMilli(1005_500)
+	cases := []struct {
+		name      string
+		published string
+		held      time.Time
+		want      string
+	}{
+		{"a candidate's entry", "n1 healthy 3", held, "n1 healthy 3 since=1000000 beat=1005500"},
+		{"the tenure moves on", "n1 healthy 3 since=1 beat=2", held, "n1 healthy 3 since=1000000 beat=1005500"},
+		{"a tenure nobody recorded", "n1 unhealthy 0", time.Time{}, "n1 unhealthy 0 since=1005500 beat=1005500"},
+	}
+	for _, c := range cases {
+		got, beats := heartbeatValue(c.published, c.held, now)
+		if got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+		if again := tenureValue(c.published, beats); again != got {
+			t.Errorf("%s: a rank published after it reads %q, want %q", c.name, again, got)
+		}
+	}
+	var o ownEntry
+	o.publish("n1 healthy 0")
+	if got := o.withTenure("n1 healthy 1"); got != "n1 healthy 1" {
+		t.Errorf("before any heartbeat withTenure = %q", got)
+	}
+	o.held = held
+	o.heartbeat(now)
+	if got := o.withTenure("n1 unhealthy 1"); got != "n1 unhealthy 1 since=1000000 beat=1005500" {
+		t.Errorf("after a heartbeat withTenure = %q", got)
+	}
+}
+
+// testTerm is a term under test with its events, read as the node's loop
+// would (a term whose events nobody reads stops renewing).
+type testTerm struct {
+	*term
+	name   string
+	events chan termEvent
+	log    *syncBuffer
+}
+
+// startTestTerm starts a term for name with rank r on prefix; it is
+// stopped when the test ends, before the etcd it talks to.
+func startTestTerm(t *testing.T, cli *clientv3.Client, prefix, name string, r rank, resume *resumeLease) *testTerm {
+	t.Helper()
+	tt := &testTerm{name: name, events: make(chan termEvent, 1000), log: &syncBuffer{}}
+	tt.term = startTerm(cli, electConfig{prefix: prefix, name: name, ttl: 2 * time.Second, rank: r, resume: resume}, &logger{w: tt.log}, tt.events)
+	t.Cleanup(func() {
+		tt.stop(time.Second)
+		if t.Failed() {
+			t.Logf("--- %s's log:\n%s", name, tt.log.String())
+		}
+	})
+	return tt
+}
+
+// next is the term's next event of kind want, within the time given; the
+// term must not end meanwhile (unless evLost is what is wanted).
+func (tt *testTerm) next(t *testing.T, want termEventKind, within time.Duration) termEvent {
+	t.Helper()
+	timeout := time.After(within)
+	for {
+		select {
+		case ev := <-tt.events:
+			if ev.kind == want {
+				return ev
+			}
+			if ev.kind == evLost {
+				t.Fatalf("%s: term lost: %v", tt.name, ev.err)
+			}
+		case <-timeout:
+			t.Fatalf("%s: no event %d within %v", tt.name, want, within)
+		}
+	}
+}
+
+// none checks that the term reports no event of kind within d.
+func (tt *testTerm) none(t *testing.T, kind termEventKind, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case ev := <-tt.events:
+			if ev.kind == kind || ev.kind == evLost {
+				t.Fatalf("%s: unexpected event %d (err %v)", tt.name, ev.kind, ev.err)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// queued waits until the term's campaign has put its key in the queue.
+func (tt *testTerm) queued(t *testing.T, cli *clientv3.Client, key string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, tt.name+"'s election key", func() bool {
+		resp, err := cli.Get(context.Background(), key)
+		return err == nil && len(resp.Kvs) > 0
+	})
+}
+
+// TestElectionTakeover runs terms against a real etcd (no root needed):
+// the first wins an empty election; the next waits behind it and takes
+// over as soon as it goes, at once after a release mark, and knowing that
+// no mark was left after a plain revocation; and a candidate that leads
+// steps aside for a better-ranked one behind it.
+func TestElectionTakeover(t *testing.T) {
+	t.Parallel()
+	cli := loopbackEtcd(t)
+	healthy := rank{healthy: true}
+	ctx := context.Background()
+
+	t.Run("wins an empty election", func(t *testing.T) {
+		const prefix = "/vipd/empty"
+		a := startTestTerm(t, cli, prefix, "a", healthy, nil)
+		g := a.next(t, evGranted, 5*time.Second)
+		if g.ttl != 2*time.Second || g.key != a.keyOf(g.lease) || g.resumed {
+			t.Errorf("granted %+v", g)
+		}
+		ev := a.next(t, evElected, 2*time.Second)
+		if ev.released || ev.key != g.key || ev.createRev == 0 || ev.held.IsZero() || ev.beat.IsZero() {
+			t.Errorf("elected %+v", ev)
+		}
+		resp, err := cli.Get(ctx, ev.key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("the key: %v %v", resp, err)
+		}
+		if e := parseEntry(resp.Kvs[0].Value); e.name != "a" || !e.holds() || e.since != ev.held.UnixMilli() {
+			t.Errorf("the key's entry %q does not say that a holds it since %v", resp.Kvs[0].Value, ev.held)
+		}
+		r := a.next(t, evRenewed, time.Second)
+		if r.beat.IsZero() || r.deadline.IsZero() {
+			t.Errorf("a leader's renewal moves both deadlines: %+v", r)
+		}
+	})
+
+	// waitBehind starts a, which wins, and b, which waits behind it and
+	// whom a sees as its rival.
+	waitBehind := func(t *testing.T, prefix string) (a, b *testTerm) {
+		a = startTestTerm(t, cli, prefix, "a", healthy, nil)
+		a.next(t, evElected, 5*time.Second)
+		b = startTestTerm(t, cli, prefix, "b", rank{healthy: true, priority: -1}, nil)
+		b.next(t, evGranted, 5*time.Second)
+		if r := a.next(t, evRival, 3*time.Second).rival; !r.known || r.name != "b" {
+			t.Fatalf("a's rival: %+v", r)
+		}
+		b.none(t, evElected, time.Second) // over two of a's heartbeats
+		return a, b
+	}
+
+	t.Run("takes over at once after a release", func(t *testing.T) {
+		const prefix = "/vipd/release"
+		a, b := waitBehind(t, prefix)
+		start := time.Now()
+		a.resign(time.Second)
+		<-a.ended()
+		ev := b.next(t, evElected, 2*time.Second)
+		if !ev.released {
+			t.Error("b was not told that a released the address")
+		}
+		t.Logf("b elected %v after a resigned", time.Since(start).Round(time.Millisecond))
+		if resp, err := cli.Get(ctx, prefix); err != nil || len(resp.Kvs) != 0 {
+			t.Errorf("b's claim left the release mark (err %v)", err)
+		}
+	})
+
+	t.Run("takes over after a revocation, without a mark", func(t *testing.T) {
+		const prefix = "/vipd/revoke"
+		a, b := waitBehind(t, prefix)
+		a.stop(time.Second)
+		if ev := b.next(t, evElected, 2*time.Second); ev.released {
+			t.Error("b was told that a released the address; a only revoked its lease")
+		}
+	})
+
+	t.Run("the first in line steps aside for a better rank", func(t *testing.T) {
+		const prefix = "/vipd/ranked"
+		h := startTestTerm(t, cli, prefix, "h", healthy, nil)
+		h.next(t, evElected, 5*time.Second)
+		low := startTestTerm(t, cli, prefix, "low", healthy, nil)
+		low.queued(t, cli, low.keyOf(low.next(t, evGranted, 5*time.Second).lease))
+		high := startTestTerm(t, cli, prefix, "high", rank{healthy: true, priority: 5}, nil)
+		high.queued(t, cli, high.keyOf(high.next(t, evGranted, 5*time.Second).lease))
+		h.resign(time.Second)
+		ev := low.next(t, evLost, 2*time.Second)
+		if !errors.Is(ev.err, errOutranked) {
+			t.Fatalf("low's term ended with %v, want %v", ev.err, errOutranked)
+		}
+		// The node starts a new term at the end of the queue; the old
+		// one's lease goes, and the best-ranked candidate claims, with
+		// the mark h left: nobody claimed in between.
+		low.stop(time.Second)
+		if ev := high.next(t, evElected, 2*time.Second); !ev.released {
+			t.Error("high was not told that h released the address")
+		}
+	})
+}
+
+// TestElectionResume: a term carries on an earlier run's lease whose key
+// still leads, and campaigns afresh (revoking that lease) when the key is
+// behind another.
+func TestElectionResume(t *testing.T) {
+	t.Parallel()
+	cli := loopbackEtcd(t)
+	ctx := context.Background()
+	// earlier leaves the key an earlier run's campaign would have left.
+	earlier := func(t *testing.T, prefix, name string) resumeLease {
+		t.Helper()
+		lease, err := cli.Grant(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("%s/%x", prefix, lease.ID)
+		resp, err := cli.Put(ctx, key, name+" healthy 0", clientv3.WithLease(lease.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resumeLease{id: lease.ID, key: key, createRev: resp.Header.Revision, ttl: 2 * time.Second,
+			held: time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli()), name: name, healthy: true}
+	}
+
+	t.Run("carries on a lease that leads", func(t *testing.T) {
+		r := earlier(t, "/vipd/resume", "a")
+		a := startTestTerm(t, cli, "/vipd/resume", "a", rank{healthy: true}, &r)
+		if g := a.next(t, evGranted, 2*time.Second); !g.resumed || g.lease != r.id {
+			t.Errorf("granted %+v, want the earlier lease %x resumed", g, r.id)
+		}
+		ev := a.next(t, evElected, time.Second)
+		if !ev.resumed || !ev.released || ev.createRev != r.createRev || !ev.held.Equal(r.held) {
+			t.Errorf("elected %+v, want the earlier key resumed, held since %v", ev, r.held)
+		}
+		// The lease is renewed, and the heartbeat says the tenure is the
+		// earlier run's.
+		if ev := a.next(t, evRenewed, time.Second); ev.deadline.IsZero() || ev.beat.IsZero() {
+			t.Errorf("renewed %+v, want both deadlines moved", ev)
+		}
+		resp, err := cli.Get(ctx, r.key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("the resumed key is gone (err %v)", err)
+		}
+		if e := parseEntry(resp.Kvs[0].Value); e.since != r.held.UnixMilli() {
+			t.Errorf("the resumed key's entry %q, want since=%d", resp.Kvs[0].Value, r.held.UnixMilli())
+		}
+	})
+
+	t.Run("campaigns afresh behind another", func(t *testing.T) {
+		const prefix = "/vipd/behind"
+		other := startTestTerm(t, cli, prefix, "other", rank{healthy: true}, nil)
+		other.next(t, evElected, 5*time.Second)
+		r := earlier(t, prefix, "a")
+		a := startTestTerm(t, cli, prefix, "a", rank{healthy: true}, &r)
+		g := a.next(t, evGranted, 2*time.Second)
+		if g.resumed || g.lease == r.id {
+			t.Errorf("granted %+v: resumed a lease that does not lead", g)
+		}
+		if resp, err := cli.TimeToLive(ctx, r.id); err != nil || resp.TTL > 0 {
+			t.Errorf("the earlier lease was not revoked (TTL %v, err %v)", resp.TTL, err)
+		}
+		a.none(t, evElected, 500*time.Millisecond)
+	})
 }
