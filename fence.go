@@ -16,16 +16,6 @@ type fence struct {
 	elected  bool          // this term won the campaign
 }
 
-// extend moves the deadlines an event carries forward (never back).
-func (f *fence) extend(deadline, beat time.Time) {
-	if deadline.After(f.deadline) {
-		f.deadline = deadline
-	}
-	if beat.After(f.beat) {
-		f.beat = beat
-	}
-}
-
 // holdUntil is when the address must be gone at the latest: the lease's
 // deadline and, once elected, the heartbeat's, whichever comes first. Other
 // nodes may remove the election key of a holder whose heartbeat they have

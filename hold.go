@@ -46,16 +46,16 @@ type addrHold struct {
 // kernel expired meanwhile, while another node holds it (NLM_F_REPLACE
 // without NLM_F_CREATE still creates: the kernel does not insist on the
 // flag). On errStalled the caller steps down, which removes what was set.
-func (h *addrHold) set(index uint32, life time.Duration, f *fence, clk *clock) error {
+func (h *addrHold) set(index uint32, life time.Duration, f *fence, now func() time.Time) error {
 	for _, p := range h.vips {
-		if err := f.fits(clk.now(), life); err != nil {
+		if err := f.fits(now(), life); err != nil {
 			return err
 		}
 		if err := h.kern.setAddr(index, p, life); err != nil {
 			return fmt.Errorf("%w: %w", errAddFailed, err)
 		}
 	}
-	return f.fits(clk.now(), life)
+	return f.fits(now(), life)
 }
 
 // remove takes the VIPs off the link index if we hold them. It reports
@@ -124,20 +124,6 @@ func (h *addrHold) stopBurst() {
 	h.burst.stop()
 }
 
-// startRefresh starts the periodic announcement, if configured.
-func (h *addrHold) startRefresh() {
-	if h.every > 0 {
-		h.refresh.set(h.every)
-	}
-}
-
-// vouch records the send time of a renewal etcd acknowledged.
-func (h *addrHold) vouch(sent time.Time) {
-	if sent.After(h.vouched) {
-		h.vouched = sent
-	}
-}
-
 // announceStep is what a renewal's acknowledgement does to a pending
 // announcement.
 type announceStep int
@@ -199,7 +185,7 @@ func (n *node) requestAnnounce(why string) {
 	if !n.mayClaim() || n.term == nil {
 		return
 	}
-	n.hold.pending, n.hold.pendingSince = why, n.deps.clock.now()
+	n.hold.pending, n.hold.pendingSince = why, n.deps.now()
 	n.term.renewNow()
 }
 
@@ -230,7 +216,7 @@ func (n *node) announceAll(why string) {
 			n.met.announced(p.Addr())
 		}
 	}
-	n.rec.LastAnnounced = n.deps.clock.now()
+	n.rec.LastAnnounced = n.deps.now()
 	if n.state == stateLeader { // a takeover's first one: takeAddress saves right after
 		n.save()
 	}

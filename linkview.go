@@ -183,7 +183,7 @@ func (n *node) onAddr(a addrMessage, deleted bool) {
 		// one at once; if it is not acknowledged in time, the deadline
 		// ends the leadership.
 		n.hold.missing = true
-		if n.fence.lifetime(n.deps.clock.now()) < time.Second {
+		if n.fence.lifetime(n.deps.now()) < time.Second {
 			n.log.warnf("%s was removed from %s while leader; renewing at once to put it back", a.prefix(), n.view.link.Name)
 			n.term.renewNow()
 			return

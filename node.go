@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -53,10 +54,11 @@ type linkFrames interface {
 	Close() error
 }
 
-// nodeDeps are the node's outside parts: the clock, the kernel, the
-// link's frames and etcd.
+// nodeDeps are the node's outside parts: the clock (clock.go), the
+// kernel, the link's frames and etcd.
 type nodeDeps struct {
-	clock       clock
+	now         func() time.Time
+	afterFunc   func(d time.Duration, f func()) (stop func() bool) // time.AfterFunc
 	kern        kernel
 	openFrames  func(l linkMessage, ipv6 bool) (linkFrames, error)
 	newTerm     func(cfg electConfig, events chan<- termEvent) campaigner
@@ -67,8 +69,9 @@ type nodeDeps struct {
 // realDeps are the parts vipd runs with.
 func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 	return nodeDeps{
-		clock: realClock,
-		kern:  rt,
+		now:       time.Now,
+		afterFunc: realAfterFunc,
+		kern:      rt,
 		openFrames: func(l linkMessage, ipv6 bool) (linkFrames, error) {
 			a, err := openAnnouncer(int(l.Index), l.Name, l.HardwareAddr, ipv6)
 			if err != nil {
@@ -101,7 +104,7 @@ type inbox struct {
 	probes  chan probeResult
 	health  chan healthEvent // from the checker (check.go), if there is one
 	checked chan error       // the configuration check of a SIGHUP
-	ticks   chan tick        // the node's alarms
+	ticks   chan *alarm      // the node's alarms, as they go off
 }
 
 type node struct {
@@ -135,9 +138,9 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 			probes:  make(chan probeResult, 1),
 			health:  make(chan healthEvent, 1),
 			checked: make(chan error, 1),
-			ticks:   make(chan tick, 16),
+			ticks:   make(chan *alarm, 16),
 		},
-		rec: newRecord(cfg, deps.clock.now()),
+		rec: newRecord(cfg, deps.now()),
 		hold: addrHold{kern: deps.kern, log: log, vips: cfg.Addresses,
 			count: cfg.Garp, interval: cfg.GarpInterval, every: cfg.GarpRefresh},
 		take: takeover{window: cfg.Probe, squatLimit: squatBound(cfg.TTL)},
@@ -147,7 +150,7 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 			ho:      handover{delay: cfg.PreemptDelay}},
 	}
 	for _, a := range n.alarms() {
-		a.wire(&n.deps.clock, n.in.ticks)
+		a.after, a.out = deps.afterFunc, n.in.ticks
 	}
 	return n
 }
@@ -193,7 +196,7 @@ func (n *node) record() {
 }
 
 // event is what handle acts on: an rtnlEvent, a termEvent, a probeResult,
-// a healthEvent, a tick, a configChecked or a syscall.Signal.
+// a healthEvent, an *alarm, a configChecked or a syscall.Signal.
 type event = any
 
 // configChecked is the result of a SIGHUP's configuration check.
@@ -222,7 +225,7 @@ func (n *node) run(signals <-chan os.Signal) {
 		case e := <-n.in.ticks:
 			ev = e
 		}
-		if !n.handle(n.deps.clock.now(), ev) {
+		if !n.handle(n.deps.now(), ev) {
 			return
 		}
 	}
@@ -244,8 +247,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 		n.onProbe(ev)
 	case healthEvent:
 		n.onHealth(ev)
-	case tick:
-		n.onTick(ev)
+	case *alarm:
+		n.onAlarm(ev)
 	case configChecked:
 		n.reloadChecked(ev.err)
 	case syscall.Signal: // what signal.Notify sends
@@ -259,12 +262,12 @@ func (n *node) handle(now time.Time, ev event) bool {
 	return true
 }
 
-// onTick acts on an alarm, unless its tick is stale.
-func (n *node) onTick(t tick) {
-	if !t.a.take(t) {
+// onAlarm acts on an alarm that went off, unless it is stale.
+func (n *node) onAlarm(a *alarm) {
+	if !a.take() {
 		return
 	}
-	switch t.a {
+	switch a {
 	case &n.expiry: // handle has checked the deadline
 	case &n.take.wait:
 		n.runProbe()
@@ -293,7 +296,7 @@ func (n *node) setState(s nodeState, reason string) {
 	n.log.infof("%s -> %s: %s", n.state, s, reason)
 	n.met.transition(n.state, s)
 	n.state = s
-	now := n.deps.clock.now()
+	now := n.deps.now()
 	n.rec.StateSince = now
 	n.rec.Holder, n.rec.HeldSince, n.rec.HeldBoottimeMS, n.rec.BootID = "", time.Time{}, 0, ""
 	if s == stateLeader {
@@ -324,14 +327,14 @@ func (n *node) checkDeadline(now time.Time) {
 // loop can step down; a frozen holder once re-announced the VIP after
 // another node had taken it (docs/design.md, section 2).
 func (n *node) mayClaim() bool {
-	n.checkDeadline(n.deps.clock.now())
+	n.checkDeadline(n.deps.now())
 	return n.hold.holding
 }
 
 // setAddrs adds or refreshes every VIP with lifetime life, reading the
 // clock again before every write and after the last (addrHold.set).
 func (n *node) setAddrs(life time.Duration) error {
-	return n.hold.set(n.view.link.Index, life, &n.fence, &n.deps.clock)
+	return n.hold.set(n.view.link.Index, life, &n.fence, n.deps.now)
 }
 
 // stepDown gives up the address and the term, then campaigns again with a
@@ -353,7 +356,7 @@ func (n *node) setAddrs(life time.Duration) error {
 // candidate is not one either: see handOver.
 func (n *node) stepDown(reason error) {
 	n.stepped = reason
-	n.rec.LastStepDown, n.rec.SteppedDownAt = reason.Error(), n.deps.clock.now()
+	n.rec.LastStepDown, n.rec.SteppedDownAt = reason.Error(), n.deps.now()
 	if n.fence.elected || n.hold.holding || errors.Is(reason, errOutranked) { // a candidate's term ending is no step-down
 		n.met.steppedDown(stepReasonOf(reason))
 	}
@@ -383,16 +386,18 @@ func (n *node) endTerm(graceful bool) {
 		} else {
 			n.term.stop(0)
 		}
-		n.rs.stopped(n.term)
+		n.rs.ending = append(slices.DeleteFunc(n.rs.ending, termEnded), n.term)
 		n.term = nil
 	}
 	n.fence = fence{ttl: n.fence.ttl}
 	n.expiry.stop()
-	n.rs.endTerm()
+	n.rs.resuming, n.rs.resumed, n.rs.tenure, n.rs.resumedTook = false, false, time.Time{}, time.Time{}
 	n.take.squatStart = time.Time{} // each term waits its full squatLimit
 	n.hold.vouched = time.Time{}    // a new lease is vouched for afresh
 	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
-	n.stand.endTerm()
+	n.stand.rival = rival{}
+	n.stand.ho.aboveSince, n.stand.ho.said = time.Time{}, ""
+	n.stand.preempt.stop()
 	n.save() // a crash from here on has no lease to resume
 }
 
@@ -412,7 +417,7 @@ const localRetry = 5 * time.Second
 
 // campaign starts a new term, unless a local failure asks to wait.
 func (n *node) campaign() {
-	if wait := n.take.holdOff.Sub(n.deps.clock.now()); wait > 0 {
+	if wait := n.take.holdOff.Sub(n.deps.now()); wait > 0 {
 		n.take.wake.set(wait)
 		return
 	}
@@ -439,7 +444,9 @@ func (n *node) onTerm(ev termEvent) {
 	if ev.t != n.term {
 		return // a term that has already ended
 	}
-	n.hold.vouch(ev.vouched)
+	if ev.vouched.After(n.hold.vouched) {
+		n.hold.vouched = ev.vouched
+	}
 	switch ev.kind {
 	case evGranted:
 		n.fence.ttl = ev.ttl
@@ -492,9 +499,9 @@ func (n *node) onTerm(ev termEvent) {
 // setDeadlines moves the deadlines an event carries forward (never back),
 // and the alarm with them.
 func (n *node) setDeadlines(ev termEvent) {
-	n.fence.extend(ev.deadline, ev.beat)
+	n.fence.deadline, n.fence.beat = later(ev.deadline, n.fence.deadline), later(ev.beat, n.fence.beat)
 	until, _ := n.fence.holdUntil()
-	n.expiry.set(until.Sub(n.deps.clock.now()))
+	n.expiry.set(until.Sub(n.deps.now()))
 }
 
 // extended acts on a deadline that moved: the address's lifetime follows it,
@@ -502,7 +509,7 @@ func (n *node) setDeadlines(ev termEvent) {
 func (n *node) extended() {
 	if n.hold.holding {
 		n.refreshAddrs()
-	} else if n.fence.elected && !n.take.inProgress() {
+	} else if n.fence.elected && n.take.cancel == nil { // not waiting for a probe
 		n.takeAddress()
 	}
 }
@@ -510,13 +517,13 @@ func (n *node) extended() {
 // takeAddress adds the addresses with a lifetime that ends before the
 // fence (see fence.end), then announces them.
 func (n *node) takeAddress() {
-	life := n.fence.lifetime(n.deps.clock.now())
+	life := n.fence.lifetime(n.deps.now())
 	if life < time.Second {
 		// The last renewal was sent too long ago for a lifetime that
 		// ends by the fence (after the takeover wait, at vip.ttl=2, it
 		// always is): ask for one now rather than wait for the next.
 		left, _ := n.fence.holdUntil()
-		n.log.infof("elected with %v before the deadline; renewing before taking the address", left.Sub(n.deps.clock.now()).Round(time.Millisecond))
+		n.log.infof("elected with %v before the deadline; renewing before taking the address", left.Sub(n.deps.now()).Round(time.Millisecond))
 		n.term.renewNow()
 		return
 	}
@@ -525,18 +532,18 @@ func (n *node) takeAddress() {
 		if errors.Is(err, errAddFailed) {
 			// Both families or none: stepDown removes what was added.
 			n.markUnable(err)
-			n.take.holdOff = n.deps.clock.now().Add(localRetry)
+			n.take.holdOff = n.deps.now().Add(localRetry)
 			err = fmt.Errorf("%w (campaigning again in %v)", err, localRetry)
 		}
 		n.stepDown(err)
 		return
 	}
-	n.stand.held()
+	n.stand.unableBackoff = 0 // it held: a later failure starts the back-off afresh
 	how := "elected; added"
 	if n.rs.resumed {
 		how = "resumed; refreshed"
 	}
-	n.stand.ho.tookAt = n.deps.clock.now()
+	n.stand.ho.tookAt = n.deps.now()
 	if !n.rs.resumedTook.IsZero() && n.rs.resumed {
 		n.stand.ho.tookAt = n.rs.resumedTook // the tenure goes on, on the monotonic clock
 	}
@@ -552,14 +559,16 @@ func (n *node) takeAddress() {
 		return // the deadline passed before the announcement: stepped down
 	}
 	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
-	n.hold.startRefresh()
+	if n.hold.every > 0 {
+		n.hold.refresh.set(n.hold.every)
+	}
 	n.considerHandover()
 }
 
 // refreshAddrs extends the addresses' lifetimes after a renewal, never past
 // the fence (refreshPlan).
 func (n *node) refreshAddrs() {
-	life := n.fence.lifetime(n.deps.clock.now())
+	life := n.fence.lifetime(n.deps.now())
 	switch refreshPlan(life, n.hold.retried) {
 	case refreshKeep:
 		return

@@ -26,16 +26,6 @@ type restart struct {
 	ending    []campaigner // stopped terms whose release and revocation may still run: a re-exec waits for them
 }
 
-// endTerm forgets what belonged to the term that ended.
-func (r *restart) endTerm() {
-	r.resuming, r.resumed, r.tenure, r.resumedTook = false, false, time.Time{}, time.Time{}
-}
-
-// stopped keeps a stopped term until it has finished.
-func (r *restart) stopped(t campaigner) {
-	r.ending = append(slices.DeleteFunc(r.ending, termEnded), t)
-}
-
 // reloadWait bounds how long a leader waits for the renewal before a
 // re-exec: past it, the lifetime the address has is what the new process
 // gets to confirm the lease in.
@@ -55,19 +45,19 @@ func termEnded(c campaigner) bool {
 	}
 }
 
-// awaitEnded waits, at most releaseWait on clk, for the stopped terms: a
+// awaitEnded waits, at most releaseWait after, for the stopped terms: a
 // term that stepped down just before a SIGHUP is still releasing its key
 // and revoking its lease in the background, and the exec would cut that
 // short (the key would linger until it is seen as stale, about a TTL
 // without a holder). A holder does not wait: its own deadline comes
 // first. It reports false when it gave up waiting.
-func (r *restart) awaitEnded(holding bool, clk clock) bool {
+func (r *restart) awaitEnded(holding bool, after func(time.Duration, func()) func() bool) bool {
 	r.ending = slices.DeleteFunc(r.ending, termEnded)
 	if holding || len(r.ending) == 0 {
 		return true
 	}
 	bound := make(chan struct{})
-	stop := clk.afterFunc(releaseWait, func() { close(bound) })
+	stop := after(releaseWait, func() { close(bound) })
 	for _, c := range r.ending {
 		select {
 		case <-c.ended():
@@ -137,7 +127,7 @@ func (n *node) reloadChecked(err error) {
 func (n *node) reexec(why string) {
 	n.rs.reloading = false
 	n.rs.reexecAt.stop()
-	if !n.rs.awaitEnded(n.hold.holding, n.deps.clock) {
+	if !n.rs.awaitEnded(n.hold.holding, n.deps.afterFunc) {
 		n.log.warnf("re-executing with the release of an earlier term still pending after %v (etcd will expire its lease)", releaseWait)
 	}
 	n.save()

@@ -33,17 +33,6 @@ const (
 	unableMax   = 10 * time.Minute
 )
 
-// held says the node held the VIP: a later failure starts the back-off
-// afresh.
-func (s *standing) held() { s.unableBackoff = 0 }
-
-// endTerm forgets the term's rival and handover clock.
-func (s *standing) endTerm() {
-	s.rival = rival{}
-	s.ho.aboveSince, s.ho.said = time.Time{}, ""
-	s.preempt.stop()
-}
-
 // markUnable ranks the node below every able one after it failed to hold
 // the VIP: a preferred node that cannot add the address (IPv6 off on its
 // link, say) would otherwise attract a handover, fail, and lose the VIP
@@ -52,7 +41,7 @@ func (s *standing) endTerm() {
 func (n *node) markUnable(err error) {
 	s := &n.stand
 	s.unableBackoff = min(max(2*s.unableBackoff, unableFirst), unableMax)
-	s.unableUntil = n.deps.clock.now().Add(s.unableBackoff)
+	s.unableUntil = n.deps.now().Add(s.unableBackoff)
 	s.able.set(s.unableBackoff)
 	n.log.errorf("cannot hold %s: %v; ranking this node unable (below every able node) for %v, or until %s or its addresses change",
 		prefixList(n.cfg.Addresses), err, n.stand.unableBackoff, n.cfg.Interface)
@@ -97,7 +86,7 @@ func (n *node) considerHandover() {
 	if n.state != stateLeader || !n.hold.holding {
 		return
 	}
-	now := n.deps.clock.now()
+	now := n.deps.now()
 	yes, again := s.ho.decide(now, s.rank(), s.rival)
 	switch {
 	case yes:

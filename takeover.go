@@ -56,9 +56,6 @@ func (t *takeover) stop() {
 	}
 }
 
-// inProgress says whether a round (the wait or the probe) is under way.
-func (t *takeover) inProgress() bool { return t.cancel != nil }
-
 // takeoverDelay is how long an elected node waits before its probe. The
 // previous holder that did not say it removed the address (no release
 // mark) may keep it until kernelSlack after its lifetime (see fence.end),
@@ -158,7 +155,7 @@ func (n *node) runProbe() {
 // onProbe takes the address only after a probe that nobody answered; a
 // probe that failed is tried again, with the link's current sockets.
 func (n *node) onProbe(r probeResult) {
-	step := probeOutcome(r, n.take.seq, n.take.inProgress())
+	step := probeOutcome(r, n.take.seq, n.take.cancel != nil)
 	if step == probeStale {
 		return // a probe of an earlier election
 	}
@@ -189,7 +186,7 @@ func (n *node) onProbe(r probeResult) {
 // every node sees, the alarm is raised again each squatLimit and nobody
 // adds the address. It reports whether the node goes on waiting.
 func (n *node) onSquatter(mac net.HardwareAddr) bool {
-	now := n.deps.clock.now()
+	now := n.deps.now()
 	if n.take.squatStart.IsZero() {
 		n.take.squatStart = now
 		n.log.warnf("%s still answered by %s; waiting for it to go quiet before taking it", prefixList(n.cfg.Addresses), mac)
