@@ -20,7 +20,6 @@ import (
 // names the announcement waiting for one, due since pendingSince.
 type addrHold struct {
 	kern         kernel
-	log          *logger
 	vips         []netip.Prefix
 	holding      bool          // the address is on the link because we put it there
 	missing      bool          // while holding, the kernel lost it; put back after a prompt renewal
@@ -56,23 +55,6 @@ func (h *addrHold) set(index uint32, life time.Duration, f *fence, now func() ti
 		}
 	}
 	return f.fits(now(), life)
-}
-
-// remove takes the VIPs off the link index if we hold them. It reports
-// whether nothing of ours is left on the link.
-func (h *addrHold) remove(index uint32) bool {
-	if !h.holding {
-		return true
-	}
-	h.holding, h.missing = false, false
-	clean := true
-	for _, p := range h.vips {
-		if _, err := h.kern.delAddr(index, p); err != nil {
-			h.log.errorf("%v", err)
-			clean = false
-		}
-	}
-	return clean
 }
 
 // refreshStep is what a renewal does to the address's lifetime.

@@ -30,23 +30,6 @@ func (v *linkView) closeFrames() {
 	}
 }
 
-// waiting is the line that says why the node cannot campaign yet, or ""
-// when it said so last time.
-func (v *linkView) waiting(haveLink bool, vip netip.Addr) string {
-	msg := fmt.Sprintf("waiting for interface %s to appear", v.iface)
-	if v.iface == "auto" {
-		msg = fmt.Sprintf("waiting for an interface with an address in the subnet of %s", vip)
-	}
-	if haveLink {
-		msg = fmt.Sprintf("waiting for %s to come up (it has no carrier or is down)", v.link.Name)
-	}
-	if msg == v.waitingFor {
-		return ""
-	}
-	v.waitingFor = msg
-	return msg
-}
-
 // linkEventStep is what a link message does.
 type linkEventStep int
 
@@ -303,12 +286,25 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 			n.campaign()
 		}
 	case linkWaiting:
-		if msg := n.view.waiting(ok, n.cfg.Addresses[0].Addr()); msg != "" {
-			n.log.infof("%s", msg)
-		}
+		n.logWaiting(ok)
 	case linkNewMAC:
 		n.log.infof("%s changed its MAC from %s to %s; announcing again", l.Name, oldMAC, l.HardwareAddr)
 		n.startBurst(false)
+	}
+}
+
+// logWaiting says once why the node cannot campaign yet.
+func (n *node) logWaiting(haveLink bool) {
+	msg := fmt.Sprintf("waiting for interface %s to appear", n.cfg.Interface)
+	if n.cfg.Interface == "auto" {
+		msg = fmt.Sprintf("waiting for an interface with an address in the subnet of %s", n.cfg.Addresses[0].Addr())
+	}
+	if haveLink {
+		msg = fmt.Sprintf("waiting for %s to come up (it has no carrier or is down)", n.view.link.Name)
+	}
+	if msg != n.view.waitingFor {
+		n.view.waitingFor = msg
+		n.log.infof("%s", msg)
 	}
 }
 

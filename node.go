@@ -141,7 +141,7 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 			ticks:   make(chan *alarm, 16),
 		},
 		rec: newRecord(cfg, deps.now()),
-		hold: addrHold{kern: deps.kern, log: log, vips: cfg.Addresses,
+		hold: addrHold{kern: deps.kern, vips: cfg.Addresses,
 			count: cfg.Garp, interval: cfg.GarpInterval, every: cfg.GarpRefresh},
 		take: takeover{window: cfg.Probe, squatLimit: squatBound(cfg.TTL)},
 		view: linkView{iface: cfg.Interface},
@@ -270,7 +270,20 @@ func (n *node) onAlarm(a *alarm) {
 	switch a {
 	case &n.expiry: // handle has checked the deadline
 	case &n.take.wait:
-		n.runProbe()
+		// The takeover wait is over: the probe runs off the loop, and
+		// its result comes back through the inbox.
+		ctx, seq, frames, window, vips, out := n.take.ctx, n.take.seq, n.view.frames, n.take.window, n.cfg.Addresses, n.in.probes
+		go func() {
+			var r probeResult
+			if window > 0 && frames != nil {
+				r = probeAll(ctx, frames, vips, window)
+			}
+			r.seq = seq
+			select {
+			case out <- r:
+			case <-ctx.Done():
+			}
+		}()
 	case &n.hold.burst:
 		n.burstTick()
 	case &n.hold.refresh:
@@ -408,7 +421,18 @@ func (n *node) release() bool {
 	n.take.stop()
 	n.hold.stopBurst()
 	n.hold.refresh.stop()
-	return n.hold.remove(n.view.link.Index)
+	if !n.hold.holding {
+		return true
+	}
+	n.hold.holding, n.hold.missing = false, false
+	clean := true
+	for _, p := range n.cfg.Addresses {
+		if _, err := n.deps.kern.delAddr(n.view.link.Index, p); err != nil {
+			n.log.errorf("%v", err)
+			clean = false
+		}
+	}
+	return clean
 }
 
 // localRetry is how long a node that could not add the address waits

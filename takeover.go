@@ -135,23 +135,6 @@ func probeAll(ctx context.Context, frames linkFrames, vips []netip.Prefix, windo
 	return results[1]
 }
 
-// runProbe runs the round's probe, off the loop; its result comes back
-// through the inbox.
-func (n *node) runProbe() {
-	ctx, seq, frames, window, vips, out := n.take.ctx, n.take.seq, n.view.frames, n.take.window, n.cfg.Addresses, n.in.probes
-	go func() {
-		var r probeResult
-		if window > 0 && frames != nil {
-			r = probeAll(ctx, frames, vips, window)
-		}
-		r.seq = seq
-		select {
-		case out <- r:
-		case <-ctx.Done():
-		}
-	}()
-}
-
 // onProbe takes the address only after a probe that nobody answered; a
 // probe that failed is tried again, with the link's current sockets.
 func (n *node) onProbe(r probeResult) {
