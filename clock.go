@@ -6,10 +6,6 @@ import "time"
 // one in vipd, a fake one in the node tests, which move it by hand so that
 // a deadline, a burst or a back-off arrives at once and exactly.
 
-// realAfterFunc runs f in its own goroutine once d has passed, unless the
-// returned stop is called first.
-func realAfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
-
 // alarm is one of the node's timers. When it goes off, the clock's
 // goroutine sends the alarm itself to the loop, which hands it to handle;
 // only the loop's goroutine sets, stops and takes it. An alarm that went
@@ -19,11 +15,11 @@ func realAfterFunc(d time.Duration, f func()) func() bool { return time.AfterFun
 // belongs to one part of the node, which stops it when what it times is
 // over.
 type alarm struct {
-	after  func(time.Duration, func()) func() bool // nodeDeps.afterFunc
-	out    chan<- *alarm
-	armed  bool
-	cancel func() bool // the current setting's; nil once stopped or taken
-	stale  int         // sends under way from settings that were stopped too late to cancel
+	after func(time.Duration, func()) *time.Timer // nodeDeps.afterFunc
+	out   chan<- *alarm
+	armed bool
+	timer *time.Timer // the current setting's; nil once stopped or taken
+	stale int         // sends under way from settings that were stopped too late to cancel
 }
 
 // set arms the alarm to go off once, after d, replacing any earlier setting.
@@ -31,7 +27,7 @@ func (a *alarm) set(d time.Duration) {
 	a.stop()
 	a.armed = true
 	out := a.out
-	a.cancel = a.after(d, func() { out <- a })
+	a.timer = a.after(d, func() { out <- a })
 }
 
 // stop disarms the alarm; it reports whether it was armed and has not
@@ -39,10 +35,10 @@ func (a *alarm) set(d time.Duration) {
 func (a *alarm) stop() bool {
 	was := a.armed
 	a.armed = false
-	if a.cancel != nil && !a.cancel() {
+	if a.timer != nil && !a.timer.Stop() {
 		a.stale++ // it went off already: its send is on the way
 	}
-	a.cancel = nil
+	a.timer = nil
 	return was
 }
 
@@ -55,6 +51,6 @@ func (a *alarm) take() bool {
 	if !a.armed {
 		return false
 	}
-	a.armed, a.cancel = false, nil
+	a.armed, a.timer = false, nil
 	return true
 }

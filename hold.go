@@ -21,15 +21,12 @@ import (
 type addrHold struct {
 	kern         kernel
 	vips         []netip.Prefix
-	holding      bool          // the address is on the link because we put it there
-	missing      bool          // while holding, the kernel lost it; put back after a prompt renewal
-	retried      bool          // a refresh found no lifetime allowed and asked for a renewal at once
-	count        int           // vip.garp
-	interval     time.Duration // vip.garp.interval
-	every        time.Duration // vip.garp.refresh; zero: none
-	burst        alarm
+	holding      bool  // the address is on the link because we put it there
+	missing      bool  // while holding, the kernel lost it; put back after a prompt renewal
+	retried      bool  // a refresh found no lifetime allowed and asked for a renewal at once
+	burst        alarm // the takeover burst's next announcement (vip.garp, vip.garp.interval)
 	burstLeft    int
-	refresh      alarm
+	refresh      alarm // vip.garp.refresh
 	vouched      time.Time
 	pending      string
 	pendingSince time.Time
@@ -90,14 +87,6 @@ func (h *addrHold) next() bool {
 	return true
 }
 
-// rearm schedules the burst's next announcement, if there is one and the
-// address is still held.
-func (h *addrHold) rearm(holding bool) {
-	if h.burstLeft > 0 && holding {
-		h.burst.set(h.interval)
-	}
-}
-
 // stopBurst cancels a running burst and a pending announcement: after a
 // step-down (or a new MAC) their frames would announce the wrong thing.
 func (h *addrHold) stopBurst() {
@@ -135,16 +124,24 @@ func pendingStep(pending string, since, vouched time.Time) announceStep {
 // otherwise (requestAnnounce).
 func (n *node) startBurst(takeover bool) {
 	n.hold.stopBurst()
-	if n.hold.count < 1 {
+	if n.cfg.Garp < 1 {
 		return
 	}
-	n.hold.burstLeft = n.hold.count - 1
+	n.hold.burstLeft = n.cfg.Garp - 1
 	if takeover {
 		n.announceAll("takeover")
 	} else {
 		n.requestAnnounce("new MAC")
 	}
-	n.hold.rearm(n.hold.holding)
+	n.nextInBurst()
+}
+
+// nextInBurst schedules the burst's next announcement, if there is one and
+// the address is still held.
+func (n *node) nextInBurst() {
+	if n.hold.burstLeft > 0 && n.hold.holding {
+		n.hold.burst.set(n.cfg.GarpInterval)
+	}
 }
 
 // burstTick is the burst's next announcement falling due.
@@ -153,7 +150,7 @@ func (n *node) burstTick() {
 		return
 	}
 	n.requestAnnounce("takeover")
-	n.hold.rearm(n.hold.holding)
+	n.nextInBurst()
 }
 
 // requestAnnounce sends an announcement once etcd has acknowledged a

@@ -22,14 +22,6 @@ type linkView struct {
 // usable says whether the link can carry the VIP.
 func (v *linkView) usable() bool { return v.have && v.link.up() }
 
-// closeFrames closes the link's sockets.
-func (v *linkView) closeFrames() {
-	if v.frames != nil {
-		v.frames.Close()
-		v.frames = nil
-	}
-}
-
 // linkEventStep is what a link message does.
 type linkEventStep int
 
@@ -311,5 +303,8 @@ func (n *node) logWaiting(haveLink bool) {
 // closeFrames stops the burst and closes the link's sockets.
 func (n *node) closeFrames() {
 	n.hold.stopBurst()
-	n.view.closeFrames()
+	if n.view.frames != nil {
+		n.view.frames.Close()
+		n.view.frames = nil
+	}
 }

@@ -58,7 +58,7 @@ type linkFrames interface {
 // kernel, the link's frames and etcd.
 type nodeDeps struct {
 	now         func() time.Time
-	afterFunc   func(d time.Duration, f func()) (stop func() bool) // time.AfterFunc
+	afterFunc   func(d time.Duration, f func()) *time.Timer
 	kern        kernel
 	openFrames  func(l linkMessage, ipv6 bool) (linkFrames, error)
 	newTerm     func(cfg electConfig, events chan<- termEvent) campaigner
@@ -70,7 +70,7 @@ type nodeDeps struct {
 func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 	return nodeDeps{
 		now:       time.Now,
-		afterFunc: realAfterFunc,
+		afterFunc: time.AfterFunc,
 		kern:      rt,
 		openFrames: func(l linkMessage, ipv6 bool) (linkFrames, error) {
 			a, err := openAnnouncer(int(l.Index), l.Name, l.HardwareAddr, ipv6)
@@ -140,25 +140,19 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 			checked: make(chan error, 1),
 			ticks:   make(chan *alarm, 16),
 		},
-		rec: newRecord(cfg, deps.now()),
-		hold: addrHold{kern: deps.kern, vips: cfg.Addresses,
-			count: cfg.Garp, interval: cfg.GarpInterval, every: cfg.GarpRefresh},
-		take: takeover{window: cfg.Probe, squatLimit: squatBound(cfg.TTL)},
+		rec:  newRecord(cfg, deps.now()),
+		hold: addrHold{kern: deps.kern, vips: cfg.Addresses},
+		take: takeover{squatLimit: squatBound(cfg.TTL)},
 		view: linkView{iface: cfg.Interface},
 		stand: standing{priority: cfg.Priority,
 			healthy: cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 			ho:      handover{delay: cfg.PreemptDelay}},
 	}
-	for _, a := range n.alarms() {
+	// The node's timers, each owned by the part that sets and stops it.
+	for _, a := range []*alarm{&n.expiry, &n.hold.burst, &n.hold.refresh, &n.take.wait, &n.take.wake, &n.stand.preempt, &n.stand.able, &n.rs.reexecAt} {
 		a.after, a.out = deps.afterFunc, n.in.ticks
 	}
 	return n
-}
-
-// alarms are the node's timers, each owned by the part that sets and stops
-// it.
-func (n *node) alarms() []*alarm {
-	return []*alarm{&n.expiry, &n.hold.burst, &n.hold.refresh, &n.take.wait, &n.take.wake, &n.stand.preempt, &n.stand.able, &n.rs.reexecAt}
 }
 
 // newRecord is the state file's content before anything has happened.
@@ -248,7 +242,42 @@ func (n *node) handle(now time.Time, ev event) bool {
 	case healthEvent:
 		n.onHealth(ev)
 	case *alarm:
-		n.onAlarm(ev)
+		if !ev.take() {
+			return true // stale
+		}
+		switch ev {
+		case &n.expiry: // handle has checked the deadline
+		case &n.take.wait:
+			// The takeover wait is over: the probe runs off the loop, and
+			// its result comes back through the inbox.
+			ctx, seq, frames, window, vips, out := n.take.ctx, n.take.seq, n.view.frames, n.cfg.Probe, n.cfg.Addresses, n.in.probes
+			go func() {
+				var r probeResult
+				if window > 0 && frames != nil {
+					r = probeAll(ctx, frames, vips, window)
+				}
+				r.seq = seq
+				select {
+				case out <- r:
+				case <-ctx.Done():
+				}
+			}()
+		case &n.hold.burst:
+			n.burstTick()
+		case &n.hold.refresh:
+			n.hold.refresh.set(n.cfg.GarpRefresh) // a time.Ticker's period, counted from this tick
+			n.requestAnnounce("periodic refresh")
+		case &n.stand.preempt:
+			n.considerHandover()
+		case &n.stand.able:
+			n.ableAgain(fmt.Sprintf("its %v back-off is over", n.stand.unableBackoff))
+		case &n.take.wake:
+			if n.term == nil && n.view.usable() {
+				n.campaign()
+			}
+		case &n.rs.reexecAt:
+			n.reexec("the renewal before it did not come back in time")
+		}
 	case configChecked:
 		n.reloadChecked(ev.err)
 	case syscall.Signal: // what signal.Notify sends
@@ -260,46 +289,6 @@ func (n *node) handle(now time.Time, ev event) bool {
 		return false
 	}
 	return true
-}
-
-// onAlarm acts on an alarm that went off, unless it is stale.
-func (n *node) onAlarm(a *alarm) {
-	if !a.take() {
-		return
-	}
-	switch a {
-	case &n.expiry: // handle has checked the deadline
-	case &n.take.wait:
-		// The takeover wait is over: the probe runs off the loop, and
-		// its result comes back through the inbox.
-		ctx, seq, frames, window, vips, out := n.take.ctx, n.take.seq, n.view.frames, n.take.window, n.cfg.Addresses, n.in.probes
-		go func() {
-			var r probeResult
-			if window > 0 && frames != nil {
-				r = probeAll(ctx, frames, vips, window)
-			}
-			r.seq = seq
-			select {
-			case out <- r:
-			case <-ctx.Done():
-			}
-		}()
-	case &n.hold.burst:
-		n.burstTick()
-	case &n.hold.refresh:
-		n.hold.refresh.set(n.hold.every) // a time.Ticker's period, counted from this tick
-		n.requestAnnounce("periodic refresh")
-	case &n.stand.preempt:
-		n.considerHandover()
-	case &n.stand.able:
-		n.ableAgain(fmt.Sprintf("its %v back-off is over", n.stand.unableBackoff))
-	case &n.take.wake:
-		if n.term == nil && n.view.usable() {
-			n.campaign()
-		}
-	case &n.rs.reexecAt:
-		n.reexec("the renewal before it did not come back in time")
-	}
 }
 
 func (n *node) setState(s nodeState, reason string) {
@@ -583,8 +572,8 @@ func (n *node) takeAddress() {
 		return // the deadline passed before the announcement: stepped down
 	}
 	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
-	if n.hold.every > 0 {
-		n.hold.refresh.set(n.hold.every)
+	if n.cfg.GarpRefresh > 0 {
+		n.hold.refresh.set(n.cfg.GarpRefresh)
 	}
 	n.considerHandover()
 }

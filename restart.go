@@ -51,13 +51,13 @@ func termEnded(c campaigner) bool {
 // short (the key would linger until it is seen as stale, about a TTL
 // without a holder). A holder does not wait: its own deadline comes
 // first. It reports false when it gave up waiting.
-func (r *restart) awaitEnded(holding bool, after func(time.Duration, func()) func() bool) bool {
+func (r *restart) awaitEnded(holding bool, after func(time.Duration, func()) *time.Timer) bool {
 	r.ending = slices.DeleteFunc(r.ending, termEnded)
 	if holding || len(r.ending) == 0 {
 		return true
 	}
 	bound := make(chan struct{})
-	stop := after(releaseWait, func() { close(bound) })
+	t := after(releaseWait, func() { close(bound) })
 	for _, c := range r.ending {
 		select {
 		case <-c.ended():
@@ -65,7 +65,7 @@ func (r *restart) awaitEnded(holding bool, after func(time.Duration, func()) fun
 			return false
 		}
 	}
-	stop()
+	t.Stop()
 	r.ending = nil
 	return true
 }

@@ -21,7 +21,6 @@ type probeResult struct {
 // kernel answers ARP until the address lifetime runs out), a squatter's
 // answers; and, after a local failure, the hold-off before the next term.
 type takeover struct {
-	window     time.Duration // vip.probe; zero: no probe
 	seq        int
 	ctx        context.Context    // the round's: its probe runs under it
 	cancel     context.CancelFunc // set from the wait's start to the result
