@@ -11,9 +11,11 @@ import "time"
 // only the loop's goroutine sets, stops and takes it. An alarm that went
 // off before a stop or a new set is stale when it arrives, and take drops
 // it, so that stop means what time.Timer.Stop means to a channel read in
-// the loop: once it returns, nothing armed before it arrives. Each alarm
-// belongs to one part of the node, which stops it when what it times is
-// over.
+// the loop: once it returns, nothing armed before it arrives. (Should a
+// stale send arrive after the live one, the live one is dropped and the
+// stale one taken in its place: the alarm goes off a moment late, never
+// early.) Each alarm belongs to one part of the node, which stops it when
+// what it times is over.
 type alarm struct {
 	after func(time.Duration, func()) *time.Timer // nodeDeps.afterFunc
 	out   chan<- *alarm

@@ -30,8 +30,8 @@ func (f *fence) holdUntil() (time.Time, string) {
 // overdue says why a leader must step down at now, or nil. A candidate
 // holds nothing to fence: it keeps its lease and its place in the
 // election (a lease that did expire ends the term through the renewal's
-// "not found"), and take() will not add the address without a second of
-// lifetime before the deadline.
+// "not found"), and takeAddress will not add the address without a second
+// of lifetime before the deadline.
 func (f *fence) overdue(now time.Time) error {
 	if !f.elected || f.deadline.IsZero() {
 		return nil

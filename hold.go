@@ -7,7 +7,8 @@ import (
 )
 
 // addrHold is the VIP on the link: whether this node put it there, the
-// writes that add, refresh and remove it, and the frames that claim it
+// writes that add and refresh it (node.release removes it), and the
+// frames that claim it
 // once it is there: the takeover burst (vip.garp, vip.garp.interval) and
 // the refresh (vip.garp.refresh). Each frame is sent from the loop, like
 // every frame that claims the VIP, so that the deadline is checked right
@@ -34,9 +35,9 @@ type addrHold struct {
 
 // set adds or refreshes every VIP on the link index with lifetime life.
 // The clock is read again, and the lifetime held against the fence f,
-// before every call and after the last:
-// a process stalled (SIGSTOP, a frozen VM) before or inside a call may
-// otherwise set a lifetime that outlasts the fence. A pending SIGSTOP
+// before every call and after the last: a process stalled (SIGSTOP, a
+// frozen VM) before or inside a call may otherwise set a lifetime that
+// outlasts the fence. A pending SIGSTOP
 // takes effect when a call returns, so the check right before the next
 // call is what keeps a resumed process from adding an address that the
 // kernel expired meanwhile, while another node holds it (NLM_F_REPLACE
