@@ -134,13 +134,7 @@ func (n *node) startBurst(takeover bool) {
 	} else {
 		n.requestAnnounce("new MAC")
 	}
-	n.nextInBurst()
-}
-
-// nextInBurst schedules the burst's next announcement, if there is one and
-// the address is still held.
-func (n *node) nextInBurst() {
-	if n.hold.burstLeft > 0 && n.hold.holding {
+	if n.hold.burstLeft > 0 && n.hold.holding { // the next one, unless that was the last or it stepped down
 		n.hold.burst.set(n.cfg.GarpInterval)
 	}
 }
@@ -151,7 +145,9 @@ func (n *node) burstTick() {
 		return
 	}
 	n.requestAnnounce("takeover")
-	n.nextInBurst()
+	if n.hold.burstLeft > 0 && n.hold.holding {
+		n.hold.burst.set(n.cfg.GarpInterval)
+	}
 }
 
 // requestAnnounce sends an announcement once etcd has acknowledged a

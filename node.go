@@ -248,20 +248,7 @@ func (n *node) handle(now time.Time, ev event) bool {
 		switch ev {
 		case &n.expiry: // handle has checked the deadline
 		case &n.take.wait:
-			// The takeover wait is over: the probe runs off the loop, and
-			// its result comes back through the inbox.
-			ctx, seq, frames, window, vips, out := n.take.ctx, n.take.seq, n.view.frames, n.cfg.Probe, n.cfg.Addresses, n.in.probes
-			go func() {
-				var r probeResult
-				if window > 0 && frames != nil {
-					r = probeAll(ctx, frames, vips, window)
-				}
-				r.seq = seq
-				select {
-				case out <- r:
-				case <-ctx.Done():
-				}
-			}()
+			n.take.probe(n.view.frames, n.cfg.Addresses, n.cfg.Probe, n.in.probes)
 		case &n.hold.burst:
 			n.burstTick()
 		case &n.hold.refresh:
@@ -444,12 +431,12 @@ func (n *node) campaign() {
 		n.log.infof("not resuming the earlier run's lease: it campaigned as %q, this node is %q now", r.name, name)
 		n.rs.resume = nil
 	}
+	what := "campaigning for"
 	if n.rs.resume != nil {
 		ec.resume, n.rs.resume = n.rs.resume, nil
-		n.log.infof("resuming the earlier run's term for %s as %q (%s)", n.cfg.Key, name, n.stand.rank())
-	} else {
-		n.log.infof("campaigning for %s as %q (%s)", n.cfg.Key, name, n.stand.rank())
+		what = "resuming the earlier run's term for"
 	}
+	n.log.infof("%s %s as %q (%s)", what, n.cfg.Key, name, n.stand.rank())
 	n.term = n.deps.newTerm(ec, n.in.term)
 }
 

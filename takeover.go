@@ -55,6 +55,24 @@ func (t *takeover) stop() {
 	}
 }
 
+// probe runs the round's probe, once its wait is over, off the loop; the
+// result comes back on out. Without a probe (window 0, or no socket) the
+// result is that nobody answered.
+func (t *takeover) probe(frames linkFrames, vips []netip.Prefix, window time.Duration, out chan<- probeResult) {
+	ctx, seq := t.ctx, t.seq
+	go func() {
+		var r probeResult
+		if window > 0 && frames != nil {
+			r = probeAll(ctx, frames, vips, window)
+		}
+		r.seq = seq
+		select {
+		case out <- r:
+		case <-ctx.Done():
+		}
+	}()
+}
+
 // takeoverDelay is how long an elected node waits before its probe. The
 // previous holder that did not say it removed the address (no release
 // mark) may keep it until kernelSlack after its lifetime (see fence.end),
