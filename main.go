@@ -245,32 +245,32 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	deps := realDeps(rt, cli, log)
 	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn) }
 	n := newNode(cfg, tlsCfg, log, deps)
-	n.sf = &stateFile{path: statePath(cfg.Key), log: log}
-	if n.resume = settleEarlier(cfg, rt, cli, log); n.resume != nil {
-		n.resuming = true
+	n.rs.sf = &stateFile{path: statePath(cfg.Key), log: log}
+	if n.rs.resume = settleEarlier(cfg, rt, cli, log); n.rs.resume != nil {
+		n.rs.resuming = true
 	}
 	chk, err := newChecker(cfg.healthConfig, st.checkTLS)
 	if err != nil {
 		log.fail(stderr, "%v", err)
 		return exitRuntime
 	}
-	if n.resume != nil {
-		n.healthy = n.resume.healthy || chk == nil
+	if n.rs.resume != nil {
+		n.stand.healthy = n.rs.resume.healthy || chk == nil
 		if chk != nil {
-			chk.carry(n.resume.healthy)
+			chk.carry(n.rs.resume.healthy)
 		}
 	}
 	if chk != nil {
 		ctx, stopCheck := context.WithCancel(context.Background())
 		defer stopCheck()
-		go chk.run(ctx, n.health)
+		go chk.run(ctx, n.in.health)
 	}
 	if cfg.Metrics != "" {
 		ctx, stopMetrics := context.WithCancel(context.Background())
 		defer stopMetrics()
 		go serveMetrics(ctx, metricsLn, cfg.Metrics, n.met, log)
 	}
-	go keepWatching(watch, n.rtEvents)
+	go keepWatching(watch, n.in.rtnl)
 	n.run(signals)
 	log.infof("stopped")
 	return exitOK

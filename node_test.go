@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,8 +37,8 @@ func TestHoldUntil(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			n := &node{elected: c.elected, deadline: c.lease, beat: c.beat}
-			got, what := n.holdUntil()
+			f := &fence{elected: c.elected, deadline: c.lease, beat: c.beat}
+			got, what := f.holdUntil()
 			if !got.Equal(c.want) || what != c.what {
 				t.Errorf("holdUntil() = %v, %q; want %v, %q", got.Sub(t0), what, c.want.Sub(t0), c.what)
 			}
@@ -43,11 +46,109 @@ func TestHoldUntil(t *testing.T) {
 	}
 }
 
-// The state machine with its outside parts replaced: a kernel that keeps
-// addresses in a map, frames that are recorded, and terms driven by the
-// test. Each test calls the node's handlers directly, as its loop would.
+// fakeClock is the node's clock in these tests: time moves only when the
+// test moves it, and an alarm goes off only when the test fires it (or
+// moves the clock past it). Its timers are real ones that never fire, so
+// that Stop says, as for time.AfterFunc, whether f has been run.
+type fakeClock struct {
+	mu      sync.Mutex
+	t       time.Time
+	pending []fakeTimer
+}
+
+type fakeTimer struct {
+	when time.Time
+	f    func()
+	t    *time.Timer
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// add moves the clock without firing anything: the process was busy (a
+// slow call) or stopped.
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) afterFunc(d time.Duration, f func()) *time.Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := time.AfterFunc(math.MaxInt64, func() {})
+	c.pending = append(c.pending, fakeTimer{when: c.t.Add(d), f: f, t: t})
+	return t
+}
+
+// timers counts the timers set and not yet fired (stopped ones included).
+func (c *fakeClock) timers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// fireNext runs the earliest timer due by until, first moving the clock to
+// it; it reports false when none is due.
+func (c *fakeClock) fireNext(until time.Time) bool {
+	c.mu.Lock()
+	var next *fakeTimer
+	for {
+		i := -1
+		for j, p := range c.pending {
+			if !p.when.After(until) && (i < 0 || p.when.Before(c.pending[i].when)) {
+				i = j
+			}
+		}
+		if i < 0 {
+			c.mu.Unlock()
+			return false
+		}
+		p := c.pending[i]
+		c.pending = slices.Delete(c.pending, i, i+1)
+		if p.t.Stop() { // not stopped by the node: it goes off
+			next = &p
+			break
+		}
+	}
+	if next.when.After(c.t) {
+		c.t = next.when
+	}
+	c.mu.Unlock()
+	next.f()
+	return true
+}
+
+// fire runs the timer t now, without moving the clock: the alarm goes off
+// early, as if its time had come.
+func (c *fakeClock) fire(t *time.Timer) bool {
+	c.mu.Lock()
+	i := slices.IndexFunc(c.pending, func(p fakeTimer) bool { return p.t == t })
+	if i < 0 || !t.Stop() {
+		c.mu.Unlock()
+		return false
+	}
+	p := c.pending[i]
+	c.pending = slices.Delete(c.pending, i, i+1)
+	c.mu.Unlock()
+	p.f()
+	return true
+}
+
+// The state machine with its outside parts replaced: a fake clock, a
+// kernel that keeps addresses in a map, frames that are recorded, and
+// terms driven by the test. Each test hands events to the node's handle,
+// as its loop would, at the fake clock's time.
 
 type fakeKernel struct {
+	clk   *fakeClock
 	link  linkMessage
 	held  map[netip.Prefix]time.Duration // VIP -> lifetime last set
 	sets  []time.Duration                // every lifetime set, in order
@@ -62,13 +163,13 @@ type fakeKernel struct {
 func (k *fakeKernel) links() ([]linkMessage, error)      { return []linkMessage{k.link}, nil }
 func (k *fakeKernel) addrs(uint8) ([]addrMessage, error) { return nil, nil }
 func (k *fakeKernel) setAddr(_ uint32, p netip.Prefix, life time.Duration) error {
-	time.Sleep(k.stall)
+	k.clk.add(k.stall)
 	if k.fail != nil {
 		return k.fail
 	}
 	k.held[p] = life
 	k.sets = append(k.sets, life)
-	time.Sleep(k.freeze)
+	k.clk.add(k.freeze)
 	k.freeze = 0
 	return nil
 }
@@ -131,6 +232,7 @@ func (t *fakeTerm) setRank(r rank)       { t.ranks = append(t.ranks, r) }
 type nodeLab struct {
 	t      *testing.T
 	n      *node
+	clk    *fakeClock
 	kern   *fakeKernel
 	frames *fakeFrames
 	terms  []*fakeTerm
@@ -156,10 +258,12 @@ func newNodeLabWith(t *testing.T, ttl time.Duration, setup func(nl *nodeLab), wo
 	if err != nil {
 		t.Fatal(err)
 	}
-	nl := &nodeLab{t: t, log: &syncBuffer{}, frames: &fakeFrames{probe4: make(chan probeAnswer, 8), probe6: make(chan probeAnswer, 8)}}
-	nl.kern = &fakeKernel{held: map[netip.Prefix]time.Duration{}, link: linkMessage{Index: 2, Name: "eth0",
+	nl := &nodeLab{t: t, log: &syncBuffer{}, clk: newFakeClock(), frames: &fakeFrames{probe4: make(chan probeAnswer, 8), probe6: make(chan probeAnswer, 8)}}
+	nl.kern = &fakeKernel{clk: nl.clk, held: map[netip.Prefix]time.Duration{}, link: linkMessage{Index: 2, Name: "eth0",
 		Flags: unix.IFF_UP | unix.IFF_RUNNING, HardwareAddr: net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 1}}}
 	deps := nodeDeps{
+		now:        nl.clk.now,
+		afterFunc:  nl.clk.afterFunc,
 		kern:       nl.kern,
 		openFrames: func(linkMessage, bool) (linkFrames, error) { return nl.frames, nil },
 		newTerm: func(electConfig, chan<- termEvent) campaigner {
@@ -185,6 +289,46 @@ func newNodeLabWith(t *testing.T, ttl time.Duration, setup func(nl *nodeLab), wo
 	return nl
 }
 
+// now is the fake clock's time.
+func (nl *nodeLab) now() time.Time { return nl.clk.now() }
+
+// handle hands ev to the node at the fake clock's time, as the loop does;
+// it reports whether the node runs on.
+func (nl *nodeLab) handle(ev event) bool { return nl.n.handle(nl.clk.now(), ev) }
+
+// pump hands the node every alarm that has gone off.
+func (nl *nodeLab) pump() {
+	for {
+		select {
+		case a := <-nl.n.in.ticks:
+			nl.handle(a)
+		default:
+			return
+		}
+	}
+}
+
+// advance moves the clock by d, handing the node each alarm as it goes
+// off, in order.
+func (nl *nodeLab) advance(d time.Duration) {
+	end := nl.now().Add(d)
+	for nl.clk.fireNext(end) {
+		nl.pump()
+	}
+	if end.After(nl.now()) {
+		nl.clk.add(end.Sub(nl.now()))
+	}
+}
+
+// fire makes the alarm a go off now, ahead of its time.
+func (nl *nodeLab) fire(a *alarm) {
+	nl.t.Helper()
+	if a.timer == nil || !nl.clk.fire(a.timer) {
+		nl.t.Fatal("the alarm is not set")
+	}
+	nl.pump()
+}
+
 // term is the node's current term.
 func (nl *nodeLab) term() *fakeTerm { return nl.terms[len(nl.terms)-1] }
 
@@ -198,38 +342,54 @@ func (nl *nodeLab) event(kind termEventKind, sent time.Time, released bool) {
 	case evRenewed, evElected:
 		ev.deadline, ev.beat, ev.vouched = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl), sent
 	}
-	nl.n.checkDeadline()
-	nl.n.onTerm(ev)
+	nl.handle(ev)
 }
 
-// probe waits for the node's probe result and hands it to the node. When
-// the node asks for a renewal (too little lifetime left since the
+// renewed acknowledges a renewal sent a moment after everything so far.
+func (nl *nodeLab) renewed() {
+	nl.clk.add(time.Millisecond)
+	nl.event(evRenewed, nl.now(), false)
+}
+
+// probe moves the clock to the end of the takeover wait, and hands the
+// probe's result to the node; it returns how long that took on the clock.
+// When the node asks for a renewal (too little lifetime left since the
 // election's send time), the renewal is acknowledged at once.
 func (nl *nodeLab) probe() time.Duration {
-	t0 := time.Now()
+	nl.t.Helper()
+	t0 := nl.now()
 	pokes := nl.term().pokes
+	for nl.n.take.wait.armed {
+		if !nl.clk.fireNext(t0.Add(time.Hour)) {
+			nl.t.Fatal("the takeover wait never ends")
+		}
+		nl.pump()
+	}
+	if nl.n.take.cancel == nil {
+		nl.t.Fatal("no probe under way")
+	}
 	select {
-	case r := <-nl.n.probes:
-		nl.n.checkDeadline()
-		nl.n.onProbe(r)
-	case <-time.After(2 * time.Second):
-		nl.t.Fatal("no probe result within 2 s")
+	case r := <-nl.n.in.probes: // the probe runs off the loop, at once on fake frames
+		nl.handle(r)
+	case <-time.After(10 * time.Second):
+		nl.t.Fatal("no probe result")
 	}
 	if nl.term().pokes > pokes {
-		nl.event(evRenewed, time.Now(), false)
+		nl.event(evRenewed, nl.now(), false)
 	}
-	return time.Since(t0)
+	return nl.now().Sub(t0)
 }
 
 // lead makes the node the holder: granted, elected after a released
 // predecessor, probed.
 func (nl *nodeLab) lead() {
-	now := time.Now()
+	nl.t.Helper()
+	now := nl.now()
 	nl.event(evGranted, now, false)
 	nl.event(evElected, now, true)
 	nl.probe()
-	if !nl.n.holding || nl.n.state != stateLeader {
-		nl.t.Fatalf("not leader after a clean probe (state %v, holding %v)", nl.n.state, nl.n.holding)
+	if !nl.n.hold.holding || nl.n.state != stateLeader {
+		nl.t.Fatalf("not leader after a clean probe (state %v, holding %v)", nl.n.state, nl.n.hold.holding)
 	}
 }
 
@@ -238,12 +398,17 @@ func (nl *nodeLab) wantStepDown(reason error) {
 	if !errors.Is(nl.n.stepped, reason) {
 		nl.t.Fatalf("stepped down with %v, want %v", nl.n.stepped, reason)
 	}
-	if nl.n.holding || len(nl.kern.held) != 0 {
-		nl.t.Fatalf("after the step-down the kernel still has %v (holding %v)", nl.kern.held, nl.n.holding)
+	if nl.n.hold.holding || len(nl.kern.held) != 0 {
+		nl.t.Fatalf("after the step-down the kernel still has %v (holding %v)", nl.kern.held, nl.n.hold.holding)
 	}
 	if !nl.terms[0].stopped {
 		nl.t.Fatal("the old term was not stopped")
 	}
+}
+
+// addrGone is the kernel's message that the VIP p went from eth0.
+func addrGone(p netip.Prefix) rtnlEvent {
+	return rtnlEvent{addr: &addrMessage{Family: unix.AF_INET, PrefixLen: uint8(p.Bits()), Index: 2, Address: p.Addr(), Local: p.Addr()}, deleted: true}
 }
 
 // TestNodeSendsOnlyWhileHolding: a frame that claims the VIP goes out only
@@ -252,14 +417,14 @@ func (nl *nodeLab) wantStepDown(reason error) {
 func TestNodeSendsOnlyWhileHolding(t *testing.T) {
 	cases := []struct {
 		name string
-		send func(n *node)
+		send func(nl *nodeLab)
 	}{
-		{"burst tick", func(n *node) { n.burstTick() }},
-		{"periodic refresh", func(n *node) { n.requestAnnounce("periodic refresh") }},
-		{"new MAC", func(n *node) {
-			l := n.link
+		{"burst tick", func(nl *nodeLab) { nl.fire(&nl.n.hold.burst) }},
+		{"periodic refresh", func(nl *nodeLab) { nl.fire(&nl.n.hold.refresh) }},
+		{"new MAC", func(nl *nodeLab) {
+			l := nl.n.view.link
 			l.HardwareAddr = net.HardwareAddr{2, 0, 0x5e, 0, 0x53, l.HardwareAddr[5] + 1}
-			n.setLink(l, true, "link change")
+			nl.handle(rtnlEvent{link: &l})
 		}},
 	}
 	for _, c := range cases {
@@ -270,17 +435,18 @@ func TestNodeSendsOnlyWhileHolding(t *testing.T) {
 				t.Fatalf("takeover sent %v, want one announcement per VIP", nl.frames.sent)
 			}
 			pokes := nl.term().pokes
-			c.send(nl.n) // in time: sent once etcd vouches for the lease again
+			c.send(nl) // in time: sent once etcd vouches for the lease again
 			if len(nl.frames.sent) != 2 || nl.term().pokes != pokes+1 {
 				t.Fatalf("sent %v with %d renewals asked for, want nothing before a renewal, and one asked for", nl.frames.sent[2:], nl.term().pokes-pokes)
 			}
-			nl.event(evRenewed, time.Now(), false)
+			nl.renewed()
 			if len(nl.frames.sent) != 4 {
 				t.Fatalf("sent %v after the renewal, want a second announcement per VIP", nl.frames.sent)
 			}
-			// A freeze: the deadline passes with nothing acknowledged.
-			nl.n.deadline = time.Now().Add(-time.Millisecond)
-			c.send(nl.n)
+			// A freeze: the deadline passes with nothing acknowledged, and
+			// the alarm (or the link's message) is what wakes the loop.
+			nl.clk.add(2 * time.Second)
+			c.send(nl)
 			if len(nl.frames.sent) != 4 {
 				t.Fatalf("sent %v after the deadline", nl.frames.sent[4:])
 			}
@@ -289,18 +455,31 @@ func TestNodeSendsOnlyWhileHolding(t *testing.T) {
 	}
 }
 
+// TestNodeClaimGate: the gate every claiming frame goes through reads the
+// clock itself, so a deadline that passes inside the handling of one event
+// (between the loop's check and the send) still stops the frame.
+func TestNodeClaimGate(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.lead()
+	sent := len(nl.frames.sent)
+	nl.clk.add(2 * time.Second) // frozen after handle's own check
+	nl.n.announceAll("test")
+	if len(nl.frames.sent) != sent {
+		t.Fatalf("sent %v past the deadline", nl.frames.sent[sent:])
+	}
+	nl.wantStepDown(errDeadline)
+}
+
 // TestNodeBurstStopsOnStepDown: a step-down in the middle of the burst
 // leaves nothing scheduled.
 func TestNodeBurstStopsOnStepDown(t *testing.T) {
 	nl := newNodeLab(t, 2*time.Second, "vip.garp.interval=10ms")
 	nl.lead()
-	nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errKeyGone})
+	nl.handle(termEvent{t: nl.term(), kind: evLost, err: errKeyGone})
 	nl.wantStepDown(errKeyGone)
-	select {
-	case <-nl.n.burst.C:
-		nl.n.burstTick()
-		t.Fatal("the burst timer still fired after the step-down")
-	case <-time.After(50 * time.Millisecond):
+	nl.advance(50 * time.Millisecond)
+	if nl.n.hold.burst.armed || nl.n.hold.burstLeft != 0 {
+		t.Fatal("the burst is still scheduled after the step-down")
 	}
 	if len(nl.frames.sent) != 2 {
 		t.Fatalf("sent %v after the step-down", nl.frames.sent[2:])
@@ -346,19 +525,19 @@ func TestNodeProbeOutcomes(t *testing.T) {
 			for _, f := range c.rounds {
 				nl.frames.queue(f)
 			}
-			now := time.Now()
+			now := nl.now()
 			nl.event(evGranted, now, false)
 			nl.event(evElected, now, true)
 			for round := 1; round <= c.takes; round++ {
-				if nl.n.holding {
+				if nl.n.hold.holding {
 					t.Fatalf("took the address after round %d, want after round %d", round-1, c.takes)
 				}
 				nl.probe()
-				if round == 1 && nl.n.squatStart.IsZero() == c.squat {
-					t.Fatalf("after the first round: another host reported %v, want %v", !nl.n.squatStart.IsZero(), c.squat)
+				if round == 1 && nl.n.take.squatStart.IsZero() == c.squat {
+					t.Fatalf("after the first round: another host reported %v, want %v", !nl.n.take.squatStart.IsZero(), c.squat)
 				}
 			}
-			if !nl.n.holding {
+			if !nl.n.hold.holding {
 				t.Fatalf("did not take the address after %d rounds", c.takes)
 			}
 		})
@@ -385,14 +564,14 @@ func TestNodeTakeoverWait(t *testing.T) {
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("probe=%s released=%v", c.probe, c.released), func(t *testing.T) {
 			nl := newNodeLab(t, 2*time.Second, "vip.probe="+c.probe)
-			now := time.Now()
+			now := nl.now()
 			nl.event(evGranted, now, false)
 			nl.event(evElected, now, c.released)
-			if nl.n.holding {
+			if nl.n.hold.holding {
 				t.Fatal("took the address before the probe's result")
 			}
 			d := nl.probe()
-			if !nl.n.holding {
+			if !nl.n.hold.holding {
 				t.Fatal("not holding after the wait")
 			}
 			// At vip.ttl=2 the claim's send time leaves no lifetime after
@@ -414,13 +593,13 @@ func TestNodeTakeoverWait(t *testing.T) {
 // before another node can add the address (S + TTL + takeoverWait), and
 // never after the step-down deadline.
 func TestNodeLifetimeFence(t *testing.T) {
+	r := time.Now()
 	for ttl := 2 * time.Second; ttl <= 30*time.Second; ttl += 250 * time.Millisecond {
-		n := &node{ttl: ttl, elected: true}
+		f := &fence{ttl: ttl, elected: true}
 		for delay := time.Duration(0); delay < ttl; delay += 10 * time.Millisecond {
-			r := time.Now()
 			sent := r.Add(-delay)
-			n.deadline, n.beat = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl)
-			life := n.fenceEnd().Sub(r).Truncate(time.Second)
+			f.deadline, f.beat = deadlineAfter(sent, ttl), deadlineAfter(sent, ttl)
+			life := f.lifetime(r)
 			if life < time.Second {
 				continue // skipped: the older lifetime stays
 			}
@@ -428,14 +607,17 @@ func TestNodeLifetimeFence(t *testing.T) {
 				t.Fatalf("TTL %v, ack after %v: lifetime %v may last until %v after the send, past the earliest takeover at %v",
 					ttl, delay, life, end.Sub(sent), ttl+takeoverWait)
 			}
-			if r.Add(life).After(n.deadline) {
+			if r.Add(life).After(f.deadline) {
 				t.Fatalf("TTL %v, ack after %v: lifetime %v ends after the deadline", ttl, delay, life)
+			}
+			if err := f.fits(r, life); err != nil {
+				t.Fatalf("TTL %v, ack after %v: the lifetime allowed does not fit: %v", ttl, delay, err)
 			}
 		}
 		// A prompt acknowledgement always allows a lifetime: the node can
 		// hold the address at every accepted TTL.
-		n.deadline, n.beat = deadlineAfter(time.Now(), ttl), deadlineAfter(time.Now(), ttl)
-		if n.lifetime() < time.Second {
+		f.deadline, f.beat = deadlineAfter(r, ttl), deadlineAfter(r, ttl)
+		if f.lifetime(r) < time.Second {
 			t.Fatalf("TTL %v: a prompt acknowledgement allows no lifetime", ttl)
 		}
 	}
@@ -448,16 +630,16 @@ func TestNodeRefresh(t *testing.T) {
 	nl := newNodeLab(t, 2*time.Second)
 	nl.lead()
 	sets := len(nl.kern.sets)
-	nl.event(evRenewed, time.Now().Add(-20*time.Millisecond), false)
+	nl.event(evRenewed, nl.now().Add(-20*time.Millisecond), false)
 	if len(nl.kern.sets) != sets+2 || nl.kern.sets[sets] != time.Second {
 		t.Fatalf("prompt acknowledgement: lifetimes set %v, want one more of 1s per VIP", nl.kern.sets)
 	}
 	// The next renewal, sent 400 ms later, came back after 300 ms: no
 	// lifetime, and the next renewal is asked for at once, once.
-	time.Sleep(400 * time.Millisecond)
+	nl.advance(400 * time.Millisecond)
 	pokes := nl.term().pokes
-	nl.event(evRenewed, time.Now().Add(-300*time.Millisecond), false)
-	nl.event(evRenewed, time.Now().Add(-300*time.Millisecond), false)
+	nl.event(evRenewed, nl.now().Add(-300*time.Millisecond), false)
+	nl.event(evRenewed, nl.now().Add(-300*time.Millisecond), false)
 	if len(nl.kern.sets) != sets+2 {
 		t.Fatalf("late acknowledgement: lifetimes set %v, want none more", nl.kern.sets)
 	}
@@ -465,7 +647,7 @@ func TestNodeRefresh(t *testing.T) {
 		t.Fatalf("late acknowledgements asked for %d prompt renewals, want 1", nl.term().pokes-pokes)
 	}
 	nl.kern.stall = 200 * time.Millisecond
-	nl.event(evRenewed, time.Now(), false)
+	nl.event(evRenewed, nl.now(), false)
 	nl.wantStepDown(errStalled)
 }
 
@@ -487,11 +669,10 @@ func TestNodeAddressGone(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			nl := newNodeLab(t, c.ttl)
 			nl.lead()
-			sent := time.Now().Add(-c.since)
-			nl.n.deadline, nl.n.beat = deadlineAfter(sent, c.ttl), deadlineAfter(sent, c.ttl)
+			nl.clk.add(c.since) // the loop had nothing to do since
 			delete(nl.kern.held, fakeVIP4)
 			frames := len(nl.frames.sent)
-			nl.n.onAddr(addrMessage{Family: unix.AF_INET, PrefixLen: 32, Index: 2, Address: fakeVIP4.Addr(), Local: fakeVIP4.Addr()}, true)
+			nl.handle(addrGone(fakeVIP4))
 			if _, back := nl.kern.held[fakeVIP4]; back == c.renew {
 				t.Fatalf("put back at once: %v, want %v", back, !c.renew)
 			}
@@ -503,14 +684,14 @@ func TestNodeAddressGone(t *testing.T) {
 					t.Fatal("put back before the renewal, past the fence")
 				}
 				if c.expire {
-					time.Sleep(time.Until(nl.n.deadline) + time.Millisecond)
-					nl.n.checkDeadline()
+					until, _ := nl.n.fence.holdUntil()
+					nl.advance(until.Sub(nl.now()) + time.Millisecond)
 					nl.wantStepDown(errDeadline)
 					return
 				}
-				nl.event(evRenewed, time.Now(), false)
+				nl.event(evRenewed, nl.now(), false)
 			}
-			if _, ok := nl.kern.held[fakeVIP4]; !ok || !nl.n.holding {
+			if _, ok := nl.kern.held[fakeVIP4]; !ok || !nl.n.hold.holding {
 				t.Fatal("the address was not put back")
 			}
 			// The announcement waits for a renewal sent after the
@@ -518,7 +699,7 @@ func TestNodeAddressGone(t *testing.T) {
 			if len(nl.frames.sent) != frames {
 				t.Fatal("announced before etcd vouched for the lease again")
 			}
-			nl.event(evRenewed, time.Now(), false)
+			nl.renewed()
 			if len(nl.frames.sent) == frames {
 				t.Fatal("the address was put back without an announcement")
 			}
@@ -535,21 +716,21 @@ func TestNodeStepDownTriggers(t *testing.T) {
 		reason error
 	}{
 		{"deadline", func(nl *nodeLab) {
-			nl.n.deadline = time.Now().Add(-time.Millisecond)
-			nl.n.checkDeadline()
+			until, _ := nl.n.fence.holdUntil()
+			nl.advance(until.Sub(nl.now())) // the alarm goes off at the deadline
 		}, errDeadline},
 		{"lease expired", func(nl *nodeLab) {
-			nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
+			nl.handle(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
 		}, errLeaseExpired},
 		{"key deleted", func(nl *nodeLab) {
-			nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: fmt.Errorf("%w: deleted", errKeyGone)})
+			nl.handle(termEvent{t: nl.term(), kind: evLost, err: fmt.Errorf("%w: deleted", errKeyGone)})
 		}, errKeyGone},
 		{"link down", func(nl *nodeLab) {
-			l := nl.n.link
+			l := nl.n.view.link
 			l.Flags &^= unix.IFF_RUNNING
-			nl.n.onLink(l, false)
+			nl.handle(rtnlEvent{link: &l})
 		}, errLinkDown},
-		{"link removed", func(nl *nodeLab) { nl.n.onLink(nl.n.link, true) }, errLinkGone},
+		{"link removed", func(nl *nodeLab) { nl.handle(rtnlEvent{link: &nl.n.view.link, deleted: true}) }, errLinkGone},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -562,25 +743,29 @@ func TestNodeStepDownTriggers(t *testing.T) {
 	t.Run("address cannot be added", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second)
 		nl.kern.fail = errors.New("operation not permitted")
-		now := time.Now()
+		now := nl.now()
 		nl.event(evGranted, now, false)
 		nl.event(evElected, now, true)
 		nl.probe()
 		nl.wantStepDown(errAddFailed)
-		if len(nl.terms) != 1 || time.Until(nl.n.holdOff) < localRetry/2 {
-			t.Fatalf("campaigned again at once (%d terms, hold-off %v): a persistent fault would spin", len(nl.terms), time.Until(nl.n.holdOff))
+		if len(nl.terms) != 1 || nl.n.take.holdOff.Sub(nl.now()) < localRetry/2 {
+			t.Fatalf("campaigned again at once (%d terms, hold-off %v): a persistent fault would spin", len(nl.terms), nl.n.take.holdOff.Sub(nl.now()))
 		}
 		if len(nl.frames.sent) != 0 {
 			t.Fatalf("announced %v without the address", nl.frames.sent)
+		}
+		nl.advance(localRetry)
+		if len(nl.terms) != 2 {
+			t.Fatalf("%d terms after the hold-off, want a second one", len(nl.terms))
 		}
 	})
 	t.Run("events of an ended term are ignored", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second)
 		nl.lead()
 		old := nl.term()
-		nl.n.onTerm(termEvent{t: old, kind: evLost, err: errKeyGone})
-		nl.n.onTerm(termEvent{t: old, kind: evElected, beat: time.Now().Add(time.Hour), deadline: time.Now().Add(time.Hour), released: true})
-		if nl.n.elected || nl.n.probeCancel != nil {
+		nl.handle(termEvent{t: old, kind: evLost, err: errKeyGone})
+		nl.handle(termEvent{t: old, kind: evElected, beat: nl.now().Add(time.Hour), deadline: nl.now().Add(time.Hour), released: true})
+		if nl.n.fence.elected || nl.n.take.cancel != nil {
 			t.Fatal("an ended term's election was acted on")
 		}
 	})
@@ -592,16 +777,18 @@ func TestNodeStepDownTriggers(t *testing.T) {
 func TestNodeStopResignsOnlyAfterHolding(t *testing.T) {
 	nl := newNodeLab(t, 2*time.Second)
 	nl.lead()
-	nl.n.stop(syscall.SIGTERM)
+	if nl.handle(syscall.SIGTERM) {
+		t.Fatal("the node runs on after SIGTERM")
+	}
 	if !nl.terms[0].resigned || len(nl.kern.held) != 0 {
 		t.Fatalf("holder stopped: resigned %v, addresses left %v", nl.terms[0].resigned, nl.kern.held)
 	}
 
 	nl = newNodeLab(t, 2*time.Second)
-	now := time.Now()
+	now := nl.now()
 	nl.event(evGranted, now, false)
 	nl.event(evElected, now, false) // still waiting out the slack
-	nl.n.stop(syscall.SIGTERM)
+	nl.handle(syscall.SIGTERM)
 	if nl.terms[0].resigned || !nl.terms[0].stopped {
 		t.Fatal("a node that never added the address marked it released")
 	}
@@ -612,15 +799,15 @@ func TestNodeStopResignsOnlyAfterHolding(t *testing.T) {
 // by the graceful path (address removed, then resign), campaigning again.
 func TestNodeRank(t *testing.T) {
 	rivalEv := func(nl *nodeLab, r rank) {
-		nl.n.onTerm(termEvent{t: nl.term(), kind: evRival, rival: rival{entry: entry{name: "n3", rank: r}, known: true}})
+		nl.handle(termEvent{t: nl.term(), kind: evRival, rival: rival{entry: entry{name: "n3", rank: r}, known: true}})
 	}
 	t.Run("health published", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443")
-		if nl.n.rank() != (rank{healthy: false, priority: 0}) {
-			t.Fatalf("with a check the node starts as %v, want unhealthy until it passes", nl.n.rank())
+		if nl.n.stand.rank() != (rank{healthy: false, priority: 0}) {
+			t.Fatalf("with a check the node starts as %v, want unhealthy until it passes", nl.n.stand.rank())
 		}
-		nl.n.onHealth(healthEvent{healthy: true, reason: "2 checks passed"})
-		nl.n.onHealth(healthEvent{healthy: true, reason: "again"}) // no change: nothing published
+		nl.handle(healthEvent{healthy: true, reason: "2 checks passed"})
+		nl.handle(healthEvent{healthy: true, reason: "again"}) // no change: nothing published
 		if got := nl.term().ranks; len(got) != 1 || got[0] != (rank{healthy: true, priority: 0}) {
 			t.Fatalf("published %v, want one healthy rank", got)
 		}
@@ -630,15 +817,15 @@ func TestNodeRank(t *testing.T) {
 	})
 	t.Run("unhealthy leader hands over at once", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
-		nl.n.onHealth(healthEvent{healthy: true})
+		nl.handle(healthEvent{healthy: true})
 		nl.lead()
 		rivalEv(nl, rank{healthy: true, priority: 0}) // equal: stays
 		if nl.n.state != stateLeader || len(nl.terms) != 1 {
 			t.Fatalf("handed over to an equal rank (state %v, %d terms)", nl.n.state, len(nl.terms))
 		}
-		nl.n.onHealth(healthEvent{healthy: false, reason: "3 checks failed"})
-		if nl.n.state != stateCandidate || nl.n.holding || len(nl.kern.held) != 0 {
-			t.Fatalf("after turning unhealthy: state %v, holding %v, kernel %v", nl.n.state, nl.n.holding, nl.kern.held)
+		nl.handle(healthEvent{healthy: false, reason: "3 checks failed"})
+		if nl.n.state != stateCandidate || nl.n.hold.holding || len(nl.kern.held) != 0 {
+			t.Fatalf("after turning unhealthy: state %v, holding %v, kernel %v", nl.n.state, nl.n.hold.holding, nl.kern.held)
 		}
 		if !nl.terms[0].resigned || len(nl.terms) != 2 {
 			t.Fatalf("the handover did not resign (%v) and campaign again (%d terms)", nl.terms[0].resigned, len(nl.terms))
@@ -663,16 +850,48 @@ func TestNodeRank(t *testing.T) {
 		if nl.n.state != stateLeader {
 			t.Fatal("preempted for priority at once")
 		}
-		select {
-		case <-nl.n.preempt.C:
-			nl.n.considerHandover()
-		case <-time.After(2 * time.Second):
-			t.Fatal("no second look after the delay")
+		nl.advance(299 * time.Millisecond)
+		if nl.n.state != stateLeader {
+			t.Fatal("preempted for priority before the delay")
 		}
+		nl.advance(time.Millisecond) // the second look, at the delay
 		if nl.n.state != stateCandidate || !nl.terms[0].resigned {
 			t.Fatalf("after the delay: state %v, resigned %v", nl.n.state, nl.terms[0].resigned)
 		}
 	})
+}
+
+// TestNodeUnable: a node that cannot add the address ranks itself unable
+// for its back-off, publishes its rank again when the back-off ends, and
+// the next failure doubles the back-off.
+func TestNodeUnable(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.kern.fail = errors.New("operation not permitted")
+	nl.win()
+	if !nl.n.stand.rank().unable || nl.n.stand.unableBackoff != unableFirst {
+		t.Fatalf("after a failure to add: rank %v, back-off %v", nl.n.stand.rank(), nl.n.stand.unableBackoff)
+	}
+	nl.advance(unableFirst)
+	if nl.n.stand.rank().unable {
+		t.Fatal("still unable after the back-off")
+	}
+	if got := nl.term().ranks; len(got) == 0 || got[len(got)-1].unable {
+		t.Fatalf("the able rank was not published: %v", got)
+	}
+	nl.win()
+	if nl.n.stand.unableBackoff != 2*unableFirst {
+		t.Fatalf("second back-off %v, want %v", nl.n.stand.unableBackoff, 2*unableFirst)
+	}
+}
+
+// win is the current term's election, granted and elected after a
+// released predecessor, through to the probe's result.
+func (nl *nodeLab) win() {
+	nl.t.Helper()
+	now := nl.now()
+	nl.event(evGranted, now, false)
+	nl.event(evElected, now, true)
+	nl.probe()
 }
 
 // TestNodeFrozenBetweenAddresses: a process stopped right after one
@@ -686,7 +905,7 @@ func TestNodeFrozenBetweenAddresses(t *testing.T) {
 	nl.lead()
 	sets := len(nl.kern.sets)
 	nl.kern.freeze = 1500 * time.Millisecond
-	nl.event(evRenewed, time.Now(), false)
+	nl.event(evRenewed, nl.now(), false)
 	if got := len(nl.kern.sets) - sets; got != 1 {
 		t.Fatalf("after the freeze %d more addresses were set, want only the one before it", got-1)
 	}
@@ -703,21 +922,21 @@ func TestNodeForeignSquatter(t *testing.T) {
 		t.Errorf("squatBound(3s) = %v, want TTL + 2 s", b)
 	}
 	nl := newNodeLab(t, 2*time.Second)
-	nl.n.squatLimit = 300 * time.Millisecond
+	nl.n.take.squatLimit = 300 * time.Millisecond
 	squat := func(netip.Addr) (net.HardwareAddr, error) { return net.HardwareAddr{2, 0, 0, 0, 0, 0x66}, nil }
-	now := time.Now()
+	now := nl.now()
 	nl.event(evGranted, now, false)
 	nl.event(evElected, now, true)
 	first := nl.term()
-	for end := time.Now().Add(3 * time.Second); nl.term() == first && time.Now().Before(end); {
+	for end := nl.now().Add(3 * time.Second); nl.term() == first && nl.now().Before(end); {
 		nl.frames.queue(squat)
 		nl.probe()
-		if nl.n.holding {
+		if nl.n.hold.holding {
 			t.Fatal("took the address while another host answered for it")
 		}
 	}
 	if nl.term() == first || !first.stopped {
-		t.Fatalf("still waiting in the first term after 3 s (squatLimit %v)", nl.n.squatLimit)
+		t.Fatalf("still waiting in the first term after 3 s (squatLimit %v)", nl.n.take.squatLimit)
 	}
 	if !errors.Is(nl.n.stepped, errForeign) || nl.n.met.stepdowns[stepForeign].Load() != 1 {
 		t.Errorf("stepped down with %v, %d counted as foreign; want errForeign, 1", nl.n.stepped, nl.n.met.stepdowns[stepForeign].Load())
@@ -725,8 +944,8 @@ func TestNodeForeignSquatter(t *testing.T) {
 	if !strings.Contains(nl.log.String(), "a foreign host (MAC 02:00:00:00:00:66)") {
 		t.Errorf("no alarm in the log:\n%s", nl.log.String())
 	}
-	if !nl.n.squatStart.IsZero() || len(nl.kern.held) != 0 {
-		t.Errorf("the next term starts with squatStart %v and addresses %v, want none", nl.n.squatStart, nl.kern.held)
+	if !nl.n.take.squatStart.IsZero() || len(nl.kern.held) != 0 {
+		t.Errorf("the next term starts with squatStart %v and addresses %v, want none", nl.n.take.squatStart, nl.kern.held)
 	}
 }
 
@@ -740,8 +959,8 @@ func TestNodePauseNoStaleAnnouncement(t *testing.T) {
 	nl := newNodeLab(t, 2*time.Second)
 	nl.lead()
 	frames, pokes := len(nl.frames.sent), nl.term().pokes
-	inFlight := time.Now() // a renewal sent before the tick
-	nl.n.burstTick()
+	inFlight := nl.now() // a renewal sent before the tick
+	nl.fire(&nl.n.hold.burst)
 	nl.event(evRenewed, inFlight, false)
 	if len(nl.frames.sent) != frames {
 		t.Fatalf("announced on a renewal sent before the announcement fell due: %v", nl.frames.sent[frames:])
@@ -749,9 +968,226 @@ func TestNodePauseNoStaleAnnouncement(t *testing.T) {
 	if nl.term().pokes != pokes+2 {
 		t.Fatalf("%d renewals asked for, want 2 (at the tick, and again after the stale acknowledgement)", nl.term().pokes-pokes)
 	}
-	nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
+	nl.handle(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
 	nl.wantStepDown(errLeaseExpired)
 	if len(nl.frames.sent) != frames {
 		t.Fatalf("announced after the lease was gone: %v", nl.frames.sent[frames:])
+	}
+}
+
+// TestAlarm: an alarm that went off before it was stopped or set again is
+// stale when it arrives, and is dropped; stop says whether the alarm was
+// still to come.
+func TestAlarm(t *testing.T) {
+	clk := newFakeClock()
+	out := make(chan *alarm, 4)
+	a := &alarm{after: clk.afterFunc, out: out}
+	a.set(time.Second)
+	clk.fireNext(clk.now().Add(time.Second)) // went off: on its way
+	if !a.stop() {
+		t.Fatal("stop of an alarm not yet taken said it was not armed")
+	}
+	a.set(time.Second) // again, before the stale one arrives
+	if (<-out).take() {
+		t.Fatal("the stale alarm was taken")
+	}
+	clk.fireNext(clk.now().Add(time.Second))
+	if !(<-out).take() {
+		t.Fatal("the live alarm was dropped")
+	}
+	if a.stop() {
+		t.Fatal("stop after the alarm was taken said it was still armed")
+	}
+	a.set(time.Second)
+	a.stop() // in time: nothing on its way
+	a.set(time.Second)
+	clk.fireNext(clk.now().Add(time.Second))
+	if !(<-out).take() {
+		t.Fatal("the alarm set after a timely stop was dropped")
+	}
+}
+
+// The decisions the node's handlers act on, each a pure function.
+
+func TestFenceOverdue(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	lease, beat := t0.Add(1500*time.Millisecond), t0.Add(1200*time.Millisecond)
+	for _, c := range []struct {
+		name string
+		f    fence
+		now  time.Time
+		want bool
+	}{
+		{"candidate past its lease: nothing to fence", fence{deadline: lease}, lease.Add(time.Second), false},
+		{"leader without a lease", fence{elected: true}, lease, false},
+		{"leader before the heartbeat's deadline", fence{elected: true, deadline: lease, beat: beat}, beat.Add(-time.Nanosecond), false},
+		{"leader at the heartbeat's deadline", fence{elected: true, deadline: lease, beat: beat}, beat, true},
+		{"leader past the lease's deadline", fence{elected: true, deadline: beat, beat: lease}, lease, true},
+	} {
+		err := c.f.overdue(c.now)
+		if (err != nil) != c.want || (err != nil && !errors.Is(err, errDeadline)) {
+			t.Errorf("%s: overdue = %v, want overdue %v", c.name, err, c.want)
+		}
+	}
+}
+
+func TestLinkEvent(t *testing.T) {
+	eth0 := linkView{iface: "eth0", have: true, link: linkMessage{Index: 2, Name: "eth0"}}
+	none := linkView{iface: "eth0"}
+	auto := linkView{iface: "auto"}
+	for _, c := range []struct {
+		name    string
+		v       linkView
+		l       linkMessage
+		deleted bool
+		want    linkEventStep
+	}{
+		{"our link changed", eth0, linkMessage{Index: 2, Name: "eth0"}, false, linkChanged},
+		{"our link removed", eth0, linkMessage{Index: 2}, true, linkRemoved},
+		{"another link", eth0, linkMessage{Index: 3, Name: "eth1"}, false, linkIgnore},
+		{"our interface appears", none, linkMessage{Index: 2, Name: "eth0"}, false, linkResync},
+		{"another interface appears", none, linkMessage{Index: 3, Name: "eth1"}, false, linkIgnore},
+		{"a link is removed while we have none", none, linkMessage{Index: 2, Name: "eth0"}, true, linkIgnore},
+		{"auto: any link may be ours", auto, linkMessage{Index: 3, Name: "eth1"}, false, linkResync},
+	} {
+		if got := linkEvent(&c.v, c.l, c.deleted); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestPlanLink(t *testing.T) {
+	mac1, mac2 := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	up := func(mac net.HardwareAddr) linkMessage {
+		return linkMessage{Index: 2, Name: "eth0", Flags: unix.IFF_UP | unix.IFF_RUNNING, HardwareAddr: mac}
+	}
+	down := linkMessage{Index: 2, Name: "eth0", Flags: unix.IFF_UP, HardwareAddr: mac1}
+	usable := linkView{have: true, link: up(mac1), frames: &fakeFrames{}}
+	usableNoFrames := linkView{have: true, link: up(mac1)}
+	wasDown := linkView{have: true, link: down}
+	for _, c := range []struct {
+		name             string
+		old              linkView
+		l                linkMessage
+		ok               bool
+		waiting, holding bool
+		want             linkPlan
+	}{
+		{"nothing changed", usable, up(mac1), true, false, true, linkPlan{}},
+		{"nothing changed, no sockets yet", usableNoFrames, up(mac1), true, false, false, linkPlan{openFrames: true}},
+		{"down", usable, down, true, false, true, linkPlan{closeFrames: true, ableAgain: true, step: linkDown}},
+		{"gone", usable, linkMessage{}, false, false, true, linkPlan{closeFrames: true, step: linkGone}},
+		{"up", wasDown, up(mac1), true, true, false, linkPlan{openFrames: true, ableAgain: true, step: linkUp}},
+		{"still down", wasDown, down, true, true, false, linkPlan{step: linkWaiting}},
+		{"still missing", linkView{}, linkMessage{}, false, true, false, linkPlan{step: linkWaiting}},
+		{"new MAC while holding", usable, up(mac2), true, false, true, linkPlan{closeFrames: true, openFrames: true, ableAgain: true, step: linkNewMAC}},
+		{"new MAC as a candidate", usable, up(mac2), true, false, false, linkPlan{closeFrames: true, openFrames: true, ableAgain: true}},
+	} {
+		if got := planLink(&c.old, c.l, c.ok, c.waiting, c.holding); got != c.want {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestAddrEvent(t *testing.T) {
+	eth0 := linkView{iface: "eth0", have: true, link: linkMessage{Index: 2, Name: "eth0"}}
+	on := func(index uint32) addrMessage { return addrMessage{Index: index} }
+	for _, c := range []struct {
+		name                            string
+		v                               linkView
+		a                               addrMessage
+		deleted, vip, holding, resuming bool
+		want                            addrStep
+	}{
+		{"auto, no link yet: an address arrives", linkView{iface: "auto"}, on(3), false, false, false, false, addrResync},
+		{"auto, no link yet: an address goes", linkView{iface: "auto"}, on(3), true, false, false, false, addrIgnore},
+		{"no link yet", linkView{iface: "eth0"}, on(2), false, true, false, false, addrIgnore},
+		{"another link", eth0, on(3), true, true, true, false, addrIgnore},
+		{"another address of ours", eth0, on(2), false, false, true, false, addrOther},
+		{"the VIP went while held", eth0, on(2), true, true, true, false, addrPutBack},
+		{"the VIP went while not held", eth0, on(2), true, true, false, false, addrIgnore},
+		{"a copy of the VIP appears", eth0, on(2), false, true, false, false, addrRemoveCopy},
+		{"a copy of the VIP while resuming", eth0, on(2), false, true, false, true, addrIgnore},
+		{"our own VIP added", eth0, on(2), false, true, true, false, addrIgnore},
+	} {
+		if got := addrEvent(&c.v, c.a, c.deleted, c.vip, c.holding, c.resuming); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestProbeOutcome(t *testing.T) {
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 0x66}
+	for _, c := range []struct {
+		name       string
+		r          probeResult
+		seq        int
+		inProgress bool
+		want       probeStep
+	}{
+		{"quiet", probeResult{seq: 3}, 3, true, probeTake},
+		{"answered", probeResult{seq: 3, foreign: mac}, 3, true, probeSquatter},
+		{"failed", probeResult{seq: 3, err: errors.New("closed")}, 3, true, probeFailed},
+		{"an earlier round's", probeResult{seq: 2}, 3, true, probeStale},
+		{"after the round was stopped", probeResult{seq: 3}, 3, false, probeStale},
+	} {
+		if got := probeOutcome(c.r, c.seq, c.inProgress); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestTakeoverDelay(t *testing.T) {
+	for _, c := range []struct {
+		released bool
+		window   time.Duration
+		want     time.Duration
+	}{
+		{true, 20 * time.Millisecond, 0},
+		{true, 0, 0},
+		{false, 0, takeoverWait},
+		{false, 20 * time.Millisecond, takeoverWait - 20*time.Millisecond},
+		{false, time.Second, 0}, // a probe longer than the wait covers it
+	} {
+		if got := takeoverDelay(c.released, c.window); got != c.want {
+			t.Errorf("released %v, probe %v: wait %v, want %v", c.released, c.window, got, c.want)
+		}
+	}
+}
+
+func TestRefreshPlan(t *testing.T) {
+	for _, c := range []struct {
+		life    time.Duration
+		retried bool
+		want    refreshStep
+	}{
+		{time.Second, false, refreshSet},
+		{time.Second, true, refreshSet},
+		{0, false, refreshRenewNow},
+		{0, true, refreshKeep},
+		{-time.Second, false, refreshRenewNow},
+	} {
+		if got := refreshPlan(c.life, c.retried); got != c.want {
+			t.Errorf("lifetime %v, retried %v: %v, want %v", c.life, c.retried, got, c.want)
+		}
+	}
+}
+
+func TestPendingStep(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name           string
+		pending        string
+		since, vouched time.Time
+		want           announceStep
+	}{
+		{"none pending", "", t0, t0.Add(time.Second), announceNothing},
+		{"vouched for by a renewal sent later", "refresh", t0, t0.Add(time.Millisecond), announceSend},
+		{"a renewal sent at the same moment", "refresh", t0, t0, announceAskAgain},
+		{"a renewal sent before", "refresh", t0, t0.Add(-time.Millisecond), announceAskAgain},
+	} {
+		if got := pendingStep(c.pending, c.since, c.vouched); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }

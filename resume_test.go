@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,18 +32,18 @@ func resumingNodeLab(t *testing.T) *nodeLab {
 	return newNodeLabWith(t, 2*time.Second, func(nl *nodeLab) {
 		nl.kern.held[fakeVIP4], nl.kern.held[fakeVIP6] = time.Second, time.Second
 		nl.n.deps.kern = listingKernel{nl.kern}
-		nl.n.resume = &resumeLease{id: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7, ttl: 2 * time.Second,
-			held: time.Now().Add(-time.Hour), name: "n1", healthy: true}
-		nl.n.resuming = true
+		nl.n.rs.resume = &resumeLease{id: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7, ttl: 2 * time.Second,
+			held: nl.now().Add(-time.Hour), name: "n1", healthy: true}
+		nl.n.rs.resuming = true
 	})
 }
 
 // resumedEvents are what a term that resumed the lease reports.
 func (nl *nodeLab) resumedEvents(sent time.Time) {
 	ttl := nl.n.cfg.TTL
-	nl.n.onTerm(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
-	nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7,
-		held: time.Now().Add(-time.Hour), took: time.Now().Add(-time.Hour)})
+	nl.handle(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
+	nl.handle(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7,
+		held: nl.now().Add(-time.Hour), took: nl.now().Add(-time.Hour)})
 }
 
 // TestNodeResume: the earlier run's copies stay while the lease is being
@@ -55,15 +57,15 @@ func TestNodeResume(t *testing.T) {
 	if !strings.Contains(nl.log.String(), "resuming the earlier run's term") {
 		t.Fatalf("the first term is not a resume:\n%s", nl.log.String())
 	}
-	nl.resumedEvents(time.Now())
-	if !nl.n.holding || nl.n.state != stateLeader || nl.n.probeCancel != nil {
-		t.Fatalf("after the resume: state %v, holding %v, probing %v", nl.n.state, nl.n.holding, nl.n.probeCancel != nil)
+	nl.resumedEvents(nl.now())
+	if !nl.n.hold.holding || nl.n.state != stateLeader || nl.n.take.cancel != nil {
+		t.Fatalf("after the resume: state %v, holding %v, probing %v", nl.n.state, nl.n.hold.holding, nl.n.take.cancel != nil)
 	}
-	if len(nl.frames.sent) != 2 || nl.n.burstLeft != 0 {
-		t.Errorf("%d announcements and %d more to come, want one per address and no burst", len(nl.frames.sent), nl.n.burstLeft)
+	if len(nl.frames.sent) != 2 || nl.n.hold.burstLeft != 0 {
+		t.Errorf("%d announcements and %d more to come, want one per address and no burst", len(nl.frames.sent), nl.n.hold.burstLeft)
 	}
-	if time.Since(nl.n.ho.tookAt) < 59*time.Minute {
-		t.Errorf("tenure restarted at the resume (took at %v)", nl.n.ho.tookAt)
+	if nl.now().Sub(nl.n.stand.ho.tookAt) < 59*time.Minute {
+		t.Errorf("tenure restarted at the resume (took at %v)", nl.n.stand.ho.tookAt)
 	}
 	if nl.kern.dels != 0 || len(nl.kern.held) != 2 {
 		t.Errorf("the addresses were not kept: %d removals, held %v", nl.kern.dels, nl.kern.held)
@@ -74,9 +76,9 @@ func TestNodeResume(t *testing.T) {
 // the earlier run's copies are stale and go before anything else.
 func TestNodeResumeGivenUp(t *testing.T) {
 	nl := resumingNodeLab(t)
-	nl.event(evGranted, time.Now(), false)
-	if nl.kern.dels != 2 || len(nl.kern.held) != 0 || nl.n.resuming {
-		t.Fatalf("after a new lease: %d removals, held %v, resuming %v", nl.kern.dels, nl.kern.held, nl.n.resuming)
+	nl.event(evGranted, nl.now(), false)
+	if nl.kern.dels != 2 || len(nl.kern.held) != 0 || nl.n.rs.resuming {
+		t.Fatalf("after a new lease: %d removals, held %v, resuming %v", nl.kern.dels, nl.kern.held, nl.n.rs.resuming)
 	}
 }
 
@@ -95,10 +97,10 @@ func TestNodeReload(t *testing.T) {
 	var bad error = checkErr
 	nl := newNodeLabWith(t, 2*time.Second, setup(&bad))
 	nl.lead()
-	nl.n.reload()
-	nl.n.reloadChecked(<-nl.n.checked)
-	if len(execs) != 0 || nl.n.reloading || !strings.Contains(nl.log.String(), "configuration refused") {
-		t.Fatalf("a refused configuration: %d re-execs, reloading %v\n%s", len(execs), nl.n.reloading, nl.log.String())
+	nl.handle(syscall.SIGHUP)
+	nl.handle(configChecked{<-nl.n.in.checked})
+	if len(execs) != 0 || nl.n.rs.reloading || !strings.Contains(nl.log.String(), "configuration refused") {
+		t.Fatalf("a refused configuration: %d re-execs, reloading %v\n%s", len(execs), nl.n.rs.reloading, nl.log.String())
 	}
 
 	var good error
@@ -106,12 +108,12 @@ func TestNodeReload(t *testing.T) {
 	nl.lead()
 	nl.n.rec.Lease = "1234" // as evGranted records it in a real term
 	pokes := nl.term().pokes
-	nl.n.reload()
-	nl.n.reloadChecked(<-nl.n.checked)
+	nl.handle(syscall.SIGHUP)
+	nl.handle(configChecked{<-nl.n.in.checked})
 	if nl.term().pokes != pokes+1 || len(execs) != 0 {
 		t.Fatalf("a leader re-executed before renewing (%d pokes, %d re-execs)", nl.term().pokes-pokes, len(execs))
 	}
-	nl.event(evRenewed, time.Now(), false)
+	nl.event(evRenewed, nl.now(), false)
 	if len(execs) != 1 || !execs[0].Leading || execs[0].Lease != "1234" || execs[0].State != "leader" {
 		t.Fatalf("re-execs %+v, want one with the leading record", execs)
 	}
@@ -119,12 +121,12 @@ func TestNodeReload(t *testing.T) {
 	nl = resumingNodeLab(t)
 	nl.n.deps.reexec = func(r stateRecord) error { execs = append(execs, r); return nil }
 	execs = nil
-	nl.n.reload()
-	if len(execs) != 0 || !nl.n.hupLater {
+	nl.handle(syscall.SIGHUP)
+	if len(execs) != 0 || !nl.n.rs.hupLater {
 		t.Fatalf("a SIGHUP while resuming re-executed at once")
 	}
-	nl.resumedEvents(time.Now())
-	nl.event(evRenewed, time.Now(), false)
+	nl.resumedEvents(nl.now())
+	nl.event(evRenewed, nl.now(), false)
 	if len(execs) != 1 || execs[0].Lease != "1234" {
 		t.Fatalf("after the resume: re-execs %+v, want one naming the resumed lease", execs)
 	}
@@ -191,27 +193,39 @@ func TestReexecAwaitsRelease(t *testing.T) {
 	for _, finishes := range []bool{true, false} {
 		var execAt time.Time
 		nl := newNodeLabWith(t, 2*time.Second, func(nl *nodeLab) {
-			nl.n.deps.reexec = func(stateRecord) error { execAt = time.Now(); return nil }
+			nl.n.deps.reexec = func(stateRecord) error { execAt = nl.now(); return nil }
 		})
 		nl.lead()
 		old := nl.term()
 		old.releasing = make(chan struct{})
-		nl.n.stepDown(fmt.Errorf("eth0 is %w", errLinkDown))
+		nl.handle(termEvent{t: old, kind: evLost, err: fmt.Errorf("eth0 is %w", errLinkDown)})
 		if nl.term() == old || !old.stopped {
 			t.Fatalf("the step-down did not stop the term")
 		}
-		t0 := time.Now()
-		if finishes {
-			time.AfterFunc(300*time.Millisecond, func() { close(old.releasing) })
+		t0, timers := nl.now(), nl.clk.timers()
+		done := make(chan struct{})
+		go func() { // the loop, blocked in the re-exec's wait
+			defer close(done)
+			nl.handle(syscall.SIGHUP) // no configuration check in this lab: straight to the re-exec
+		}()
+		for nl.clk.timers() == timers { // until the wait has set its bound
+			runtime.Gosched()
 		}
-		nl.n.reload() // no configuration check in this lab: straight to the re-exec
+		if finishes {
+			nl.clk.add(300 * time.Millisecond)
+			close(old.releasing)
+		} else {
+			for nl.clk.fireNext(t0.Add(releaseWait)) { // its alarms queue up meanwhile
+			}
+		}
+		<-done
 		took := execAt.Sub(t0)
 		switch {
 		case execAt.IsZero():
 			t.Fatalf("no re-exec")
-		case finishes && (took < 250*time.Millisecond || took > releaseWait):
+		case finishes && took != 300*time.Millisecond:
 			t.Errorf("re-executed %v after the SIGHUP; the release ended after 300ms", took)
-		case !finishes && (took < releaseWait || took > releaseWait+time.Second):
+		case !finishes && took != releaseWait:
 			t.Errorf("re-executed %v after the SIGHUP with the release never ending; want after %v", took, releaseWait)
 		case !finishes && !strings.Contains(nl.log.String(), "still pending"):
 			t.Errorf("no warning about the pending release:\n%s", nl.log.String())
@@ -254,22 +268,22 @@ func TestTenureStart(t *testing.T) {
 func TestResumeTenureClock(t *testing.T) {
 	for _, known := range []bool{true, false} {
 		nl := resumingNodeLab(t)
-		ttl, sent := nl.n.cfg.TTL, time.Now()
+		ttl, sent := nl.n.cfg.TTL, nl.now()
 		var took time.Time
 		if known {
-			took = time.Now().Add(-10 * time.Second)
+			took = nl.now().Add(-10 * time.Second)
 		}
-		nl.n.onTerm(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
-		nl.n.onTerm(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234,
-			key: "/vipd/192.0.2.100/1234", createRev: 7, held: time.Now().Add(time.Hour), took: took})
-		if !nl.n.holding {
+		nl.handle(termEvent{t: nl.term(), kind: evGranted, ttl: ttl, deadline: deadlineAfter(sent, ttl), lease: 0x1234, key: "/vipd/192.0.2.100/1234", resumed: true})
+		nl.handle(termEvent{t: nl.term(), kind: evElected, beat: deadlineAfter(sent, ttl), released: true, resumed: true, lease: 0x1234,
+			key: "/vipd/192.0.2.100/1234", createRev: 7, held: nl.now().Add(time.Hour), took: took})
+		if !nl.n.hold.holding {
 			t.Fatalf("not holding after the resume:\n%s", nl.log.String())
 		}
-		want := cmp.Or(took, time.Now())
-		if d := nl.n.ho.tookAt.Sub(want); d > 100*time.Millisecond || d < -100*time.Millisecond {
-			t.Errorf("tenure known=%v: the handover clock starts %v from %v (held_since an hour ahead)", known, d, want)
+		want := cmp.Or(took, nl.now())
+		if !nl.n.stand.ho.tookAt.Equal(want) {
+			t.Errorf("tenure known=%v: the handover clock starts %v from %v (held_since an hour ahead)", known, nl.n.stand.ho.tookAt.Sub(want), want)
 		}
-		if rec := nl.n.rec; rec.BootID != bootID() || absDuration(boottime()-time.Duration(rec.HeldBoottimeMS)*time.Millisecond-time.Since(want)) > 100*time.Millisecond {
+		if rec := nl.n.rec; rec.BootID != bootID() || absDuration(boottime()-time.Duration(rec.HeldBoottimeMS)*time.Millisecond-nl.now().Sub(want)) > 100*time.Millisecond {
 			t.Errorf("record's boot-time tenure %d ms (boot %q), want the handover clock's start", rec.HeldBoottimeMS, rec.BootID)
 		}
 	}
