@@ -161,8 +161,10 @@ func newRecord(cfg Config, now time.Time) stateRecord {
 	for i, p := range cfg.Addresses {
 		addrs[i] = p.String()
 	}
-	return stateRecord{Name: cfg.Name, Key: cfg.Key, Addresses: addrs, Interface: cfg.Interface,
-		State: stateWaiting.String(), StateSince: now}
+	return stateRecord{
+		recordGroup:   recordGroup{Name: cfg.Name, Key: cfg.Key, Addresses: addrs, Interface: cfg.Interface},
+		recordHolding: recordHolding{State: stateWaiting.String(), StateSince: now},
+	}
 }
 
 // save rewrites the state file with the node as it stands.

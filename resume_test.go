@@ -138,7 +138,7 @@ func TestStateFileWrite(t *testing.T) {
 	dir := t.TempDir()
 	var log syncBuffer
 	f := &stateFile{path: filepath.Join(dir, "vipd", "g.json"), log: &logger{w: &log}}
-	f.write(stateRecord{Name: "n1", State: "leader", Lease: "abc"})
+	f.write(stateRecord{recordGroup: recordGroup{Name: "n1"}, recordHolding: recordHolding{State: "leader"}, recordTerm: recordTerm{Lease: "abc"}})
 	r, err := readState(f.path)
 	if err != nil || r.Name != "n1" || r.Lease != "abc" || r.PID != os.Getpid() || r.Written.IsZero() {
 		t.Fatalf("read back %+v, %v", r, err)
@@ -167,7 +167,7 @@ func TestStateFileWrite(t *testing.T) {
 // interface and name.
 func TestSameGroup(t *testing.T) {
 	cfg := Config{groupConfig: groupConfig{Key: "/vipd/192.0.2.100", Addresses: []netip.Prefix{fakeVIP4}, Interface: "eth0", Name: "n1"}}
-	base := stateRecord{Key: cfg.Key, Addresses: []string{"192.0.2.100/32"}, Interface: "eth0", Name: "n1"}
+	base := stateRecord{recordGroup: recordGroup{Key: cfg.Key, Addresses: []string{"192.0.2.100/32"}, Interface: "eth0", Name: "n1"}}
 	if !sameGroup(base, cfg) {
 		t.Fatal("the same group is not recognised")
 	}
@@ -236,7 +236,7 @@ func TestReexecAwaitsRelease(t *testing.T) {
 // TestTenureStart: a resumed tenure's start comes from CLOCK_BOOTTIME
 // within the same boot, and from nowhere otherwise.
 func TestTenureStart(t *testing.T) {
-	r := stateRecord{BootID: "b1", HeldBoottimeMS: 5000}
+	r := stateRecord{recordHolding: recordHolding{BootID: "b1", HeldBoottimeMS: 5000}}
 	if took := tenureStart(r, "b1", 15*time.Second); took.IsZero() || absDuration(time.Since(took)-10*time.Second) > 100*time.Millisecond {
 		t.Errorf("same boot, held at 5 s of boot time, now 15 s: tenure began %v ago, want 10s", time.Since(took))
 	}
@@ -247,7 +247,7 @@ func TestTenureStart(t *testing.T) {
 		now  time.Duration
 	}{
 		{"another boot", r, "b2", 15 * time.Second},
-		{"no reading", stateRecord{BootID: "b1"}, "b1", 15 * time.Second},
+		{"no reading", stateRecord{recordHolding: recordHolding{BootID: "b1"}}, "b1", 15 * time.Second},
 		{"boot id unknown here", r, "", 15 * time.Second},
 		{"a reading from the future", r, "b1", time.Second},
 	} {

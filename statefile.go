@@ -35,6 +35,15 @@ func statePath(key string) string {
 // for operators (`vipd -status`, `cat`) and for the next vipd on this node
 // (the election part: crash resume).
 type stateRecord struct {
+	recordGroup
+	recordHolding
+	recordTerm
+	Written time.Time `json:"written"`
+}
+
+// recordGroup says who writes the record and for which VIP group. The
+// three parts are embedded, so the JSON stays one flat object.
+type recordGroup struct {
 	Version   string   `json:"version"`
 	PID       int      `json:"pid"`
 	Name      string   `json:"name"`           // this node's name in the election
@@ -43,7 +52,10 @@ type stateRecord struct {
 	Interface string   `json:"interface"`      // vip.interface as configured
 	Link      string   `json:"link,omitempty"` // the interface in use
 	LinkIndex uint32   `json:"link_index,omitempty"`
+}
 
+// recordHolding is what this node is doing with the VIP.
+type recordHolding struct {
 	State      string    `json:"state"`
 	StateSince time.Time `json:"state_since"`
 	Holder     string    `json:"holder,omitempty"`    // who holds the VIP, as far as this node knows
@@ -56,15 +68,15 @@ type stateRecord struct {
 	Healthy        bool      `json:"healthy"`                 // the health check's verdict (true without a check)
 	LastStepDown   string    `json:"last_stepdown,omitempty"` // the reason
 	SteppedDownAt  time.Time `json:"last_stepdown_at,omitzero"`
+}
 
-	// The election part: the lease and key of the current term.
+// recordTerm is the election part: the lease and key of the current term.
+type recordTerm struct {
 	Lease          string `json:"lease,omitempty"` // hex, as etcd tools print it
 	ElectionKey    string `json:"election_key,omitempty"`
 	CreateRevision int64  `json:"create_revision,omitempty"`
 	TTLMillis      int64  `json:"ttl_ms,omitempty"` // the term's effective TTL
 	Leading        bool   `json:"leading,omitempty"`
-
-	Written time.Time `json:"written"`
 }
 
 // leaseID parses Lease.

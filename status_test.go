@@ -166,9 +166,10 @@ func TestLocalStatus(t *testing.T) {
 		t.Fatalf("missing state file: %+v, %v; want nothing", l, err)
 	}
 	now := time.Now()
-	rec := stateRecord{Name: "n1", Key: "/vipd/x", State: "leader", StateSince: now.Add(-time.Minute), Holder: "n1",
-		Deadline: now.Add(1500 * time.Millisecond), LastAnnounced: now.Add(-10 * time.Second), LastStepDown: "lease expired",
-		SteppedDownAt: now.Add(-time.Hour), Written: now}
+	rec := stateRecord{recordGroup: recordGroup{Name: "n1", Key: "/vipd/x"}, Written: now,
+		recordHolding: recordHolding{State: "leader", StateSince: now.Add(-time.Minute), Holder: "n1",
+			Deadline: now.Add(1500 * time.Millisecond), LastAnnounced: now.Add(-10 * time.Second), LastStepDown: "lease expired",
+			SteppedDownAt: now.Add(-time.Hour)}}
 	rec.PID = 0x7ffffff0 // no such process
 	if err := writeAtomic(path, rec); err != nil {
 		t.Fatal(err)
