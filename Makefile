@@ -8,6 +8,9 @@ export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 endif
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# gRPC's request tracing (golang.org/x/net/trace, with html/template) is
+# never enabled by vipd; without it the binary is 0.75 MiB smaller.
+TAGS    := grpcnotrace
 ETCD    := test/etcd/bin/etcd
 SRC     := $(wildcard *.go) go.mod go.sum
 
@@ -22,7 +25,7 @@ need-%:
 build: vipd
 
 vipd: $(SRC)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $@ .
 
 # The pinned etcd server for tests and the demo, built once and cached.
 etcd: $(ETCD)
