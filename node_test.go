@@ -272,7 +272,7 @@ func newNodeLabWith(t *testing.T, ttl time.Duration, setup func(nl *nodeLab), wo
 			return ft
 		},
 	}
-	nl.n = newNode(cfg, nil, &logger{w: nl.log}, deps)
+	nl.n = newNode(cfg, &logger{w: nl.log}, deps)
 	if setup != nil {
 		setup(nl)
 	}
@@ -463,7 +463,7 @@ func TestNodeClaimGate(t *testing.T) {
 	nl.lead()
 	sent := len(nl.frames.sent)
 	nl.clk.add(2 * time.Second) // frozen after handle's own check
-	nl.n.announceAll("test")
+	nl.n.hold.announce("test", nl.n.claim())
 	if len(nl.frames.sent) != sent {
 		t.Fatalf("sent %v past the deadline", nl.frames.sent[sent:])
 	}
