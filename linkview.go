@@ -127,12 +127,11 @@ func addrEvent(v *linkView, a addrMessage, deleted, isVIP, holding, resuming boo
 type rtnlStep int
 
 const (
-	rtnlIgnore     rtnlStep = iota
-	rtnlResync              // list links and addresses again
-	rtnlLink                // a new view of our link: setLink(link, ok, why)
-	rtnlAbleAgain           // another address of our link changed: ableAgain(why)
-	rtnlPutBack             // the VIP prefix went while we hold it
-	rtnlRemoveCopy          // a copy of the VIP prefix that we do not hold appeared
+	rtnlIgnore    rtnlStep = iota
+	rtnlResync             // list links and addresses again
+	rtnlLink               // a new view of our link: setLink(link, ok, why)
+	rtnlAbleAgain          // another address of our link changed: ableAgain(why)
+	rtnlPutBack            // the VIP prefix went while we hold it
 )
 
 // rtnlPlan is a kernel message decided: the step and what it needs.
@@ -146,8 +145,9 @@ type rtnlPlan struct {
 
 // decide follows the link and guards the address against others: what the
 // message ev means, given whether we hold the VIP and whether an earlier
-// run's lease may still be resumed.
-func (v *linkView) decide(ev rtnlEvent, holding, resuming bool) rtnlPlan {
+// run's lease may still be resumed. A copy of the VIP that we do not hold
+// it removes itself (state is the node's, for the log).
+func (v *linkView) decide(ev rtnlEvent, holding, resuming bool, state nodeState) rtnlPlan {
 	switch {
 	case ev.err != nil:
 		v.log.errorf("%v", ev.err)
@@ -173,7 +173,7 @@ func (v *linkView) decide(ev rtnlEvent, holding, resuming bool) rtnlPlan {
 		case addrPutBack:
 			return rtnlPlan{step: rtnlPutBack, prefix: p}
 		case addrRemoveCopy:
-			return rtnlPlan{step: rtnlRemoveCopy, prefix: p}
+			v.removeStale(p, state)
 		}
 	}
 	return rtnlPlan{}

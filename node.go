@@ -203,26 +203,30 @@ func (n *node) run(signals <-chan os.Signal) {
 	n.log.infof("starting %s for %s on %s, etcd %s", version, prefixList(n.cfg.Addresses), n.cfg.Interface, strings.Join(n.cfg.Etcd, ","))
 	n.resync()
 	for {
-		var ev event
-		select {
-		case sig := <-signals:
-			ev = sig
-		case err := <-n.in.checked:
-			ev = configChecked{err}
-		case e := <-n.in.rtnl:
-			ev = e
-		case e := <-n.in.term:
-			ev = e
-		case e := <-n.in.probes:
-			ev = e
-		case e := <-n.in.health:
-			ev = e
-		case e := <-n.in.ticks:
-			ev = e
-		}
+		ev := n.in.next(signals)
 		if !n.handle(n.deps.now(), ev) {
 			return
 		}
+	}
+}
+
+// next waits for the next event from any source, or a signal.
+func (in *inbox) next(signals <-chan os.Signal) event {
+	select {
+	case sig := <-signals:
+		return sig
+	case err := <-in.checked:
+		return configChecked{err}
+	case e := <-in.rtnl:
+		return e
+	case e := <-in.term:
+		return e
+	case e := <-in.probes:
+		return e
+	case e := <-in.health:
+		return e
+	case a := <-in.ticks:
+		return a
 	}
 }
 
@@ -285,18 +289,7 @@ func (n *node) setState(s nodeState, reason string) {
 	n.log.infof("%s -> %s: %s", n.state, s, reason)
 	n.met.transition(n.state, s)
 	n.state = s
-	now := n.deps.now()
-	r := &n.rs.rec
-	r.StateSince = now
-	r.Holder, r.HeldSince, r.HeldBoottimeMS, r.BootID = "", time.Time{}, 0, ""
-	if s == stateLeader {
-		// The claim's time, as the election entry says it (-status), and
-		// the handover clock's start on a clock that does not step, for a
-		// resume (resume.go tenureStart).
-		r.Holder, r.HeldSince = r.Name, cmp.Or(n.rs.tenure, n.stand.ho.tookAt)
-		r.HeldBoottimeMS = (boottime() - now.Sub(n.stand.ho.tookAt)).Milliseconds()
-		r.BootID = bootID()
-	}
+	n.rs.rec.enter(n.deps.now(), s == stateLeader, n.rs.tenure, n.stand.ho.tookAt)
 	n.save()
 }
 
@@ -368,16 +361,8 @@ func (n *node) stepDown(reason error) {
 // graceful end that removed the address says so to the next holder
 // (resign), which then adds it without waiting.
 func (n *node) endTerm(graceful bool) {
-	held := n.hold.holding
-	clean := n.release()
-	if n.term != nil {
-		if graceful && held && clean {
-			n.term.resign(0)
-		} else {
-			n.term.stop(0)
-		}
-		n.rs.ending = append(slices.DeleteFunc(n.rs.ending, termEnded), n.term)
-		n.term = nil
+	if t := n.quit(graceful, 0); t != nil {
+		n.rs.ending = append(slices.DeleteFunc(n.rs.ending, termEnded), t)
 	}
 	n.fence = fence{ttl: n.fence.ttl}
 	n.expiry.stop()
@@ -386,6 +371,25 @@ func (n *node) endTerm(graceful bool) {
 	n.hold.vouched = time.Time{}    // a new lease is vouched for afresh
 	n.stand.endTerm()
 	n.save() // a crash from here on has no lease to resume
+}
+
+// quit removes the address (if we hold it) and ends the term, if any,
+// allowing it wait for its release mark and revocation; it returns the
+// term it ended. Only a graceful end that held the address and removed it
+// says so to the next holder (resign), which then adds it without waiting.
+func (n *node) quit(graceful bool, wait time.Duration) campaigner {
+	held := n.hold.holding
+	clean := n.release()
+	t := n.term
+	n.term = nil
+	switch {
+	case t == nil:
+	case graceful && held && clean:
+		t.resign(wait)
+	default:
+		t.stop(wait)
+	}
+	return t
 }
 
 // release removes the addresses (if we hold them) and stops everything that
@@ -536,7 +540,7 @@ func (n *node) takeAddress() {
 // onRTNL follows the link and guards the address against others
 // (linkView.decide).
 func (n *node) onRTNL(ev rtnlEvent) {
-	d := n.view.decide(ev, n.hold.holding, n.rs.resuming)
+	d := n.view.decide(ev, n.hold.holding, n.rs.resuming, n.state)
 	switch d.step {
 	case rtnlResync:
 		n.resync()
@@ -546,8 +550,6 @@ func (n *node) onRTNL(ev rtnlEvent) {
 		n.ableAgain(d.why)
 	case rtnlPutBack:
 		n.stepDownOn(n.hold.putBack(d.prefix, n.view.link, &n.fence, n.claim()))
-	case rtnlRemoveCopy:
-		n.view.removeStale(d.prefix, n.state)
 	}
 }
 
@@ -677,19 +679,10 @@ func (n *node) reexec(why string) {
 // holder (resign), which then adds it without waiting.
 func (n *node) stop(sig os.Signal) {
 	n.log.infof("stopping on %v: removing the address and resigning", sig)
-	held := n.hold.holding
-	if held {
+	if n.hold.holding {
 		n.met.steppedDown(stepStop)
 	}
-	clean := n.release()
-	if n.term != nil {
-		if held && clean {
-			n.term.resign(2 * revokeTimeout)
-		} else {
-			n.term.stop(2 * revokeTimeout)
-		}
-		n.term = nil
-	}
+	n.quit(true, 2*revokeTimeout)
 	n.hold.stopBurst()
 	n.view.closeFrames()
 	n.setState(stateWaiting, "stopped")
