@@ -262,21 +262,19 @@ func (h *addrHold) startBurst(takeover bool, g gate) {
 	}
 }
 
-// burstTick is the burst's next announcement falling due.
-func (h *addrHold) burstTick(g gate) {
-	if !h.next() {
-		return
+// tick is the hold's alarm a going off: the burst's next announcement or
+// the periodic refresh falling due.
+func (h *addrHold) tick(a *alarm, g gate) {
+	switch {
+	case a == &h.refresh:
+		h.refresh.set(h.ann.GarpRefresh) // a time.Ticker's period, counted from this tick
+		h.request("periodic refresh", g)
+	case h.next():
+		h.request("takeover", g)
+		if h.burstLeft > 0 && h.holding {
+			h.burst.set(h.ann.GarpInterval)
+		}
 	}
-	h.request("takeover", g)
-	if h.burstLeft > 0 && h.holding {
-		h.burst.set(h.ann.GarpInterval)
-	}
-}
-
-// refreshTick is the periodic refresh falling due.
-func (h *addrHold) refreshTick(g gate) {
-	h.refresh.set(h.ann.GarpRefresh) // a time.Ticker's period, counted from this tick
-	h.request("periodic refresh", g)
 }
 
 // request sends an announcement once etcd has acknowledged a renewal sent

@@ -251,8 +251,11 @@ func (v *linkView) removeListed(state nodeState) {
 }
 
 // apply takes the new view (l, ok) and its sockets as plan says
-// (planLink); the caller stops the burst first when they close.
-func (v *linkView) apply(l linkMessage, ok bool, plan linkPlan) {
+// (planLink), and says what it means; the caller stops the burst first
+// when they close. It returns the reason to step down for linkDown and
+// linkGone (why: what found the link gone).
+func (v *linkView) apply(l linkMessage, ok bool, plan linkPlan, why string) error {
+	oldMAC := v.link.HardwareAddr
 	v.link, v.have = l, ok
 	if plan.closeFrames {
 		v.closeFrames()
@@ -264,6 +267,17 @@ func (v *linkView) apply(l linkMessage, ok bool, plan linkPlan) {
 		}
 		v.frames = frames
 	}
+	switch plan.step {
+	case linkDown:
+		return fmt.Errorf("%s is %w", v.iface, errLinkDown)
+	case linkGone:
+		return fmt.Errorf("%s: %w (%s)", v.iface, errLinkGone, why)
+	case linkWaiting:
+		v.logWaiting(ok)
+	case linkNewMAC:
+		v.log.infof("%s changed its MAC from %s to %s; announcing again", l.Name, oldMAC, l.HardwareAddr)
+	}
+	return nil
 }
 
 // logWaiting says once why the node cannot campaign yet.

@@ -254,10 +254,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 		case &n.expiry: // handle has checked the deadline
 		case &n.take.wait:
 			n.take.probe(n.view.frames, n.cfg.Addresses, n.cfg.Probe, n.in.probes)
-		case &n.hold.burst:
-			n.hold.burstTick(n.claim())
-		case &n.hold.refresh:
-			n.hold.refreshTick(n.claim())
+		case &n.hold.burst, &n.hold.refresh:
+			n.hold.tick(ev, n.claim())
 		case &n.stand.preempt:
 			n.considerHandover()
 		case &n.stand.able:
@@ -429,10 +427,8 @@ func (n *node) onTerm(ev termEvent) {
 	case evGranted:
 		n.fence.ttl = ev.ttl
 		n.setDeadlines(ev)
-		n.rs.rec.Lease, n.rs.rec.ElectionKey, n.rs.rec.TTLMillis = fmt.Sprintf("%x", int64(ev.lease)), ev.key, ev.ttl.Milliseconds()
-		if !ev.resumed {
-			n.log.infof("lease granted (TTL %v)", ev.ttl)
-			n.settleResume()
+		if n.rs.granted(ev) && !n.hold.holding {
+			n.view.removeListed(n.state) // the earlier run's copies are stale now
 		}
 		n.save()
 		n.hupAfterResume()
@@ -529,11 +525,7 @@ func (n *node) takeAddress() {
 	if !n.hold.claim(n.rs.resumed, n.claim()) {
 		return // the deadline passed before the announcement: stepped down
 	}
-	how := "elected; added"
-	if n.rs.resumed {
-		how = "resumed; refreshed"
-	}
-	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
+	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", n.rs.how(), prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
 	n.considerHandover()
 }
 
@@ -570,37 +562,23 @@ func (n *node) resync() {
 // whether it can carry the address.
 func (n *node) setLink(l linkMessage, ok bool, why string) {
 	plan := planLink(&n.view, l, ok, n.state == stateWaiting, n.hold.holding)
-	oldMAC := n.view.link.HardwareAddr
 	if plan.closeFrames {
 		n.hold.stopBurst() // its frames would go out on the old sockets
 	}
-	n.view.apply(l, ok, plan)
+	err := n.view.apply(l, ok, plan, why)
 	if plan.ableAgain {
 		n.ableAgain(fmt.Sprintf("%s changed", l.Name))
 	}
 	switch plan.step {
-	case linkDown:
-		n.stepDown(fmt.Errorf("%s is %w", n.cfg.Interface, errLinkDown))
-	case linkGone:
-		n.stepDown(fmt.Errorf("%s: %w (%s)", n.cfg.Interface, errLinkGone, why))
+	case linkDown, linkGone:
+		n.stepDown(err)
 	case linkUp:
 		n.setState(stateCandidate, fmt.Sprintf("%s (index %d, %s) is up", l.Name, l.Index, l.HardwareAddr))
 		if n.term == nil {
 			n.campaign()
 		}
-	case linkWaiting:
-		n.view.logWaiting(ok)
 	case linkNewMAC:
-		n.log.infof("%s changed its MAC from %s to %s; announcing again", l.Name, oldMAC, l.HardwareAddr)
 		n.hold.startBurst(false, n.claim())
-	}
-}
-
-// settleResume ends the wait for a resume that did not happen: a copy of
-// the VIP left on the link by the earlier run is stale now.
-func (n *node) settleResume() {
-	if n.rs.settle() && !n.hold.holding {
-		n.view.removeListed(n.state)
 	}
 }
 

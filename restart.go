@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -170,13 +171,26 @@ func (r *restart) carry(name string, named bool) *resumeLease {
 	return l
 }
 
-// settle ends the wait for a resume that did not happen; it reports
-// whether one was awaited (a copy of the VIP left on the link by the
-// earlier run is stale now).
-func (r *restart) settle() bool {
+// granted records a term's lease. A new one ends the wait for a resume
+// that did not happen: it reports whether one was awaited (a copy of the
+// VIP left on the link by the earlier run is stale now).
+func (r *restart) granted(ev termEvent) bool {
+	r.rec.Lease, r.rec.ElectionKey, r.rec.TTLMillis = fmt.Sprintf("%x", int64(ev.lease)), ev.key, ev.ttl.Milliseconds()
+	if ev.resumed {
+		return false
+	}
+	r.log.infof("lease granted (TTL %v)", ev.ttl)
 	was := r.resuming
 	r.resuming = false
 	return was
+}
+
+// how says how a term took the address, for the log.
+func (r *restart) how() string {
+	if r.resumed {
+		return "resumed; refreshed"
+	}
+	return "elected; added"
 }
 
 // elected records a won campaign; it reports whether the term carries on
