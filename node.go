@@ -268,14 +268,15 @@ func (n *node) handle(now time.Time, ev event) bool {
 			n.reexec("the renewal before it did not come back in time")
 		}
 	case configChecked:
-		n.reloadChecked(ev.err)
-	case syscall.Signal: // what signal.Notify sends
-		if ev == syscall.SIGHUP {
-			n.reload()
-			return true
+		if n.rs.checked(ev.err, n.hold.holding, n.term) {
+			n.reexec("not holding the VIP")
 		}
-		n.stop(ev)
-		return false
+	case syscall.Signal: // what signal.Notify sends
+		if ev != syscall.SIGHUP {
+			n.stop(ev)
+			return false
+		}
+		n.reload()
 	}
 	return true
 }
@@ -410,12 +411,18 @@ func (n *node) campaign() {
 	name := cmp.Or(n.cfg.Name, n.view.link.HardwareAddr.String())
 	n.rs.rec.Name = name
 	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.stand.rank(), endpoints: n.cfg.Etcd, met: n.met}
-	what := "campaigning for"
-	if ec.resume = n.rs.carry(name, n.cfg.Name != ""); ec.resume != nil {
-		what = "resuming the earlier run's term for"
-	}
-	n.log.infof("%s %s as %q (%s)", what, n.cfg.Key, name, n.stand.rank())
+	ec.resume = n.rs.carry(name, n.cfg.Name != "")
+	n.log.infof("%s %s as %q (%s)", campaignVerb(ec.resume), n.cfg.Key, name, n.stand.rank())
 	n.term = n.deps.newTerm(ec, n.in.term)
+}
+
+// campaignVerb says what a term does, resuming an earlier run's lease or
+// not.
+func campaignVerb(resume *resumeLease) string {
+	if resume != nil {
+		return "resuming the earlier run's term for"
+	}
+	return "campaigning for"
 }
 
 func (n *node) onTerm(ev termEvent) {
@@ -462,10 +469,7 @@ func (n *node) onElected(ev termEvent) {
 		n.hupAfterResume()
 		return
 	}
-	if !ev.released {
-		n.log.infof("elected; no release mark from the previous holder, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
-	}
-	n.take.begin(takeoverDelay(ev.released, n.cfg.Probe))
+	n.take.elected(ev.released, n.cfg.Probe)
 }
 
 // logTrouble says that etcd is unreachable (err), or reachable again.
@@ -622,10 +626,10 @@ func (n *node) handOver(to entry) {
 	n.campaign()
 }
 
-// reload is SIGHUP (restart.reload).
+// reload is SIGHUP (restart.reload; configChecked goes on with it).
 func (n *node) reload() {
-	if n.rs.reload(n.deps.checkConfig, n.in.checked) {
-		n.reloadChecked(nil)
+	if n.rs.reload(n.deps.checkConfig, n.in.checked, n.hold.holding, n.term) {
+		n.reexec("not holding the VIP")
 	}
 }
 
@@ -633,13 +637,6 @@ func (n *node) reload() {
 func (n *node) hupAfterResume() {
 	if n.rs.hupDue() {
 		n.reload()
-	}
-}
-
-// reloadChecked goes on with a SIGHUP once the configuration is checked.
-func (n *node) reloadChecked(err error) {
-	if n.rs.checked(err, n.hold.holding, n.term) {
-		n.reexec("not holding the VIP")
 	}
 }
 

@@ -75,16 +75,45 @@ func (r *restart) awaitEnded(holding bool, after func(time.Duration, func()) *ti
 }
 
 // reload is SIGHUP: vipd re-executes itself, keeping its lease (resume.go).
-// A leader first renews, so that the address's lifetime and the heartbeat
-// cover the gap; at most reloadWait.
-//
-// The configuration is checked first, by the binary that would run (check,
-// nodeDeps.checkConfig), in a child (`vipd -check`, off the loop; the
-// result comes back on out): a SIGHUP after a typo must not end the
-// daemon, so a refused configuration leaves this process running as it
-// was. It reports true when there is no check to wait for: the caller
-// goes on at once (checked).
-func (r *restart) reload(check func() error, out chan<- error) bool {
+// The configuration is checked first, by the binary that would run
+// (check, nodeDeps.checkConfig), in a child (`vipd -check`, off the loop;
+// the result comes back on out, then to checked): a SIGHUP after a typo
+// must not end the daemon, so a refused configuration leaves this process
+// running as it was. Without a check it goes on at once; it reports
+// whether to re-execute now (checked).
+func (r *restart) reload(check func() error, out chan<- error, holding bool, term campaigner) bool {
+	if !r.start() {
+		return false
+	}
+	if check == nil {
+		return r.checked(nil, holding, term)
+	}
+	r.log.infof("SIGHUP: checking the configuration before re-executing")
+	go func() { out <- check() }()
+	return false
+}
+
+// checked goes on with a SIGHUP once the configuration is checked (err).
+// A leader (term, holding the VIP) first renews, so that the address's
+// lifetime and the heartbeat cover the gap; at most reloadWait. It
+// reports whether to re-execute now.
+func (r *restart) checked(err error, holding bool, term campaigner) bool {
+	switch {
+	case err != nil:
+		r.reloading = false
+		r.log.errorf("SIGHUP: configuration refused, running on with the current one: %v", err)
+	case holding && term != nil:
+		r.log.infof("SIGHUP: renewing, then re-executing with the lease kept")
+		term.renewNow()
+		r.reexecAt.set(reloadWait)
+	default:
+		return true
+	}
+	return false
+}
+
+// start begins a reload, unless one is under way or it must wait.
+func (r *restart) start() bool {
 	if r.reloading {
 		return false
 	}
@@ -96,36 +125,13 @@ func (r *restart) reload(check func() error, out chan<- error) bool {
 		return false
 	}
 	r.reloading = true
-	if check == nil {
-		return true
-	}
-	r.log.infof("SIGHUP: checking the configuration before re-executing")
-	go func() { out <- check() }()
-	return false
+	return true
 }
 
 // hupDue says whether a SIGHUP that came while resuming may go on now.
 func (r *restart) hupDue() bool {
 	if r.hupLater && !r.resuming {
 		r.hupLater = false
-		return true
-	}
-	return false
-}
-
-// checked goes on with a SIGHUP once the configuration is checked (err):
-// a leader (term, holding the VIP) renews first; it reports whether to
-// re-execute now.
-func (r *restart) checked(err error, holding bool, term campaigner) bool {
-	switch {
-	case err != nil:
-		r.reloading = false
-		r.log.errorf("SIGHUP: configuration refused, running on with the current one: %v", err)
-	case holding && term != nil:
-		r.log.infof("SIGHUP: renewing, then re-executing with the lease kept")
-		term.renewNow()
-		r.reexecAt.set(reloadWait)
-	default:
 		return true
 	}
 	return false

@@ -47,6 +47,16 @@ func (t *takeover) begin(delay time.Duration) {
 	t.wait.set(delay)
 }
 
+// elected starts the takeover of a won campaign, with a probe of window:
+// after the takeover wait unless the previous holder said it released
+// the address.
+func (t *takeover) elected(released bool, window time.Duration) {
+	if !released {
+		t.log.infof("elected; no release mark from the previous holder, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
+	}
+	t.begin(takeoverDelay(released, window))
+}
+
 // stop abandons a round in progress: its result, if one comes, is stale.
 func (t *takeover) stop() {
 	t.wait.stop()
