@@ -21,10 +21,14 @@ import (
 // address is added, when it is refreshed, and when the node steps down.
 // One goroutine (run) owns all of the state; the lease, the kernel, the
 // prober and the alarms report to it through channels, and it hands each
-// event to handle. The state is split by concern: the fence (fence.go),
-// the address and its announcements (hold.go), the takeover
-// (takeover.go), the link (linkview.go), the resume and reload
-// (restart.go), the rank and handover (standing.go).
+// event to handle. Each concern owns its state and decides its part of an
+// event: the fence (fence.go), the address, its writes and announcements
+// (hold.go), the takeover (takeover.go), the link (linkview.go), the
+// resume, reload and state record (restart.go), the rank and handover
+// (standing.go). The node dispatches to them and does what crosses
+// concerns: it changes state, steps down, ends terms and campaigns, and
+// saves the record; every frame that claims the VIP goes through its
+// mayClaim (the gate the hold is handed: claim).
 
 type nodeState int
 
