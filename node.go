@@ -530,7 +530,7 @@ func (n *node) takeAddress() {
 	n.stand.held(n.rs.tookAt(n.deps.now()))
 	// The first announcement goes out before anything slower (the log
 	// line, the state file): the neighbours learn the new MAC at once.
-	if !n.hold.claim(n.rs.resumed, n.claim()) {
+	if !n.hold.claim(n.rs.resumed, n.claim()) { // a resumed term's neighbours still point here: one announcement, no burst
 		return // the deadline passed before the announcement: stepped down
 	}
 	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", n.rs.how(), prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
@@ -613,7 +613,7 @@ func (n *node) ableAgain(why string) { n.stand.ableAgain(why, n.term) }
 
 // considerHandover hands over now if the standing says so.
 func (n *node) considerHandover() {
-	if to, now := n.stand.handOverTo(n.deps.now(), n.state == stateLeader && n.hold.holding); now {
+	if to, ok := n.stand.handOverTo(n.deps.now(), n.state == stateLeader && n.hold.holding); ok {
 		n.handOver(to)
 	}
 }
@@ -661,8 +661,7 @@ func (n *node) stop(sig os.Signal) {
 	if n.hold.holding {
 		n.met.steppedDown(stepStop)
 	}
-	n.quit(true, 2*revokeTimeout)
-	n.hold.stopBurst()
+	n.quit(true, 2*revokeTimeout) // and the burst with the address
 	n.view.closeFrames()
 	n.setState(stateWaiting, "stopped")
 	n.rs.sf.remove()
