@@ -488,9 +488,7 @@ func logTrouble(log *logger, err error) {
 // setDeadlines moves the deadlines an event carries forward (never back),
 // and the alarm with them.
 func (n *node) setDeadlines(ev termEvent) {
-	n.fence.deadline, n.fence.beat = later(ev.deadline, n.fence.deadline), later(ev.beat, n.fence.beat)
-	until, _ := n.fence.holdUntil()
-	n.expiry.set(until.Sub(n.deps.now()))
+	n.expiry.set(n.fence.advance(ev.deadline, ev.beat).Sub(n.deps.now()))
 }
 
 // extended acts on a deadline that moved: the address's lifetime follows it,
