@@ -377,7 +377,7 @@ func (n *node) endTerm(graceful bool) {
 }
 
 // quit removes the address (if we hold it) and ends the term, if any,
-// allowing it wait for its release mark and revocation; it returns the
+// giving it wait to finish its release mark and revocation; it returns the
 // term it ended. Only a graceful end that held the address and removed it
 // says so to the next holder (resign), which then adds it without waiting.
 func (n *node) quit(graceful bool, wait time.Duration) campaigner {
@@ -385,11 +385,9 @@ func (n *node) quit(graceful bool, wait time.Duration) campaigner {
 	clean := n.release()
 	t := n.term
 	n.term = nil
-	switch {
-	case t == nil:
-	case graceful && held && clean:
+	if t != nil && graceful && held && clean {
 		t.resign(wait)
-	default:
+	} else if t != nil {
 		t.stop(wait)
 	}
 	return t
