@@ -297,7 +297,7 @@ func (t *term) reportTrouble() {
 
 // How many renewals are sent per TTL. The leader's set the address's
 // lifetime: with TTL 2 it is 1 s, and a refresh that comes too late for a
-// lifetime asks for the next renewal at once (node.go refreshAddrs), so
+// lifetime asks for the next renewal at once (hold.go addrHold.extend), so
 // every 500 ms leaves room for one late renewal. A candidate's only keep
 // its lease and its place in the election, and it renews again the moment
 // it wins: three per TTL leave room for two to fail. Each renewal is an

@@ -27,6 +27,14 @@ func (f *fence) holdUntil() (time.Time, string) {
 	return f.deadline, "lease renewal"
 }
 
+// advance moves the deadlines forward to deadline and beat (never back)
+// and returns the new holdUntil.
+func (f *fence) advance(deadline, beat time.Time) time.Time {
+	f.deadline, f.beat = later(deadline, f.deadline), later(beat, f.beat)
+	until, _ := f.holdUntil()
+	return until
+}
+
 // overdue says why a leader must step down at now, or nil. A candidate
 // holds nothing to fence: it keeps its lease and its place in the
 // election (a lease that did expire ends the term through the renewal's

@@ -1,31 +1,35 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 )
 
 // addrHold is the VIP on the link: whether this node put it there, the
-// writes that add and refresh it (node.release removes it), and the
-// frames that claim it
+// writes that add, refresh and remove it, and the frames that claim it
 // once it is there: the takeover burst (vip.garp, vip.garp.interval) and
 // the refresh (vip.garp.refresh). Each frame is sent from the loop, like
-// every frame that claims the VIP, so that the deadline is checked right
-// before it (node.mayClaim).
+// every frame that claims the VIP, through the node's gate (gate.may is
+// node.mayClaim), so that the deadline is checked right before it.
 //
 // Pauses no clock sees (a VM stopped by its hypervisor): every
 // announcement after a term's first goes out only once etcd has
 // acknowledged a renewal sent after the announcement became due
-// (node.requestAnnounce). vouched is the latest such send time; pending
-// names the announcement waiting for one, due since pendingSince.
+// (request). vouched is the latest such send time; pending names the
+// announcement waiting for one, due since pendingSince.
 type addrHold struct {
 	kern         kernel
 	vips         []netip.Prefix
-	holding      bool  // the address is on the link because we put it there
-	missing      bool  // while holding, the kernel lost it; put back after a prompt renewal
-	retried      bool  // a refresh found no lifetime allowed and asked for a renewal at once
-	burst        alarm // the takeover burst's next announcement (vip.garp, vip.garp.interval)
+	ann          announceConfig
+	log          *logger
+	met          *metrics
+	announced    time.Time // when every VIP was last announced (the state file's last_announcement)
+	holding      bool      // the address is on the link because we put it there
+	missing      bool      // while holding, the kernel lost it; put back after a prompt renewal
+	retried      bool      // a refresh found no lifetime allowed and asked for a renewal at once
+	burst        alarm     // the takeover burst's next announcement (vip.garp, vip.garp.interval)
 	burstLeft    int
 	refresh      alarm // vip.garp.refresh
 	vouched      time.Time
@@ -119,81 +123,201 @@ func pendingStep(pending string, since, vouched time.Time) announceStep {
 	return announceSend
 }
 
+// gate is what the hold's claiming frames and renewal requests go through
+// (node.claim): may is node.mayClaim, the one check that reads the clock
+// and the deadline right before each frame; term renews, frames sends.
+type gate struct {
+	may    func() bool
+	now    func() time.Time
+	term   campaigner
+	frames linkFrames
+}
+
+// take adds the addresses with a lifetime that ends before the fence f
+// (see fence.end), for a takeover. With less than a second allowed (the
+// last renewal was sent too long ago: after the takeover wait, at
+// vip.ttl=2, it always is) it asks for a renewal instead and returns 0,
+// nil: the renewal's acknowledgement takes the address. On an error the
+// caller steps down, which removes what was added.
+func (h *addrHold) take(link linkMessage, f *fence, g gate) (time.Duration, error) {
+	life := f.lifetime(g.now())
+	if life < time.Second {
+		left, _ := f.holdUntil()
+		h.log.infof("elected with %v before the deadline; renewing before taking the address", left.Sub(g.now()).Round(time.Millisecond))
+		g.term.renewNow()
+		return 0, nil
+	}
+	h.holding = true // from here on, release removes what was added
+	return life, h.set(link.Index, life, f, g.now)
+}
+
+// claim announces a fresh hold: the takeover burst, or one announcement
+// for a resumed term (the neighbours still point here); then the periodic
+// refresh. It reports whether the node still holds the address (the
+// deadline may have passed before an announcement: stepped down).
+func (h *addrHold) claim(resumed bool, g gate) bool {
+	if !resumed {
+		h.startBurst(true, g)
+	} else {
+		h.announce("resume", g)
+	}
+	if !h.holding {
+		return false
+	}
+	if h.ann.GarpRefresh > 0 {
+		h.refresh.set(h.ann.GarpRefresh)
+	}
+	return true
+}
+
+// extend extends the addresses' lifetimes after a renewal, never past the
+// fence f (refreshPlan). An error is a reason to step down.
+func (h *addrHold) extend(link linkMessage, f *fence, g gate) error {
+	life := f.lifetime(g.now())
+	switch refreshPlan(life, h.retried) {
+	case refreshKeep:
+		return nil
+	case refreshRenewNow:
+		h.retried = true
+		g.term.renewNow()
+		return nil
+	}
+	h.retried = false
+	err := h.set(link.Index, life, f, g.now)
+	switch {
+	case errors.Is(err, errStalled):
+		return err
+	case err != nil && h.missing:
+		return fmt.Errorf("put back %s: %w", prefixList(h.vips), err)
+	case err != nil:
+		h.log.warnf("refresh lifetime: %v", err)
+	case h.missing:
+		h.missing = false
+		h.log.warnf("%s re-added on %s and announced (lifetime %d s)", prefixList(h.vips), link.Name, int(life/time.Second))
+		h.request("re-add", g)
+	}
+	return nil
+}
+
+// putBack acts on the VIP p gone from the link while we hold it: removed
+// by hand, or by the kernel after late renewals. It goes back under the
+// same fence as any refresh. The fence usually allows no lifetime between
+// renewals, so the term is asked for one at once; if it is not
+// acknowledged in time, the deadline ends the leadership. An error is a
+// reason to step down.
+func (h *addrHold) putBack(p netip.Prefix, link linkMessage, f *fence, g gate) error {
+	h.missing = true
+	if f.lifetime(g.now()) < time.Second {
+		h.log.warnf("%s was removed from %s while leader; renewing at once to put it back", p, link.Name)
+		g.term.renewNow()
+		return nil
+	}
+	return h.extend(link, f, g)
+}
+
+// release removes the addresses from the link index (if we hold them) and
+// stops the frames that claim them. It reports whether nothing of ours is
+// left on the link.
+func (h *addrHold) release(index uint32) bool {
+	h.stopBurst()
+	h.refresh.stop()
+	if !h.holding {
+		return true
+	}
+	h.holding, h.missing = false, false
+	clean := true
+	for _, p := range h.vips {
+		if _, err := h.kern.delAddr(index, p); err != nil {
+			h.log.errorf("%v", err)
+			clean = false
+		}
+	}
+	return clean
+}
+
+// vouch records a renewal's send time that etcd has acknowledged.
+func (h *addrHold) vouch(sent time.Time) {
+	if sent.After(h.vouched) {
+		h.vouched = sent
+	}
+}
+
 // startBurst announces, then vip.garp-1 more times, from the loop: the
 // first frame at once when it is a takeover's (the claim, or the renewal
-// takeAddress waited for, has just been acknowledged), after a renewal
-// otherwise (requestAnnounce).
-func (n *node) startBurst(takeover bool) {
-	n.hold.stopBurst()
-	if n.cfg.Garp < 1 {
+// take waited for, has just been acknowledged), after a renewal otherwise
+// (request).
+func (h *addrHold) startBurst(takeover bool, g gate) {
+	h.stopBurst()
+	if h.ann.Garp < 1 {
 		return
 	}
-	n.hold.burstLeft = n.cfg.Garp - 1
+	h.burstLeft = h.ann.Garp - 1
 	if takeover {
-		n.announceAll("takeover")
+		h.announce("takeover", g)
 	} else {
-		n.requestAnnounce("new MAC")
+		h.request("new MAC", g)
 	}
-	if n.hold.burstLeft > 0 && n.hold.holding { // the next one, unless that was the last or it stepped down
-		n.hold.burst.set(n.cfg.GarpInterval)
-	}
-}
-
-// burstTick is the burst's next announcement falling due.
-func (n *node) burstTick() {
-	if !n.hold.next() {
-		return
-	}
-	n.requestAnnounce("takeover")
-	if n.hold.burstLeft > 0 && n.hold.holding {
-		n.hold.burst.set(n.cfg.GarpInterval)
+	if h.burstLeft > 0 && h.holding { // the next one, unless that was the last or it stepped down
+		h.burst.set(h.ann.GarpInterval)
 	}
 }
 
-// requestAnnounce sends an announcement once etcd has acknowledged a
-// renewal sent after now: it asks for one at once. A VM that its
-// hypervisor paused past its lease resumes with a monotonic clock that
-// saw nothing, and its alarms (burst, refresh) go off as if no time had
-// passed; etcd then answers "lease not found" and the node steps down
-// before anything goes out. In the ordinary case it costs one round trip
-// to etcd per announcement.
-func (n *node) requestAnnounce(why string) {
-	if !n.mayClaim() || n.term == nil {
+// tick is the hold's alarm a going off: the burst's next announcement or
+// the periodic refresh falling due.
+func (h *addrHold) tick(a *alarm, g gate) {
+	switch {
+	case a == &h.refresh:
+		h.refresh.set(h.ann.GarpRefresh) // a time.Ticker's period, counted from this tick
+		h.request("periodic refresh", g)
+	case h.next():
+		h.request("takeover", g)
+		if h.burstLeft > 0 && h.holding {
+			h.burst.set(h.ann.GarpInterval)
+		}
+	}
+}
+
+// request sends an announcement once etcd has acknowledged a renewal sent
+// after now: it asks for one at once. A VM that its hypervisor paused past
+// its lease resumes with a monotonic clock that saw nothing, and its
+// alarms (burst, refresh) go off as if no time had passed; etcd then
+// answers "lease not found" and the node steps down before anything goes
+// out. In the ordinary case it costs one round trip to etcd per
+// announcement.
+func (h *addrHold) request(why string, g gate) {
+	if !g.may() || g.term == nil {
 		return
 	}
-	n.hold.pending, n.hold.pendingSince = why, n.deps.now()
-	n.term.renewNow()
+	h.pending, h.pendingSince = why, g.now()
+	g.term.renewNow()
 }
 
 // announcePending sends the pending announcement if a renewal sent after
 // it became due has been acknowledged, and otherwise asks for another.
-func (n *node) announcePending() {
-	switch pendingStep(n.hold.pending, n.hold.pendingSince, n.hold.vouched) {
+func (h *addrHold) announcePending(g gate) {
+	switch pendingStep(h.pending, h.pendingSince, h.vouched) {
 	case announceAskAgain:
-		n.term.renewNow()
+		g.term.renewNow()
 	case announceSend:
-		why := n.hold.pending
-		n.hold.pending = ""
-		n.announceAll(why)
+		why := h.pending
+		h.pending = ""
+		h.announce(why, g)
 	}
 }
 
-// announceAll announces every VIP once, each only while the node holds
-// them and its deadline has not passed (mayClaim): a process resumed
-// after a freeze steps down before it can send anything.
-func (n *node) announceAll(why string) {
-	for _, p := range n.cfg.Addresses {
-		if !n.mayClaim() || n.view.frames == nil {
+// announce announces every VIP once, each only while the node holds them
+// and its deadline has not passed (g.may, node.mayClaim): a process
+// resumed after a freeze steps down before it can send anything.
+func (h *addrHold) announce(why string, g gate) {
+	for _, p := range h.vips {
+		if !g.may() || g.frames == nil {
 			return
 		}
-		if err := n.view.frames.announce(p.Addr()); err != nil {
-			n.log.warnf("%s announcement: %v", why, err)
+		if err := g.frames.announce(p.Addr()); err != nil {
+			h.log.warnf("%s announcement: %v", why, err)
 		} else {
-			n.met.announced(p.Addr())
+			h.met.announced(p.Addr())
 		}
 	}
-	n.rec.LastAnnounced = n.deps.now()
-	if n.state == stateLeader { // a takeover's first one: takeAddress saves right after
-		n.save()
-	}
+	h.announced = g.now()
 }

@@ -123,9 +123,9 @@ func nextRenewal(sent time.Time, interval time.Duration, after renewalAfter) tim
 		return sent.Add(backoffMin)
 	case afterUnreleasedClaim:
 		// The node adds the address takeoverWait after the claim
-		// (node.go). A renewal sent shortly before then lets the fence
-		// allow it a lifetime at once (at vip.ttl=2 the claim's own
-		// send time is too old by then).
+		// (takeover.go takeoverDelay). A renewal sent shortly before
+		// then lets the fence allow it a lifetime at once (at
+		// vip.ttl=2 the claim's own send time is too old by then).
 		return sent.Add(takeoverWait * 3 / 4)
 	}
 	return sent.Add(interval)
@@ -389,7 +389,7 @@ func (r *rivals) watch(rev int64, cs map[string]candidate) {
 // releaseKey deletes our election key (the next candidate leads at once)
 // and, in the same transaction, tells the next holder that this one
 // removed the address before it left, so that it need not wait out the
-// kernel's lifetime slack (node.go, takeoverWait). The mark is the bare
+// kernel's lifetime slack (fence.go, takeoverWait). The mark is the bare
 // prefix key (election keys are below it), written only while our
 // election key still exists, so only while nobody has claimed since we
 // did; every claim takes it away. A mark therefore always speaks of the

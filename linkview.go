@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,6 +12,10 @@ import (
 // VIP, and its sockets for announcements and probes.
 type linkView struct {
 	iface      string // vip.interface: a name, or "auto"
+	vips       []netip.Prefix
+	kern       kernel
+	open       func(l linkMessage, ipv6 bool) (linkFrames, error) // nodeDeps.openFrames
+	log        *logger
 	link       linkMessage
 	have       bool
 	frames     linkFrames // open while the link is usable; nil if it could not be opened
@@ -119,58 +122,65 @@ func addrEvent(v *linkView, a addrMessage, deleted, isVIP, holding, resuming boo
 	return addrIgnore
 }
 
-// onRTNL follows the link and guards the address against others.
-func (n *node) onRTNL(ev rtnlEvent) {
+// rtnlStep is what a kernel message asks of the node (linkEvent,
+// addrEvent).
+type rtnlStep int
+
+const (
+	rtnlIgnore    rtnlStep = iota
+	rtnlResync             // list links and addresses again
+	rtnlLink               // a new view of our link: setLink(link, ok, why)
+	rtnlAbleAgain          // another address of our link changed: ableAgain(why)
+	rtnlPutBack            // the VIP prefix went while we hold it
+)
+
+// rtnlPlan is a kernel message decided: the step and what it needs.
+type rtnlPlan struct {
+	step   rtnlStep
+	link   linkMessage
+	ok     bool
+	why    string
+	prefix netip.Prefix
+}
+
+// decide follows the link and guards the address against others: what the
+// message ev means, given whether we hold the VIP and whether an earlier
+// run's lease may still be resumed. A copy of the VIP that we do not hold
+// it removes itself (state is the node's, for the log).
+func (v *linkView) decide(ev rtnlEvent, holding, resuming bool, state nodeState) rtnlPlan {
 	switch {
 	case ev.err != nil:
-		n.log.errorf("%v", ev.err)
+		v.log.errorf("%v", ev.err)
 	case ev.resync:
-		n.log.warnf("rtnetlink events were lost; listing links and addresses again")
-		n.resync()
+		v.log.warnf("rtnetlink events were lost; listing links and addresses again")
+		return rtnlPlan{step: rtnlResync}
 	case ev.link != nil:
-		n.onLink(*ev.link, ev.deleted)
-	case ev.addr != nil:
-		n.onAddr(*ev.addr, ev.deleted)
-	}
-}
-
-func (n *node) onLink(l linkMessage, deleted bool) {
-	switch linkEvent(&n.view, l, deleted) {
-	case linkRemoved:
-		n.setLink(linkMessage{}, false, "interface removed")
-	case linkChanged:
-		n.setLink(l, true, "link change")
-	case linkResync:
-		n.resync()
-	}
-}
-
-func (n *node) onAddr(a addrMessage, deleted bool) {
-	switch addrEvent(&n.view, a, deleted, n.isVIP(a.prefix()), n.hold.holding, n.rs.resuming) {
-	case addrResync:
-		n.resync()
-	case addrOther:
-		n.ableAgain("an address of " + n.view.link.Name + " changed: " + a.prefix().String())
-	case addrPutBack:
-		// Removed by hand, or by the kernel after late renewals: put it
-		// back under the same fence as any refresh. The fence usually
-		// allows no lifetime between renewals, so the term is asked for
-		// one at once; if it is not acknowledged in time, the deadline
-		// ends the leadership.
-		n.hold.missing = true
-		if n.fence.lifetime(n.deps.now()) < time.Second {
-			n.log.warnf("%s was removed from %s while leader; renewing at once to put it back", a.prefix(), n.view.link.Name)
-			n.term.renewNow()
-			return
+		switch linkEvent(v, *ev.link, ev.deleted) {
+		case linkRemoved:
+			return rtnlPlan{step: rtnlLink, why: "interface removed"}
+		case linkChanged:
+			return rtnlPlan{step: rtnlLink, link: *ev.link, ok: true, why: "link change"}
+		case linkResync:
+			return rtnlPlan{step: rtnlResync}
 		}
-		n.refreshAddrs()
-	case addrRemoveCopy:
-		n.removeStale(a.prefix())
+	case ev.addr != nil:
+		p := ev.addr.prefix()
+		switch addrEvent(v, *ev.addr, ev.deleted, isVIP(v.vips, p), holding, resuming) {
+		case addrResync:
+			return rtnlPlan{step: rtnlResync}
+		case addrOther:
+			return rtnlPlan{step: rtnlAbleAgain, why: "an address of " + v.link.Name + " changed: " + p.String()}
+		case addrPutBack:
+			return rtnlPlan{step: rtnlPutBack, prefix: p}
+		case addrRemoveCopy:
+			v.removeStale(p, state)
+		}
 	}
+	return rtnlPlan{}
 }
 
-func (n *node) hasIPv6() bool {
-	for _, v := range n.cfg.Addresses {
+func hasIPv6(vips []netip.Prefix) bool {
+	for _, v := range vips {
 		if v.Addr().Is6() {
 			return true
 		}
@@ -178,8 +188,8 @@ func (n *node) hasIPv6() bool {
 	return false
 }
 
-func (n *node) isVIP(p netip.Prefix) bool {
-	for _, v := range n.cfg.Addresses {
+func isVIP(vips []netip.Prefix, p netip.Prefix) bool {
+	for _, v := range vips {
 		if v == p {
 			return true
 		}
@@ -187,124 +197,108 @@ func (n *node) isVIP(p netip.Prefix) bool {
 	return false
 }
 
-// removeStale removes a copy of the VIP that we do not hold, such as one a
-// crashed earlier run left behind.
-func (n *node) removeStale(p netip.Prefix) {
-	removed, err := n.deps.kern.delAddr(n.view.link.Index, p)
+// list lists links and addresses and picks the link (findLink); an error
+// is logged.
+func (v *linkView) list() (linkMessage, bool, []addrMessage, error) {
+	links, err := v.kern.links()
 	if err != nil {
-		n.log.errorf("%v", err)
+		v.log.errorf("%v", err)
+		return linkMessage{}, false, nil, err
+	}
+	addrs, err := v.kern.addrs(unix.AF_UNSPEC)
+	if err != nil {
+		v.log.errorf("%v", err)
+		return linkMessage{}, false, nil, err
+	}
+	l, ok := findLink(links, addrs, v.iface, v.vips[0].Addr())
+	return l, ok, addrs, nil
+}
+
+// removeStale removes a copy of the VIP p that we do not hold, such as one
+// a crashed earlier run left behind; state is the node's, for the log.
+func (v *linkView) removeStale(p netip.Prefix, state nodeState) {
+	removed, err := v.kern.delAddr(v.link.Index, p)
+	if err != nil {
+		v.log.errorf("%v", err)
 	} else if removed {
-		n.log.warnf("removed a stale copy of %s from %s (this node is %s)", p, n.view.link.Name, n.state)
+		v.log.warnf("removed a stale copy of %s from %s (this node is %s)", p, v.link.Name, state)
 	}
 }
 
-// resync lists links and addresses, picks the link and removes stale VIPs.
-func (n *node) resync() {
-	links, err := n.deps.kern.links()
-	if err != nil {
-		n.log.errorf("%v", err)
-		return
-	}
-	addrs, err := n.deps.kern.addrs(unix.AF_UNSPEC)
-	if err != nil {
-		n.log.errorf("%v", err)
-		return
-	}
-	l, ok := findLink(links, addrs, n.cfg.Interface, n.cfg.Addresses[0].Addr())
-	n.setLink(l, ok, "interface "+n.cfg.Interface)
-	if !ok {
-		return
-	}
-	n.removeStaleCopies(addrs)
-}
-
-// removeStaleCopies removes the VIPs that are on our link while we do not
-// hold them, unless an earlier run's lease may still be resumed.
-func (n *node) removeStaleCopies(addrs []addrMessage) {
-	if n.hold.holding || n.rs.resuming {
-		return
-	}
+// removeCopies removes the VIPs among addrs that are on our link. The
+// caller knows that we do not hold them and that no earlier run's lease
+// may still be resumed.
+func (v *linkView) removeCopies(addrs []addrMessage, state nodeState) {
 	for _, a := range addrs {
-		if a.Index == n.view.link.Index && n.isVIP(a.prefix()) {
-			n.removeStale(a.prefix())
+		if a.Index == v.link.Index && isVIP(v.vips, a.prefix()) {
+			v.removeStale(a.prefix(), state)
 		}
 	}
 }
 
-// settleResume ends the wait for a resume that did not happen: a copy of
-// the VIP left on the link by the earlier run is stale now.
-func (n *node) settleResume() {
-	if !n.rs.resuming {
+// removeListed lists the addresses and removes the VIPs on our link
+// (removeCopies), if there is a link.
+func (v *linkView) removeListed(state nodeState) {
+	if !v.have {
 		return
 	}
-	n.rs.resuming = false
-	if !n.view.have {
-		return
-	}
-	addrs, err := n.deps.kern.addrs(unix.AF_UNSPEC)
+	addrs, err := v.kern.addrs(unix.AF_UNSPEC)
 	if err != nil {
-		n.log.errorf("%v", err)
+		v.log.errorf("%v", err)
 		return
 	}
-	n.removeStaleCopies(addrs)
+	v.removeCopies(addrs, state)
 }
 
-// setLink applies a new view of the link (planLink).
-func (n *node) setLink(l linkMessage, ok bool, why string) {
-	plan := planLink(&n.view, l, ok, n.state == stateWaiting, n.hold.holding)
-	oldMAC := n.view.link.HardwareAddr
-	n.view.link, n.view.have = l, ok
+// apply takes the new view (l, ok) and its sockets as plan says
+// (planLink), and says what it means; the caller stops the burst first
+// when they close. It returns the reason to step down for linkDown and
+// linkGone (why: what found the link gone).
+func (v *linkView) apply(l linkMessage, ok bool, plan linkPlan, why string) error {
+	oldMAC := v.link.HardwareAddr
+	v.link, v.have = l, ok
 	if plan.closeFrames {
-		n.closeFrames()
+		v.closeFrames()
 	}
 	if plan.openFrames {
-		frames, err := n.deps.openFrames(l, n.hasIPv6())
+		frames, err := v.open(l, hasIPv6(v.vips))
 		if err != nil {
-			n.log.errorf("%v", err) // announcements and probes are skipped until the next link change
+			v.log.errorf("%v", err) // announcements and probes are skipped until the next link change
 		}
-		n.view.frames = frames
-	}
-	if plan.ableAgain {
-		n.ableAgain(fmt.Sprintf("%s changed", l.Name))
+		v.frames = frames
 	}
 	switch plan.step {
 	case linkDown:
-		n.stepDown(fmt.Errorf("%s is %w", n.cfg.Interface, errLinkDown))
+		return fmt.Errorf("%s is %w", v.iface, errLinkDown)
 	case linkGone:
-		n.stepDown(fmt.Errorf("%s: %w (%s)", n.cfg.Interface, errLinkGone, why))
-	case linkUp:
-		n.setState(stateCandidate, fmt.Sprintf("%s (index %d, %s) is up", l.Name, l.Index, l.HardwareAddr))
-		if n.term == nil {
-			n.campaign()
-		}
+		return fmt.Errorf("%s: %w (%s)", v.iface, errLinkGone, why)
 	case linkWaiting:
-		n.logWaiting(ok)
+		v.logWaiting(ok)
 	case linkNewMAC:
-		n.log.infof("%s changed its MAC from %s to %s; announcing again", l.Name, oldMAC, l.HardwareAddr)
-		n.startBurst(false)
+		v.log.infof("%s changed its MAC from %s to %s; announcing again", l.Name, oldMAC, l.HardwareAddr)
 	}
+	return nil
 }
 
 // logWaiting says once why the node cannot campaign yet.
-func (n *node) logWaiting(haveLink bool) {
-	msg := fmt.Sprintf("waiting for interface %s to appear", n.cfg.Interface)
-	if n.cfg.Interface == "auto" {
-		msg = fmt.Sprintf("waiting for an interface with an address in the subnet of %s", n.cfg.Addresses[0].Addr())
+func (v *linkView) logWaiting(haveLink bool) {
+	msg := fmt.Sprintf("waiting for interface %s to appear", v.iface)
+	if v.iface == "auto" {
+		msg = fmt.Sprintf("waiting for an interface with an address in the subnet of %s", v.vips[0].Addr())
 	}
 	if haveLink {
-		msg = fmt.Sprintf("waiting for %s to come up (it has no carrier or is down)", n.view.link.Name)
+		msg = fmt.Sprintf("waiting for %s to come up (it has no carrier or is down)", v.link.Name)
 	}
-	if msg != n.view.waitingFor {
-		n.view.waitingFor = msg
-		n.log.infof("%s", msg)
+	if msg != v.waitingFor {
+		v.waitingFor = msg
+		v.log.infof("%s", msg)
 	}
 }
 
-// closeFrames stops the burst and closes the link's sockets.
-func (n *node) closeFrames() {
-	n.hold.stopBurst()
-	if n.view.frames != nil {
-		n.view.frames.Close()
-		n.view.frames = nil
+// closeFrames closes the link's sockets (the node stops the burst first).
+func (v *linkView) closeFrames() {
+	if v.frames != nil {
+		v.frames.Close()
+		v.frames = nil
 	}
 }

@@ -242,9 +242,9 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	}
 	defer cli.Close()
 
-	deps := realDeps(rt, cli, log)
+	deps := realDeps(rt, cli, tlsCfg, log)
 	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn) }
-	n := newNode(cfg, tlsCfg, log, deps)
+	n := newNode(cfg, log, deps)
 	n.rs.sf = &stateFile{path: statePath(cfg.Key), log: log}
 	if n.rs.resume = settleEarlier(cfg, rt, cli, log); n.rs.resume != nil {
 		n.rs.resuming = true

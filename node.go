@@ -21,10 +21,14 @@ import (
 // address is added, when it is refreshed, and when the node steps down.
 // One goroutine (run) owns all of the state; the lease, the kernel, the
 // prober and the alarms report to it through channels, and it hands each
-// event to handle. The state is split by concern: the fence (fence.go),
-// the address and its announcements (hold.go), the takeover
-// (takeover.go), the link (linkview.go), the resume and reload
-// (restart.go), the rank and handover (standing.go).
+// event to handle. Each concern owns its state and decides its part of an
+// event: the fence (fence.go), the address, its writes and announcements
+// (hold.go), the takeover (takeover.go), the link (linkview.go), the
+// resume, reload and state record (restart.go), the rank and handover
+// (standing.go). The node dispatches to them and does what crosses
+// concerns: it changes state, steps down, ends terms and campaigns, and
+// saves the record; every frame that claims the VIP goes through its
+// mayClaim (the gate the hold is handed: claim).
 
 type nodeState int
 
@@ -66,8 +70,9 @@ type nodeDeps struct {
 	checkConfig func() error            // SIGHUP: vipd -check with the same arguments (resume.go)
 }
 
-// realDeps are the parts vipd runs with.
-func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
+// realDeps are the parts vipd runs with; tlsCfg is the etcd client's, for
+// the terms' diagnoses.
+func realDeps(rt *rtnl, cli *clientv3.Client, tlsCfg *tls.Config, log *logger) nodeDeps {
 	return nodeDeps{
 		now:       time.Now,
 		afterFunc: time.AfterFunc,
@@ -80,6 +85,7 @@ func realDeps(rt *rtnl, cli *clientv3.Client, log *logger) nodeDeps {
 			return a, nil
 		},
 		newTerm: func(cfg electConfig, events chan<- termEvent) campaigner {
+			cfg.tls = tlsCfg
 			return startTerm(cli, cfg, log, events)
 		},
 		checkConfig: checkReload,
@@ -109,7 +115,6 @@ type inbox struct {
 
 type node struct {
 	cfg  Config
-	tls  *tls.Config // etcd client TLS, nil for plain http
 	log  *logger
 	deps nodeDeps
 	met  *metrics
@@ -117,8 +122,7 @@ type node struct {
 
 	state   nodeState
 	term    campaigner
-	stepped error       // why the node last stepped down
-	rec     stateRecord // what the state file says (statefile.go)
+	stepped error // why the node last stepped down
 
 	fence  fence
 	expiry alarm // goes off at fence.holdUntil
@@ -129,9 +133,10 @@ type node struct {
 	stand  standing
 }
 
-func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
+func newNode(cfg Config, log *logger, deps nodeDeps) *node {
+	met, vips := &metrics{}, prefixList(cfg.Addresses)
 	n := &node{
-		cfg: cfg, tls: tlsCfg, log: log, deps: deps, met: &metrics{},
+		cfg: cfg, log: log, deps: deps, met: met,
 		in: inbox{
 			rtnl:    make(chan rtnlEvent, 256),
 			term:    make(chan termEvent, 16),
@@ -140,11 +145,11 @@ func newNode(cfg Config, tlsCfg *tls.Config, log *logger, deps nodeDeps) *node {
 			checked: make(chan error, 1),
 			ticks:   make(chan *alarm, 16),
 		},
-		rec:  newRecord(cfg, deps.now()),
-		hold: addrHold{kern: deps.kern, vips: cfg.Addresses},
-		take: takeover{squatLimit: squatBound(cfg.TTL)},
-		view: linkView{iface: cfg.Interface},
-		stand: standing{priority: cfg.Priority,
+		hold: addrHold{kern: deps.kern, vips: cfg.Addresses, ann: cfg.announceConfig, log: log, met: met},
+		take: takeover{log: log, vips: vips, squatLimit: squatBound(cfg.TTL)},
+		view: linkView{iface: cfg.Interface, vips: cfg.Addresses, kern: deps.kern, open: deps.openFrames, log: log},
+		rs:   restart{log: log, rec: newRecord(cfg, deps.now())},
+		stand: standing{log: log, priority: cfg.Priority,
 			healthy: cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 			ho:      handover{delay: cfg.PreemptDelay}},
 	}
@@ -170,25 +175,25 @@ func newRecord(cfg Config, now time.Time) stateRecord {
 // save rewrites the state file with the node as it stands.
 func (n *node) save() {
 	n.record()
-	n.rs.sf.write(n.rec)
+	n.rs.sf.write(n.rs.rec)
 }
 
 // record brings the record's derived fields up to date.
 func (n *node) record() {
-	n.rec.State = n.state.String()
-	n.rec.Link, n.rec.LinkIndex = "", 0
+	r := &n.rs.rec
+	r.State = n.state.String()
+	r.Link, r.LinkIndex = "", 0
 	if n.view.have {
-		n.rec.Link, n.rec.LinkIndex = n.view.link.Name, n.view.link.Index
+		r.Link, r.LinkIndex = n.view.link.Name, n.view.link.Index
 	}
-	n.rec.Deadline = time.Time{}
+	r.Deadline = time.Time{}
 	if n.term != nil && !n.fence.deadline.IsZero() {
-		n.rec.Deadline, _ = n.fence.holdUntil()
+		r.Deadline, _ = n.fence.holdUntil()
 	}
 	// Only a node that put the address on its link resumes as holder: one
 	// that won the election but still waits (takeover wait, probe, a
 	// squatter) must go through that wait again after a restart.
-	n.rec.Leading = n.hold.holding
-	n.rec.Healthy = n.stand.healthy
+	r.Leading, r.Healthy, r.LastAnnounced = n.hold.holding, n.stand.healthy, n.hold.announced
 }
 
 // event is what handle acts on: an rtnlEvent, a termEvent, a probeResult,
@@ -204,26 +209,30 @@ func (n *node) run(signals <-chan os.Signal) {
 	n.log.infof("starting %s for %s on %s, etcd %s", version, prefixList(n.cfg.Addresses), n.cfg.Interface, strings.Join(n.cfg.Etcd, ","))
 	n.resync()
 	for {
-		var ev event
-		select {
-		case sig := <-signals:
-			ev = sig
-		case err := <-n.in.checked:
-			ev = configChecked{err}
-		case e := <-n.in.rtnl:
-			ev = e
-		case e := <-n.in.term:
-			ev = e
-		case e := <-n.in.probes:
-			ev = e
-		case e := <-n.in.health:
-			ev = e
-		case e := <-n.in.ticks:
-			ev = e
-		}
+		ev := n.in.next(signals)
 		if !n.handle(n.deps.now(), ev) {
 			return
 		}
+	}
+}
+
+// next waits for the next event from any source, or a signal.
+func (in *inbox) next(signals <-chan os.Signal) event {
+	select {
+	case sig := <-signals:
+		return sig
+	case err := <-in.checked:
+		return configChecked{err}
+	case e := <-in.rtnl:
+		return e
+	case e := <-in.term:
+		return e
+	case e := <-in.probes:
+		return e
+	case e := <-in.health:
+		return e
+	case a := <-in.ticks:
+		return a
 	}
 }
 
@@ -251,11 +260,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 		case &n.expiry: // handle has checked the deadline
 		case &n.take.wait:
 			n.take.probe(n.view.frames, n.cfg.Addresses, n.cfg.Probe, n.in.probes)
-		case &n.hold.burst:
-			n.burstTick()
-		case &n.hold.refresh:
-			n.hold.refresh.set(n.cfg.GarpRefresh) // a time.Ticker's period, counted from this tick
-			n.requestAnnounce("periodic refresh")
+		case &n.hold.burst, &n.hold.refresh:
+			n.hold.tick(ev, n.claim())
 		case &n.stand.preempt:
 			n.considerHandover()
 		case &n.stand.able:
@@ -268,14 +274,15 @@ func (n *node) handle(now time.Time, ev event) bool {
 			n.reexec("the renewal before it did not come back in time")
 		}
 	case configChecked:
-		n.reloadChecked(ev.err)
-	case syscall.Signal: // what signal.Notify sends
-		if ev == syscall.SIGHUP {
-			n.reload()
-			return true
+		if n.rs.checked(ev.err, n.hold.holding, n.term) {
+			n.reexec("not holding the VIP")
 		}
-		n.stop(ev)
-		return false
+	case syscall.Signal: // what signal.Notify sends
+		if ev != syscall.SIGHUP {
+			n.stop(ev)
+			return false
+		}
+		n.reload()
 	}
 	return true
 }
@@ -287,17 +294,7 @@ func (n *node) setState(s nodeState, reason string) {
 	n.log.infof("%s -> %s: %s", n.state, s, reason)
 	n.met.transition(n.state, s)
 	n.state = s
-	now := n.deps.now()
-	n.rec.StateSince = now
-	n.rec.Holder, n.rec.HeldSince, n.rec.HeldBoottimeMS, n.rec.BootID = "", time.Time{}, 0, ""
-	if s == stateLeader {
-		// The claim's time, as the election entry says it (-status), and
-		// the handover clock's start on a clock that does not step, for a
-		// resume (resume.go tenureStart).
-		n.rec.Holder, n.rec.HeldSince = n.rec.Name, cmp.Or(n.rs.tenure, n.stand.ho.tookAt)
-		n.rec.HeldBoottimeMS = (boottime() - now.Sub(n.stand.ho.tookAt)).Milliseconds()
-		n.rec.BootID = bootID()
-	}
+	n.rs.rec.enter(n.deps.now(), s == stateLeader, n.rs.tenure, n.stand.ho.tookAt)
 	n.save()
 }
 
@@ -322,10 +319,10 @@ func (n *node) mayClaim() bool {
 	return n.hold.holding
 }
 
-// setAddrs adds or refreshes every VIP with lifetime life, reading the
-// clock again before every write and after the last (addrHold.set).
-func (n *node) setAddrs(life time.Duration) error {
-	return n.hold.set(n.view.link.Index, life, &n.fence, n.deps.now)
+// claim is the gate the hold's claiming frames go through (mayClaim),
+// with the clock, the term and the link's sockets as they are now.
+func (n *node) claim() gate {
+	return gate{may: n.mayClaim, now: n.deps.now, term: n.term, frames: n.view.frames}
 }
 
 // stepDown gives up the address and the term, then campaigns again with a
@@ -341,13 +338,13 @@ func (n *node) setAddrs(life time.Duration) error {
 //   - errStalled: setting the address returned too late to trust the
 //     lifetime it set;
 //   - errOutranked: the campaign was won, but a candidate behind us has a
-//     better rank and should hold the VIP (elect.go claimRanked).
+//     better rank and should hold the VIP (claim.go claimRanked).
 //
 // A signal is not a step-down: see stop. Handing over to a better-ranked
 // candidate is not one either: see handOver.
 func (n *node) stepDown(reason error) {
 	n.stepped = reason
-	n.rec.LastStepDown, n.rec.SteppedDownAt = reason.Error(), n.deps.now()
+	n.rs.rec.LastStepDown, n.rs.rec.SteppedDownAt = reason.Error(), n.deps.now()
 	if n.fence.elected || n.hold.holding || errors.Is(reason, errOutranked) { // a candidate's term ending is no step-down
 		n.met.steppedDown(stepReasonOf(reason))
 	}
@@ -369,48 +366,41 @@ func (n *node) stepDown(reason error) {
 // graceful end that removed the address says so to the next holder
 // (resign), which then adds it without waiting.
 func (n *node) endTerm(graceful bool) {
-	held := n.hold.holding
-	clean := n.release()
-	if n.term != nil {
-		if graceful && held && clean {
-			n.term.resign(0)
-		} else {
-			n.term.stop(0)
-		}
-		n.rs.ending = append(slices.DeleteFunc(n.rs.ending, termEnded), n.term)
-		n.term = nil
+	if t := n.quit(graceful, 0); t != nil {
+		n.rs.ending = append(slices.DeleteFunc(n.rs.ending, termEnded), t)
 	}
 	n.fence = fence{ttl: n.fence.ttl}
 	n.expiry.stop()
-	n.rs.resuming, n.rs.resumed, n.rs.tenure, n.rs.resumedTook = false, false, time.Time{}, time.Time{}
+	n.rs.endTerm()
 	n.take.squatStart = time.Time{} // each term waits its full squatLimit
 	n.hold.vouched = time.Time{}    // a new lease is vouched for afresh
-	n.rec.Lease, n.rec.ElectionKey, n.rec.CreateRevision, n.rec.TTLMillis = "", "", 0, 0
-	n.stand.rival = rival{}
-	n.stand.ho.aboveSince, n.stand.ho.said = time.Time{}, ""
-	n.stand.preempt.stop()
+	n.stand.endTerm()
 	n.save() // a crash from here on has no lease to resume
 }
 
+// quit removes the address (if we hold it) and ends the term, if any,
+// giving it wait to finish its release mark and revocation; it returns the
+// term it ended. Only a graceful end that held the address and removed it
+// says so to the next holder (resign), which then adds it without waiting.
+func (n *node) quit(graceful bool, wait time.Duration) campaigner {
+	held := n.hold.holding
+	clean := n.release()
+	t := n.term
+	n.term = nil
+	if t != nil && graceful && held && clean {
+		t.resign(wait)
+	} else if t != nil {
+		t.stop(wait)
+	}
+	return t
+}
+
 // release removes the addresses (if we hold them) and stops everything that
-// belongs to holding them. It reports whether nothing of ours is left on
-// the link.
+// belongs to taking and holding them. It reports whether nothing of ours
+// is left on the link.
 func (n *node) release() bool {
 	n.take.stop()
-	n.hold.stopBurst()
-	n.hold.refresh.stop()
-	if !n.hold.holding {
-		return true
-	}
-	n.hold.holding, n.hold.missing = false, false
-	clean := true
-	for _, p := range n.cfg.Addresses {
-		if _, err := n.deps.kern.delAddr(n.view.link.Index, p); err != nil {
-			n.log.errorf("%v", err)
-			clean = false
-		}
-	}
-	return clean
+	return n.hold.release(n.view.link.Index)
 }
 
 // localRetry is how long a node that could not add the address waits
@@ -419,180 +409,245 @@ const localRetry = 5 * time.Second
 
 // campaign starts a new term, unless a local failure asks to wait.
 func (n *node) campaign() {
-	if wait := n.take.holdOff.Sub(n.deps.now()); wait > 0 {
-		n.take.wake.set(wait)
+	if n.take.heldOff(n.deps.now()) {
 		return
 	}
-	name := n.cfg.Name
-	if name == "" {
-		name = n.view.link.HardwareAddr.String()
-	}
-	n.rec.Name = name
-	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.stand.rank(), endpoints: n.cfg.Etcd, tls: n.tls, met: n.met}
-	if r := n.rs.resume; r != nil && n.cfg.Name == "" && name != r.name {
-		n.log.infof("not resuming the earlier run's lease: it campaigned as %q, this node is %q now", r.name, name)
-		n.rs.resume = nil
-	}
-	what := "campaigning for"
-	if n.rs.resume != nil {
-		ec.resume, n.rs.resume = n.rs.resume, nil
-		what = "resuming the earlier run's term for"
-	}
-	n.log.infof("%s %s as %q (%s)", what, n.cfg.Key, name, n.stand.rank())
+	name := cmp.Or(n.cfg.Name, n.view.link.HardwareAddr.String())
+	n.rs.rec.Name = name
+	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.stand.rank(), endpoints: n.cfg.Etcd, met: n.met}
+	ec.resume = n.rs.carry(name, n.cfg.Name != "")
+	n.log.infof("%s %s as %q (%s)", campaignVerb(ec.resume), n.cfg.Key, name, n.stand.rank())
 	n.term = n.deps.newTerm(ec, n.in.term)
+}
+
+// campaignVerb says what a term does, resuming an earlier run's lease or
+// not.
+func campaignVerb(resume *resumeLease) string {
+	if resume != nil {
+		return "resuming the earlier run's term for"
+	}
+	return "campaigning for"
 }
 
 func (n *node) onTerm(ev termEvent) {
 	if ev.t != n.term {
 		return // a term that has already ended
 	}
-	if ev.vouched.After(n.hold.vouched) {
-		n.hold.vouched = ev.vouched
-	}
+	n.hold.vouch(ev.vouched)
 	switch ev.kind {
 	case evGranted:
 		n.fence.ttl = ev.ttl
 		n.setDeadlines(ev)
-		n.rec.Lease, n.rec.ElectionKey, n.rec.TTLMillis = fmt.Sprintf("%x", int64(ev.lease)), ev.key, ev.ttl.Milliseconds()
-		if !ev.resumed {
-			n.log.infof("lease granted (TTL %v)", ev.ttl)
-			n.settleResume()
+		if n.rs.granted(ev) && !n.hold.holding {
+			n.view.removeListed(n.state) // the earlier run's copies are stale now
 		}
 		n.save()
 		n.hupAfterResume()
 	case evRenewed:
 		n.setDeadlines(ev)
 		n.extended()
-		n.announcePending()
+		n.hold.announcePending(n.claim())
 		n.save()
-		if n.rs.reloading && n.hold.holding && n.rs.reexecAt.stop() {
+		if n.rs.renewed(n.hold.holding) {
 			n.reexec("renewed first")
 		}
 	case evElected:
-		n.fence.elected = true
-		n.setDeadlines(ev)
-		n.rec.CreateRevision = ev.createRev
-		n.rs.tenure, n.rs.resumedTook = ev.held, ev.took
-		if ev.resumed {
-			// No probe, no takeover wait: the address is ours already.
-			n.rs.resuming, n.rs.resumed = false, true
-			n.takeAddress()
-			n.hupAfterResume()
-			return
-		}
-		if !ev.released {
-			n.log.infof("elected; no release mark from the previous holder, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
-		}
-		n.take.begin(takeoverDelay(ev.released, n.cfg.Probe))
+		n.onElected(ev)
 	case evLost:
 		n.stepDown(ev.err)
 	case evRival:
 		n.stand.rival = ev.rival
 		n.considerHandover()
 	case evTrouble:
-		if ev.err != nil {
-			n.log.warnf("etcd unreachable: %v (retrying)", ev.err)
-		} else {
-			n.log.infof("etcd reachable again")
-		}
+		logTrouble(n.log, ev.err)
+	}
+}
+
+// onElected starts the takeover; a resumed term holds the address already.
+func (n *node) onElected(ev termEvent) {
+	n.fence.elected = true
+	n.setDeadlines(ev)
+	n.rs.rec.CreateRevision = ev.createRev
+	if n.rs.elected(ev) { // no probe, no takeover wait: the address is ours already
+		n.takeAddress()
+		n.hupAfterResume()
+		return
+	}
+	n.take.elected(ev.released, n.cfg.Probe)
+}
+
+// logTrouble says that etcd is unreachable (err), or reachable again.
+func logTrouble(log *logger, err error) {
+	if err != nil {
+		log.warnf("etcd unreachable: %v (retrying)", err)
+	} else {
+		log.infof("etcd reachable again")
 	}
 }
 
 // setDeadlines moves the deadlines an event carries forward (never back),
 // and the alarm with them.
 func (n *node) setDeadlines(ev termEvent) {
-	n.fence.deadline, n.fence.beat = later(ev.deadline, n.fence.deadline), later(ev.beat, n.fence.beat)
-	until, _ := n.fence.holdUntil()
-	n.expiry.set(until.Sub(n.deps.now()))
+	n.expiry.set(n.fence.advance(ev.deadline, ev.beat).Sub(n.deps.now()))
 }
 
 // extended acts on a deadline that moved: the address's lifetime follows it,
 // and an elected node that had too little time left takes the address now.
 func (n *node) extended() {
 	if n.hold.holding {
-		n.refreshAddrs()
+		n.stepDownOn(n.hold.extend(n.view.link, &n.fence, n.claim()))
 	} else if n.fence.elected && n.take.cancel == nil { // not waiting for a probe
 		n.takeAddress()
 	}
 }
 
-// takeAddress adds the addresses with a lifetime that ends before the
-// fence (see fence.end), then announces them.
-func (n *node) takeAddress() {
-	life := n.fence.lifetime(n.deps.now())
-	if life < time.Second {
-		// The last renewal was sent too long ago for a lifetime that
-		// ends by the fence (after the takeover wait, at vip.ttl=2, it
-		// always is): ask for one now rather than wait for the next.
-		left, _ := n.fence.holdUntil()
-		n.log.infof("elected with %v before the deadline; renewing before taking the address", left.Sub(n.deps.now()).Round(time.Millisecond))
-		n.term.renewNow()
-		return
+// stepDownOn steps down if err says so.
+func (n *node) stepDownOn(err error) {
+	if err != nil {
+		n.stepDown(err)
 	}
-	n.hold.holding = true // from here on, release() removes what was added
-	if err := n.setAddrs(life); err != nil {
-		if errors.Is(err, errAddFailed) {
-			// Both families or none: stepDown removes what was added.
-			n.markUnable(err)
-			n.take.holdOff = n.deps.now().Add(localRetry)
-			err = fmt.Errorf("%w (campaigning again in %v)", err, localRetry)
-		}
+}
+
+// takeAddress adds the addresses with a lifetime that ends before the
+// fence (addrHold.take), then announces them (addrHold.claim).
+func (n *node) takeAddress() {
+	life, err := n.hold.take(n.view.link, &n.fence, n.claim())
+	if errors.Is(err, errAddFailed) {
+		// Both families or none: stepDown removes what was added.
+		n.stand.markUnable(err, n.deps.now(), prefixList(n.cfg.Addresses), n.cfg.Interface)
+		n.take.holdOff = n.deps.now().Add(localRetry)
+		err = fmt.Errorf("%w (campaigning again in %v)", err, localRetry)
+	}
+	if err != nil {
 		n.stepDown(err)
 		return
 	}
-	n.stand.unableBackoff = 0 // it held: a later failure starts the back-off afresh
-	how := "elected; added"
-	if n.rs.resumed {
-		how = "resumed; refreshed"
+	if life == 0 {
+		return // waiting for the renewal take asked for
 	}
-	n.stand.ho.tookAt = n.deps.now()
-	if !n.rs.resumedTook.IsZero() && n.rs.resumed {
-		n.stand.ho.tookAt = n.rs.resumedTook // the tenure goes on, on the monotonic clock
-	}
+	n.stand.held(n.rs.tookAt(n.deps.now()))
 	// The first announcement goes out before anything slower (the log
 	// line, the state file): the neighbours learn the new MAC at once.
-	if !n.rs.resumed {
-		n.startBurst(true)
-	} else {
-		// The neighbours still point here: one announcement, no burst.
-		n.announceAll("resume")
-	}
-	if !n.hold.holding {
+	if !n.hold.claim(n.rs.resumed, n.claim()) { // a resumed term's neighbours still point here: one announcement, no burst
 		return // the deadline passed before the announcement: stepped down
 	}
-	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
-	if n.cfg.GarpRefresh > 0 {
-		n.hold.refresh.set(n.cfg.GarpRefresh)
-	}
+	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", n.rs.how(), prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
 	n.considerHandover()
 }
 
-// refreshAddrs extends the addresses' lifetimes after a renewal, never past
-// the fence (refreshPlan).
-func (n *node) refreshAddrs() {
-	life := n.fence.lifetime(n.deps.now())
-	switch refreshPlan(life, n.hold.retried) {
-	case refreshKeep:
-		return
-	case refreshRenewNow:
-		n.hold.retried = true
-		n.term.renewNow()
-		return
+// onRTNL follows the link and guards the address against others
+// (linkView.decide).
+func (n *node) onRTNL(ev rtnlEvent) {
+	d := n.view.decide(ev, n.hold.holding, n.rs.resuming, n.state)
+	switch d.step {
+	case rtnlResync:
+		n.resync()
+	case rtnlLink:
+		n.setLink(d.link, d.ok, d.why)
+	case rtnlAbleAgain:
+		n.ableAgain(d.why)
+	case rtnlPutBack:
+		n.stepDownOn(n.hold.putBack(d.prefix, n.view.link, &n.fence, n.claim()))
 	}
-	n.hold.retried = false
-	err := n.setAddrs(life)
-	switch {
-	case errors.Is(err, errStalled):
+}
+
+// resync lists links and addresses, picks the link and removes stale VIPs,
+// unless we hold them or an earlier run's lease may still be resumed.
+func (n *node) resync() {
+	l, ok, addrs, err := n.view.list()
+	if err != nil {
+		return // logged
+	}
+	n.setLink(l, ok, "interface "+n.cfg.Interface)
+	if ok && !n.hold.holding && !n.rs.resuming {
+		n.view.removeCopies(addrs, n.state)
+	}
+}
+
+// setLink applies a new view of the link (planLink): the state follows
+// whether it can carry the address.
+func (n *node) setLink(l linkMessage, ok bool, why string) {
+	plan := planLink(&n.view, l, ok, n.state == stateWaiting, n.hold.holding)
+	if plan.closeFrames {
+		n.hold.stopBurst() // its frames would go out on the old sockets
+	}
+	err := n.view.apply(l, ok, plan, why)
+	if plan.ableAgain {
+		n.ableAgain(fmt.Sprintf("%s changed", l.Name))
+	}
+	switch plan.step {
+	case linkDown, linkGone:
 		n.stepDown(err)
-	case err != nil && n.hold.missing:
-		n.stepDown(fmt.Errorf("put back %s: %w", prefixList(n.cfg.Addresses), err))
-	case err != nil:
-		n.log.warnf("refresh lifetime: %v", err)
-	case n.hold.missing:
-		n.hold.missing = false
-		n.log.warnf("%s re-added on %s and announced (lifetime %d s)", prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second))
-		n.requestAnnounce("re-add")
+	case linkUp:
+		n.setState(stateCandidate, fmt.Sprintf("%s (index %d, %s) is up", l.Name, l.Index, l.HardwareAddr))
+		if n.term == nil {
+			n.campaign()
+		}
+	case linkNewMAC:
+		n.hold.startBurst(false, n.claim())
 	}
+}
+
+// onProbe takes the address only after a probe that nobody answered
+// (takeover.onProbe).
+func (n *node) onProbe(r probeResult) {
+	take, err := n.take.onProbe(r, n.deps.now())
+	n.stepDownOn(err)
+	if take {
+		n.takeAddress()
+	}
+}
+
+// onHealth applies a change of the check's verdict (standing.onHealth): a
+// leader that is now outranked may hand over.
+func (n *node) onHealth(ev healthEvent) {
+	if n.stand.onHealth(ev, n.term) {
+		n.considerHandover()
+	}
+}
+
+// ableAgain ends an unable spell (standing.ableAgain).
+func (n *node) ableAgain(why string) { n.stand.ableAgain(why, n.term) }
+
+// considerHandover hands over now if the standing says so.
+func (n *node) considerHandover() {
+	if to, ok := n.stand.handOverTo(n.deps.now(), n.state == stateLeader && n.hold.holding); ok {
+		n.handOver(to)
+	}
+}
+
+// handOver is the graceful path to a better-ranked candidate: the address
+// goes first, then our election key, with the release mark that lets the
+// next holder add the address at once; then this node campaigns again, at
+// the end of the queue. The candidates ahead of the better one step aside
+// (claim.go claimRanked), so the VIP moves once.
+func (n *node) handOver(to entry) {
+	n.met.steppedDown(handoverReason(n.stand.rank(), to.rank))
+	n.setState(stateCandidate, fmt.Sprintf("handing over to %s (%s > %s)", to.name, to.rank, n.stand.rank()))
+	n.endTerm(true)
+	n.campaign()
+}
+
+// reload is SIGHUP (restart.reload; configChecked goes on with it).
+func (n *node) reload() {
+	if n.rs.reload(n.deps.checkConfig, n.in.checked, n.hold.holding, n.term) {
+		n.reexec("not holding the VIP")
+	}
+}
+
+// hupAfterResume acts on a SIGHUP that came while resuming.
+func (n *node) hupAfterResume() {
+	if n.rs.hupDue() {
+		n.reload()
+	}
+}
+
+// reexec hands the term's record to a new process image (resume.go). A
+// failure leaves this one running as it was.
+func (n *node) reexec(why string) {
+	n.rs.prepare(n.hold.holding, n.deps.afterFunc)
+	n.save()
+	n.rs.exec(why, n.deps.reexec)
 }
 
 // stop is the graceful stop: the address goes first so that the next node
@@ -601,20 +656,11 @@ func (n *node) refreshAddrs() {
 // holder (resign), which then adds it without waiting.
 func (n *node) stop(sig os.Signal) {
 	n.log.infof("stopping on %v: removing the address and resigning", sig)
-	held := n.hold.holding
-	if held {
+	if n.hold.holding {
 		n.met.steppedDown(stepStop)
 	}
-	clean := n.release()
-	if n.term != nil {
-		if held && clean {
-			n.term.resign(2 * revokeTimeout)
-		} else {
-			n.term.stop(2 * revokeTimeout)
-		}
-		n.term = nil
-	}
-	n.closeFrames()
+	n.quit(true, 2*revokeTimeout) // and the burst with the address
+	n.view.closeFrames()
 	n.setState(stateWaiting, "stopped")
 	n.rs.sf.remove()
 }

@@ -272,7 +272,7 @@ func newNodeLabWith(t *testing.T, ttl time.Duration, setup func(nl *nodeLab), wo
 			return ft
 		},
 	}
-	nl.n = newNode(cfg, nil, &logger{w: nl.log}, deps)
+	nl.n = newNode(cfg, &logger{w: nl.log}, deps)
 	if setup != nil {
 		setup(nl)
 	}
@@ -463,7 +463,7 @@ func TestNodeClaimGate(t *testing.T) {
 	nl.lead()
 	sent := len(nl.frames.sent)
 	nl.clk.add(2 * time.Second) // frozen after handle's own check
-	nl.n.announceAll("test")
+	nl.n.hold.announce("test", nl.n.claim())
 	if len(nl.frames.sent) != sent {
 		t.Fatalf("sent %v past the deadline", nl.frames.sent[sent:])
 	}
@@ -1052,6 +1052,46 @@ func TestLinkEvent(t *testing.T) {
 	} {
 		if got := linkEvent(&c.v, c.l, c.deleted); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestLinkDecide: what a kernel message asks of the node, through
+// linkEvent and addrEvent; a copy of the VIP that we do not hold the view
+// removes itself.
+func TestLinkDecide(t *testing.T) {
+	eth0 := linkMessage{Index: 2, Name: "eth0"}
+	other := netip.MustParsePrefix("192.0.2.7/24")
+	addr := func(p netip.Prefix, index uint32, deleted bool) rtnlEvent {
+		return rtnlEvent{addr: &addrMessage{Family: unix.AF_INET, PrefixLen: uint8(p.Bits()), Index: index, Address: p.Addr(), Local: p.Addr()}, deleted: deleted}
+	}
+	for _, c := range []struct {
+		name              string
+		ev                rtnlEvent
+		holding, resuming bool
+		want              rtnlStep
+		dels              int
+	}{
+		{"events lost", rtnlEvent{resync: true}, false, false, rtnlResync, 0},
+		{"an error", rtnlEvent{err: errors.New("boom")}, false, false, rtnlIgnore, 0},
+		{"our link changed", rtnlEvent{link: &eth0}, false, false, rtnlLink, 0},
+		{"our link removed", rtnlEvent{link: &eth0, deleted: true}, true, false, rtnlLink, 0},
+		{"another address of our link", addr(other, 2, false), false, false, rtnlAbleAgain, 0},
+		{"an address of another link", addr(other, 3, false), false, false, rtnlIgnore, 0},
+		{"the VIP went while we hold it", addr(fakeVIP4, 2, true), true, false, rtnlPutBack, 0},
+		{"the VIP went while we do not", addr(fakeVIP4, 2, true), false, false, rtnlIgnore, 0},
+		{"a copy of the VIP appeared", addr(fakeVIP4, 2, false), false, false, rtnlIgnore, 1},
+		{"the earlier run's copy while resuming", addr(fakeVIP4, 2, false), false, true, rtnlIgnore, 0},
+		{"our own VIP appeared", addr(fakeVIP4, 2, false), true, false, rtnlIgnore, 0},
+	} {
+		kern := &fakeKernel{held: map[netip.Prefix]time.Duration{fakeVIP4: time.Second}}
+		v := linkView{iface: "eth0", vips: []netip.Prefix{fakeVIP4, fakeVIP6}, kern: kern, log: &logger{w: &syncBuffer{}}, have: true, link: eth0}
+		d := v.decide(c.ev, c.holding, c.resuming, stateCandidate)
+		if d.step != c.want || kern.dels != c.dels {
+			t.Errorf("%s: step %v with %d removals, want %v with %d", c.name, d.step, kern.dels, c.want, c.dels)
+		}
+		if d.step == rtnlLink && d.ok != !c.ev.deleted {
+			t.Errorf("%s: link ok %v, want %v", c.name, d.ok, !c.ev.deleted)
 		}
 	}
 }

@@ -17,7 +17,7 @@ import (
 type rank struct {
 	// unable: the node failed to hold the VIP (it could not add the
 	// address) and has not seen a reason to believe it can yet; it ranks
-	// below every able node, so that no handover goes to it (node.go
+	// below every able node, so that no handover goes to it (standing.go
 	// markUnable). Its health is not published meanwhile.
 	unable   bool
 	healthy  bool

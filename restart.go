@@ -2,15 +2,19 @@ package main
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
 
 // restart is the node's side of a resume and of a SIGHUP re-exec
-// (resume.go): the state file, the earlier run's lease the first term
-// carries on, and a reload in progress.
+// (resume.go): the state file and the record it holds (written by
+// node.save), the earlier run's lease the first term carries on, and a
+// reload in progress.
 type restart struct {
+	log      *logger
 	sf       *stateFile
+	rec      stateRecord  // what the state file says (statefile.go)
 	resume   *resumeLease // the first term carries on this earlier lease
 	resuming bool         // until that is settled, a copy of the VIP on the link is the earlier run's: left alone
 	resumed  bool         // this term carries on an earlier run's lease: no probe, no takeover burst
@@ -71,71 +75,152 @@ func (r *restart) awaitEnded(holding bool, after func(time.Duration, func()) *ti
 }
 
 // reload is SIGHUP: vipd re-executes itself, keeping its lease (resume.go).
-// A leader first renews, so that the address's lifetime and the heartbeat
-// cover the gap; at most reloadWait.
-//
-// The configuration is checked first, by the binary that would run, in a
-// child (`vipd -check`, off the loop): a SIGHUP after a typo must not end
-// the daemon, so a refused configuration leaves this process running as
-// it was.
-func (n *node) reload() {
-	if n.rs.reloading {
-		return
+// The configuration is checked first, by the binary that would run
+// (check, nodeDeps.checkConfig), in a child (`vipd -check`, off the loop;
+// the result comes back on out, then to checked): a SIGHUP after a typo
+// must not end the daemon, so a refused configuration leaves this process
+// running as it was. Without a check it goes on at once; it reports
+// whether to re-execute now (checked).
+func (r *restart) reload(check func() error, out chan<- error, holding bool, term campaigner) bool {
+	if !r.start() {
+		return false
 	}
-	if n.rs.resuming {
-		// The record names no lease until the resume settles: a re-exec
-		// now would lose the one being resumed.
-		n.rs.hupLater = true
-		n.log.infof("SIGHUP: re-executing once the earlier run's lease is resumed or given up")
-		return
+	if check == nil {
+		return r.checked(nil, holding, term)
 	}
-	n.rs.reloading = true
-	if n.deps.checkConfig == nil {
-		n.reloadChecked(nil)
-		return
-	}
-	n.log.infof("SIGHUP: checking the configuration before re-executing")
-	check, out := n.deps.checkConfig, n.in.checked
+	r.log.infof("SIGHUP: checking the configuration before re-executing")
 	go func() { out <- check() }()
+	return false
 }
 
-// hupAfterResume acts on a SIGHUP that came while resuming.
-func (n *node) hupAfterResume() {
-	if n.rs.hupLater && !n.rs.resuming {
-		n.rs.hupLater = false
-		n.reload()
-	}
-}
-
-// reloadChecked goes on with a SIGHUP once the configuration is checked.
-func (n *node) reloadChecked(err error) {
+// checked goes on with a SIGHUP once the configuration is checked (err).
+// A leader (term, holding the VIP) first renews, so that the address's
+// lifetime and the heartbeat cover the gap; at most reloadWait. It
+// reports whether to re-execute now.
+func (r *restart) checked(err error, holding bool, term campaigner) bool {
 	switch {
 	case err != nil:
-		n.rs.reloading = false
-		n.log.errorf("SIGHUP: configuration refused, running on with the current one: %v", err)
-	case n.hold.holding && n.term != nil:
-		n.log.infof("SIGHUP: renewing, then re-executing with the lease kept")
-		n.term.renewNow()
-		n.rs.reexecAt.set(reloadWait)
+		r.reloading = false
+		r.log.errorf("SIGHUP: configuration refused, running on with the current one: %v", err)
+	case holding && term != nil:
+		r.log.infof("SIGHUP: renewing, then re-executing with the lease kept")
+		term.renewNow()
+		r.reexecAt.set(reloadWait)
 	default:
-		n.reexec("not holding the VIP")
+		return true
+	}
+	return false
+}
+
+// start begins a reload, unless one is under way or it must wait.
+func (r *restart) start() bool {
+	if r.reloading {
+		return false
+	}
+	if r.resuming {
+		// The record names no lease until the resume settles: a re-exec
+		// now would lose the one being resumed.
+		r.hupLater = true
+		r.log.infof("SIGHUP: re-executing once the earlier run's lease is resumed or given up")
+		return false
+	}
+	r.reloading = true
+	return true
+}
+
+// hupDue says whether a SIGHUP that came while resuming may go on now.
+func (r *restart) hupDue() bool {
+	if r.hupLater && !r.resuming {
+		r.hupLater = false
+		return true
+	}
+	return false
+}
+
+// renewed says whether a renewal was the one a reload waited for.
+func (r *restart) renewed(holding bool) bool {
+	return r.reloading && holding && r.reexecAt.stop()
+}
+
+// prepare ends the reload's wait before a re-exec (awaitEnded).
+func (r *restart) prepare(holding bool, after func(time.Duration, func()) *time.Timer) {
+	r.reloading = false
+	r.reexecAt.stop()
+	if !r.awaitEnded(holding, after) {
+		r.log.warnf("re-executing with the release of an earlier term still pending after %v (etcd will expire its lease)", releaseWait)
 	}
 }
 
-// reexec hands the term's record to a new process image (resume.go). A
-// failure leaves this one running as it was.
-func (n *node) reexec(why string) {
-	n.rs.reloading = false
-	n.rs.reexecAt.stop()
-	if !n.rs.awaitEnded(n.hold.holding, n.deps.afterFunc) {
-		n.log.warnf("re-executing with the release of an earlier term still pending after %v (etcd will expire its lease)", releaseWait)
-	}
-	n.save()
-	n.log.infof("re-executing (%s); lease %s kept", why, cmp.Or(n.rec.Lease, "none"))
-	if n.deps.reexec == nil {
+// exec hands the record, saved just before, to a new process image
+// (nodeDeps.reexec, resume.go). A failure leaves this one running as it
+// was.
+func (r *restart) exec(why string, reexec func(stateRecord) error) {
+	r.log.infof("re-executing (%s); lease %s kept", why, cmp.Or(r.rec.Lease, "none"))
+	if reexec == nil {
 		return
 	}
-	if err := n.deps.reexec(n.rec); err != nil {
-		n.log.errorf("%v; running on as before", err)
+	if err := reexec(r.rec); err != nil {
+		r.log.errorf("%v; running on as before", err)
 	}
+}
+
+// carry is the earlier run's lease for the first term of this node,
+// campaigning as name (named: vip.name is set); nil once it is used, or if
+// the node's name changed (a MAC-named node on a new interface).
+func (r *restart) carry(name string, named bool) *resumeLease {
+	l := r.resume
+	r.resume = nil
+	if l != nil && !named && name != l.name {
+		r.log.infof("not resuming the earlier run's lease: it campaigned as %q, this node is %q now", l.name, name)
+		return nil
+	}
+	return l
+}
+
+// granted records a term's lease. A new one ends the wait for a resume
+// that did not happen: it reports whether one was awaited (a copy of the
+// VIP left on the link by the earlier run is stale now).
+func (r *restart) granted(ev termEvent) bool {
+	r.rec.Lease, r.rec.ElectionKey, r.rec.TTLMillis = fmt.Sprintf("%x", int64(ev.lease)), ev.key, ev.ttl.Milliseconds()
+	if ev.resumed {
+		return false
+	}
+	r.log.infof("lease granted (TTL %v)", ev.ttl)
+	was := r.resuming
+	r.resuming = false
+	return was
+}
+
+// how says how a term took the address, for the log.
+func (r *restart) how() string {
+	if r.resumed {
+		return "resumed; refreshed"
+	}
+	return "elected; added"
+}
+
+// elected records a won campaign; it reports whether the term carries on
+// an earlier run's (no probe, no takeover wait: the address is ours
+// already).
+func (r *restart) elected(ev termEvent) bool {
+	r.tenure, r.resumedTook = ev.held, ev.took
+	if ev.resumed {
+		r.resuming, r.resumed = false, true
+	}
+	return ev.resumed
+}
+
+// tookAt is when the tenure began on the monotonic clock: now, or a
+// resumed term's earlier start when it is known.
+func (r *restart) tookAt(now time.Time) time.Time {
+	if r.resumed && !r.resumedTook.IsZero() {
+		return r.resumedTook // the tenure goes on, on the monotonic clock
+	}
+	return now
+}
+
+// endTerm forgets the term's resume and tenure; the record its lease.
+func (r *restart) endTerm() {
+	r.resuming, r.resumed, r.tenure, r.resumedTook = false, false, time.Time{}, time.Time{}
+	r.rec.Lease, r.rec.ElectionKey, r.rec.CreateRevision, r.rec.TTLMillis = "", "", 0, 0
 }

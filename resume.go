@@ -35,7 +35,7 @@ import (
 // address, still on the link under the kernel's lifetime (the fence of
 // the earlier run), is then refreshed and announced. Other nodes did not
 // move in between: the key was there, and its heartbeat had not yet stood
-// still for a TTL (elect.go holderView), which the confirmation's write
+// still for a TTL (candidate.go holderView), which the confirmation's write
 // restarts.
 
 // handoffEnv carries the state record across a SIGHUP re-exec.

@@ -31,7 +31,7 @@ func (k listingKernel) addrs(uint8) ([]addrMessage, error) {
 func resumingNodeLab(t *testing.T) *nodeLab {
 	return newNodeLabWith(t, 2*time.Second, func(nl *nodeLab) {
 		nl.kern.held[fakeVIP4], nl.kern.held[fakeVIP6] = time.Second, time.Second
-		nl.n.deps.kern = listingKernel{nl.kern}
+		nl.n.view.kern = listingKernel{nl.kern} // the view lists; the hold writes to nl.kern as before
 		nl.n.rs.resume = &resumeLease{id: 0x1234, key: "/vipd/192.0.2.100/1234", createRev: 7, ttl: 2 * time.Second,
 			held: nl.now().Add(-time.Hour), name: "n1", healthy: true}
 		nl.n.rs.resuming = true
@@ -106,7 +106,7 @@ func TestNodeReload(t *testing.T) {
 	var good error
 	nl = newNodeLabWith(t, 2*time.Second, setup(&good))
 	nl.lead()
-	nl.n.rec.Lease = "1234" // as evGranted records it in a real term
+	nl.n.rs.rec.Lease = "1234" // as evGranted records it in a real term
 	pokes := nl.term().pokes
 	nl.handle(syscall.SIGHUP)
 	nl.handle(configChecked{<-nl.n.in.checked})
@@ -283,7 +283,7 @@ func TestResumeTenureClock(t *testing.T) {
 		if !nl.n.stand.ho.tookAt.Equal(want) {
 			t.Errorf("tenure known=%v: the handover clock starts %v from %v (held_since an hour ahead)", known, nl.n.stand.ho.tookAt.Sub(want), want)
 		}
-		if rec := nl.n.rec; rec.BootID != bootID() || absDuration(boottime()-time.Duration(rec.HeldBoottimeMS)*time.Millisecond-nl.now().Sub(want)) > 100*time.Millisecond {
+		if rec := nl.n.rs.rec; rec.BootID != bootID() || absDuration(boottime()-time.Duration(rec.HeldBoottimeMS)*time.Millisecond-nl.now().Sub(want)) > 100*time.Millisecond {
 			t.Errorf("record's boot-time tenure %d ms (boot %q), want the handover clock's start", rec.HeldBoottimeMS, rec.BootID)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 // standing is this node's rank (rank.go) and, while it leads, the best
 // other candidate and the handover rules.
 type standing struct {
+	log      *logger
 	priority int  // vip.priority
 	healthy  bool // the check's verdict
 	rival    rival
@@ -33,64 +34,73 @@ const (
 	unableMax   = 10 * time.Minute
 )
 
-// markUnable ranks the node below every able one after it failed to hold
-// the VIP: a preferred node that cannot add the address (IPv6 off on its
-// link, say) would otherwise attract a handover, fail, and lose the VIP
-// to the old holder again and again. It tries again after the back-off,
-// or when its link or addresses change (ableAgain).
-func (n *node) markUnable(err error) {
-	s := &n.stand
+// markUnable ranks the node below every able one after it failed at now
+// to hold the VIP (vips, for the log) on iface: a preferred node that
+// cannot add the address (IPv6 off on its link, say) would otherwise
+// attract a handover, fail, and lose the VIP to the old holder again and
+// again. It tries again after the back-off, or when its link or addresses
+// change (ableAgain).
+func (s *standing) markUnable(err error, now time.Time, vips, iface string) {
 	s.unableBackoff = min(max(2*s.unableBackoff, unableFirst), unableMax)
-	s.unableUntil = n.deps.now().Add(s.unableBackoff)
+	s.unableUntil = now.Add(s.unableBackoff)
 	s.able.set(s.unableBackoff)
-	n.log.errorf("cannot hold %s: %v; ranking this node unable (below every able node) for %v, or until %s or its addresses change",
-		prefixList(n.cfg.Addresses), err, n.stand.unableBackoff, n.cfg.Interface)
+	s.log.errorf("cannot hold %s: %v; ranking this node unable (below every able node) for %v, or until %s or its addresses change",
+		vips, err, s.unableBackoff, iface)
 }
 
-// ableAgain ends an unable spell, publishing the node's rank again.
-func (n *node) ableAgain(why string) {
-	if n.stand.unableUntil.IsZero() {
+// ableAgain ends an unable spell, publishing the node's rank again in the
+// election entry of term (nil: none).
+func (s *standing) ableAgain(why string, term campaigner) {
+	if s.unableUntil.IsZero() {
 		return
 	}
-	n.stand.unableUntil = time.Time{}
-	n.stand.able.stop()
-	n.log.infof("rank: %s again (%s); the next failure to hold waits %v", n.stand.rank(), why, min(2*n.stand.unableBackoff, unableMax))
-	if n.term != nil {
-		n.term.setRank(n.stand.rank())
+	s.unableUntil = time.Time{}
+	s.able.stop()
+	s.log.infof("rank: %s again (%s); the next failure to hold waits %v", s.rank(), why, min(2*s.unableBackoff, unableMax))
+	if term != nil {
+		term.setRank(s.rank())
 	}
+}
+
+// held starts a tenure that began at took: a later failure to hold starts
+// the back-off afresh, and the handover clock counts from took.
+func (s *standing) held(took time.Time) {
+	s.unableBackoff = 0
+	s.ho.tookAt = took
 }
 
 // onHealth applies a change of the check's verdict: the rank is published
-// in the election entry, and a leader that is now outranked may hand over.
-func (n *node) onHealth(ev healthEvent) {
-	if ev.healthy == n.stand.healthy {
+// in the election entry of term (nil: none). It reports whether the rank
+// changed, so that a leader now outranked may hand over.
+func (s *standing) onHealth(ev healthEvent, term campaigner) bool {
+	if ev.healthy == s.healthy {
 		if !ev.healthy {
-			n.log.infof("rank: %s (%s)", n.stand.rank(), ev.reason) // the first verdict of a node that started unhealthy
+			s.log.infof("rank: %s (%s)", s.rank(), ev.reason) // the first verdict of a node that started unhealthy
 		}
-		return
+		return false
 	}
-	old := n.stand.rank()
-	n.stand.healthy = ev.healthy
-	n.log.infof("rank: %s -> %s (%s)", old, n.stand.rank(), ev.reason)
-	if n.term != nil {
-		n.term.setRank(n.stand.rank())
+	old := s.rank()
+	s.healthy = ev.healthy
+	s.log.infof("rank: %s -> %s (%s)", old, s.rank(), ev.reason)
+	if term != nil {
+		term.setRank(s.rank())
 	}
-	n.considerHandover()
+	return true
 }
 
-// considerHandover is when a leader hands over: to a strictly
-// better-ranked candidate, at the time handover.decide says (rank.go).
-func (n *node) considerHandover() {
-	s := &n.stand
+// handOverTo is when a leader hands over: to a strictly better-ranked
+// candidate, at the time handover.decide says (rank.go). It returns the
+// candidate to hand over to now, if any; a handover that may come later
+// is timed by the preempt alarm and said once.
+func (s *standing) handOverTo(now time.Time, leading bool) (entry, bool) {
 	s.preempt.stop()
-	if n.state != stateLeader || !n.hold.holding {
-		return
+	if !leading {
+		return entry{}, false
 	}
-	now := n.deps.now()
 	yes, again := s.ho.decide(now, s.rank(), s.rival)
 	switch {
 	case yes:
-		n.handOver(s.rival.entry)
+		return s.rival.entry, true
 	case again.IsZero():
 		s.ho.said = ""
 	default:
@@ -103,19 +113,15 @@ func (n *node) considerHandover() {
 			s.rival.name, s.rival.rank, s.rank(), again.Sub(now).Round(time.Millisecond), why)
 		if key := s.rival.name + s.rival.rank.String() + s.rank().String(); key != s.ho.said {
 			s.ho.said = key
-			n.log.infof("%s", msg)
+			s.log.infof("%s", msg)
 		}
 	}
+	return entry{}, false
 }
 
-// handOver is the graceful path to a better-ranked candidate: the address
-// goes first, then our election key, with the release mark that lets the
-// next holder add the address at once; then this node campaigns again, at
-// the end of the queue. The candidates ahead of the better one step aside
-// (elect.go claimRanked), so the VIP moves once.
-func (n *node) handOver(to entry) {
-	n.met.steppedDown(handoverReason(n.stand.rank(), to.rank))
-	n.setState(stateCandidate, fmt.Sprintf("handing over to %s (%s > %s)", to.name, to.rank, n.stand.rank()))
-	n.endTerm(true)
-	n.campaign()
+// endTerm forgets the term's rival and handover.
+func (s *standing) endTerm() {
+	s.rival = rival{}
+	s.ho.aboveSince, s.ho.said = time.Time{}, ""
+	s.preempt.stop()
 }

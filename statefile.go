@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +84,20 @@ type recordTerm struct {
 func (r stateRecord) leaseID() (clientv3.LeaseID, bool) {
 	id, err := strconv.ParseInt(r.Lease, 16, 64)
 	return clientv3.LeaseID(id), err == nil && id != 0
+}
+
+// enter records a change of state at now; a leader records its tenure:
+// the claim's time, as the election entry says it (-status), or took, the
+// handover clock's start, which also goes down on a clock that does not
+// step, for a resume (resume.go tenureStart).
+func (r *stateRecord) enter(now time.Time, leader bool, claimed, took time.Time) {
+	r.StateSince = now
+	r.Holder, r.HeldSince, r.HeldBoottimeMS, r.BootID = "", time.Time{}, 0, ""
+	if leader {
+		r.Holder, r.HeldSince = r.Name, cmp.Or(claimed, took)
+		r.HeldBoottimeMS = (boottime() - now.Sub(took)).Milliseconds()
+		r.BootID = bootID()
+	}
 }
 
 // stateFile writes the record atomically (a new file renamed over the old

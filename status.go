@@ -183,8 +183,9 @@ func splitHolder(cs []candidate) (*candidate, []candidate) {
 
 // takeoverOrder sorts candidates as they would take over: the claim goes
 // to the best rank, the first in the queue (the oldest key) among equals
-// (bestOf), and then to the best of the rest. sort.Slice, which elect.go
-// links already, rather than a generic sort: it keeps the binary smaller.
+// (bestOf), and then to the best of the rest. sort.Slice, which leader.go
+// links already (bestRival), rather than a generic sort: it keeps the
+// binary smaller.
 func takeoverOrder(cs []candidate) []candidate {
 	out := slices.Clone(cs)
 	sort.Slice(out, func(i, j int) bool {

@@ -21,6 +21,8 @@ type probeResult struct {
 // kernel answers ARP until the address lifetime runs out), a squatter's
 // answers; and, after a local failure, the hold-off before the next term.
 type takeover struct {
+	log        *logger
+	vips       string // the VIPs, for the log
 	seq        int
 	ctx        context.Context    // the round's: its probe runs under it
 	cancel     context.CancelFunc // set from the wait's start to the result
@@ -43,6 +45,16 @@ func (t *takeover) begin(delay time.Duration) {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.seq++
 	t.wait.set(delay)
+}
+
+// elected starts the takeover of a won campaign, with a probe of window:
+// after the takeover wait unless the previous holder said it released
+// the address.
+func (t *takeover) elected(released bool, window time.Duration) {
+	if !released {
+		t.log.infof("elected; no release mark from the previous holder, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
+	}
+	t.begin(takeoverDelay(released, window))
 }
 
 // stop abandons a round in progress: its result, if one comes, is stale.
@@ -152,51 +164,63 @@ func probeAll(ctx context.Context, frames linkFrames, vips []netip.Prefix, windo
 	return results[1]
 }
 
-// onProbe takes the address only after a probe that nobody answered; a
-// probe that failed is tried again, with the link's current sockets.
-func (n *node) onProbe(r probeResult) {
-	step := probeOutcome(r, n.take.seq, n.take.cancel != nil)
+// onProbe judges a probe's result at now: it reports whether to take the
+// address (only after a probe that nobody answered), or an error to step
+// down with; a probe that failed is tried again, with the link's current
+// sockets.
+func (t *takeover) onProbe(r probeResult, now time.Time) (bool, error) {
+	step := probeOutcome(r, t.seq, t.cancel != nil)
 	if step == probeStale {
-		return // a probe of an earlier election
+		return false, nil // a probe of an earlier election
 	}
-	n.take.ctx, n.take.cancel = nil, nil
+	t.ctx, t.cancel = nil, nil
 	switch step {
 	case probeSquatter:
-		if n.onSquatter(r.foreign) {
-			n.take.begin(probeRetry)
+		if err := t.squatter(r.foreign, now); err != nil {
+			return false, err
 		}
+		t.begin(probeRetry)
 	case probeFailed:
-		if !n.take.failed {
-			n.log.warnf("probe before take failed: %v; probing again every %v", r.err, probeRetry)
-			n.take.failed = true
+		if !t.failed {
+			t.log.warnf("probe before take failed: %v; probing again every %v", r.err, probeRetry)
+			t.failed = true
 		}
-		n.take.begin(probeRetry)
+		t.begin(probeRetry)
 	case probeTake:
-		n.take.squatStart, n.take.failed = time.Time{}, false
-		n.takeAddress()
+		t.squatStart, t.failed = time.Time{}, false
+		return true, nil
 	}
+	return false, nil
 }
 
-// onSquatter deals with another host answering for the VIP. Briefly that
-// is expected: a frozen former holder's address has not expired yet. Past
-// squatLimit it is a foreign host: the node says so loudly, counts it
-// (vipd_stepdowns_total{reason="foreign"}) and steps aside, so that
-// another candidate, which may see the LAN differently, can try; it
-// campaigns again at the end of the queue, so with one node, or a squatter
-// every node sees, the alarm is raised again each squatLimit and nobody
-// adds the address. It reports whether the node goes on waiting.
-func (n *node) onSquatter(mac net.HardwareAddr) bool {
-	now := n.deps.now()
-	if n.take.squatStart.IsZero() {
-		n.take.squatStart = now
-		n.log.warnf("%s still answered by %s; waiting for it to go quiet before taking it", prefixList(n.cfg.Addresses), mac)
-		return true
+// squatter deals with another host (mac) answering for the VIP at now.
+// Briefly that is expected: a frozen former holder's address has not
+// expired yet. Past squatLimit it is a foreign host: the node says so
+// loudly and steps aside (the error, errForeign, counted as
+// vipd_stepdowns_total{reason="foreign"}), so that another candidate,
+// which may see the LAN differently, can try; it campaigns again at the
+// end of the queue, so with one node, or a squatter every node sees, the
+// alarm is raised again each squatLimit and nobody adds the address.
+func (t *takeover) squatter(mac net.HardwareAddr, now time.Time) error {
+	if t.squatStart.IsZero() {
+		t.squatStart = now
+		t.log.warnf("%s still answered by %s; waiting for it to go quiet before taking it", t.vips, mac)
+		return nil
 	}
-	if now.Sub(n.take.squatStart) < n.take.squatLimit {
-		return true
+	if now.Sub(t.squatStart) < t.squatLimit {
+		return nil
 	}
-	n.log.errorf("a foreign host (MAC %s) has answered for %s for more than %v: someone else has configured it; not taking the address while it answers",
-		mac, prefixList(n.cfg.Addresses), n.take.squatLimit)
-	n.stepDown(fmt.Errorf("%w: %s for more than %v; stepping aside so that another node may try", errForeign, mac, n.take.squatLimit))
-	return false
+	t.log.errorf("a foreign host (MAC %s) has answered for %s for more than %v: someone else has configured it; not taking the address while it answers",
+		mac, t.vips, t.squatLimit)
+	return fmt.Errorf("%w: %s for more than %v; stepping aside so that another node may try", errForeign, mac, t.squatLimit)
+}
+
+// heldOff says whether a local failure still holds off the next term at
+// now; if so, wake goes off when it ends.
+func (t *takeover) heldOff(now time.Time) bool {
+	wait := t.holdOff.Sub(now)
+	if wait > 0 {
+		t.wake.set(wait)
+	}
+	return wait > 0
 }
