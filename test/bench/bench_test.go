@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -90,13 +90,13 @@ type fault struct {
 var faults = []fault{
 	{name: "graceful (SIGTERM)", inject: func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGTERM)
-		return func() { l.wait(h, 10*time.Second); l.restart(h) }
+		return func() { l.wait(h, 10*time.Second); restart(l, h) }
 	}},
 	// The daemon dies, the node stays up. vipd's address goes with its
 	// lifetime; keepalived's stays until someone removes it.
 	{name: "crash (SIGKILL)", inject: func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGKILL)
-		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.restart(h) }
+		return func() { l.wait(h, 10*time.Second); clearVIP(l, h); restart(l, h) }
 	}},
 	// The node dies, as after a power loss: cut off first (so that nothing
 	// it sends on the way down gets out), then the daemon killed. With
@@ -104,15 +104,15 @@ var faults = []fault{
 	{name: "node loss (cut off + SIGKILL)", inject: func(l *lab, h *labNode) func() {
 		l.partition(h)
 		l.signal(h, syscall.SIGKILL)
-		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
+		return func() { l.wait(h, 10*time.Second); clearVIP(l, h); l.heal(h); restart(l, h) }
 	}},
 	{name: "freeze (SIGSTOP)", inject: func(l *lab, h *labNode) func() {
 		l.signal(h, syscall.SIGSTOP)
-		return func() { l.signal(h, syscall.SIGCONT); l.clearVIP(h) }
+		return func() { l.signal(h, syscall.SIGCONT); clearVIP(l, h) }
 	}},
 	{name: "partition (cut off the LAN)", inject: func(l *lab, h *labNode) func() {
 		l.partition(h)
-		return func() { l.heal(h); l.clearVIP(h) }
+		return func() { l.heal(h); clearVIP(l, h) }
 	}},
 	// Node loss again, with the holder's node hosting etcd's raft leader:
 	// etcd elects a new leader, which extends every lease.
@@ -121,7 +121,7 @@ var faults = []fault{
 		inject: func(l *lab, h *labNode) func() {
 			l.partition(h)
 			l.signal(h, syscall.SIGKILL)
-			return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
+			return func() { l.wait(h, 10*time.Second); clearVIP(l, h); l.heal(h); restart(l, h) }
 		}},
 	serviceDies,
 }
@@ -160,7 +160,7 @@ var serviceDies = fault{name: "service dies (check fails)", check: true,
 // lab services for the service fault, the plain echo responders otherwise.
 // Either way it is started before the daemons, so that every check passes
 // from the first.
-func (l *lab) startTargets(f fault) {
+func startTargets(l *lab, f fault) {
 	if f.check {
 		l.startServices()
 		return
@@ -170,7 +170,7 @@ func (l *lab) startTargets(f fault) {
 
 // settleChecks lets the daemons just started run their checks up to rise
 // before the first trial; serviceDies.prepare covers the later ones.
-func (l *lab) settleChecks(f fault) {
+func settleChecks(l *lab, f fault) {
 	if f.check {
 		time.Sleep(checkSettle)
 	}
@@ -179,7 +179,7 @@ func (l *lab) settleChecks(f fault) {
 // clearVIP waits for a vipd node's copy of the VIP to go by its lifetime;
 // a keepalived node keeps it, so it is removed by hand there, as an
 // operator would have to.
-func (l *lab) clearVIP(nd *labNode) {
+func clearVIP(l *lab, nd *labNode) {
 	if nd.restart == nil {
 		l.waitGone(nd, 10*time.Second)
 		return
@@ -190,7 +190,7 @@ func (l *lab) clearVIP(nd *labNode) {
 }
 
 // restart starts the node's daemon again the way it was started.
-func (l *lab) restart(nd *labNode) {
+func restart(l *lab, nd *labNode) {
 	if nd.restart != nil {
 		nd.restart()
 		return
@@ -355,10 +355,10 @@ func BenchmarkFailover(b *testing.B) {
 					words = append(slices.Clone(words), checkWords...)
 				}
 				l := newLabWith(b, labOptions{nodes: 3, cluster: true, dualStack: true, etcdFlags: cfg.etcdFlags, args: words})
-				l.startTargets(f)
+				startTargets(l, f)
 				c := client{p: l.startProberTo(labVIP), p6: l.startProberTo(labVIP6), arp: captureARP(b, l.client), na: captureNA(b, l.client)}
 				l.startAll()
-				l.settleChecks(f)
+				settleChecks(l, f)
 				s := measure(b, l, c, f, trials, time.Second)
 				garps, nas = append(garps, s.garps...), append(nas, s.nas...)
 				medians[cfg.name][f.name] = median(s.outs)
@@ -425,12 +425,12 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 					b.Skip("curl not installed (apt-get install curl): keepalived's track_script uses it")
 				}
 				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
-				l.startTargets(f)
+				startTargets(l, f)
 				p := l.startProberTo(labVIP)
 				for _, nd := range l.nodes {
-					l.startKeepalived(nd, advert, f.check)
+					startKeepalived(l, nd, advert, f.check)
 				}
-				l.settleChecks(f)
+				settleChecks(l, f)
 				if f.name == faults[4].name {
 					most := 0
 					for i := 0; i < trials; i++ {
@@ -470,7 +470,7 @@ func keepalivedPartition(b *testing.B, l *lab) int {
 // the lab service's health endpoint with the service fault's interval,
 // fall and rise: a tracked script without a weight puts the instance in
 // FAULT while it fails, which gives up the address.
-func (l *lab) startKeepalived(nd *labNode, advert string, check bool) {
+func startKeepalived(l *lab, nd *labNode, advert string, check bool) {
 	dir := l.t.TempDir()
 	version := "2"
 	if strings.Contains(advert, ".") {
@@ -496,7 +496,7 @@ func (l *lab) startKeepalived(nd *labNode, advert string, check bool) {
 `, global, script, advert, labVIP, track)
 	confPath := filepath.Join(dir, "keepalived.conf")
 	writeFile(l.t, confPath, conf)
-	nd.restart = func() { l.runKeepalived(nd, dir, confPath) }
+	nd.restart = func() { runKeepalived(l, nd, dir, confPath) }
 	nd.restart()
 }
 
@@ -526,7 +526,7 @@ func keepalivedScript(t testing.TB) string {
 `, curl, sec, labCheckURL, sec, sec, checkFall, checkRise)
 }
 
-func (l *lab) runKeepalived(nd *labNode, dir, conf string) {
+func runKeepalived(l *lab, nd *labNode, dir, conf string) {
 	// A killed keepalived leaves its pid files, and its orphaned child may
 	// linger as a zombie with the pid they name: keepalived would take
 	// that for "daemon is already running".

@@ -1,4 +1,4 @@
-package main
+package scenario
 
 import (
 	"fmt"
@@ -15,31 +15,6 @@ import (
 // the VIP every 10 ms. Every scenario checks that there were never two
 // holders at once.
 
-// clusterLab starts the three-node cluster with a dual-stack VIP, the
-// prober and vipd everywhere, and waits for the first holder.
-func clusterLab(t *testing.T) (*lab, *prober, *labNode) {
-	l := newLabWith(t, labOptions{nodes: 3, cluster: true, dualStack: true, args: []string{"vip.ttl=2"}})
-	p := l.startProber()
-	l.startAll()
-	h := l.holder(electBound, time.Second)
-	t.Cleanup(func() {
-		if o := l.overlaps(); len(o) > 0 {
-			t.Errorf("two holders at once: %v", o)
-		}
-		// Both addresses move as one unit: whoever holds one holds both
-		// (the two events may arrive a moment apart).
-		var h4, h6 []int
-		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-			h4, _ = l.mon.current()
-			h6, _ = l.mon6.current()
-			if fmt.Sprint(h4) == fmt.Sprint(h6) {
-				return
-			}
-		}
-		t.Errorf("IPv4 VIP held by %v, IPv6 VIP by %v", l.names(h4), l.names(h6))
-	})
-	return l, p, h
-}
 
 func TestClusterColdStart(t *testing.T) {
 	_, p, h := clusterLab(t)
@@ -140,10 +115,6 @@ func TestClusterMixedTTL(t *testing.T) {
 	l.heal(old)
 }
 
-// partition cuts the node off the LAN behind the switch: its link stays up
-// (so vipd sees no link event) but nothing gets through, etcd included.
-func (l *lab) partition(nd *labNode) { l.lan.ip(l.t, "link", "set", "v"+nd.name, "nomaster") }
-func (l *lab) heal(nd *labNode)      { l.lan.ip(l.t, "link", "set", "v"+nd.name, "master", "br0") }
 
 func TestClusterPartition(t *testing.T) {
 	l, p, old := clusterLab(t)
@@ -273,11 +244,3 @@ func TestClusterRestartLoop(t *testing.T) {
 	l.holder(moveBound, time.Second)
 }
 
-func indexOf(nodes []*labNode, nd *labNode) int {
-	for i, n := range nodes {
-		if n == nd {
-			return i
-		}
-	}
-	return -1
-}

@@ -1,4 +1,4 @@
-package main
+package scenario
 
 import (
 	"errors"
@@ -17,12 +17,6 @@ import (
 // must be gone, the client's neighbour entry moved. Bounds on waits are
 // generous; the times themselves are measured by `make bench`.
 
-const (
-	labTTL      = 2 * time.Second
-	electBound  = 15 * time.Second // first election after start
-	moveBound   = 10 * time.Second // a handover after a fault
-	settleAfter = 3 * time.Second  // several renewals: the holder keeps the address
-)
 
 func TestElectsOneHolder(t *testing.T) {
 	for _, n := range []int{2, 3} {

@@ -1,4 +1,4 @@
-package main
+package scenario
 
 import (
 	"strings"
@@ -11,29 +11,8 @@ import (
 // the VIP followed by the rtnetlink monitor. Each move of the VIP is one
 // "gained" event; the tests count them.
 
-const labPreempt = 2 * time.Second // vip.preempt.delay in these tests
 
-// waitHolder waits (bounded) for nd to be the only holder, settled.
-func (l *lab) waitHolder(nd *labNode, timeout time.Duration) {
-	l.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if h, since := l.mon.current(); len(h) == 1 && l.nodes[h[0]] == nd && time.Since(since) >= 500*time.Millisecond {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	h, _ := l.mon.current()
-	l.t.Fatalf("%s does not hold %s within %v (holders now: %v)", nd.name, labVIP, timeout, l.names(h))
-}
 
-// wantGains checks how often the VIP has moved (been gained) so far.
-func (l *lab) wantGains(want int, what string) {
-	l.t.Helper()
-	if got := l.mon.gains(); got != want {
-		l.t.Fatalf("%s: the VIP was gained %d times, want %d\n%s", what, got, want, l.mon.history())
-	}
-}
 
 // TestPriorityPreemption: started in the order n1 (0), n2 (0), n3 (10),
 // the VIP goes from n1 to n3 once, after vip.preempt.delay, without
@@ -82,17 +61,7 @@ func TestEqualPriorityNoPreemption(t *testing.T) {
 	l.assertNoOverlap()
 }
 
-// Health tests: every node's vip.check asks its own lab service
-// (service_test.go), which the test takes down and up.
-const (
-	labCheckInterval = 500 * time.Millisecond
-	labCheckFall     = 3
-)
 
-func labCheckWords() []string {
-	return []string{"vip.ttl=2", "vip.check=" + labCheckURL, "vip.check.interval=" + labCheckInterval.String(),
-		"vip.check.timeout=" + labCheckInterval.String(), "vip.check.rise=2", "vip.check.fall=3"}
-}
 
 // TestHealthFailover: the holder's service dies; the VIP moves to a
 // healthy node within interval × fall + 1 s, by the graceful path, and the

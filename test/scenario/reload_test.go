@@ -1,4 +1,4 @@
-package main
+package scenario
 
 import (
 	"context"
@@ -16,68 +16,9 @@ import (
 // and a crashed vipd started again at once resumes its lease; in neither
 // case may the VIP move.
 
-// waitLogCount waits (bounded) until the node's log has at least n lines
-// containing s.
-func waitLogCount(t testing.TB, nd *labNode, s string, n int, timeout time.Duration) {
-	t.Helper()
-	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if strings.Count(nd.log.String(), s) >= n {
-			return
-		}
-	}
-	t.Fatalf("%s: %d lines with %q after %v, want %d", nd.name, strings.Count(nd.log.String(), s), s, timeout, n)
-}
 
-// maxGap is the longest stretch between two answered probes sent in
-// [from, to], and how many were answered there.
-func (p *prober) maxGap(from, to time.Time) (time.Duration, int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var gap time.Duration
-	var last time.Time
-	n := 0
-	for _, a := range p.answers {
-		if a.sent.Before(from) || a.sent.After(to) {
-			continue
-		}
-		if !last.IsZero() && a.sent.Sub(last) > gap {
-			gap = a.sent.Sub(last)
-		}
-		last = a.sent
-		n++
-	}
-	return gap, n
-}
 
-// lost is how many probes sent in [from, to] were never answered.
-func (p *prober) lost(from, to time.Time) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, at := range p.sent {
-		if !at.Before(from) && !at.After(to) {
-			n++
-		}
-	}
-	return n
-}
 
-// assertKept checks that h is the only node that ever gained the VIP
-// after gains, and that it never lost it.
-func assertKept(t testing.TB, l *lab, h *labNode, gains int) {
-	t.Helper()
-	if g := l.mon.gains(); g != gains {
-		t.Errorf("the VIP moved: %d gains, want %d\n%s", g, gains, l.mon.history())
-	}
-	if holders, _ := l.mon.current(); len(holders) != 1 || l.nodes[holders[0]] != h {
-		t.Errorf("holders now %v, want only %s", l.names(holders), h.name)
-	}
-	for _, nd := range l.nodes {
-		if nd != h && strings.Contains(nd.log.String(), "-> leader") {
-			t.Errorf("%s became leader", nd.name)
-		}
-	}
-}
 
 // TestReloadKeepsVIP: ten SIGHUPs of the holder's vipd. Same PID, the
 // holder never changes (netlink monitor), and the client misses no probe
@@ -244,26 +185,8 @@ func TestReloadNewGroup(t *testing.T) {
 	t.Logf("%s moved to %s %v after the SIGHUP", labVIP, next.name, moved.Round(time.Millisecond))
 }
 
-// cmdlineLab starts n nodes whose VIP comes from a kernel command line
-// file (-cmdline), which a test may rewrite before a SIGHUP.
-func cmdlineLab(t *testing.T, n int) *lab {
-	l := newLab(t, n)
-	bin, _ := binaries(t)
-	for _, nd := range l.nodes {
-		writeCmdline(t, nd, "vip.address="+labVIP+" vip.ttl=2")
-		l.run(nd, []string{bin, "-cmdline", cmdlineFile(nd), "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.name=" + nd.name, "vip.log=stderr"})
-	}
-	return l
-}
 
-func cmdlineFile(nd *labNode) string { return filepath.Join(nd.runDir, "..", "cmdline") }
 
-func writeCmdline(t testing.TB, nd *labNode, words string) {
-	t.Helper()
-	if err := os.WriteFile(cmdlineFile(nd), []byte(words+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestReloadRefusesBadConfig: a SIGHUP after a typo in the configuration
 // leaves vipd running as it was (same process image, VIP kept), with one
