@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
 
 // BenchmarkRestart measures what a client sees when the holder's vipd is
@@ -16,62 +18,62 @@ import (
 // (0 when no probe was lost), the probes lost, and whether another node
 // took the VIP.
 func BenchmarkRestart(b *testing.B) {
-	r := &report{b: b}
+	r := &report{B: b}
 	trials := benchTrials()
 	restarts := []struct {
-		name    string
-		restart func(l *lab, h *labNode)
+		Name    string
+		Restart func(l *lab.Lab, h *lab.Node)
 	}{
-		{"SIGHUP of the holder's vipd", func(l *lab, h *labNode) {
+		{"SIGHUP of the holder's vipd", func(l *lab.Lab, h *lab.Node) {
 			n := countLines(h, "resumed the earlier run's lease")
-			l.signal(h, syscall.SIGHUP)
-			waitFor(b, 10*time.Second, "the re-executed vipd to resume", func() bool {
+			l.Signal(h, syscall.SIGHUP)
+			lab.WaitFor(b, 10*time.Second, "the re-executed vipd to resume", func() bool {
 				return countLines(h, "resumed the earlier run's lease") > n
 			})
 		}},
-		{"SIGKILL + restart of the holder's vipd", func(l *lab, h *labNode) {
-			l.kill(h)
-			l.start(h)
-			waitFor(b, 10*time.Second, "the restarted vipd to resume", func() bool {
+		{"SIGKILL + restart of the holder's vipd", func(l *lab.Lab, h *lab.Node) {
+			l.Kill(h)
+			l.Start(h)
+			lab.WaitFor(b, 10*time.Second, "the restarted vipd to resume", func() bool {
 				return countLines(h, "resumed the earlier run's lease") > 0
 			})
 		}},
 	}
 	var rows [][]string
 	for _, rs := range restarts {
-		b.Run(rs.name, func(b *testing.B) {
-			l := newLabWith(b, labOptions{nodes: 3, cluster: true, dualStack: true, args: []string{"vip.ttl=2"}})
-			p := l.startProber()
-			l.startAll()
-			h := l.holder(electBound, time.Second)
-			gains := l.mon.gains()
+		b.Run(rs.Name, func(b *testing.B) {
+			l := lab.NewWith(b, lab.Options{Nodes: 3, Cluster: true, DualStack: true, Args: []string{"vip.ttl=2"}})
+			p := l.StartProber()
+			l.StartAll()
+			h := l.Holder(lab.ElectBound, time.Second)
+			gains := l.Mon.Gains()
 			var outs []time.Duration
 			lost := 0
 			for i := 0; i < trials; i++ {
 				// Spread the restart over the holder's renewal cycle.
 				time.Sleep(time.Second + time.Duration(i%10)*100*time.Millisecond)
 				t0 := time.Now()
-				rs.restart(l, h)
+				rs.Restart(l, h)
 				time.Sleep(time.Second)
-				from, to := t0.Add(-2*probeInterval), time.Now().Add(-100*time.Millisecond)
-				gap, _ := p.maxGap(from, to)
-				outs = append(outs, max(0, gap-probeInterval))
-				lost += p.lost(from, to)
+				from, to := t0.Add(-2*lab.ProbeInterval), time.Now().Add(-100*time.Millisecond)
+				gap, _ := p.MaxGap(from, to)
+				outs = append(outs, max(0, gap-lab.ProbeInterval))
+				lost += p.Lost(from, to)
 			}
-			moves := l.mon.gains() - gains
-			rows = append(rows, append(append([]string{"vipd, vip.ttl=2", rs.name}, stats(outs)...),
-				strconv.Itoa(lost), strconv.Itoa(moves), strconv.Itoa(len(l.overlaps()))))
+			moves := l.Mon.Gains() - gains
+			rows = append(rows, append(append([]string{"vipd, vip.ttl=2", rs.Name}, stats(outs)...),
+				strconv.Itoa(lost), strconv.Itoa(moves), strconv.Itoa(len(l.Overlaps()))))
 		})
 	}
 	r.table(fmt.Sprintf("Restart without failover, 3 nodes, a UDP probe to the VIP every 10 ms, %d trials each: longest gap between answers beyond one probe interval (ms), probes lost, VIP moves", trials),
 		[]string{"daemon", "restart", "n", "min", "median", "p95", "max", "probes lost (all trials)", "holder changes", "overlaps"}, rows)
-	r.write()
+	r.Write()
 }
 
 // countLines is how many lines of the node's current vipd log contain s.
-func countLines(nd *labNode, s string) int {
-	if nd.log == nil {
+func countLines(nd *lab.Node, s string) int {
+	if nd.Log == nil {
 		return 0
 	}
-	return strings.Count(nd.log.String(), s)
+	return strings.Count(nd.Log.String(), s)
 }

@@ -1,4 +1,4 @@
-package lab
+package Lab
 
 import (
 	"context"
@@ -29,12 +29,12 @@ import (
 // client namespace. Addresses come from 192.0.2.0/24 only.
 
 const (
-	labVIP     = "192.0.2.100"
-	labVIP6    = "2001:db8::100"
-	labPrefix6 = "2001:db8::"
-	labEtcdIP  = "192.0.2.1"
-	labClient  = "192.0.2.50"
-	labBridge  = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
+	VIP       = "192.0.2.100"
+	VIP6      = "2001:db8::100"
+	Prefix6   = "2001:db8::"
+	EtcdIP    = "192.0.2.1"
+	Client    = "192.0.2.50"
+	labBridge = "02:00:5e:00:53:fe" // fixed: a bridge without one takes a port's MAC and changes it
 )
 
 var (
@@ -46,7 +46,7 @@ var (
 
 // binaries builds vipd and the pinned etcd once per test run. etcd is
 // cached in test/etcd/bin (or taken from $VIPD_ETCD).
-func binaries(t testing.TB) (string, string) {
+func Binaries(t testing.TB) (string, string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vipd-test-bin")
@@ -86,143 +86,143 @@ func binaries(t testing.TB) (string, string) {
 	return vipdBin, etcdBin
 }
 
-type labNode struct {
-	name string
-	ns   *testNS
-	ip   string
-	mac  string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	exit chan error // receives the process's exit once
+type Node struct {
+	Name string
+	NS   *NS
+	IP   string
+	MAC  string
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer
+	Exit chan error // receives the process's exit once
 	// restart starts the node's daemon again; nil means vipd (l.start).
-	restart func()
-	service *labService // set by startServices
+	Restart func()
+	Service *labService // set by startServices
 	// runDir is the node's own /run (bind-mounted over /run for its vipd
 	// only), so that each node has its own /run/vipd state file, as on
 	// separate machines, and the host's /run is never written.
-	runDir string
+	RunDir string
 }
 
-type lab struct {
-	t      testing.TB
-	opt    labOptions
-	lan    *testNS
-	client *testNS
-	nodes  []*labNode
-	etcd   []*etcdMember
-	mon    *monitor
-	mon6   *monitor // dual-stack labs: the IPv6 VIP
+type Lab struct {
+	T      testing.TB
+	Opt    Options
+	Lan    *NS
+	Client *NS
+	Nodes  []*Node
+	Etcd   []*EtcdMember
+	Mon    *monitor
+	Mon6   *monitor // dual-stack labs: the IPv6 VIP
 }
 
 // labOptions shape a lab.
-type labOptions struct {
-	nodes int
+type Options struct {
+	Nodes int
 	// cluster puts one etcd member in each node namespace, as on a
 	// control-plane node; otherwise one etcd runs on the bridge.
-	cluster   bool
-	etcdFlags []string // extra etcd flags, e.g. tuned timers
-	args      []string // extra vip.* words for every node
-	noEtcd    bool     // for labs that run keepalived instead
-	dualStack bool     // IPv6 addresses too, and an IPv6 VIP beside the IPv4 one
-	etcdTLS   *testPKI // serve etcd over TLS and require client certificates
+	Cluster   bool
+	EtcdFlags []string // extra etcd flags, e.g. tuned timers
+	Args      []string // extra vip.* words for every node
+	NoEtcd    bool     // for labs that run keepalived instead
+	DualStack bool     // IPv6 addresses too, and an IPv6 VIP beside the IPv4 one
+	EtcdTLS   *testPKI // serve etcd over TLS and require client certificates
 }
 
 // etcdMember is one etcd server of the lab.
-type etcdMember struct {
-	name string
-	ns   *testNS
-	ip   string
+type EtcdMember struct {
+	Name string
+	NS   *NS
+	IP   string
 	dir  string
-	cmd  *exec.Cmd
-	log  *syncBuffer
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer
 	tls  bool // clients must present a certificate (labOptions.etcdTLS)
 }
 
-func (m *etcdMember) clientURL() string {
+func (m *EtcdMember) ClientURL() string {
 	if m.tls {
-		return "https://" + m.ip + ":2379"
+		return "https://" + m.IP + ":2379"
 	}
-	return "http://" + m.ip + ":2379"
+	return "http://" + m.IP + ":2379"
 }
-func (m *etcdMember) peerURL() string { return "http://" + m.ip + ":2380" }
+func (m *EtcdMember) peerURL() string { return "http://" + m.IP + ":2380" }
 
 // newLab is n nodes against one etcd, with vip.* words for every node.
-func newLab(t testing.TB, n int, args ...string) *lab {
-	return newLabWith(t, labOptions{nodes: n, args: args})
+func New(t testing.TB, n int, args ...string) *Lab {
+	return NewWith(t, Options{Nodes: n, Args: args})
 }
 
 // newLabWith builds the topology and starts etcd; vipd is started per node
 // with start.
-func newLabWith(t testing.TB, opt labOptions) *lab {
-	needRoot(t)
-	l := &lab{t: t, opt: opt}
-	l.lan = newNS(t, "lan")
-	l.lan.ip(t, "link", "add", "br0", "address", labBridge, "type", "bridge")
-	l.lan.ip(t, "addr", "add", labEtcdIP+"/24", "dev", "br0")
-	l.lan.ip(t, "link", "set", "br0", "up")
-	l.lan.sysctl(t, "net.ipv4.conf.all.rp_filter", "1")
-	l.lan.sysctl(t, "net.ipv4.conf.br0.rp_filter", "1")
+func NewWith(t testing.TB, opt Options) *Lab {
+	NeedRoot(t)
+	l := &Lab{T: t, Opt: opt}
+	l.Lan = newNS(t, "lan")
+	l.Lan.IP(t, "link", "add", "br0", "address", labBridge, "type", "bridge")
+	l.Lan.IP(t, "addr", "add", EtcdIP+"/24", "dev", "br0")
+	l.Lan.IP(t, "link", "set", "br0", "up")
+	l.Lan.Sysctl(t, "net.ipv4.conf.all.rp_filter", "1")
+	l.Lan.Sysctl(t, "net.ipv4.conf.br0.rp_filter", "1")
 
-	for i := 1; i <= opt.nodes; i++ {
-		nd := &labNode{
-			name: fmt.Sprintf("n%d", i),
-			ns:   newNS(t, fmt.Sprintf("n%d", i)),
-			ip:   fmt.Sprintf("192.0.2.%d", 10+i),
-			mac:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
+	for i := 1; i <= opt.Nodes; i++ {
+		nd := &Node{
+			Name: fmt.Sprintf("n%d", i),
+			NS:   newNS(t, fmt.Sprintf("n%d", i)),
+			IP:   fmt.Sprintf("192.0.2.%d", 10+i),
+			MAC:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
 		}
-		nd.runDir = filepath.Join(t.TempDir(), "run")
-		if err := os.Mkdir(nd.runDir, 0o755); err != nil {
+		nd.RunDir = filepath.Join(t.TempDir(), "run")
+		if err := os.Mkdir(nd.RunDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		l.join(nd.ns, "eth0", "v"+nd.name, nd.mac, nd.ip)
-		if opt.dualStack {
-			nd.ns.ip(t, "addr", "add", fmt.Sprintf("%s%d/64", labPrefix6, 10+i), "dev", "eth0", "nodad")
+		l.Join(nd.NS, "eth0", "v"+nd.Name, nd.MAC, nd.IP)
+		if opt.DualStack {
+			nd.NS.IP(t, "addr", "add", fmt.Sprintf("%s%d/64", Prefix6, 10+i), "dev", "eth0", "nodad")
 		}
-		l.nodes = append(l.nodes, nd)
-		if opt.cluster {
-			l.etcd = append(l.etcd, &etcdMember{name: nd.name, ns: nd.ns, ip: nd.ip})
+		l.Nodes = append(l.Nodes, nd)
+		if opt.Cluster {
+			l.Etcd = append(l.Etcd, &EtcdMember{Name: nd.Name, NS: nd.NS, IP: nd.IP})
 		}
 	}
-	if !opt.cluster && !opt.noEtcd {
-		l.etcd = []*etcdMember{{name: "lab", ns: l.lan, ip: labEtcdIP}}
+	if !opt.Cluster && !opt.NoEtcd {
+		l.Etcd = []*EtcdMember{{Name: "lab", NS: l.Lan, IP: EtcdIP}}
 	}
-	for _, m := range l.etcd {
-		m.tls = opt.etcdTLS != nil
+	for _, m := range l.Etcd {
+		m.tls = opt.EtcdTLS != nil
 	}
-	l.client = newNS(t, "client")
-	l.join(l.client, "eth0", "vclient", "02:00:5e:00:53:c0", labClient)
-	if opt.dualStack {
-		l.client.ip(t, "addr", "add", labPrefix6+"50/64", "dev", "eth0", "nodad")
+	l.Client = newNS(t, "client")
+	l.Join(l.Client, "eth0", "vclient", "02:00:5e:00:53:c0", Client)
+	if opt.DualStack {
+		l.Client.IP(t, "addr", "add", Prefix6+"50/64", "dev", "eth0", "nodad")
 	}
 
 	t.Cleanup(func() {
-		for _, m := range l.etcd {
-			l.stopMember(m)
-			if t.Failed() && m.log != nil {
-				t.Logf("--- etcd %s log:\n%s", m.name, m.log.String())
+		for _, m := range l.Etcd {
+			l.StopMember(m)
+			if t.Failed() && m.Log != nil {
+				t.Logf("--- etcd %s log:\n%s", m.Name, m.Log.String())
 			}
 		}
 	})
-	if len(l.etcd) > 0 {
-		l.startEtcd(l.etcd...)
+	if len(l.Etcd) > 0 {
+		l.StartEtcd(l.Etcd...)
 	}
-	l.mon = startMonitor(t, l.nodes, netip.MustParseAddr(labVIP))
-	if opt.dualStack {
-		l.mon6 = startMonitor(t, l.nodes, netip.MustParseAddr(labVIP6))
+	l.Mon = startMonitor(t, l.Nodes, netip.MustParseAddr(VIP))
+	if opt.DualStack {
+		l.Mon6 = startMonitor(t, l.Nodes, netip.MustParseAddr(VIP6))
 	}
 	t.Cleanup(func() {
-		for _, nd := range l.nodes {
-			l.kill(nd)
+		for _, nd := range l.Nodes {
+			l.Kill(nd)
 		}
 		if t.Failed() || os.Getenv("VIPD_TEST_LOGS") != "" {
-			for _, nd := range l.nodes {
-				if nd.log != nil {
-					t.Logf("--- vipd %s log:\n%s", nd.name, nd.log.String())
+			for _, nd := range l.Nodes {
+				if nd.Log != nil {
+					t.Logf("--- vipd %s log:\n%s", nd.Name, nd.Log.String())
 				}
 			}
-			t.Logf("--- address events:\n%s", l.mon.history())
-			if l.mon6 != nil {
-				t.Logf("--- IPv6 address events:\n%s", l.mon6.history())
+			t.Logf("--- address events:\n%s", l.Mon.History())
+			if l.Mon6 != nil {
+				t.Logf("--- IPv6 address events:\n%s", l.Mon6.History())
 			}
 		}
 	})
@@ -231,75 +231,75 @@ func newLabWith(t testing.TB, opt labOptions) *lab {
 
 // join connects ns to the bridge with a veth named ifname (bridge port
 // port).
-func (l *lab) join(ns *testNS, ifname, port, mac, ip string) {
-	t := l.t
-	l.lan.ip(t, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns.name)
-	l.lan.ip(t, "link", "set", port, "master", "br0", "up")
-	ns.ip(t, "link", "set", ifname, "address", mac, "up")
-	ns.ip(t, "addr", "add", ip+"/24", "dev", ifname)
+func (l *Lab) Join(ns *NS, ifname, port, mac, ip string) {
+	t := l.T
+	l.Lan.IP(t, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns.Name)
+	l.Lan.IP(t, "link", "set", port, "master", "br0", "up")
+	ns.IP(t, "link", "set", ifname, "address", mac, "up")
+	ns.IP(t, "addr", "add", ip+"/24", "dev", ifname)
 }
 
 // startEtcd starts (or restarts, on the same data) etcd members and waits
 // until each is healthy. Members of a cluster are started together: none
 // is healthy before a quorum runs.
-func (l *lab) startEtcd(members ...*etcdMember) {
-	t := l.t
-	_, bin := binaries(t)
+func (l *Lab) StartEtcd(members ...*EtcdMember) {
+	t := l.T
+	_, bin := Binaries(t)
 	var cluster []string
-	for _, m := range l.etcd {
-		cluster = append(cluster, m.name+"="+m.peerURL())
+	for _, m := range l.Etcd {
+		cluster = append(cluster, m.Name+"="+m.peerURL())
 	}
 	for _, m := range members {
 		if m.dir == "" {
-			m.dir, m.log = t.TempDir(), &syncBuffer{}
+			m.dir, m.Log = t.TempDir(), &SyncBuffer{}
 		}
 		args := append([]string{
-			"--name", m.name, "--data-dir", m.dir,
-			"--listen-client-urls", m.clientURL(), "--advertise-client-urls", m.clientURL(),
+			"--name", m.Name, "--data-dir", m.dir,
+			"--listen-client-urls", m.ClientURL(), "--advertise-client-urls", m.ClientURL(),
 			"--listen-peer-urls", m.peerURL(), "--initial-advertise-peer-urls", m.peerURL(),
 			"--initial-cluster", strings.Join(cluster, ","), "--initial-cluster-token", "vipd-lab",
-			"--log-level", "error"}, l.opt.etcdFlags...)
-		if pki := l.opt.etcdTLS; pki != nil {
+			"--log-level", "error"}, l.Opt.EtcdFlags...)
+		if pki := l.Opt.EtcdTLS; pki != nil {
 			args = append(args, "--cert-file", pki.serverCert, "--key-file", pki.serverKey,
-				"--trusted-ca-file", pki.caCert, "--client-cert-auth")
+				"--trusted-ca-file", pki.CaCert, "--client-cert-auth")
 		}
-		m.cmd = m.ns.command(bin, args...)
-		m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-		if err := m.cmd.Start(); err != nil {
-			t.Fatalf("start etcd %s: %v", m.name, err)
+		m.Cmd = m.NS.Command(bin, args...)
+		m.Cmd.Stdout, m.Cmd.Stderr = m.Log, m.Log
+		if err := m.Cmd.Start(); err != nil {
+			t.Fatalf("start etcd %s: %v", m.Name, err)
 		}
 	}
 	for _, m := range members {
-		waitFor(t, 30*time.Second, "etcd "+m.name+" to be healthy", func() bool { return l.etcdHealthy(m) })
+		WaitFor(t, 30*time.Second, "etcd "+m.Name+" to be healthy", func() bool { return l.EtcdHealthy(m) })
 	}
 }
 
 // stopMember kills one etcd member (a crash, not a clean shutdown).
-func (l *lab) stopMember(m *etcdMember) {
-	if m.cmd != nil {
-		m.cmd.Process.Kill()
-		m.cmd.Wait()
-		m.cmd = nil
+func (l *Lab) StopMember(m *EtcdMember) {
+	if m.Cmd != nil {
+		m.Cmd.Process.Kill()
+		m.Cmd.Wait()
+		m.Cmd = nil
 	}
 }
 
 // etcdURLs is the vip.etcd value: every member.
-func (l *lab) etcdURLs() string {
+func (l *Lab) EtcdURLs() string {
 	var urls []string
-	for _, m := range l.etcd {
-		urls = append(urls, m.clientURL())
+	for _, m := range l.Etcd {
+		urls = append(urls, m.ClientURL())
 	}
 	return strings.Join(urls, ",")
 }
 
 // clientHTTP is an HTTP client whose connections start in the client
 // namespace.
-func (l *lab) clientHTTP() *http.Client {
+func (l *Lab) ClientHTTP() *http.Client {
 	return &http.Client{
 		Timeout: time.Second,
-		Transport: &http.Transport{TLSClientConfig: l.opt.etcdTLS.clientConfig(), DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		Transport: &http.Transport{TLSClientConfig: l.Opt.EtcdTLS.clientConfig(), DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := l.client.do(func() (err error) {
+			err := l.Client.Do(func() (err error) {
 				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
 				return err
 			})
@@ -309,8 +309,8 @@ func (l *lab) clientHTTP() *http.Client {
 }
 
 // etcdHealthy asks a member's /health from inside the client namespace.
-func (l *lab) etcdHealthy(m *etcdMember) bool {
-	resp, err := l.clientHTTP().Get(m.clientURL() + "/health")
+func (l *Lab) EtcdHealthy(m *EtcdMember) bool {
+	resp, err := l.ClientHTTP().Get(m.ClientURL() + "/health")
 	if err != nil {
 		return false
 	}
@@ -320,8 +320,8 @@ func (l *lab) etcdHealthy(m *etcdMember) bool {
 }
 
 // etcdStatus asks a member for its own ID and the ID of its raft leader.
-func (l *lab) etcdStatus(m *etcdMember) (id, leader string, err error) {
-	resp, err := l.clientHTTP().Post(m.clientURL()+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+func (l *Lab) EtcdStatus(m *EtcdMember) (id, leader string, err error) {
+	resp, err := l.ClientHTTP().Post(m.ClientURL()+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
 	if err != nil {
 		return "", "", err
 	}
@@ -338,19 +338,19 @@ func (l *lab) etcdStatus(m *etcdMember) (id, leader string, err error) {
 
 // moveEtcdLeader hands etcd's raft leadership to member to and waits until
 // it has it.
-func (l *lab) moveEtcdLeader(to *etcdMember) {
-	l.t.Helper()
-	id, _, err := l.etcdStatus(to)
+func (l *Lab) MoveEtcdLeader(to *EtcdMember) {
+	l.T.Helper()
+	id, _, err := l.EtcdStatus(to)
 	if err != nil {
-		l.t.Fatalf("status of etcd member %s: %v", to.name, err)
+		l.T.Fatalf("status of etcd member %s: %v", to.Name, err)
 	}
-	waitFor(l.t, 10*time.Second, "etcd member "+to.name+" to lead", func() bool {
-		from := l.etcdLeader()
+	WaitFor(l.T, 10*time.Second, "etcd member "+to.Name+" to lead", func() bool {
+		from := l.EtcdLeader()
 		if from == to {
 			return true
 		}
 		if from != nil {
-			resp, err := l.clientHTTP().Post(from.clientURL()+"/v3/maintenance/transfer-leadership", "application/json",
+			resp, err := l.ClientHTTP().Post(from.ClientURL()+"/v3/maintenance/transfer-leadership", "application/json",
 				strings.NewReader(`{"targetID":"`+id+`"}`))
 			if err == nil {
 				resp.Body.Close()
@@ -364,26 +364,26 @@ func (l *lab) moveEtcdLeader(to *etcdMember) {
 // holderWithEtcdLeader moves etcd's raft leadership to the VIP holder's node
 // and returns the holder. The move can hold up renewals long enough for the
 // VIP to move too, so it checks and tries again.
-func (l *lab) holderWithEtcdLeader() *labNode {
-	l.t.Helper()
+func (l *Lab) HolderWithEtcdLeader() *Node {
+	l.T.Helper()
 	for try := 0; try < 5; try++ {
-		h := l.holder(3*electBound, time.Second)
-		m := l.etcd[indexOf(l.nodes, h)]
-		l.moveEtcdLeader(m)
+		h := l.Holder(3*ElectBound, time.Second)
+		m := l.Etcd[IndexOf(l.Nodes, h)]
+		l.MoveEtcdLeader(m)
 		time.Sleep(time.Second) // a few heartbeats under the new etcd leader
-		if l.holder(3*electBound, 0) == h && l.etcdLeader() == m {
+		if l.Holder(3*ElectBound, 0) == h && l.EtcdLeader() == m {
 			return h
 		}
 	}
-	l.t.Fatalf("the VIP holder and etcd's leader did not stay on one node")
+	l.T.Fatalf("the VIP holder and etcd's leader did not stay on one node")
 	return nil
 }
 
 // etcdLeader is the member that etcd reports as its raft leader (nil if
 // none answers).
-func (l *lab) etcdLeader() *etcdMember {
-	for _, m := range l.etcd {
-		if id, leader, err := l.etcdStatus(m); err == nil && leader != "" && leader == id {
+func (l *Lab) EtcdLeader() *EtcdMember {
+	for _, m := range l.Etcd {
+		if id, leader, err := l.EtcdStatus(m); err == nil && leader != "" && leader == id {
 			return m
 		}
 	}
@@ -391,44 +391,44 @@ func (l *lab) etcdLeader() *etcdMember {
 }
 
 // start runs vipd on the node with the lab's words plus extra ones.
-func (l *lab) start(nd *labNode, extra ...string) {
-	l.startWrapped(nd, nil, extra...)
+func (l *Lab) Start(nd *Node, extra ...string) {
+	l.StartWrapped(nd, nil, extra...)
 }
 
 // startWrapped runs vipd under a wrapper command (such as setpriv).
-func (l *lab) startWrapped(nd *labNode, wrapper []string, extra ...string) {
-	bin, _ := binaries(l.t)
+func (l *Lab) StartWrapped(nd *Node, wrapper []string, extra ...string) {
+	bin, _ := Binaries(l.T)
 	args := append(wrapper[len(wrapper):], wrapper...)
 	args = append(args, bin, "-cmdline", "none",
-		"vip.address="+l.vipWord(), "vip.interface=eth0", "vip.etcd="+l.etcdURLs(),
-		"vip.name="+nd.name, "vip.log=stderr")
-	l.run(nd, append(append(args, l.opt.args...), extra...))
+		"vip.address="+l.VIPWord(), "vip.interface=eth0", "vip.etcd="+l.EtcdURLs(),
+		"vip.name="+nd.Name, "vip.log=stderr")
+	l.Run(nd, append(append(args, l.Opt.Args...), extra...))
 }
 
 // startRaw runs vipd on the node with exactly these arguments.
-func (l *lab) startRaw(nd *labNode, args ...string) {
-	bin, _ := binaries(l.t)
-	l.run(nd, append([]string{bin}, args...))
+func (l *Lab) StartRaw(nd *Node, args ...string) {
+	bin, _ := Binaries(l.T)
+	l.Run(nd, append([]string{bin}, args...))
 }
 
-func (l *lab) run(nd *labNode, argv []string) {
-	t := l.t
-	nd.cmd = nd.command(argv...)
-	nd.log = &syncBuffer{}
-	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
-	if err := nd.cmd.Start(); err != nil {
-		t.Fatalf("start vipd on %s: %v", nd.name, err)
+func (l *Lab) Run(nd *Node, argv []string) {
+	t := l.T
+	nd.Cmd = nd.Command(argv...)
+	nd.Log = &SyncBuffer{}
+	nd.Cmd.Stdout, nd.Cmd.Stderr = nd.Log, nd.Log
+	if err := nd.Cmd.Start(); err != nil {
+		t.Fatalf("start vipd on %s: %v", nd.Name, err)
 	}
-	nd.exit = make(chan error, 1)
-	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+	nd.Exit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.Cmd, nd.Exit)
 }
 
 // runBounded runs argv (a vipd, say) in the node's namespace with its own
 // /run, for at most within; ran says it was still running then and was
 // killed. code is its exit status (-1 if it did not exit by itself).
-func (nd *labNode) runBounded(argv []string, within time.Duration) (out string, code int, ran bool, err error) {
-	cmd := nd.command(argv...)
-	buf := &syncBuffer{}
+func (nd *Node) RunBounded(argv []string, within time.Duration) (out string, code int, ran bool, err error) {
+	cmd := nd.Command(argv...)
+	buf := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		return "", -1, false, err
@@ -457,7 +457,7 @@ func (nd *labNode) runBounded(argv []string, within time.Duration) (out string, 
 // secondRefused says what is wrong, if anything, with how a second vipd
 // for a group that first (a pid) runs ended: it must exit 1 with a line
 // naming first.
-func secondRefused(out string, code int, ran bool, first int) error {
+func SecondRefused(out string, code int, ran bool, first int) error {
 	want := fmt.Sprintf("another vipd (pid %d) already runs this VIP group", first)
 	switch {
 	case ran:
@@ -470,172 +470,172 @@ func secondRefused(out string, code int, ran bool, first int) error {
 
 // command prepares a vipd (or a wrapper that runs it) in the node's
 // namespace, with the node's own /run.
-func (nd *labNode) command(argv ...string) *exec.Cmd {
-	return nd.ns.command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.runDir}, argv...)...)
+func (nd *Node) Command(argv ...string) *exec.Cmd {
+	return nd.NS.Command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir}, argv...)...)
 }
 
 // statePath is the node's state file for the lab's VIP group.
-func (nd *labNode) statePath() string {
-	return filepath.Join(nd.runDir, strings.TrimPrefix(statePath("/vipd/"+labVIP), "/run/"))
+func (nd *Node) StatePath() string {
+	return filepath.Join(nd.RunDir, strings.TrimPrefix(statePath("/vipd/"+VIP), "/run/"))
 }
 
 // vipWord is the vip.address value: the IPv4 VIP, and the IPv6 one in a
 // dual-stack lab.
-func (l *lab) vipWord() string {
-	if l.opt.dualStack {
-		return labVIP + "," + labVIP6
+func (l *Lab) VIPWord() string {
+	if l.Opt.DualStack {
+		return VIP + "," + VIP6
 	}
-	return labVIP
+	return VIP
 }
 
-func (l *lab) startAll(extra ...string) {
-	for _, nd := range l.nodes {
-		l.start(nd, extra...)
+func (l *Lab) StartAll(extra ...string) {
+	for _, nd := range l.Nodes {
+		l.Start(nd, extra...)
 	}
 }
 
 // signal signals the node's daemon and any children it has.
-func (l *lab) signal(nd *labNode, sig syscall.Signal) {
-	if err := syscall.Kill(-nd.cmd.Process.Pid, sig); err != nil {
-		l.t.Fatalf("signal %v to the daemon on %s: %v", sig, nd.name, err)
+func (l *Lab) Signal(nd *Node, sig syscall.Signal) {
+	if err := syscall.Kill(-nd.Cmd.Process.Pid, sig); err != nil {
+		l.T.Fatalf("signal %v to the daemon on %s: %v", sig, nd.Name, err)
 	}
 }
 
 // wait waits (bounded) for the node's vipd to exit and returns its status.
-func (l *lab) wait(nd *labNode, timeout time.Duration) error {
-	l.t.Helper()
+func (l *Lab) Wait(nd *Node, timeout time.Duration) error {
+	l.T.Helper()
 	select {
-	case err := <-nd.exit:
-		nd.cmd = nil
+	case err := <-nd.Exit:
+		nd.Cmd = nil
 		return err
 	case <-time.After(timeout):
-		l.t.Fatalf("vipd on %s still running %v after the signal", nd.name, timeout)
+		l.T.Fatalf("vipd on %s still running %v after the signal", nd.Name, timeout)
 		return nil
 	}
 }
 
-func (l *lab) kill(nd *labNode) {
-	if nd.cmd == nil {
+func (l *Lab) Kill(nd *Node) {
+	if nd.Cmd == nil {
 		return
 	}
-	syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGCONT)
-	syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGKILL)
-	<-nd.exit
-	nd.cmd = nil
+	syscall.Kill(-nd.Cmd.Process.Pid, syscall.SIGCONT)
+	syscall.Kill(-nd.Cmd.Process.Pid, syscall.SIGKILL)
+	<-nd.Exit
+	nd.Cmd = nil
 }
 
 // holder waits (bounded) until exactly one node holds the VIP and it has
 // held it for settle, and returns it.
-func (l *lab) holder(timeout, settle time.Duration) *labNode {
-	l.t.Helper()
+func (l *Lab) Holder(timeout, settle time.Duration) *Node {
+	l.T.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if h, since := l.mon.current(); len(h) == 1 && time.Since(since) >= settle {
-			return l.nodes[h[0]]
+		if h, since := l.Mon.Current(); len(h) == 1 && time.Since(since) >= settle {
+			return l.Nodes[h[0]]
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h, _ := l.mon.current()
-	l.t.Fatalf("no single holder of %s within %v (holders now: %v)", labVIP, timeout, l.names(h))
+	h, _ := l.Mon.Current()
+	l.T.Fatalf("no single holder of %s within %v (holders now: %v)", VIP, timeout, l.Names(h))
 	return nil
 }
 
 // holderAndOther waits for the holder of a two-node lab, settled for a
 // second, and returns it with the other node.
-func (l *lab) holderAndOther() (h, other *labNode) {
-	l.t.Helper()
-	h = l.holder(electBound, time.Second)
-	if other = l.nodes[0]; other == h {
-		other = l.nodes[1]
+func (l *Lab) HolderAndOther() (h, other *Node) {
+	l.T.Helper()
+	h = l.Holder(ElectBound, time.Second)
+	if other = l.Nodes[0]; other == h {
+		other = l.Nodes[1]
 	}
 	return h, other
 }
 
 // holderOtherThan waits for a node other than old to hold the VIP.
-func (l *lab) holderOtherThan(old *labNode, timeout time.Duration) *labNode {
-	l.t.Helper()
+func (l *Lab) HolderOtherThan(old *Node, timeout time.Duration) *Node {
+	l.T.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if h, _ := l.mon.current(); len(h) == 1 && l.nodes[h[0]] != old {
-			return l.nodes[h[0]]
+		if h, _ := l.Mon.Current(); len(h) == 1 && l.Nodes[h[0]] != old {
+			return l.Nodes[h[0]]
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	h, _ := l.mon.current()
-	l.t.Fatalf("no node other than %s took %s within %v (holders now: %v)", old.name, labVIP, timeout, l.names(h))
+	h, _ := l.Mon.Current()
+	l.T.Fatalf("no node other than %s took %s within %v (holders now: %v)", old.Name, VIP, timeout, l.Names(h))
 	return nil
 }
 
-func (l *lab) names(idx []int) []string {
+func (l *Lab) Names(idx []int) []string {
 	var s []string
 	for _, i := range idx {
-		s = append(s, l.nodes[i].name)
+		s = append(s, l.Nodes[i].Name)
 	}
 	return s
 }
 
 // vipAddr reads the node's copy of the IPv4 VIP right now (not from the
 // monitor).
-func (l *lab) vipAddr(nd *labNode) (addrMessage, bool) {
-	l.t.Helper()
-	r, err := dialRTNL(nd.ns.fd(l.t))
+func (l *Lab) VIPAddr(nd *Node) (addrMessage, bool) {
+	l.T.Helper()
+	r, err := dialRTNL(nd.NS.Fd(l.T))
 	if err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
 	defer r.Close()
 	addrs, err := r.addrs(0)
 	if err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
 	for _, a := range addrs {
-		if a.ip() == netip.MustParseAddr(labVIP) {
+		if a.IP() == netip.MustParseAddr(VIP) {
 			return a, true
 		}
 	}
 	return addrMessage{}, false
 }
 
-func (l *lab) hasVIP(nd *labNode) bool {
-	_, ok := l.vipAddr(nd)
+func (l *Lab) HasVIP(nd *Node) bool {
+	_, ok := l.VIPAddr(nd)
 	return ok
 }
 
 // waitGone waits (bounded) until the node no longer has the VIP.
-func (l *lab) waitGone(nd *labNode, timeout time.Duration) {
-	l.t.Helper()
+func (l *Lab) WaitGone(nd *Node, timeout time.Duration) {
+	l.T.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if !l.hasVIP(nd) {
+		if !l.HasVIP(nd) {
 			return
 		}
 	}
-	l.t.Fatalf("%s still has %s after %v", nd.name, labVIP, timeout)
+	l.T.Fatalf("%s still has %s after %v", nd.Name, VIP, timeout)
 }
 
 // overlaps lists every moment two nodes held a VIP.
-func (l *lab) overlaps() []string {
-	o := l.mon.overlaps()
-	if l.mon6 != nil {
-		o = append(o, l.mon6.overlaps()...)
+func (l *Lab) Overlaps() []string {
+	o := l.Mon.Overlaps()
+	if l.Mon6 != nil {
+		o = append(o, l.Mon6.Overlaps()...)
 	}
 	return o
 }
 
 // assertNoOverlap checks the invariant of every scenario.
-func (l *lab) assertNoOverlap() {
-	l.t.Helper()
-	if o := l.overlaps(); len(o) > 0 {
-		l.t.Fatalf("two holders at once: %v", o)
+func (l *Lab) AssertNoOverlap() {
+	l.T.Helper()
+	if o := l.Overlaps(); len(o) > 0 {
+		l.T.Fatalf("two holders at once: %v", o)
 	}
 }
 
 // touchVIP sends one UDP datagram from the client to the VIP, which makes
 // the client's kernel resolve (and keep) a neighbour entry for it.
-func (l *lab) touchVIP() { l.touch(labVIP) }
+func (l *Lab) TouchVIP() { l.Touch(VIP) }
 
 // touch sends one UDP datagram from the client to addr.
-func (l *lab) touch(addr string) {
-	l.t.Helper()
-	err := l.client.do(func() error {
+func (l *Lab) Touch(addr string) {
+	l.T.Helper()
+	err := l.Client.Do(func() error {
 		c, err := net.Dial("udp", net.JoinHostPort(addr, "9"))
 		if err != nil {
 			return err
@@ -645,7 +645,7 @@ func (l *lab) touch(addr string) {
 		return err
 	})
 	if err != nil {
-		l.t.Fatalf("send to %s from the client: %v", addr, err)
+		l.T.Fatalf("send to %s from the client: %v", addr, err)
 	}
 }
 
@@ -653,14 +653,14 @@ var lladdrRE = regexp.MustCompile(`lladdr ([0-9a-f:]{17})`)
 
 // clientNeighbour is the client's neighbour entry for the IPv4 VIP ("" if
 // none).
-func (l *lab) clientNeighbour() string { return l.clientNeighbourOf(labVIP) }
+func (l *Lab) ClientNeighbour() string { return l.ClientNeighbourOf(VIP) }
 
 // clientNeighbourOf is the client's neighbour entry for addr.
-func (l *lab) clientNeighbourOf(addr string) string { return neighbourIn(l.t, l.client, "eth0", addr) }
+func (l *Lab) ClientNeighbourOf(addr string) string { return NeighbourIn(l.T, l.Client, "eth0", addr) }
 
 // neighbourIn is the MAC of ns's neighbour entry for addr on dev ("" if none).
-func neighbourIn(t testing.TB, ns *testNS, dev, addr string) string {
-	out := ns.ip(t, "neigh", "show", addr, "dev", dev)
+func NeighbourIn(t testing.TB, ns *NS, dev, addr string) string {
+	out := ns.IP(t, "neigh", "show", addr, "dev", dev)
 	if m := lladdrRE.FindStringSubmatch(out); m != nil {
 		return m[1]
 	}
@@ -668,32 +668,32 @@ func neighbourIn(t testing.TB, ns *testNS, dev, addr string) string {
 }
 
 // waitClientNeighbour waits (bounded) for the client's entry to be mac.
-func (l *lab) waitClientNeighbour(mac string, timeout time.Duration) {
-	l.t.Helper()
+func (l *Lab) WaitClientNeighbour(mac string, timeout time.Duration) {
+	l.T.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if l.clientNeighbour() == mac {
+		if l.ClientNeighbour() == mac {
 			return
 		}
 	}
-	l.t.Fatalf("client's neighbour entry for %s is %q, want %s", labVIP, l.clientNeighbour(), mac)
+	l.T.Fatalf("client's neighbour entry for %s is %q, want %s", VIP, l.ClientNeighbour(), mac)
 }
 
 // etcdClient is an etcd client for the test itself, whose connections start
 // in the client namespace (etcd is not reachable from the host's).
-func (l *lab) etcdClient() *clientv3.Client {
-	l.t.Helper()
+func (l *Lab) EtcdClient() *clientv3.Client {
+	l.T.Helper()
 	var eps []string
-	for _, m := range l.etcd {
-		eps = append(eps, m.clientURL())
+	for _, m := range l.Etcd {
+		eps = append(eps, m.ClientURL())
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   eps,
-		TLS:         l.opt.etcdTLS.clientConfig(),
+		TLS:         l.Opt.EtcdTLS.clientConfig(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := l.client.do(func() (err error) {
+			err := l.Client.Do(func() (err error) {
 				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 				return err
 			})
@@ -701,8 +701,8 @@ func (l *lab) etcdClient() *clientv3.Client {
 		})},
 	})
 	if err != nil {
-		l.t.Fatalf("etcd client for the test: %v", err)
+		l.T.Fatalf("etcd client for the test: %v", err)
 	}
-	l.t.Cleanup(func() { cli.Close() })
+	l.T.Cleanup(func() { cli.Close() })
 	return cli
 }

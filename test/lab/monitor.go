@@ -1,4 +1,4 @@
-package lab
+package Lab
 
 import (
 	"fmt"
@@ -13,27 +13,27 @@ import (
 // timestamped on one monotonic clock, and records any moment at which two
 // nodes held it.
 type monitor struct {
-	vip      netip.Addr
-	mu       sync.Mutex
-	start    time.Time
-	names    []string
+	Vip      netip.Addr
+	Mu       sync.Mutex
+	Start    time.Time
+	Names    []string
 	held     []bool
 	since    time.Time // when the set of holders last changed
-	events   []string
+	Events   []string
 	overlap  []string
 	lastAdds []time.Time // per node: when it last gained the VIP
-	gained   []time.Time // every gain, by any node
+	Gained   []time.Time // every gain, by any node
 }
 
-func startMonitor(t testing.TB, nodes []*labNode, vip netip.Addr) *monitor {
-	m := &monitor{vip: vip, start: time.Now(), since: time.Now()}
+func startMonitor(t testing.TB, nodes []*Node, vip netip.Addr) *monitor {
+	m := &monitor{Vip: vip, Start: time.Now(), since: time.Now()}
 	for i, nd := range nodes {
-		m.names = append(m.names, nd.name)
+		m.Names = append(m.Names, nd.Name)
 		m.held = append(m.held, false)
 		m.lastAdds = append(m.lastAdds, time.Time{})
-		followAddrs(t, nd, func(a *addrMessage, held bool) {
-			if a.ip() == vip {
-				m.record(i, held)
+		FollowAddrs(t, nd, func(a *addrMessage, held bool) {
+			if a.IP() == vip {
+				m.Record(i, held)
 			}
 		})
 	}
@@ -43,15 +43,15 @@ func startMonitor(t testing.TB, nodes []*labNode, vip netip.Addr) *monitor {
 // followAddrs calls record for every address the node has now, then for
 // every address event from now on, in the kernel's order. It subscribes
 // before listing so that nothing falls between the two.
-func followAddrs(t testing.TB, nd *labNode, record func(a *addrMessage, held bool)) {
-	w, err := watchRTNL(nd.ns.fd(t))
+func FollowAddrs(t testing.TB, nd *Node, record func(a *addrMessage, held bool)) {
+	w, err := watchRTNL(nd.NS.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
 	events := make(chan rtnlEvent, 256)
-	go w.run(events)
-	r, err := dialRTNL(nd.ns.fd(t))
+	go w.Run(events)
+	r, err := dialRTNL(nd.NS.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +75,9 @@ func followAddrs(t testing.TB, nd *labNode, record func(a *addrMessage, held boo
 	}()
 }
 
-func (m *monitor) record(node int, held bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *monitor) Record(node int, held bool) {
+	m.Mu.Lock()
+	defer m.Mu.Unlock()
 	if m.held[node] == held {
 		return // a lifetime refresh
 	}
@@ -87,23 +87,23 @@ func (m *monitor) record(node int, held bool) {
 	if held {
 		verb = "gained"
 		m.lastAdds[node] = now
-		m.gained = append(m.gained, now)
+		m.Gained = append(m.Gained, now)
 	}
-	m.events = append(m.events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.start).Seconds(), m.names[node], verb))
+	m.Events = append(m.Events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.Start).Seconds(), m.Names[node], verb))
 	if held {
 		for i, h := range m.held {
 			if h && i != node {
 				m.overlap = append(m.overlap, fmt.Sprintf("%s gained %s at %.3fs while %s held it",
-					m.names[node], m.vip, now.Sub(m.start).Seconds(), m.names[i]))
+					m.Names[node], m.Vip, now.Sub(m.Start).Seconds(), m.Names[i]))
 			}
 		}
 	}
 }
 
 // current returns the nodes holding the VIP and since when that is so.
-func (m *monitor) current() ([]int, time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *monitor) Current() ([]int, time.Time) {
+	m.Mu.Lock()
+	defer m.Mu.Unlock()
 	var h []int
 	for i, held := range m.held {
 		if held {
@@ -114,31 +114,31 @@ func (m *monitor) current() ([]int, time.Time) {
 }
 
 // gainedAt is when node last gained the VIP (zero if never).
-func (m *monitor) gainedAt(node int) time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *monitor) GainedAt(node int) time.Time {
+	m.Mu.Lock()
+	defer m.Mu.Unlock()
 	return m.lastAdds[node]
 }
 
-func (m *monitor) overlaps() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *monitor) Overlaps() []string {
+	m.Mu.Lock()
+	defer m.Mu.Unlock()
 	return append([]string(nil), m.overlap...)
 }
 
-func (m *monitor) history() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return strings.Join(m.events, "\n")
+func (m *monitor) History() string {
+	m.Mu.Lock()
+	defer m.Mu.Unlock()
+	return strings.Join(m.Events, "\n")
 }
 
 // gains is how many times any node has gained the VIP: the first holder's
 // take and every move since.
-func (m *monitor) gains() int { return len(m.gainTimes()) }
+func (m *monitor) Gains() int { return len(m.GainTimes()) }
 
 // gainTimes is when each gain happened.
-func (m *monitor) gainTimes() []time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]time.Time(nil), m.gained...)
+func (m *monitor) GainTimes() []time.Time {
+	m.Mu.Lock()
+	defer m.Mu.Unlock()
+	return append([]time.Time(nil), m.Gained...)
 }

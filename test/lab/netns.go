@@ -1,4 +1,4 @@
-package lab
+package Lab
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ var nsSeq atomic.Int32
 func nsPrefix() string { return fmt.Sprintf("vipdt%d-", os.Getpid()) }
 
 // needRoot skips tests that create namespaces, interfaces and raw sockets.
-func needRoot(t testing.TB) {
+func NeedRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, veth pairs and raw sockets")
@@ -32,7 +32,7 @@ func needRoot(t testing.TB) {
 
 // sweepStaleNamespaces deletes namespaces left by earlier test runs whose
 // process no longer exists.
-func sweepStaleNamespaces() {
+func SweepStaleNamespaces() {
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), "vipdt")
@@ -51,53 +51,53 @@ func sweepStaleNamespaces() {
 }
 
 // testNS is a network namespace owned by one test.
-type testNS struct {
-	name string
+type NS struct {
+	Name string
 }
 
 // newNS creates a namespace with loopback up and removes it when the test ends,
 // after the test's own cleanups (which stop the processes inside it) have run.
-func newNS(t testing.TB, what string) *testNS {
+func newNS(t testing.TB, what string) *NS {
 	t.Helper()
-	needRoot(t)
-	ns := &testNS{name: fmt.Sprintf("%s%d-%s", nsPrefix(), nsSeq.Add(1), what)}
-	if out, err := exec.Command("ip", "netns", "add", ns.name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns.name, err, out)
+	NeedRoot(t)
+	ns := &NS{Name: fmt.Sprintf("%s%d-%s", nsPrefix(), nsSeq.Add(1), what)}
+	if out, err := exec.Command("ip", "netns", "add", ns.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", ns.Name, err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", ns.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v: %s", ns.name, err, out)
+		if out, err := exec.Command("ip", "netns", "delete", ns.Name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", ns.Name, err, out)
 		}
 	})
-	ns.ip(t, "link", "set", "lo", "up")
+	ns.IP(t, "link", "set", "lo", "up")
 	return ns
 }
 
 // ip runs `ip -n <ns> args...` and fails the test on error.
-func (ns *testNS) ip(t testing.TB, args ...string) string {
+func (ns *NS) IP(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", append([]string{"-n", ns.name}, args...)...).CombinedOutput()
+	out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("ip -n %s %s: %v: %s", ns.name, strings.Join(args, " "), err, out)
+		t.Fatalf("ip -n %s %s: %v: %s", ns.Name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
 
 // sysctl sets a sysctl inside the namespace.
-func (ns *testNS) sysctl(t testing.TB, key, value string) {
+func (ns *NS) Sysctl(t testing.TB, key, value string) {
 	t.Helper()
 	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
-	err := ns.do(func() error { return os.WriteFile(path, []byte(value), 0o644) })
+	err := ns.Do(func() error { return os.WriteFile(path, []byte(value), 0o644) })
 	if err != nil {
-		t.Fatalf("sysctl %s=%s in %s: %v", key, value, ns.name, err)
+		t.Fatalf("sysctl %s=%s in %s: %v", key, value, ns.Name, err)
 	}
 }
 
 // command prepares a process that runs inside the namespace, in a process
 // group of its own (so that a signal reaches a daemon's children too), and
 // is killed if the test binary dies first.
-func (ns *testNS) command(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
+func (ns *NS) Command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	return cmd
 }
@@ -105,8 +105,8 @@ func (ns *testNS) command(name string, args ...string) *exec.Cmd {
 // do runs fn on an OS thread that has entered the namespace. Sockets opened in
 // fn stay in the namespace after do returns. If the thread cannot be brought
 // back, it stays locked so the runtime discards it with the goroutine.
-func (ns *testNS) do(fn func() error) error {
-	target, err := os.Open(filepath.Join("/run/netns", ns.name))
+func (ns *NS) Do(fn func() error) error {
+	target, err := os.Open(filepath.Join("/run/netns", ns.Name))
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func (ns *testNS) do(fn func() error) error {
 		}
 		defer self.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns.name, err)
+			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
 			return
 		}
 		ferr := fn()
@@ -136,9 +136,9 @@ func (ns *testNS) do(fn func() error) error {
 }
 
 // fd opens the namespace file, for netlink.Config.NetNS.
-func (ns *testNS) fd(t testing.TB) int {
+func (ns *NS) Fd(t testing.TB) int {
 	t.Helper()
-	f, err := os.Open(filepath.Join("/run/netns", ns.name))
+	f, err := os.Open(filepath.Join("/run/netns", ns.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,9 +147,9 @@ func (ns *testNS) fd(t testing.TB) int {
 }
 
 // veth joins two namespaces with a veth pair: aName in a, bName in b, both up.
-func veth(t testing.TB, a *testNS, aName string, b *testNS, bName string) {
+func veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 	t.Helper()
-	a.ip(t, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name)
-	a.ip(t, "link", "set", aName, "up")
-	b.ip(t, "link", "set", bName, "up")
+	a.IP(t, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
+	a.IP(t, "link", "set", aName, "up")
+	b.IP(t, "link", "set", bName, "up")
 }

@@ -1,4 +1,4 @@
-package lab
+package Lab
 
 import (
 	"crypto/ecdsa"
@@ -22,35 +22,35 @@ import (
 // files, made with crypto/x509 for each test.
 type testPKI struct {
 	dir                            string
-	caCert, serverCert, serverKey  string
-	clientCert, clientKey, otherCA string
+	CaCert, serverCert, serverKey  string
+	ClientCert, ClientKey, OtherCA string
 	caPool                         *x509.CertPool
 	clientPair                     tls.Certificate
 }
 
-func newTestPKI(t testing.TB) *testPKI {
+func NewPKI(t testing.TB) *testPKI {
 	t.Helper()
 	p := &testPKI{dir: t.TempDir()}
 	caKey, ca, caDER := p.issue(t, "vipd test CA", nil, nil, nil)
-	p.caCert = p.write(t, "ca.pem", "CERTIFICATE", caDER)
+	p.CaCert = p.Write(t, "ca.pem", "CERTIFICATE", caDER)
 	_, _, otherDER := p.issue(t, "some other CA", nil, nil, nil)
-	p.otherCA = p.write(t, "other-ca.pem", "CERTIFICATE", otherDER)
+	p.OtherCA = p.Write(t, "other-ca.pem", "CERTIFICATE", otherDER)
 
-	ips := []net.IP{net.ParseIP(labEtcdIP)}
+	ips := []net.IP{net.ParseIP(EtcdIP)}
 	for i := 1; i <= 3; i++ {
 		ips = append(ips, net.ParseIP(fmt.Sprintf("192.0.2.%d", 10+i)))
 	}
 	srvKey, _, srvDER := p.issue(t, "etcd", ips, caKey, ca)
-	p.serverCert = p.write(t, "server.pem", "CERTIFICATE", srvDER)
+	p.serverCert = p.Write(t, "server.pem", "CERTIFICATE", srvDER)
 	p.serverKey = p.writeKey(t, "server-key.pem", srvKey)
 	cliKey, _, cliDER := p.issue(t, "vipd", nil, caKey, ca)
-	p.clientCert = p.write(t, "client.pem", "CERTIFICATE", cliDER)
-	p.clientKey = p.writeKey(t, "client-key.pem", cliKey)
+	p.ClientCert = p.Write(t, "client.pem", "CERTIFICATE", cliDER)
+	p.ClientKey = p.writeKey(t, "client-key.pem", cliKey)
 
 	p.caPool = x509.NewCertPool()
 	p.caPool.AddCert(ca)
 	var err error
-	if p.clientPair, err = tls.LoadX509KeyPair(p.clientCert, p.clientKey); err != nil {
+	if p.clientPair, err = tls.LoadX509KeyPair(p.ClientCert, p.ClientKey); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -91,7 +91,7 @@ func (p *testPKI) issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.
 	return key, cert, der
 }
 
-func (p *testPKI) write(t testing.TB, name, typ string, der []byte) string {
+func (p *testPKI) Write(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(p.dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
@@ -106,7 +106,7 @@ func (p *testPKI) writeKey(t testing.TB, name string, key *ecdsa.PrivateKey) str
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.write(t, name, "EC PRIVATE KEY", der)
+	return p.Write(t, name, "EC PRIVATE KEY", der)
 }
 
 // clientConfig is the TLS configuration of a client of the lab's etcd (nil

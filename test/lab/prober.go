@@ -1,4 +1,4 @@
-package lab
+package Lab
 
 import (
 	"encoding/binary"
@@ -19,31 +19,31 @@ import (
 
 const (
 	labEchoPort   = 7777
-	probeInterval = 10 * time.Millisecond
+	ProbeInterval = 10 * time.Millisecond
 )
 
 // startResponders opens an echo socket in every node namespace. The sockets
 // belong to the test process, so they answer whether or not vipd runs.
-func (l *lab) startResponders() {
-	for _, nd := range l.nodes {
+func (l *Lab) StartResponders() {
+	for _, nd := range l.Nodes {
 		c, err := startEcho(nd)
 		if err != nil {
-			l.t.Fatal(err)
+			l.T.Fatal(err)
 		}
-		l.t.Cleanup(func() { c.Close() })
+		l.T.Cleanup(func() { c.Close() })
 	}
 }
 
 // startEcho answers UDP probes on labEchoPort (IPv4 and IPv6) inside the
 // node's namespace with the node's name, until the socket is closed.
-func startEcho(nd *labNode) (*net.UDPConn, error) {
+func startEcho(nd *Node) (*net.UDPConn, error) {
 	var c *net.UDPConn
-	err := nd.ns.do(func() (err error) {
+	err := nd.NS.Do(func() (err error) {
 		c, err = net.ListenUDP("udp", &net.UDPAddr{Port: labEchoPort})
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("echo responder in %s: %w", nd.name, err)
+		return nil, fmt.Errorf("echo responder in %s: %w", nd.Name, err)
 	}
 	go func(name string) {
 		buf := make([]byte, 64)
@@ -54,53 +54,53 @@ func startEcho(nd *labNode) (*net.UDPConn, error) {
 			}
 			c.WriteToUDP(append(buf[:n:n], name...), from)
 		}
-	}(nd.name)
+	}(nd.Name)
 	return c, nil
 }
 
 // answer is one probe that was answered.
 type answer struct {
-	sent time.Time
-	node string
+	Sent time.Time
+	Node string
 }
 
-type prober struct {
-	mu      sync.Mutex
-	answers []answer // in the order of sending
-	sent    map[uint64]time.Time
+type Prober struct {
+	Mu      sync.Mutex
+	Answers []answer // in the order of sending
+	Sent    map[uint64]time.Time
 	stop    chan struct{}
-	done    chan struct{}
+	Done    chan struct{}
 }
 
 // startProber sends a probe to the IPv4 VIP every probeInterval until the
 // test ends.
-func (l *lab) startProber() *prober {
-	l.startResponders()
-	return l.startProberTo(labVIP)
+func (l *Lab) StartProber() *Prober {
+	l.StartResponders()
+	return l.StartProberTo(VIP)
 }
 
 // startProberTo probes one address (the responders must be running).
 // Replies may come from a node's own address: the socket is not connected,
 // so it takes them from any source.
-func (l *lab) startProberTo(addr string) *prober {
+func (l *Lab) StartProberTo(addr string) *Prober {
 	var c *net.UDPConn
-	err := l.client.do(func() (err error) {
+	err := l.Client.Do(func() (err error) {
 		c, err = net.ListenUDP("udp", &net.UDPAddr{})
 		return err
 	})
 	if err != nil {
-		l.t.Fatalf("prober socket: %v", err)
+		l.T.Fatalf("prober socket: %v", err)
 	}
-	p := &prober{sent: map[uint64]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
-	l.t.Cleanup(func() {
+	p := &Prober{Sent: map[uint64]time.Time{}, stop: make(chan struct{}), Done: make(chan struct{})}
+	l.T.Cleanup(func() {
 		close(p.stop)
 		c.Close()
-		<-p.done
+		<-p.Done
 	})
 	vip := &net.UDPAddr{IP: net.ParseIP(addr), Port: labEchoPort}
 	go func() {
-		defer close(p.done)
-		t := time.NewTicker(probeInterval)
+		defer close(p.Done)
+		t := time.NewTicker(ProbeInterval)
 		defer t.Stop()
 		for seq := uint64(0); ; seq++ {
 			select {
@@ -108,9 +108,9 @@ func (l *lab) startProberTo(addr string) *prober {
 				return
 			case <-t.C:
 			}
-			p.mu.Lock()
-			p.sent[seq] = time.Now()
-			p.mu.Unlock()
+			p.Mu.Lock()
+			p.Sent[seq] = time.Now()
+			p.Mu.Unlock()
 			c.WriteToUDP(binary.BigEndian.AppendUint64(nil, seq), vip)
 		}
 	}()
@@ -125,24 +125,24 @@ func (l *lab) startProberTo(addr string) *prober {
 				continue
 			}
 			seq := binary.BigEndian.Uint64(buf[:8])
-			p.mu.Lock()
-			if at, ok := p.sent[seq]; ok {
-				delete(p.sent, seq) // count each probe once
-				p.answers = append(p.answers, answer{sent: at, node: string(buf[8:n])})
+			p.Mu.Lock()
+			if at, ok := p.Sent[seq]; ok {
+				delete(p.Sent, seq) // count each probe once
+				p.Answers = append(p.Answers, answer{Sent: at, Node: string(buf[8:n])})
 			}
-			p.mu.Unlock()
+			p.Mu.Unlock()
 		}
 	}()
 	return p
 }
 
 // lastAnswerFrom is the send time of the latest probe that node answered.
-func (p *prober) lastAnswerFrom(node string) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := len(p.answers) - 1; i >= 0; i-- {
-		if p.answers[i].node == node {
-			return p.answers[i].sent
+func (p *Prober) LastAnswerFrom(node string) time.Time {
+	p.Mu.Lock()
+	defer p.Mu.Unlock()
+	for i := len(p.Answers) - 1; i >= 0; i-- {
+		if p.Answers[i].Node == node {
+			return p.Answers[i].Sent
 		}
 	}
 	return time.Time{}
@@ -150,18 +150,18 @@ func (p *prober) lastAnswerFrom(node string) time.Time {
 
 // waitAnsweredBy waits (bounded) until a probe sent after since is answered
 // by node.
-func (p *prober) waitAnsweredBy(t testing.TB, node string, since time.Time, timeout time.Duration) {
+func (p *Prober) WaitAnsweredBy(t testing.TB, node string, since time.Time, timeout time.Duration) {
 	t.Helper()
-	if !p.answeredBy(node, since, timeout) {
+	if !p.AnsweredBy(node, since, timeout) {
 		t.Fatalf("the client was not answered by %s within %v", node, timeout)
 	}
 }
 
 // answeredBy waits (bounded) until a probe sent after since is answered by
 // node, and says whether it was.
-func (p *prober) answeredBy(node string, since time.Time, timeout time.Duration) bool {
+func (p *Prober) AnsweredBy(node string, since time.Time, timeout time.Duration) bool {
 	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if p.lastAnswerFrom(node).After(since) {
+		if p.LastAnswerFrom(node).After(since) {
 			return true
 		}
 	}
@@ -171,18 +171,18 @@ func (p *prober) answeredBy(node string, since time.Time, timeout time.Duration)
 // outage is the longest stretch without answers around a fault at t0: from
 // the last probe answered before t0 to the first answered by another node
 // than old (or by anyone, if old is "").
-func (p *prober) outage(t0 time.Time, old string) (time.Duration, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (p *Prober) Outage(t0 time.Time, old string) (time.Duration, bool) {
+	p.Mu.Lock()
+	defer p.Mu.Unlock()
 	var before, after time.Time
-	for _, a := range p.answers {
+	for _, a := range p.Answers {
 		switch {
-		case !a.sent.After(t0):
-			before = a.sent
-		case old != "" && a.node == old:
-			before = a.sent // the old holder still answering after the fault
+		case !a.Sent.After(t0):
+			before = a.Sent
+		case old != "" && a.Node == old:
+			before = a.Sent // the old holder still answering after the fault
 		default:
-			after = a.sent
+			after = a.Sent
 		}
 		if !after.IsZero() {
 			break
@@ -197,50 +197,50 @@ func (p *prober) outage(t0 time.Time, old string) (time.Duration, bool) {
 // capture records the announcements of the VIP that the client namespace
 // sees: gratuitous ARP for IPv4, unsolicited Neighbor Advertisements for
 // IPv6.
-type capture struct {
-	mu     sync.Mutex
-	frames []captured
-	conn   *packet.Conn
+type Capture struct {
+	Mu     sync.Mutex
+	Frames []Captured
+	Conn   *packet.Conn
 }
 
-type captured struct {
-	at     time.Time
-	sender string
+type Captured struct {
+	At     time.Time
+	Sender string
 }
 
-func captureARP(b testing.TB, ns *testNS) *capture { return captureAnnouncements(b, ns, false) }
-func captureNA(b testing.TB, ns *testNS) *capture  { return captureAnnouncements(b, ns, true) }
+func CaptureARP(b testing.TB, ns *NS) *Capture { return captureAnnouncements(b, ns, false) }
+func CaptureNA(b testing.TB, ns *NS) *Capture  { return captureAnnouncements(b, ns, true) }
 
-func captureAnnouncements(b testing.TB, ns *testNS, ipv6 bool) *capture {
-	c := &capture{}
-	err := ns.do(func() error {
+func captureAnnouncements(b testing.TB, ns *NS, ipv6 bool) *Capture {
+	c := &Capture{}
+	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
 		if ipv6 {
-			c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: ndpFilter})
+			c.Conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: ndpFilter})
 		} else {
-			c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+			c.Conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
 		}
 		return err
 	})
 	if err != nil {
-		b.Fatalf("capture announcements in %s: %v", ns.name, err)
+		b.Fatalf("capture announcements in %s: %v", ns.Name, err)
 	}
-	b.Cleanup(func() { c.conn.Close() })
+	b.Cleanup(func() { c.Conn.Close() })
 	go func() {
 		buf := make([]byte, 1500)
 		for {
-			n, _, err := c.conn.ReadFrom(buf)
+			n, _, err := c.Conn.ReadFrom(buf)
 			if err != nil {
 				return
 			}
 			at := time.Now()
 			if sender := announcedBy(buf[:n], ipv6); sender != "" {
-				c.mu.Lock()
-				c.frames = append(c.frames, captured{at: at, sender: sender})
-				c.mu.Unlock()
+				c.Mu.Lock()
+				c.Frames = append(c.Frames, Captured{At: at, Sender: sender})
+				c.Mu.Unlock()
 			}
 		}
 	}()
@@ -255,7 +255,7 @@ func announcedBy(frame []byte, ipv6 bool) string {
 	}
 	if !ipv6 {
 		var p arpPacket
-		vip := netip.MustParseAddr(labVIP)
+		vip := netip.MustParseAddr(VIP)
 		if p.UnmarshalBinary(f.Payload) != nil || p.SenderIP != vip || p.TargetIP != vip {
 			return ""
 		}
@@ -267,19 +267,19 @@ func announcedBy(frame []byte, ipv6 bool) string {
 		m.UnmarshalBinary(f.Payload[ipv6HeaderLen:ipv6HeaderLen+int(h.PayloadLength)]) != nil {
 		return ""
 	}
-	if m.Type != icmpv6NeighAdv || m.Target != netip.MustParseAddr(labVIP6) || m.Flags&naFlagOverride == 0 || h.Destination != ipv6AllNodes {
+	if m.Type != icmpv6NeighAdv || m.Target != netip.MustParseAddr(VIP6) || m.Flags&naFlagOverride == 0 || h.Destination != ipv6AllNodes {
 		return ""
 	}
 	return m.LinkLayerAddr.String()
 }
 
 // first is the first announcement from mac at or after t (zero if none).
-func (c *capture) first(mac string, after time.Time) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, f := range c.frames {
-		if f.sender == mac && !f.at.Before(after) {
-			return f.at
+func (c *Capture) First(mac string, after time.Time) time.Time {
+	c.Mu.Lock()
+	defer c.Mu.Unlock()
+	for _, f := range c.Frames {
+		if f.Sender == mac && !f.At.Before(after) {
+			return f.At
 		}
 	}
 	return time.Time{}

@@ -1,14 +1,12 @@
-package lab
+package Lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -22,14 +20,14 @@ import (
 // instead of hanging until a timeout.
 
 const (
-	labServicePort = 8080
-	labCheckURL    = "http://127.0.0.1:8080/healthz" // as seen from inside a node's namespace
+	ServicePort = 8080
+	CheckURL    = "http://127.0.0.1:8080/healthz" // as seen from inside a node's namespace
 )
 
 type labService struct {
-	t     testing.TB
-	nd    *labNode
-	mu    sync.Mutex
+	T     testing.TB
+	Nd    *Node
+	Mu    sync.Mutex
 	http  *http.Server // nil while down
 	echo  *net.UDPConn
 	since time.Time // when it last came up
@@ -38,38 +36,38 @@ type labService struct {
 // startServices brings up a service in every node namespace (also reachable
 // as nd.service) and takes them down when the test ends. Use it instead of
 // startResponders: both answer on the echo port.
-func (l *lab) startServices() []*labService {
+func (l *Lab) StartServices() []*labService {
 	var svcs []*labService
-	for _, nd := range l.nodes {
-		s := &labService{t: l.t, nd: nd}
-		l.t.Cleanup(s.down) // before the namespace goes
-		s.up()
-		nd.service = s
+	for _, nd := range l.Nodes {
+		s := &labService{T: l.T, Nd: nd}
+		l.T.Cleanup(s.Down) // before the namespace goes
+		s.Up()
+		nd.Service = s
 		svcs = append(svcs, s)
 	}
 	return svcs
 }
 
 // up opens the health endpoint and the echo responder (no-op if up).
-func (s *labService) up() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *labService) Up() {
+	s.T.Helper()
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
 	if s.http != nil {
 		return
 	}
 	var ln net.Listener
-	err := s.nd.ns.do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", labServicePort))
+	err := s.Nd.NS.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", ServicePort))
 		return err
 	})
 	if err != nil {
-		s.t.Fatalf("health endpoint in %s: %v", s.nd.name, err)
+		s.T.Fatalf("health endpoint in %s: %v", s.Nd.Name, err)
 	}
-	echo, err := startEcho(s.nd)
+	echo, err := startEcho(s.Nd)
 	if err != nil {
 		ln.Close()
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -79,8 +77,8 @@ func (s *labService) up() {
 
 // upFor is how long the service has been up (0 while down).
 func (s *labService) upFor() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
 	if s.http == nil {
 		return 0
 	}
@@ -89,11 +87,11 @@ func (s *labService) upFor() time.Duration {
 
 // waitServicesUp waits (bounded) until every node's service has been up for
 // d, e.g. for its health check to have risen again.
-func (l *lab) waitServicesUp(d time.Duration) {
-	l.t.Helper()
-	waitFor(l.t, d+30*time.Second, fmt.Sprintf("every service to be up for %v", d), func() bool {
-		for _, nd := range l.nodes {
-			if nd.service == nil || nd.service.upFor() < d {
+func (l *Lab) WaitServicesUp(d time.Duration) {
+	l.T.Helper()
+	WaitFor(l.T, d+30*time.Second, fmt.Sprintf("every service to be up for %v", d), func() bool {
+		for _, nd := range l.Nodes {
+			if nd.Service == nil || nd.Service.upFor() < d {
 				return false
 			}
 		}
@@ -102,9 +100,9 @@ func (l *lab) waitServicesUp(d time.Duration) {
 }
 
 // down closes both sockets and any open HTTP connection (no-op if down).
-func (s *labService) down() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *labService) Down() {
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
 	if s.http == nil {
 		return
 	}
@@ -115,12 +113,12 @@ func (s *labService) down() {
 
 // nsHTTP is an HTTP client whose connections start in ns, without
 // keep-alive: each request is a new connection, as a check makes.
-func nsHTTP(ns *testNS) *http.Client {
+func NSHTTP(ns *NS) *http.Client {
 	return &http.Client{
 		Timeout: time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := ns.do(func() (err error) {
+			err := ns.Do(func() (err error) {
 				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
 				return err
 			})
@@ -130,8 +128,8 @@ func nsHTTP(ns *testNS) *http.Client {
 }
 
 // healthStatus GETs url from ns: the status code, or the error.
-func healthStatus(ns *testNS, url string) (int, error) {
-	resp, err := nsHTTP(ns).Get(url)
+func HealthStatus(ns *NS, url string) (int, error) {
+	resp, err := NSHTTP(ns).Get(url)
 	if err != nil {
 		return 0, err
 	}
@@ -142,14 +140,14 @@ func healthStatus(ns *testNS, url string) (int, error) {
 
 // echoFrom sends one probe from ns to addr's echo port and returns the name
 // in the answer ("" if none came within timeout).
-func echoFrom(ns *testNS, addr string, timeout time.Duration) (string, error) {
+func EchoFrom(ns *NS, addr string, timeout time.Duration) (string, error) {
 	var c net.Conn
-	err := ns.do(func() (err error) {
+	err := ns.Do(func() (err error) {
 		c, err = net.Dial("udp", net.JoinHostPort(addr, fmt.Sprint(labEchoPort)))
 		return err
 	})
 	if err != nil {
-		return "", fmt.Errorf("echo socket in %s: %w", ns.name, err)
+		return "", fmt.Errorf("echo socket in %s: %w", ns.Name, err)
 	}
 	defer c.Close()
 	if _, err := c.Write([]byte("probe")); err != nil {
@@ -163,4 +161,3 @@ func echoFrom(ns *testNS, addr string, timeout time.Duration) (string, error) {
 	}
 	return string(buf[len("probe"):n]), nil
 }
-

@@ -1,7 +1,14 @@
-package lab
+package Lab
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+)
 
 // waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if cond() {
@@ -12,19 +19,19 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // syncBuffer collects a process's output for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+type SyncBuffer struct {
+	Mu sync.Mutex
+	B  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	return s.B.Write(p)
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (s *SyncBuffer) String() string {
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	return s.B.String()
 }

@@ -1,15 +1,28 @@
 package scenario
 
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"vipd/test/lab"
+)
+
 func TestConfigPartitionWithTLS(t *testing.T) {
-	needRoot(t)
-	pki := newTestPKI(t)
+	lab.NeedRoot(t)
+	pki := lab.NewPKI(t)
 	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
 	label := uniqueLabel()
 	conf := strings.Join([]string{
 		"# made by TestConfigPartitionWithTLS",
-		"vip.address=" + labVIP,
+		"vip.address=" + lab.VIP,
 		"vip.interface=eth0",
-		"vip.etcd=https://" + labEtcdIP + ":2379",
+		"vip.etcd=https://" + lab.EtcdIP + ":2379",
 		"vip.etcd.ca=pki/ca.pem",
 		"vip.etcd.cert=pki/client.pem",
 		"vip.etcd.key=pki/client-key.pem",
@@ -17,22 +30,22 @@ func TestConfigPartitionWithTLS(t *testing.T) {
 	}, "\n")
 	img := makeImage(t, "ext4", label, map[string]string{
 		"vipd.conf":          conf,
-		"pki/ca.pem":         read(pki.caCert),
-		"pki/client.pem":     read(pki.clientCert),
-		"pki/client-key.pem": read(pki.clientKey),
+		"pki/ca.pem":         read(pki.CaCert),
+		"pki/client.pem":     read(pki.ClientCert),
+		"pki/client-key.pem": read(pki.ClientKey),
 	})
 	attachLoop(t, img)
 
-	l := newLabWith(t, labOptions{nodes: 1, etcdTLS: pki})
-	nd := l.nodes[0]
-	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.name=n1", "vip.log=stderr")
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
+	l := lab.NewWith(t, lab.Options{Nodes: 1, EtcdTLS: pki})
+	nd := l.Nodes[0]
+	l.StartRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.name=n1", "vip.log=stderr")
+	if h := l.Holder(lab.ElectBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.Name)
 	}
-	if log := nd.log.String(); !strings.Contains(log, "read 7 settings from LABEL="+label) {
+	if log := nd.Log.String(); !strings.Contains(log, "read 7 settings from LABEL="+label) {
 		t.Errorf("reading the partition was not logged:\n%s", log)
 	}
-	if m := mountsOf(t, nd.cmd.Process.Pid); strings.Contains(m, "vipd-config-") {
+	if m := mountsOf(t, nd.Cmd.Process.Pid); strings.Contains(m, "vipd-config-") {
 		t.Fatalf("the config partition is still mounted:\n%s", m)
 	}
 	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "vipd-config-*")); len(left) > 0 {
@@ -41,55 +54,55 @@ func TestConfigPartitionWithTLS(t *testing.T) {
 }
 
 func TestConfigWrongCAWaits(t *testing.T) {
-	needRoot(t)
-	pki := newTestPKI(t)
-	l := newLabWith(t, labOptions{nodes: 1, etcdTLS: pki})
-	nd := l.nodes[0]
-	l.startRaw(nd, "-cmdline", "none", "vip.address="+labVIP, "vip.interface=eth0", "vip.name=n1", "vip.log=stderr",
-		"vip.etcd=https://"+labEtcdIP+":2379", "vip.etcd.ca="+pki.otherCA, "vip.etcd.cert="+pki.clientCert, "vip.etcd.key="+pki.clientKey)
-	waitFor(t, 15*time.Second, "the TLS failure to be logged", func() bool {
-		return strings.Contains(nd.log.String(), "etcd unreachable")
+	lab.NeedRoot(t)
+	pki := lab.NewPKI(t)
+	l := lab.NewWith(t, lab.Options{Nodes: 1, EtcdTLS: pki})
+	nd := l.Nodes[0]
+	l.StartRaw(nd, "-cmdline", "none", "vip.address="+lab.VIP, "vip.interface=eth0", "vip.name=n1", "vip.log=stderr",
+		"vip.etcd=https://"+lab.EtcdIP+":2379", "vip.etcd.ca="+pki.OtherCA, "vip.etcd.cert="+pki.ClientCert, "vip.etcd.key="+pki.ClientKey)
+	lab.WaitFor(t, 15*time.Second, "the TLS failure to be logged", func() bool {
+		return strings.Contains(nd.Log.String(), "etcd unreachable")
 	})
 	time.Sleep(3 * time.Second)
 	select {
-	case err := <-nd.exit:
+	case err := <-nd.Exit:
 		t.Fatalf("vipd exited (%v); a wrong CA is waited out and logged, not a crash loop", err)
 	default:
 	}
-	log := nd.log.String()
+	log := nd.Log.String()
 	if !strings.Contains(log, "certificate") {
 		t.Errorf("the log does not say the certificate is the trouble:\n%s", log)
 	}
 	if n := strings.Count(log, "etcd unreachable"); n > 2 {
 		t.Errorf("logged %d times in a few seconds:\n%s", n, log)
 	}
-	if l.hasVIP(nd) {
+	if l.HasVIP(nd) {
 		t.Fatal("holds the VIP without etcd")
 	}
 }
 
 func TestConfigDeviceAppearsLate(t *testing.T) {
-	needRoot(t)
-	l := newLab(t, 1)
-	nd := l.nodes[0]
+	lab.NeedRoot(t)
+	l := lab.New(t, 1)
+	nd := l.Nodes[0]
 	label := uniqueLabel()
 	img := makeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
-		"vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.ttl=2"}, "\n")})
-	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.config.timeout=20", "vip.name=n1", "vip.log=stderr")
-	waitFor(t, 5*time.Second, "the wait to be logged", func() bool {
-		return strings.Contains(nd.log.String(), "waiting up to 20s for config source LABEL="+label)
+		"vip.address=" + lab.VIP, "vip.interface=eth0", "vip.etcd=" + l.EtcdURLs(), "vip.ttl=2"}, "\n")})
+	l.StartRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.config.timeout=20", "vip.name=n1", "vip.log=stderr")
+	lab.WaitFor(t, 5*time.Second, "the wait to be logged", func() bool {
+		return strings.Contains(nd.Log.String(), "waiting up to 20s for config source LABEL="+label)
 	})
 	attachLoop(t, img) // the disk shows up after vipd started, as at boot
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
+	if h := l.Holder(lab.ElectBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.Name)
 	}
-	if !strings.Contains(nd.log.String(), "appeared as /dev/loop") {
-		t.Errorf("the late device was not logged:\n%s", nd.log.String())
+	if !strings.Contains(nd.Log.String(), "appeared as /dev/loop") {
+		t.Errorf("the late device was not logged:\n%s", nd.Log.String())
 	}
 }
 
 func TestConfigDeviceNeverAppears(t *testing.T) {
-	bin, _ := binaries(t)
+	bin, _ := lab.Binaries(t)
 	cmd := exec.Command(bin, "-cmdline", "none", "vip.config=LABEL="+uniqueLabel(), "vip.config.timeout=1", "vip.log=stderr")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

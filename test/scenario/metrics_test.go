@@ -1,21 +1,37 @@
 package scenario
 
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"vipd/test/lab"
+)
+
 // scrapeNode reads a lab node's /metrics from inside its namespace,
 // checks it with promtool and parses it. The listener may take a moment
 // after start, so a refused connection is tried again for a few seconds.
-func scrapeNode(t *testing.T, nd *labNode) map[string]*expoFamily {
+func scrapeNode(t *testing.T, nd *lab.Node) map[string]*expoFamily {
 	t.Helper()
 	return scrapeNodeAt(t, nd, labMetricsPort)
 }
 
-func scrapeNodeAt(t *testing.T, nd *labNode, port int) map[string]*expoFamily {
+func scrapeNodeAt(t *testing.T, nd *lab.Node, port int) map[string]*expoFamily {
 	t.Helper()
-	url := fmt.Sprintf("http://%s:%d/metrics", nd.ip, port)
+	url := fmt.Sprintf("http://%s:%d/metrics", nd.IP, port)
 	var body []byte
 	var err error
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		var resp *http.Response
-		if resp, err = nsHTTP(nd.ns).Get(url); err == nil {
+		if resp, err = lab.NSHTTP(nd.NS).Get(url); err == nil {
 			body, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if err == nil && resp.StatusCode != 200 {
@@ -27,14 +43,14 @@ func scrapeNodeAt(t *testing.T, nd *labNode, port int) map[string]*expoFamily {
 		}
 	}
 	if err != nil {
-		t.Fatalf("scrape %s: %v", nd.name, err)
+		t.Fatalf("scrape %s: %v", nd.Name, err)
 	}
 	if err := promtoolCheck(body); err != nil {
-		t.Errorf("%s: %v", nd.name, err)
+		t.Errorf("%s: %v", nd.Name, err)
 	}
 	fams, err := parseExposition(string(body))
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", nd.name, err, body)
+		t.Fatalf("%s: %v\n%s", nd.Name, err, body)
 	}
 	return fams
 }
@@ -42,27 +58,27 @@ func scrapeNodeAt(t *testing.T, nd *labNode, port int) map[string]*expoFamily {
 // scrapeAll scrapes every running node until exactly one, the holder
 // want, reports vipd_leader 1 (the monitor sees the address a moment
 // before the node's state changes) or time runs out.
-func scrapeAll(t *testing.T, l *lab, want *labNode) map[*labNode]map[string]*expoFamily {
+func scrapeAll(t *testing.T, l *lab.Lab, want *lab.Node) map[*lab.Node]map[string]*expoFamily {
 	t.Helper()
 	for end := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		all := map[*labNode]map[string]*expoFamily{}
+		all := map[*lab.Node]map[string]*expoFamily{}
 		var leaders []string
-		for _, nd := range l.nodes {
-			if nd.cmd == nil {
+		for _, nd := range l.Nodes {
+			if nd.Cmd == nil {
 				continue
 			}
 			all[nd] = scrapeNode(t, nd)
 			if v := mustValue(t, all[nd], "vipd_leader"); v == 1 {
-				leaders = append(leaders, nd.name)
+				leaders = append(leaders, nd.Name)
 			} else if v != 0 {
-				t.Fatalf("%s: vipd_leader %v", nd.name, v)
+				t.Fatalf("%s: vipd_leader %v", nd.Name, v)
 			}
 		}
-		if len(leaders) == 1 && leaders[0] == want.name {
+		if len(leaders) == 1 && leaders[0] == want.Name {
 			return all
 		}
 		if time.Now().After(end) {
-			t.Fatalf("vipd_leader 1 on %v, want only on %s (the holder)", leaders, want.name)
+			t.Fatalf("vipd_leader 1 on %v, want only on %s (the holder)", leaders, want.Name)
 		}
 	}
 }
@@ -71,41 +87,41 @@ func scrapeAll(t *testing.T, l *lab, want *labNode) map[*labNode]map[string]*exp
 // killed: one leader at a time, the new one's transitions counted, and
 // announcements and renewals seen; promtool accepts every scrape.
 func TestLabMetrics(t *testing.T) {
-	l := newLabWith(t, labOptions{nodes: 3, dualStack: true, args: []string{"vip.ttl=2"}})
-	for _, nd := range l.nodes {
-		l.start(nd, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, labMetricsPort))
+	l := lab.NewWith(t, lab.Options{Nodes: 3, DualStack: true, Args: []string{"vip.ttl=2"}})
+	for _, nd := range l.Nodes {
+		l.Start(nd, fmt.Sprintf("vip.metrics=%s:%d", nd.IP, labMetricsPort))
 	}
-	old := l.holder(electBound, time.Second)
+	old := l.Holder(lab.ElectBound, time.Second)
 	before := scrapeAll(t, l, old)
 	checkHolderMetrics(t, old, before[old])
 	for nd, fams := range before {
 		if nd != old {
 			if v := mustValue(t, fams, "vipd_state", "state", "candidate"); v != 1 {
-				t.Errorf("%s: vipd_state{candidate} %v, want 1", nd.name, v)
+				t.Errorf("%s: vipd_state{candidate} %v, want 1", nd.Name, v)
 			}
 		}
 	}
 
-	l.kill(old)
-	next := l.holderOtherThan(old, moveBound)
+	l.Kill(old)
+	next := l.HolderOtherThan(old, lab.MoveBound)
 	after := scrapeAll(t, l, next)
 	checkHolderMetrics(t, next, after[next])
 	key := []string{"from", "candidate", "to", "leader"}
 	if b, a := mustValue(t, before[next], "vipd_transitions_total", key...), mustValue(t, after[next], "vipd_transitions_total", key...); a != b+1 {
-		t.Errorf("%s: vipd_transitions_total{candidate->leader} went from %v to %v over its takeover, want +1", next.name, b, a)
+		t.Errorf("%s: vipd_transitions_total{candidate->leader} went from %v to %v over its takeover, want +1", next.Name, b, a)
 	}
 	for nd, fams := range after {
 		if b, a := mustValue(t, before[nd], "vipd_lease_renewal_seconds_count"), mustValue(t, fams, "vipd_lease_renewal_seconds_count"); a <= b {
-			t.Errorf("%s: renewal count went from %v to %v, want more", nd.name, b, a)
+			t.Errorf("%s: renewal count went from %v to %v, want more", nd.Name, b, a)
 		}
 	}
 }
 
 // checkHolderMetrics checks what a holder must have counted.
-func checkHolderMetrics(t *testing.T, nd *labNode, fams map[string]*expoFamily) {
+func checkHolderMetrics(t *testing.T, nd *lab.Node, fams map[string]*expoFamily) {
 	t.Helper()
 	for _, c := range []struct {
-		name string
+		Name string
 		kv   []string
 	}{
 		{"vipd_state", []string{"state", "leader"}},
@@ -115,8 +131,8 @@ func checkHolderMetrics(t *testing.T, nd *labNode, fams map[string]*expoFamily) 
 		{"vipd_lease_renewal_seconds_count", nil},
 		{"vipd_lease_renewal_seconds_bucket", []string{"le", "+Inf"}},
 	} {
-		if v := mustValue(t, fams, c.name, c.kv...); v < 1 {
-			t.Errorf("holder %s: %s%v = %v, want > 0", nd.name, c.name, c.kv, v)
+		if v := mustValue(t, fams, c.Name, c.kv...); v < 1 {
+			t.Errorf("holder %s: %s%v = %v, want > 0", nd.Name, c.Name, c.kv, v)
 		}
 	}
 }
@@ -126,30 +142,30 @@ func checkHolderMetrics(t *testing.T, nd *labNode, fams map[string]*expoFamily) 
 // a SIGHUP re-exec (the new image could not bind it again). Before, the
 // listener started after the drop and retried every 5 s for ever.
 func TestMetricsLowPort(t *testing.T) {
-	l := newLab(t, 1, "vip.ttl=2")
-	nd := l.nodes[0]
+	l := lab.New(t, 1, "vip.ttl=2")
+	nd := l.Nodes[0]
 	const port = 99
-	l.start(nd, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, port))
-	l.holder(electBound, 0)
+	l.Start(nd, fmt.Sprintf("vip.metrics=%s:%d", nd.IP, port))
+	l.Holder(lab.ElectBound, 0)
 	if v := mustValue(t, scrapeNodeAt(t, nd, port), "vipd_leader"); v != 1 {
 		t.Errorf("vipd_leader %v before the SIGHUP, want 1", v)
 	}
-	l.signal(nd, syscall.SIGHUP)
-	waitLogCount(t, nd, "resumed the earlier run's lease", 1, 10*time.Second)
+	l.Signal(nd, syscall.SIGHUP)
+	lab.WaitLogCount(t, nd, "resumed the earlier run's lease", 1, 10*time.Second)
 	if v := mustValue(t, scrapeNodeAt(t, nd, port), "vipd_leader"); v != 1 {
 		t.Errorf("vipd_leader %v after the SIGHUP, want 1", v)
 	}
-	if strings.Contains(nd.log.String(), "retrying every 5 s") {
-		t.Errorf("vip.metrics on port %d was not bound at once:\n%s", port, nd.log.String())
+	if strings.Contains(nd.Log.String(), "retrying every 5 s") {
+		t.Errorf("vip.metrics on port %d was not bound at once:\n%s", port, nd.Log.String())
 	}
-	if n := strings.Count(nd.log.String(), "serving metrics on"); n != 2 {
-		t.Errorf("%d \"serving metrics\" lines, want 2 (one per image):\n%s", n, nd.log.String())
+	if n := strings.Count(nd.Log.String(), "serving metrics on"); n != 2 {
+		t.Errorf("%d \"serving metrics\" lines, want 2 (one per image):\n%s", n, nd.Log.String())
 	}
 }
 
 // expoSample is one sample line of the text format.
 type expoSample struct {
-	name   string
+	Name   string
 	labels map[string]string
 	value  float64
 }
@@ -197,17 +213,17 @@ func parseExposition(text string) (map[string]*expoFamily, error) {
 		if f == nil || f.typ == "" {
 			return nil, errorf("sample before any HELP and TYPE")
 		}
-		base := s.name
+		base := s.Name
 		if f.typ == "histogram" {
 			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-				if b, ok := strings.CutSuffix(s.name, suffix); ok {
+				if b, ok := strings.CutSuffix(s.Name, suffix); ok {
 					base = b
 					break
 				}
 			}
 		}
-		if base != cur || (f.typ == "histogram" && base == s.name) {
-			return nil, errorf("sample of %s outside its family (after the TYPE of %s)", s.name, cur)
+		if base != cur || (f.typ == "histogram" && base == s.Name) {
+			return nil, errorf("sample of %s outside its family (after the TYPE of %s)", s.Name, cur)
 		}
 		f.samples = append(f.samples, s)
 	}
@@ -230,7 +246,7 @@ func checkHistogram(name string, f *expoFamily) error {
 	var inf, count float64
 	var haveInf, haveSum, haveCount bool
 	for _, s := range f.samples {
-		switch s.name {
+		switch s.Name {
 		case name + "_bucket":
 			if haveInf {
 				return fmt.Errorf("%s: a bucket after +Inf", name)
@@ -260,7 +276,7 @@ func parseSample(line string) (expoSample, error) {
 	s := expoSample{labels: map[string]string{}}
 	rest := line
 	if i := strings.IndexAny(rest, "{ "); i > 0 {
-		s.name, rest = rest[:i], rest[i:]
+		s.Name, rest = rest[:i], rest[i:]
 	} else {
 		return s, fmt.Errorf("no name")
 	}
@@ -312,7 +328,7 @@ func value(fams map[string]*expoFamily, name string, kv ...string) (float64, boo
 	for _, f := range fams {
 	samples:
 		for _, s := range f.samples {
-			if s.name != name || len(s.labels) != len(kv)/2 {
+			if s.Name != name || len(s.labels) != len(kv)/2 {
 				continue
 			}
 			for i := 0; i < len(kv); i += 2 {

@@ -1,5 +1,19 @@
 package scenario
 
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"vipd/test/lab"
+)
+
 // procStatus reads the capability lines and NoNewPrivs of every thread of
 // a vipd process: the sets are per thread, so one forgotten thread is a
 // thread that keeps root's powers.
@@ -86,60 +100,60 @@ func assertCaps(t *testing.T, threads []procStatus, eff, prm, bnd capSet) {
 }
 
 func TestPrivilegesDropped(t *testing.T) {
-	l := newLab(t, 1)
-	nd := l.nodes[0]
-	l.start(nd)
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
+	l := lab.New(t, 1)
+	nd := l.Nodes[0]
+	l.Start(nd)
+	if h := l.Holder(lab.ElectBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.Name)
 	}
-	bin, _ := binaries(t)
-	threads := vipdThreads(t, nd.cmd.Process.Pid, bin)
+	bin, _ := lab.Binaries(t)
+	threads := vipdThreads(t, nd.Cmd.Process.Pid, bin)
 	assertCaps(t, threads, daemonCaps, daemonCaps, daemonCaps)
 	if st := threads[0]; st.inh != 0 || st.amb != 0 {
 		t.Errorf("CapInh %x CapAmb %x, want none (root starts with none)", uint64(st.inh), uint64(st.amb))
 	}
-	if log := nd.log.String(); !strings.Contains(log, "privileges: kept effective net_admin,net_raw, permitted net_admin,net_raw, bounding net_admin,net_raw; no_new_privs set") {
+	if log := nd.Log.String(); !strings.Contains(log, "privileges: kept effective net_admin,net_raw, permitted net_admin,net_raw, bounding net_admin,net_raw; no_new_privs set") {
 		t.Errorf("no log line naming the capabilities kept:\n%s", log)
 	}
 }
 
 func TestPrivilegesConfigPartition(t *testing.T) {
-	needRoot(t)
+	lab.NeedRoot(t)
 	label := uniqueLabel()
 	img := makeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
-		"vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=http://" + labEtcdIP + ":2379", "vip.ttl=2",
+		"vip.address=" + lab.VIP, "vip.interface=eth0", "vip.etcd=http://" + lab.EtcdIP + ":2379", "vip.ttl=2",
 	}, "\n")})
 	attachLoop(t, img)
-	l := newLab(t, 1)
-	nd := l.nodes[0]
-	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.name=n1", "vip.log=stderr")
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
+	l := lab.New(t, 1)
+	nd := l.Nodes[0]
+	l.StartRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.name=n1", "vip.log=stderr")
+	if h := l.Holder(lab.ElectBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.Name)
 	}
-	bin, _ := binaries(t)
+	bin, _ := lab.Binaries(t)
 	// sys_admin stays where a SIGHUP re-exec can mount the partition again
 	// from, but is not effective.
-	assertCaps(t, vipdThreads(t, nd.cmd.Process.Pid, bin), daemonCaps, daemonCaps|capSysAdmin, daemonCaps|capSysAdmin)
+	assertCaps(t, vipdThreads(t, nd.Cmd.Process.Pid, bin), daemonCaps, daemonCaps|capSysAdmin, daemonCaps|capSysAdmin)
 }
 
 // TestPrivilegesNonRoot runs vipd as nobody with only the two capabilities,
 // the way systemd's AmbientCapabilities= does.
 func TestPrivilegesNonRoot(t *testing.T) {
-	l := newLab(t, 1)
-	nd := l.nodes[0]
+	l := lab.New(t, 1)
+	nd := l.Nodes[0]
 	bin := reachableCopy(t)
-	arp := captureARP(t, l.client)
+	arp := lab.CaptureARP(t, l.Client)
 	t0 := time.Now()
-	l.run(nd, []string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+	l.Run(nd, []string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
 		"--inh-caps", "-all,+net_admin,+net_raw", "--ambient-caps", "+net_admin,+net_raw", "--",
-		bin, "-cmdline", "none", "vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(),
-		"vip.name=" + nd.name, "vip.log=stderr"})
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
+		bin, "-cmdline", "none", "vip.address=" + lab.VIP, "vip.interface=eth0", "vip.etcd=" + l.EtcdURLs(),
+		"vip.name=" + nd.Name, "vip.log=stderr"})
+	if h := l.Holder(lab.ElectBound, time.Second); h != nd {
+		t.Fatalf("holder %s", h.Name)
 	}
-	waitFor(t, 5*time.Second, "a gratuitous ARP from the non-root vipd", func() bool { return !arp.first(nd.mac, t0).IsZero() })
+	lab.WaitFor(t, 5*time.Second, "a gratuitous ARP from the non-root vipd", func() bool { return !arp.First(nd.MAC, t0).IsZero() })
 
-	threads := vipdThreads(t, nd.cmd.Process.Pid, bin)
+	threads := vipdThreads(t, nd.Cmd.Process.Pid, bin)
 	if uid := threads[0].uid; uid != "65534" {
 		t.Fatalf("vipd runs as uid %s, want 65534", uid)
 	}
@@ -149,20 +163,20 @@ func TestPrivilegesNonRoot(t *testing.T) {
 	if st := threads[0]; st.amb != daemonCaps {
 		t.Errorf("CapAmb %x, want %x: a SIGHUP re-exec keeps the two capabilities only through the ambient set", uint64(st.amb), uint64(daemonCaps))
 	}
-	log := nd.log.String()
+	log := nd.Log.String()
 	if !strings.Contains(log, "no CAP_SETPCAP to drop the others") || strings.Contains(log, "warning: could not lower") {
 		t.Errorf("the kept bounding set is not logged as expected:\n%s", log)
 	}
 
 	// A SIGHUP re-exec as that user keeps the VIP and the two
 	// capabilities (through the ambient set), with no /run/vipd to write.
-	gains := l.mon.gains()
-	l.signal(nd, syscall.SIGHUP)
-	waitLogCount(t, nd, "resumed the earlier run's lease", 1, 10*time.Second)
-	waitLogCount(t, nd, "resumed; refreshed", 1, 5*time.Second)
-	assertCaps(t, vipdThreads(t, nd.cmd.Process.Pid, bin), daemonCaps, daemonCaps, 0)
-	if g := l.mon.gains(); g != gains {
-		t.Errorf("the VIP moved on SIGHUP:\n%s", l.mon.history())
+	gains := l.Mon.Gains()
+	l.Signal(nd, syscall.SIGHUP)
+	lab.WaitLogCount(t, nd, "resumed the earlier run's lease", 1, 10*time.Second)
+	lab.WaitLogCount(t, nd, "resumed; refreshed", 1, 5*time.Second)
+	assertCaps(t, vipdThreads(t, nd.Cmd.Process.Pid, bin), daemonCaps, daemonCaps, 0)
+	if g := l.Mon.Gains(); g != gains {
+		t.Errorf("the VIP moved on SIGHUP:\n%s", l.Mon.History())
 	}
 }
 
@@ -170,7 +184,7 @@ func TestPrivilegesNonRoot(t *testing.T) {
 // one that another user can reach.
 func reachableCopy(t *testing.T) string {
 	t.Helper()
-	src, _ := binaries(t)
+	src, _ := lab.Binaries(t)
 	dir, err := os.MkdirTemp("", "vipd-test-nobody")
 	if err != nil {
 		t.Fatal(err)
