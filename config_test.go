@@ -11,7 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
+
+	"vipd/test/lab"
 )
 
 func TestParseConfigSpec(t *testing.T) {
@@ -264,10 +265,6 @@ func mountsOf(t testing.TB, pid int) string {
 	return string(data)
 }
 
-
-
-
-
 // GPT partition names come from the kernel's uevent for each block device.
 func TestBlockDevicesFromSysfs(t *testing.T) {
 	sys := t.TempDir()
@@ -278,7 +275,7 @@ func TestBlockDevicesFromSysfs(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(sys, name, "uevent"), uevent)
+		lab.WriteFile(t, filepath.Join(sys, name, "uevent"), uevent)
 	}
 	devs, err := blockDevices(sys)
 	if err != nil {

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"cmp"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+	"vipd/test/lab"
 )
 
 // This file pins the kernel fact that vipd's fence rests on (docs/design.md, section 2)
@@ -58,7 +62,7 @@ import (
 // lifetimeLab is one namespace with a veth end eth0 (its peer in a second
 // namespace) and a time-stamped stream of its address events.
 type lifetimeLab struct {
-	ns, peer       *testNS
+	ns, peer       *lab.NS
 	r, rp          *rtnl  // rtnetlink in ns and in peer
 	index, pindex  uint32 // eth0 in ns and in peer
 	events         chan stampedEvent
@@ -73,12 +77,12 @@ type stampedEvent struct {
 
 func newLifetimeLab(t *testing.T, family string) *lifetimeLab {
 	t.Helper()
-	l := &lifetimeLab{ns: newNS(t, "kl"+family), peer: newNS(t, "klpeer"+family)}
+	l := &lifetimeLab{ns: lab.NewNS(t, "kl"+family), peer: lab.NewNS(t, "klpeer"+family)}
 	// No IPv6 link-local address on eth0: its add and its end of duplicate
 	// address detection would be unrelated changes we did not schedule.
-	l.ns.sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
-	l.peer.sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
-	veth(t, l.ns, "eth0", l.peer, "eth0")
+	l.ns.Sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
+	l.peer.Sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
+	lab.Veth(t, l.ns, "eth0", l.peer, "eth0")
 	switch family {
 	case "4":
 		l.vip = netip.MustParsePrefix("192.0.2.100/32")
@@ -90,18 +94,18 @@ func newLifetimeLab(t *testing.T, family string) *lifetimeLab {
 		t.Fatalf("family %q", family)
 	}
 	var err error
-	if l.r, err = dialRTNL(l.ns.fd(t)); err != nil {
+	if l.r, err = dialRTNL(l.ns.Fd(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.r.Close() })
-	if l.rp, err = dialRTNL(l.peer.fd(t)); err != nil {
+	if l.rp, err = dialRTNL(l.peer.Fd(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.rp.Close() })
 	l.index = linkIndex(t, l.r, "eth0")
 	l.pindex = linkIndex(t, l.rp, "eth0")
 
-	w, err := watchRTNL(l.ns.fd(t))
+	w, err := watchRTNL(l.ns.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +390,7 @@ func fmtMS(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 
 // run again, up to three attempts, and logged. A removal too early, or the
 // same outcome three times, fails.
 func TestKernelLifetimeWorstCase(t *testing.T) {
-	needRoot(t)
+	lab.NeedRoot(t)
 	const attempts = 3
 	for _, family := range []string{"4", "6"} {
 		t.Run("IPv"+family, func(t *testing.T) {
@@ -474,7 +478,7 @@ func TestKernelLifetimeSlack(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set VIPD_KERNEL_TRIALS=N to measure the kernel's lifetime slack")
 	}
-	needRoot(t)
+	lab.NeedRoot(t)
 	pick, err := regexp.Compile(os.Getenv("VIPD_KERNEL_SCENARIOS"))
 	if err != nil {
 		t.Fatal(err)
@@ -576,10 +580,10 @@ func distMS(ds []time.Duration) string {
 // sourceFor is the source address the kernel picks in ns for a new
 // connection to dst: a connected UDP socket's local address, chosen by the
 // same route lookup a TCP connect makes, without sending anything.
-func sourceFor(t *testing.T, ns *testNS, dst netip.Addr) netip.Addr {
+func sourceFor(t *testing.T, ns *lab.NS, dst netip.Addr) netip.Addr {
 	t.Helper()
 	var src netip.Addr
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
 		if err != nil {
 			return err
@@ -589,7 +593,7 @@ func sourceFor(t *testing.T, ns *testNS, dst netip.Addr) netip.Addr {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("connect to %s in %s: %v", dst, ns.name, err)
+		t.Fatalf("connect to %s in %s: %v", dst, ns.Name, err)
 	}
 	return src
 }
@@ -652,14 +656,14 @@ func TestKernelDeprecatedVIP(t *testing.T) {
 }
 
 func testDeprecatedVIP(t *testing.T, family string, f srcFamily, vipFirst bool) {
-	host, peer := newNS(t, "src"+family), newNS(t, "srcpeer"+family)
-	veth(t, host, "eth0", peer, "eth0")
-	r, err := dialRTNL(host.fd(t))
+	host, peer := lab.NewNS(t, "src"+family), lab.NewNS(t, "srcpeer"+family)
+	lab.Veth(t, host, "eth0", peer, "eth0")
+	r, err := dialRTNL(host.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	rp, err := dialRTNL(peer.fd(t))
+	rp, err := dialRTNL(peer.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,7 +691,7 @@ func testDeprecatedVIP(t *testing.T, family string, f srcFamily, vipFirst bool) 
 	if !vipFirst {
 		setVIP()
 	}
-	host.ip(t, "route", "add", "default", "via", f.gateway, "dev", "eth0")
+	host.IP(t, "route", "add", "default", "via", f.gateway, "dev", "eth0")
 
 	a, ok := findAddr(t, r, index, f.vip)
 	if !ok || a.Preferred != 0 || !a.HasLifetimes || a.Valid == 0 {
@@ -710,7 +714,7 @@ func testDeprecatedVIP(t *testing.T, family string, f srcFamily, vipFirst bool) 
 
 	// The peer connects to the VIP, and the host accepts on it.
 	var ln net.Listener
-	if err := host.do(func() (err error) {
+	if err := host.Do(func() (err error) {
 		ln, err = net.Listen("tcp", netip.AddrPortFrom(f.vip.Addr(), 7780).String())
 		return err
 	}); err != nil {
@@ -726,7 +730,7 @@ func testDeprecatedVIP(t *testing.T, family string, f srcFamily, vipFirst bool) 
 		c.Close()
 	}()
 	var seen string
-	err = peer.do(func() error {
+	err = peer.Do(func() error {
 		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(f.vip.Addr(), 7780).String(), 3*time.Second)
 		if err != nil {
 			return err
@@ -757,10 +761,10 @@ func testDeprecatedVIP(t *testing.T, family string, f srcFamily, vipFirst bool) 
 }
 
 // linkMAC is the hardware address of name in ns.
-func linkMAC(t *testing.T, ns *testNS, name string) net.HardwareAddr {
+func linkMAC(t *testing.T, ns *lab.NS, name string) net.HardwareAddr {
 	t.Helper()
 	var mac net.HardwareAddr
-	if err := ns.do(func() error {
+	if err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(name)
 		if err == nil {
 			mac = ifi.HardwareAddr
@@ -778,14 +782,14 @@ const whoAmIPort = 7778
 
 // startWhoAmI answers each line on every TCP connection to whoAmIPort in ns
 // (IPv4 and IPv6) with the connection's remote address, until the test ends.
-func startWhoAmI(t *testing.T, ns *testNS) {
+func startWhoAmI(t *testing.T, ns *lab.NS) {
 	t.Helper()
 	var ln net.Listener
-	if err := ns.do(func() (err error) {
+	if err := ns.Do(func() (err error) {
 		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", whoAmIPort))
 		return err
 	}); err != nil {
-		t.Fatalf("who-am-i listener in %s: %v", ns.name, err)
+		t.Fatalf("who-am-i listener in %s: %v", ns.Name, err)
 	}
 	var conns []net.Conn // read after done: only the accept loop appends
 	done := make(chan struct{})

@@ -553,10 +553,3 @@ func TestMetricsScrapeWhileWriting(t *testing.T) {
 		}
 	}
 }
-
-
-
-
-
-
-

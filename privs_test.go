@@ -1,15 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,11 +45,3 @@ func TestMountsConfig(t *testing.T) {
 		}
 	}
 }
-
-
-
-
-
-
-
-

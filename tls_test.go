@@ -5,10 +5,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"vipd/test/lab"
 )
 
 func TestEtcdTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := lab.NewPKI(t)
 	file := func(path string, mode os.FileMode) loadedFile {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -18,9 +20,9 @@ func TestEtcdTLS(t *testing.T) {
 	}
 	https := etcdConfig{Etcd: []string{"https://192.0.2.1:2379"}}
 	files := map[string]loadedFile{
-		"vip.etcd.ca":   file(pki.caCert, 0o644),
-		"vip.etcd.cert": file(pki.clientCert, 0o644),
-		"vip.etcd.key":  file(pki.clientKey, 0o600),
+		"vip.etcd.ca":   file(pki.CACert, 0o644),
+		"vip.etcd.cert": file(pki.ClientCert, 0o644),
+		"vip.etcd.key":  file(pki.ClientKey, 0o600),
 	}
 	var logs bytes.Buffer
 	log := &logger{w: &logs}
@@ -38,7 +40,7 @@ func TestEtcdTLS(t *testing.T) {
 	}
 
 	// The health check's CA is read with the etcd files but is not etcd's.
-	checkCA := map[string]loadedFile{"vip.check.ca": file(pki.caCert, 0o644)}
+	checkCA := map[string]loadedFile{"vip.check.ca": file(pki.CACert, 0o644)}
 	if cfg, err := etcdTLS(etcdConfig{Etcd: []string{"http://192.0.2.1:2379"}}, checkCA, log); cfg != nil || err != nil {
 		t.Fatalf("plain http with a check CA: %+v, %v; want nil, nil", cfg, err)
 	}
@@ -64,8 +66,8 @@ func TestEtcdTLS(t *testing.T) {
 		"mixed schemes":   {etcdConfig{Etcd: []string{"https://a:2379", "http://b:2379"}}, files, `vip.etcd="https://a:2379,http://b:2379": mixes http:// and TLS`},
 		"TLS files, http": {etcdConfig{Etcd: []string{"http://a:2379"}}, files, `mixes http:// and TLS`},
 		"CA not PEM":      {https, map[string]loadedFile{"vip.etcd.ca": {path: "ca.pem", data: []byte("junk")}}, `vip.etcd.ca="ca.pem": no PEM certificate in it`},
-		"key of another cert": {https, map[string]loadedFile{"vip.etcd.cert": files["vip.etcd.cert"], "vip.etcd.key": file(pki.serverKey, 0o600)},
-			"vip.etcd.cert=" + `"` + pki.clientCert + `": with vip.etcd.key`},
+		"key of another cert": {https, map[string]loadedFile{"vip.etcd.cert": files["vip.etcd.cert"], "vip.etcd.key": file(pki.ServerKey, 0o600)},
+			"vip.etcd.cert=" + `"` + pki.ClientCert + `": with vip.etcd.key`},
 	} {
 		if _, err := etcdTLS(tc.cfg, tc.files, log); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)

@@ -18,44 +18,30 @@ import (
 
 // `make bench` runs these with -benchtime 1x: each run does its own trials,
 // prints tables and appends them as Markdown to $VIPD_BENCH_MD (default
-// bench.md). Nothing here asserts a time.
+// benchMD). Nothing here asserts a time.
+
+// benchMD is where the tables go without $VIPD_BENCH_MD: a path from the
+// module root (a relative $VIPD_BENCH_MD is taken from there too).
+const benchMD = "bench.md"
+
+// writeReport appends the run's tables to $VIPD_BENCH_MD or benchMD.
+func writeReport(b *testing.B, r *lab.Report) {
+	path := os.Getenv("VIPD_BENCH_MD")
+	if path == "" {
+		path = benchMD
+	}
+	abs, err := r.Append(path, b.Name())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("\n(tables appended to %s)\n", abs)
+}
 
 func benchTrials() int {
 	if n, err := strconv.Atoi(os.Getenv("VIPD_BENCH_TRIALS")); err == nil && n > 0 {
 		return n
 	}
 	return 10
-}
-
-// report collects the tables of one benchmark run.
-type report struct {
-	B  *testing.B
-	md strings.Builder
-}
-
-func (r *report) table(title string, header []string, rows [][]string) {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%s\n\n| %s |\n|%s\n", title, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
-	for _, row := range rows {
-		fmt.Fprintf(&sb, "| %s |\n", strings.Join(row, " | "))
-	}
-	fmt.Print(sb.String())
-	r.md.WriteString(sb.String())
-}
-
-func (r *report) Write() {
-	path := os.Getenv("VIPD_BENCH_MD")
-	if path == "" {
-		path = "bench.md"
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		r.B.Fatal(err)
-	}
-	defer f.Close()
-	fmt.Fprintf(f, "\n<!-- %s, %s -->\n%s", r.B.Name(), time.Now().UTC().Format(time.RFC3339), r.md.String())
-	abs, _ := filepath.Abs(path)
-	fmt.Printf("\n(tables appended to %s)\n", abs)
 }
 
 // stats is min / median / p95 / max in milliseconds.
@@ -68,15 +54,6 @@ func stats(vals []time.Duration) []string {
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 0, 64) }
 	p95 := v[min(len(v)-1, int(0.95*float64(len(v))))]
 	return []string{strconv.Itoa(len(v)), ms(v[0]), ms(v[len(v)/2]), ms(p95), ms(v[len(v)-1])}
-}
-
-func median(vals []time.Duration) time.Duration {
-	if len(vals) == 0 {
-		return 0
-	}
-	v := slices.Clone(vals)
-	slices.Sort(v)
-	return v[len(v)/2]
 }
 
 // A fault is one way to lose the holder. inject returns a function that
@@ -128,20 +105,6 @@ var faults = []fault{
 	serviceDies,
 }
 
-// The health check of the service fault, the same for vipd and keepalived.
-// checkSettle is how long a service must have been up before its node
-// counts as healthy again: rise results, one interval apart, and a margin
-// for the first one and for the news to reach the election.
-const (
-	checkInterval = time.Second
-	checkFall     = 3
-	checkRise     = 2
-	checkSettle   = checkRise*checkInterval + time.Second
-)
-
-var checkWords = []string{"vip.check=" + lab.CheckURL, "vip.check.interval=" + checkInterval.String(),
-	fmt.Sprintf("vip.check.fall=%d", checkFall), fmt.Sprintf("vip.check.rise=%d", checkRise)}
-
 // serviceDies takes the holder's service away (health endpoint and echo
 // together) while its daemon runs on: the outage includes the check's
 // detection time, by design: fall failures, the first of them up to one
@@ -150,7 +113,7 @@ var checkWords = []string{"vip.check=" + lab.CheckURL, "vip.check.interval=" + c
 // next trial waits until the old holder's check has risen again.
 var serviceDies = fault{Name: "service dies (check fails)", check: true,
 	prepare: func(l *lab.Lab) *lab.Node {
-		l.WaitServicesUp(checkSettle)
+		l.WaitServicesUp(lab.ServiceCheckSettle)
 		return l.Holder(3*lab.ElectBound, 0)
 	},
 	inject: func(l *lab.Lab, h *lab.Node) func() {
@@ -174,7 +137,7 @@ func startTargets(l *lab.Lab, f fault) {
 // before the first trial; serviceDies.prepare covers the later ones.
 func settleChecks(l *lab.Lab, f fault) {
 	if f.check {
-		time.Sleep(checkSettle)
+		time.Sleep(lab.ServiceCheckSettle)
 	}
 }
 
@@ -339,7 +302,7 @@ type benchConfig struct {
 // vipd (default etcd timers and tuned ones) and for keepalived in the same
 // topology with the same prober.
 func BenchmarkFailover(b *testing.B) {
-	r := &report{B: b}
+	r := &lab.Report{}
 	trials := benchTrials()
 	vipdRuns := []benchConfig{
 		{"vipd, vip.ttl=2, etcd default timers", nil, []string{"vip.ttl=2"}},
@@ -354,7 +317,7 @@ func BenchmarkFailover(b *testing.B) {
 			b.Run(cfg.Name+"/"+f.Name, func(b *testing.B) {
 				words := cfg.words
 				if f.check {
-					words = append(slices.Clone(words), checkWords...)
+					words = append(slices.Clone(words), lab.ServiceCheckWords...)
 				}
 				l := lab.NewWith(b, lab.Options{Nodes: 3, Cluster: true, DualStack: true, EtcdFlags: cfg.EtcdFlags, Args: words})
 				startTargets(l, f)
@@ -363,7 +326,7 @@ func BenchmarkFailover(b *testing.B) {
 				settleChecks(l, f)
 				s := measure(b, l, c, f, trials, time.Second)
 				garps, nas = append(garps, s.garps...), append(nas, s.nas...)
-				medians[cfg.Name][f.Name] = median(s.outs)
+				medians[cfg.Name][f.Name] = lab.Median(s.outs)
 				rows = append(rows, row(cfg.Name, f.Name, s, true, strconv.Itoa(len(l.Overlaps()))))
 				if f.check {
 					// Handing over on a failed check is vipd's own path
@@ -374,15 +337,15 @@ func BenchmarkFailover(b *testing.B) {
 		}
 	}
 
-	r.table("vipd: address added (kernel event) to the first announcement received by the client, every vipd trial (ms)",
+	r.Table("vipd: address added (kernel event) to the first announcement received by the client, every vipd trial (ms)",
 		[]string{"announcement", "n", "min", "median", "p95", "max"},
 		[][]string{append([]string{"IPv4 gratuitous ARP"}, msStats(garps)...), append([]string{"IPv6 unsolicited NA"}, msStats(nas)...)})
 
 	kaRows, kaMedians := keepalivedRuns(b, trials)
 	rows = append(rows, kaRows...)
-	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only; "+
+	r.Table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only; "+
 		"%q: vip.check / track_script on %s every %v, fall %d, rise %d (the outage includes the detection, %v to %v)",
-		trials, serviceDies.Name, lab.CheckURL, checkInterval, checkFall, checkRise, (checkFall-1)*checkInterval, checkFall*checkInterval),
+		trials, serviceDies.Name, lab.CheckURL, lab.ServiceCheckInterval, lab.ServiceCheckFall, lab.ServiceCheckRise, (lab.ServiceCheckFall-1)*lab.ServiceCheckInterval, lab.ServiceCheckFall*lab.ServiceCheckInterval),
 		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "IPv6 median", "median to next holder", "overlaps (two holders)"}, rows)
 
 	var ratio [][]string
@@ -400,9 +363,9 @@ func BenchmarkFailover(b *testing.B) {
 		}
 	}
 	slices.SortFunc(ratio, func(a, b []string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) })
-	r.table("Median outage ratio, vipd (vip.ttl=2, default etcd) / keepalived, same run",
+	r.Table("Median outage ratio, vipd (vip.ttl=2, default etcd) / keepalived, same run",
 		[]string{"vipd fault", "keepalived and fault", "vipd / keepalived"}, ratio)
-	r.Write()
+	writeReport(b, r)
 }
 
 // keepalivedRuns runs graceful, crash and partition against keepalived with
@@ -443,7 +406,7 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 					return
 				}
 				s := measure(b, l, client{p: p}, f, trials, 2*time.Second)
-				medians[name][f.Name] = median(s.outs)
+				medians[name][f.Name] = lab.Median(s.outs)
 				rows = append(rows, row(name, f.Name, s, false, strconv.Itoa(len(l.Overlaps()))))
 			})
 		}
@@ -497,7 +460,7 @@ func startKeepalived(l *lab.Lab, nd *lab.Node, advert string, check bool) {
 %s}
 `, global, script, advert, lab.VIP, track)
 	confPath := filepath.Join(dir, "keepalived.conf")
-	writeFile(l.T, confPath, conf)
+	lab.WriteFile(l.T, confPath, conf)
 	nd.Restart = func() { runKeepalived(l, nd, dir, confPath) }
 	nd.Restart()
 }
@@ -517,7 +480,7 @@ func keepalivedScript(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("keepalived's check needs curl: %v", err)
 	}
-	sec := int(checkInterval.Seconds())
+	sec := int(lab.ServiceCheckInterval.Seconds())
 	return fmt.Sprintf(`vrrp_script chk_service {
     script "%s -fsS -m %d -o /dev/null %s"
     interval %d
@@ -525,7 +488,7 @@ func keepalivedScript(t testing.TB) string {
     fall %d
     rise %d
 }
-`, curl, sec, lab.CheckURL, sec, sec, checkFall, checkRise)
+`, curl, sec, lab.CheckURL, sec, sec, lab.ServiceCheckFall, lab.ServiceCheckRise)
 }
 
 func runKeepalived(l *lab.Lab, nd *lab.Node, dir, conf string) {
@@ -551,7 +514,7 @@ func runKeepalived(l *lab.Lab, nd *lab.Node, dir, conf string) {
 // CPU time and the requests each sends to etcd, over VIPD_BENCH_IDLE
 // (default 30s).
 func BenchmarkIdle(b *testing.B) {
-	r := &report{B: b}
+	r := &lab.Report{}
 	bin, _ := lab.Binaries(b)
 	st, err := os.Stat(bin)
 	if err != nil {
@@ -578,12 +541,12 @@ func BenchmarkIdle(b *testing.B) {
 		}
 		used := cpuTime(b, nd) - cpu0[nd]
 		rows = append(rows,
-			[]string{role + " RSS", fmt.Sprintf("%.1f MiB", float64(rss(b, nd))/(1<<20))},
+			[]string{role + " RSS", fmt.Sprintf("%.1f MiB", float64(lab.RSS(b, nd))/(1<<20))},
 			[]string{role + " CPU", fmt.Sprintf("%.2f%% (%.1f s per hour)", 100*used.Seconds()/idle.Seconds(), used.Seconds()*3600/idle.Seconds())})
 	}
 	rows = append(rows, []string{"etcd requests per node", fmt.Sprintf("%.1f per second", msgs/idle.Seconds()/2)})
-	r.table(fmt.Sprintf("Resources, idle %v, vip.ttl=2", idle), []string{"measure", "value"}, rows)
-	r.Write()
+	r.Table(fmt.Sprintf("Resources, idle %v, vip.ttl=2", idle), []string{"measure", "value"}, rows)
+	writeReport(b, r)
 }
 
 // etcdMessages is the number of gRPC messages etcd has received, from its
@@ -619,19 +582,4 @@ func cpuTime(b testing.TB, nd *lab.Node) time.Duration {
 	utime, _ := strconv.Atoi(f[11])
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
-}
-
-func rss(b testing.TB, nd *lab.Node) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nd.Cmd.Process.Pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }

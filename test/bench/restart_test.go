@@ -18,7 +18,7 @@ import (
 // (0 when no probe was lost), the probes lost, and whether another node
 // took the VIP.
 func BenchmarkRestart(b *testing.B) {
-	r := &report{B: b}
+	r := &lab.Report{}
 	trials := benchTrials()
 	restarts := []struct {
 		Name    string
@@ -65,9 +65,9 @@ func BenchmarkRestart(b *testing.B) {
 				strconv.Itoa(lost), strconv.Itoa(moves), strconv.Itoa(len(l.Overlaps()))))
 		})
 	}
-	r.table(fmt.Sprintf("Restart without failover, 3 nodes, a UDP probe to the VIP every 10 ms, %d trials each: longest gap between answers beyond one probe interval (ms), probes lost, VIP moves", trials),
+	r.Table(fmt.Sprintf("Restart without failover, 3 nodes, a UDP probe to the VIP every 10 ms, %d trials each: longest gap between answers beyond one probe interval (ms), probes lost, VIP moves", trials),
 		[]string{"daemon", "restart", "n", "min", "median", "p95", "max", "probes lost (all trials)", "holder changes", "overlaps"}, rows)
-	r.Write()
+	writeReport(b, r)
 }
 
 // countLines is how many lines of the node's current vipd log contain s.

@@ -1,4 +1,4 @@
-package Lab
+package lab
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,46 +43,73 @@ var (
 	buildErr  error
 )
 
-// binaries builds vipd and the pinned etcd once per test run. etcd is
-// cached in test/etcd/bin (or taken from $VIPD_ETCD).
+// ModuleRoot is the directory of the vipd module (the root go.mod), found
+// from the test's working directory, which is its package's.
+func ModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %v", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the vipd module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// Binaries builds vipd and the pinned etcd once per test run. A prebuilt
+// vipd is taken from $VIPD, etcd from $VIPD_ETCD; otherwise vipd is built
+// from the module root and etcd is cached in test/etcd/bin.
 func Binaries(t testing.TB) (string, string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vipd-test-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		vipdBin = filepath.Join(dir, "vipd")
-		// Built as `make build` builds it, so that the benchmarks measure
-		// the shipped binary.
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", vipdBin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build vipd: %v: %s", err, out)
-			return
-		}
-		etcdBin = os.Getenv("VIPD_ETCD")
-		if etcdBin == "" {
-			etcdBin, err = filepath.Abs("test/etcd/bin/etcd")
-			if err != nil {
-				buildErr = err
-				return
-			}
-			if _, err := os.Stat(etcdBin); err != nil {
-				cmd := exec.Command("go", "build", "-trimpath", "-o", etcdBin, ".")
-				cmd.Dir = "test/etcd"
-				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-				if out, err := cmd.CombinedOutput(); err != nil {
-					buildErr = fmt.Errorf("build etcd (test/etcd): %v: %s", err, out)
-				}
-			}
-		}
-	})
+	buildOnce.Do(func() { vipdBin, etcdBin, buildErr = build() })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return vipdBin, etcdBin
+}
+
+func build() (vipd, etcd string, err error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", "", err
+	}
+	if vipd = os.Getenv("VIPD"); vipd != "" {
+		if vipd, err = filepath.Abs(vipd); err != nil {
+			return "", "", err
+		}
+		if _, err := os.Stat(vipd); err != nil {
+			return "", "", fmt.Errorf("$VIPD: %w", err)
+		}
+	} else {
+		dir, err := os.MkdirTemp("", "vipd-test-bin")
+		if err != nil {
+			return "", "", err
+		}
+		vipd = filepath.Join(dir, "vipd")
+		// Built as `make build` builds it, so that the benchmarks measure
+		// the shipped binary.
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", vipd, ".")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("build vipd: %v: %s", err, out)
+		}
+	}
+	if etcd = os.Getenv("VIPD_ETCD"); etcd != "" {
+		etcd, err = filepath.Abs(etcd)
+		return vipd, etcd, err
+	}
+	etcd = filepath.Join(root, "test", "etcd", "bin", "etcd")
+	if _, err := os.Stat(etcd); err != nil {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", etcd, ".")
+		cmd.Dir = filepath.Join(root, "test", "etcd")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("build etcd (test/etcd): %v: %s", err, out)
+		}
+	}
+	return vipd, etcd, nil
 }
 
 type Node struct {
@@ -124,7 +150,7 @@ type Options struct {
 	Args      []string // extra vip.* words for every node
 	NoEtcd    bool     // for labs that run keepalived instead
 	DualStack bool     // IPv6 addresses too, and an IPv6 VIP beside the IPv4 one
-	EtcdTLS   *testPKI // serve etcd over TLS and require client certificates
+	EtcdTLS   *PKI     // serve etcd over TLS and require client certificates
 }
 
 // etcdMember is one etcd server of the lab.
@@ -156,7 +182,7 @@ func New(t testing.TB, n int, args ...string) *Lab {
 func NewWith(t testing.TB, opt Options) *Lab {
 	NeedRoot(t)
 	l := &Lab{T: t, Opt: opt}
-	l.Lan = newNS(t, "lan")
+	l.Lan = NewNS(t, "lan")
 	l.Lan.IP(t, "link", "add", "br0", "address", labBridge, "type", "bridge")
 	l.Lan.IP(t, "addr", "add", EtcdIP+"/24", "dev", "br0")
 	l.Lan.IP(t, "link", "set", "br0", "up")
@@ -166,7 +192,7 @@ func NewWith(t testing.TB, opt Options) *Lab {
 	for i := 1; i <= opt.Nodes; i++ {
 		nd := &Node{
 			Name: fmt.Sprintf("n%d", i),
-			NS:   newNS(t, fmt.Sprintf("n%d", i)),
+			NS:   NewNS(t, fmt.Sprintf("n%d", i)),
 			IP:   fmt.Sprintf("192.0.2.%d", 10+i),
 			MAC:  fmt.Sprintf("02:00:5e:00:53:%02x", i),
 		}
@@ -189,7 +215,7 @@ func NewWith(t testing.TB, opt Options) *Lab {
 	for _, m := range l.Etcd {
 		m.tls = opt.EtcdTLS != nil
 	}
-	l.Client = newNS(t, "client")
+	l.Client = NewNS(t, "client")
 	l.Join(l.Client, "eth0", "vclient", "02:00:5e:00:53:c0", Client)
 	if opt.DualStack {
 		l.Client.IP(t, "addr", "add", Prefix6+"50/64", "dev", "eth0", "nodad")
@@ -260,8 +286,8 @@ func (l *Lab) StartEtcd(members ...*EtcdMember) {
 			"--initial-cluster", strings.Join(cluster, ","), "--initial-cluster-token", "vipd-lab",
 			"--log-level", "error"}, l.Opt.EtcdFlags...)
 		if pki := l.Opt.EtcdTLS; pki != nil {
-			args = append(args, "--cert-file", pki.serverCert, "--key-file", pki.serverKey,
-				"--trusted-ca-file", pki.CaCert, "--client-cert-auth")
+			args = append(args, "--cert-file", pki.ServerCert, "--key-file", pki.ServerKey,
+				"--trusted-ca-file", pki.CACert, "--client-cert-auth")
 		}
 		m.Cmd = m.NS.Command(bin, args...)
 		m.Cmd.Stdout, m.Cmd.Stderr = m.Log, m.Log
@@ -476,7 +502,7 @@ func (nd *Node) Command(argv ...string) *exec.Cmd {
 
 // statePath is the node's state file for the lab's VIP group.
 func (nd *Node) StatePath() string {
-	return filepath.Join(nd.RunDir, strings.TrimPrefix(statePath("/vipd/"+VIP), "/run/"))
+	return StatePathIn(nd.RunDir, "/vipd/"+VIP)
 }
 
 // vipWord is the vip.address value: the IPv4 VIP, and the IPv6 one in a
@@ -576,23 +602,23 @@ func (l *Lab) Names(idx []int) []string {
 
 // vipAddr reads the node's copy of the IPv4 VIP right now (not from the
 // monitor).
-func (l *Lab) VIPAddr(nd *Node) (addrMessage, bool) {
+func (l *Lab) VIPAddr(nd *Node) (Addr, bool) {
 	l.T.Helper()
-	r, err := dialRTNL(nd.NS.Fd(l.T))
+	o, err := nd.NS.Dial()
 	if err != nil {
 		l.T.Fatal(err)
 	}
-	defer r.Close()
-	addrs, err := r.addrs(0)
+	defer o.Close()
+	addrs, err := o.Addrs()
 	if err != nil {
 		l.T.Fatal(err)
 	}
 	for _, a := range addrs {
-		if a.IP() == netip.MustParseAddr(VIP) {
+		if a.IP == netip.MustParseAddr(VIP) {
 			return a, true
 		}
 	}
-	return addrMessage{}, false
+	return Addr{}, false
 }
 
 func (l *Lab) HasVIP(nd *Node) bool {
@@ -649,8 +675,6 @@ func (l *Lab) Touch(addr string) {
 	}
 }
 
-var lladdrRE = regexp.MustCompile(`lladdr ([0-9a-f:]{17})`)
-
 // clientNeighbour is the client's neighbour entry for the IPv4 VIP ("" if
 // none).
 func (l *Lab) ClientNeighbour() string { return l.ClientNeighbourOf(VIP) }
@@ -658,11 +682,28 @@ func (l *Lab) ClientNeighbour() string { return l.ClientNeighbourOf(VIP) }
 // clientNeighbourOf is the client's neighbour entry for addr.
 func (l *Lab) ClientNeighbourOf(addr string) string { return NeighbourIn(l.T, l.Client, "eth0", addr) }
 
-// neighbourIn is the MAC of ns's neighbour entry for addr on dev ("" if none).
+// NeighbourIn is the MAC of ns's neighbour entry for addr on dev ("" if
+// none, or if it has no link-layer address).
 func NeighbourIn(t testing.TB, ns *NS, dev, addr string) string {
-	out := ns.IP(t, "neigh", "show", addr, "dev", dev)
-	if m := lladdrRE.FindStringSubmatch(out); m != nil {
-		return m[1]
+	t.Helper()
+	o, err := ns.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	link, err := o.LinkByName(dev)
+	if err != nil {
+		t.Fatalf("in %s: %v", ns.Name, err)
+	}
+	neigh, err := o.Neighbours()
+	if err != nil {
+		t.Fatalf("in %s: %v", ns.Name, err)
+	}
+	want := netip.MustParseAddr(addr)
+	for _, n := range neigh {
+		if n.Index == link.Index && n.IP == want {
+			return n.MAC
+		}
 	}
 	return ""
 }

@@ -1,4 +1,4 @@
-package Lab
+package lab
 
 import (
 	"fmt"
@@ -31,8 +31,8 @@ func startMonitor(t testing.TB, nodes []*Node, vip netip.Addr) *monitor {
 		m.Names = append(m.Names, nd.Name)
 		m.held = append(m.held, false)
 		m.lastAdds = append(m.lastAdds, time.Time{})
-		FollowAddrs(t, nd, func(a *addrMessage, held bool) {
-			if a.IP() == vip {
+		FollowAddrs(t, nd, func(a *Addr, held bool) {
+			if a.IP == vip {
 				m.Record(i, held)
 			}
 		})
@@ -40,23 +40,23 @@ func startMonitor(t testing.TB, nodes []*Node, vip netip.Addr) *monitor {
 	return m
 }
 
-// followAddrs calls record for every address the node has now, then for
+// FollowAddrs calls record for every address the node has now, then for
 // every address event from now on, in the kernel's order. It subscribes
 // before listing so that nothing falls between the two.
-func FollowAddrs(t testing.TB, nd *Node, record func(a *addrMessage, held bool)) {
-	w, err := watchRTNL(nd.NS.Fd(t))
+func FollowAddrs(t testing.TB, nd *Node, record func(a *Addr, held bool)) {
+	w, err := WatchAddrs(nd.NS.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	events := make(chan rtnlEvent, 256)
+	events := make(chan AddrEvent, 256)
 	go w.Run(events)
-	r, err := dialRTNL(nd.NS.Fd(t))
+	o, err := DialObserver(nd.NS.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := r.addrs(0)
-	r.Close()
+	addrs, err := o.Addrs()
+	o.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +65,11 @@ func FollowAddrs(t testing.TB, nd *Node, record func(a *addrMessage, held bool))
 	}
 	go func() {
 		for ev := range events {
-			if ev.err != nil {
+			if ev.Err != nil {
 				return
 			}
-			if ev.addr != nil {
-				record(ev.addr, !ev.deleted)
+			if !ev.Overflow {
+				record(&ev.Addr, !ev.Deleted)
 			}
 		}
 	}()

@@ -1,4 +1,4 @@
-package Lab
+package lab
 
 import (
 	"fmt"
@@ -22,12 +22,33 @@ var nsSeq atomic.Int32
 
 func nsPrefix() string { return fmt.Sprintf("vipdt%d-", os.Getpid()) }
 
-// needRoot skips tests that create namespaces, interfaces and raw sockets.
+// NeedRoot skips a lab test when not run as root, in one line; as root it
+// fails the test when a tool every lab needs is missing.
 func NeedRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, veth pairs and raw sockets")
+		t.Skip("needs root for network namespaces: sudo make test")
 	}
+	for _, tool := range []string{"ip", "sh", "mount"} {
+		NeedTool(t, tool)
+	}
+}
+
+// NeedTool fails the test when a command it runs is not installed.
+func NeedTool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Fatalf("%s is not installed (test/install-deps installs what the tests need)", name)
+	}
+}
+
+// Main is a lab package's TestMain: as root, it first deletes the
+// namespaces that earlier runs, killed before their cleanups, left behind.
+func Main(m *testing.M) int {
+	if os.Geteuid() == 0 {
+		SweepStaleNamespaces()
+	}
+	return m.Run()
 }
 
 // sweepStaleNamespaces deletes namespaces left by earlier test runs whose
@@ -55,9 +76,9 @@ type NS struct {
 	Name string
 }
 
-// newNS creates a namespace with loopback up and removes it when the test ends,
+// NewNS creates a namespace with loopback up and removes it when the test ends,
 // after the test's own cleanups (which stop the processes inside it) have run.
-func newNS(t testing.TB, what string) *NS {
+func NewNS(t testing.TB, what string) *NS {
 	t.Helper()
 	NeedRoot(t)
 	ns := &NS{Name: fmt.Sprintf("%s%d-%s", nsPrefix(), nsSeq.Add(1), what)}
@@ -146,8 +167,8 @@ func (ns *NS) Fd(t testing.TB) int {
 	return int(f.Fd())
 }
 
-// veth joins two namespaces with a veth pair: aName in a, bName in b, both up.
-func veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
+// Veth joins two namespaces with a veth pair: aName in a, bName in b, both up.
+func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 	t.Helper()
 	a.IP(t, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
 	a.IP(t, "link", "set", aName, "up")

@@ -1,4 +1,4 @@
-package Lab
+package lab
 
 import (
 	"crypto/ecdsa"
@@ -17,35 +17,35 @@ import (
 	"time"
 )
 
-// testPKI is a throwaway certificate authority with a server certificate
+// PKI is a throwaway certificate authority with a server certificate
 // for the lab's etcd addresses and a client certificate, written as PEM
 // files, made with crypto/x509 for each test.
-type testPKI struct {
-	dir                            string
-	CaCert, serverCert, serverKey  string
+type PKI struct {
+	Dir                            string
+	CACert, ServerCert, ServerKey  string
 	ClientCert, ClientKey, OtherCA string
 	caPool                         *x509.CertPool
 	clientPair                     tls.Certificate
 }
 
-func NewPKI(t testing.TB) *testPKI {
+func NewPKI(t testing.TB) *PKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	caKey, ca, caDER := p.issue(t, "vipd test CA", nil, nil, nil)
-	p.CaCert = p.Write(t, "ca.pem", "CERTIFICATE", caDER)
-	_, _, otherDER := p.issue(t, "some other CA", nil, nil, nil)
+	p := &PKI{Dir: t.TempDir()}
+	caKey, ca, caDER := p.Issue(t, "vipd test CA", nil, nil, nil)
+	p.CACert = p.Write(t, "ca.pem", "CERTIFICATE", caDER)
+	_, _, otherDER := p.Issue(t, "some other CA", nil, nil, nil)
 	p.OtherCA = p.Write(t, "other-ca.pem", "CERTIFICATE", otherDER)
 
 	ips := []net.IP{net.ParseIP(EtcdIP)}
 	for i := 1; i <= 3; i++ {
 		ips = append(ips, net.ParseIP(fmt.Sprintf("192.0.2.%d", 10+i)))
 	}
-	srvKey, _, srvDER := p.issue(t, "etcd", ips, caKey, ca)
-	p.serverCert = p.Write(t, "server.pem", "CERTIFICATE", srvDER)
-	p.serverKey = p.writeKey(t, "server-key.pem", srvKey)
-	cliKey, _, cliDER := p.issue(t, "vipd", nil, caKey, ca)
+	srvKey, _, srvDER := p.Issue(t, "etcd", ips, caKey, ca)
+	p.ServerCert = p.Write(t, "server.pem", "CERTIFICATE", srvDER)
+	p.ServerKey = p.WriteKey(t, "server-key.pem", srvKey)
+	cliKey, _, cliDER := p.Issue(t, "vipd", nil, caKey, ca)
 	p.ClientCert = p.Write(t, "client.pem", "CERTIFICATE", cliDER)
-	p.ClientKey = p.writeKey(t, "client-key.pem", cliKey)
+	p.ClientKey = p.WriteKey(t, "client-key.pem", cliKey)
 
 	p.caPool = x509.NewCertPool()
 	p.caPool.AddCert(ca)
@@ -56,9 +56,9 @@ func NewPKI(t testing.TB) *testPKI {
 	return p
 }
 
-// issue makes a key and a certificate: self-signed CA when parent is nil,
+// Issue makes a key and a certificate: self-signed CA when parent is nil,
 // else a leaf for both server and client use.
-func (p *testPKI) issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.PrivateKey, parent *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
+func (p *PKI) Issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.PrivateKey, parent *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -91,16 +91,16 @@ func (p *testPKI) issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.
 	return key, cert, der
 }
 
-func (p *testPKI) Write(t testing.TB, name, typ string, der []byte) string {
+func (p *PKI) Write(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
-	path := filepath.Join(p.dir, name)
+	path := filepath.Join(p.Dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-func (p *testPKI) writeKey(t testing.TB, name string, key *ecdsa.PrivateKey) string {
+func (p *PKI) WriteKey(t testing.TB, name string, key *ecdsa.PrivateKey) string {
 	t.Helper()
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
@@ -111,7 +111,7 @@ func (p *testPKI) writeKey(t testing.TB, name string, key *ecdsa.PrivateKey) str
 
 // clientConfig is the TLS configuration of a client of the lab's etcd (nil
 // without TLS).
-func (p *testPKI) clientConfig() *tls.Config {
+func (p *PKI) clientConfig() *tls.Config {
 	if p == nil {
 		return nil
 	}

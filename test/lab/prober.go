@@ -1,4 +1,4 @@
-package Lab
+package lab
 
 import (
 	"encoding/binary"
@@ -219,7 +219,7 @@ func captureAnnouncements(b testing.TB, ns *NS, ipv6 bool) *Capture {
 			return err
 		}
 		if ipv6 {
-			c.Conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: ndpFilter})
+			c.Conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, nil)
 		} else {
 			c.Conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
 		}
@@ -249,28 +249,19 @@ func captureAnnouncements(b testing.TB, ns *NS, ipv6 bool) *Capture {
 
 // announcedBy is the MAC that frame announces for the lab's VIP, or "".
 func announcedBy(frame []byte, ipv6 bool) string {
-	var f ethernetFrame
-	if f.UnmarshalBinary(frame) != nil {
-		return ""
-	}
 	if !ipv6 {
-		var p arpPacket
+		p, err := ParseARP(frame)
 		vip := netip.MustParseAddr(VIP)
-		if p.UnmarshalBinary(f.Payload) != nil || p.SenderIP != vip || p.TargetIP != vip {
+		if err != nil || p.SenderIP != vip || p.TargetIP != vip {
 			return ""
 		}
-		return p.SenderHardwareAddr.String()
+		return p.SenderMAC.String()
 	}
-	var h ipv6Header
-	var m ndpMessage
-	if h.UnmarshalBinary(f.Payload) != nil || int(h.PayloadLength) > len(f.Payload)-ipv6HeaderLen ||
-		m.UnmarshalBinary(f.Payload[ipv6HeaderLen:ipv6HeaderLen+int(h.PayloadLength)]) != nil {
+	na, err := ParseNA(frame)
+	if err != nil || na.Target != netip.MustParseAddr(VIP6) || na.Flags&naOverride == 0 || na.Destination != allNodes {
 		return ""
 	}
-	if m.Type != icmpv6NeighAdv || m.Target != netip.MustParseAddr(VIP6) || m.Flags&naFlagOverride == 0 || h.Destination != ipv6AllNodes {
-		return ""
-	}
-	return m.LinkLayerAddr.String()
+	return na.TargetMAC.String()
 }
 
 // first is the first announcement from mac at or after t (zero if none).

@@ -1,8 +1,7 @@
-package Lab
+package lab
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -11,8 +10,8 @@ import (
 	"time"
 )
 
-// statusRun is one `vipd -status` as run inside a node's namespace.
-type statusRun struct {
+// StatusRun is one `vipd -status` as run inside a node's namespace.
+type StatusRun struct {
 	Code           int
 	Stdout, Stderr string
 	Took           time.Duration
@@ -20,7 +19,7 @@ type statusRun struct {
 
 // statusOn runs `vipd -status` (plus flags) on the node with the words its
 // daemon runs with (startWrapped), and the node's own /run (lab.run).
-func (l *Lab) StatusOn(nd *Node, flags ...string) statusRun {
+func (l *Lab) StatusOn(nd *Node, flags ...string) StatusRun {
 	l.T.Helper()
 	bin, _ := Binaries(l.T)
 	args := append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir, bin, "-cmdline", "none", "-status"}, flags...)
@@ -32,7 +31,7 @@ func (l *Lab) StatusOn(nd *Node, flags ...string) statusRun {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
-	r := statusRun{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
+	r := StatusRun{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
@@ -43,12 +42,13 @@ func (l *Lab) StatusOn(nd *Node, flags ...string) statusRun {
 	return r
 }
 
-// statusJSON runs `vipd -status -json` on the node and parses it.
-func (l *Lab) StatusJSON(nd *Node) (statusReport, statusRun) {
+// StatusJSON runs `vipd -status -json` on the node and parses it strictly
+// (contract.go).
+func (l *Lab) StatusJSON(nd *Node) (StatusReport, StatusRun) {
 	l.T.Helper()
 	r := l.StatusOn(nd, "-json")
-	var rep statusReport
-	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
+	rep, err := ParseStatus([]byte(r.Stdout))
+	if err != nil {
 		l.T.Fatalf("-status -json on %s (exit %d): %v\n%s\nstderr: %s", nd.Name, r.Code, err, r.Stdout, r.Stderr)
 	}
 	return rep, r

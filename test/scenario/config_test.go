@@ -7,11 +7,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"vipd/test/lab"
 )
+
+// imageSeq numbers the test's filesystem images and labels.
+var imageSeq atomic.Int32
 
 func TestConfigPartitionWithTLS(t *testing.T) {
 	lab.NeedRoot(t)
@@ -30,7 +34,7 @@ func TestConfigPartitionWithTLS(t *testing.T) {
 	}, "\n")
 	img := makeImage(t, "ext4", label, map[string]string{
 		"vipd.conf":          conf,
-		"pki/ca.pem":         read(pki.CaCert),
+		"pki/ca.pem":         read(pki.CACert),
 		"pki/client.pem":     read(pki.ClientCert),
 		"pki/client-key.pem": read(pki.ClientKey),
 	})

@@ -3,7 +3,6 @@ package scenario
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -76,7 +75,8 @@ func TestFailureReachesStderr(t *testing.T) {
 }
 
 // TestHelpListsSettings: -h exits 0 and lists every vip.* key with its
-// default and a meaning.
+// default and a meaning. The keys and defaults are the lab's own list
+// (lab.Settings): -h must list exactly those, in that order.
 func TestHelpListsSettings(t *testing.T) {
 	bin, _ := lab.Binaries(t)
 	out, err := exec.Command(bin, "-h").CombinedOutput()
@@ -84,20 +84,28 @@ func TestHelpListsSettings(t *testing.T) {
 		t.Fatalf("-h: %v\n%s", err, out)
 	}
 	lines := strings.Split(string(out), "\n")
-	for _, s := range settings {
-		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), s.key+" ") })
+	for _, s := range lab.Settings {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), s.Key+" ") })
 		if i < 0 {
-			t.Errorf("-h does not list %s:\n%s", s.key, out)
+			t.Errorf("-h does not list %s:\n%s", s.Key, out)
 			continue
 		}
 		f := strings.Fields(lines[i])
-		want := s.def
-		if s.required {
-			want = "required"
+		if len(f) < 3 || f[1] != s.Default {
+			t.Errorf("-h line for %s is %q, want its default %q and a meaning", s.Key, lines[i], s.Default)
 		}
-		if len(f) < 3 || (want != "" && f[1] != want) || s.usage == "" {
-			t.Errorf("-h line for %s is %q, want its default %q and a meaning", s.key, lines[i], want)
+	}
+	var listed, want []string
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 0 && strings.HasPrefix(f[0], "vip.") && strings.HasPrefix(l, "  ") {
+			listed = append(listed, f[0])
 		}
+	}
+	for _, s := range lab.Settings {
+		want = append(want, s.Key)
+	}
+	if !slices.Equal(listed, want) {
+		t.Errorf("-h lists the keys %v, want %v (lab.Settings)", listed, want)
 	}
 }
 
@@ -153,7 +161,7 @@ func TestCheckPrintsEffectiveConfig(t *testing.T) {
 	bin, _ := lab.Binaries(t)
 	dir := t.TempDir()
 	cmdline := dir + "/cmdline"
-	writeFile(t, cmdline, "root=/dev/vda1 vip.address=192.0.2.100 vip.etcd=http://192.0.2.1:2379 vip.ttl=5 quiet -- vip.ttl=9\n")
+	lab.WriteFile(t, cmdline, "root=/dev/vda1 vip.address=192.0.2.100 vip.etcd=http://192.0.2.1:2379 vip.ttl=5 quiet -- vip.ttl=9\n")
 	out, err := exec.Command(bin, "-cmdline", cmdline, "-check", "vip.ttl=2", "vip.name=n1", "vip.priority=-3", "vip.check=tcp://127.0.0.1:6443").CombinedOutput()
 	if err != nil {
 		t.Fatalf("-check: %v: %s", err, out)
@@ -165,13 +173,6 @@ func TestCheckPrintsEffectiveConfig(t *testing.T) {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("-check output lacks %q:\n%s", want, out)
 		}
-	}
-}
-
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 

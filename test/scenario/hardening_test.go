@@ -51,7 +51,7 @@ func TestLeaderMemoryFlat(t *testing.T) {
 	cli := l.EtcdClient()
 	key, createRev := electionKey(t, cli)
 	time.Sleep(2 * time.Second) // the runtime settles after the election
-	before := rss(t, leader)
+	before := lab.RSS(t, leader)
 
 	start := time.Now()
 	var next, failed atomic.Int64
@@ -76,7 +76,7 @@ func TestLeaderMemoryFlat(t *testing.T) {
 		t.Fatalf("%d of %d writes to %s failed, first: %v", n, writes, key, firstErr.Load())
 	}
 	time.Sleep(3 * time.Second) // let the runtime settle (and give back what it can)
-	after := rss(t, leader)
+	after := lab.RSS(t, leader)
 
 	// The same term must have led throughout, or the comparison is moot.
 	if h := l.Holder(5*time.Second, 0); h != leader {

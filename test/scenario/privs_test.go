@@ -11,7 +11,19 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"vipd/test/lab"
+)
+
+// capSet is a capability bitmask as /proc/<pid>/status prints it (CapEff,
+// CapPrm, ...); the sets vipd promises (README, "Privileges") are written
+// down here from the capability numbers, not taken from privs.go.
+type capSet uint64
+
+const (
+	// daemonCaps is what the daemon keeps: addresses and raw frames.
+	daemonCaps  capSet = 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_NET_RAW
+	capSysAdmin capSet = 1 << unix.CAP_SYS_ADMIN
 )
 
 // procStatus reads the capability lines and NoNewPrivs of every thread of

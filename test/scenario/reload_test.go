@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"vipd/test/lab"
 )
 
@@ -77,11 +78,11 @@ func TestStateFile(t *testing.T) {
 	l := lab.New(t, 2, "vip.ttl=2")
 	l.StartAll()
 	h, other := l.HolderAndOther()
-	var hr, or stateRecord
+	var hr, or lab.StateRecord
 	lab.WaitFor(t, 5*time.Second, "both state files", func() bool {
 		var err1, err2 error
-		hr, err1 = readState(h.StatePath())
-		or, err2 = readState(other.StatePath())
+		hr, err1 = lab.ReadState(h.StatePath())
+		or, err2 = lab.ReadState(other.StatePath())
 		return err1 == nil && err2 == nil && hr.State == "leader" && or.State == "candidate"
 	})
 	if hr.Holder != h.Name || !hr.Leading || hr.Lease == "" || !strings.HasPrefix(hr.ElectionKey, "/vipd/"+lab.VIP+"/") ||
@@ -130,20 +131,20 @@ func TestRestartRevokesCandidateLease(t *testing.T) {
 	l := lab.New(t, 2, "vip.ttl=5")
 	l.StartAll()
 	h, c := l.HolderAndOther()
-	var rec stateRecord
+	var rec lab.StateRecord
 	lab.WaitFor(t, 5*time.Second, "the candidate's record", func() bool {
 		var err error
-		rec, err = readState(c.StatePath())
+		rec, err = lab.ReadState(c.StatePath())
 		return err == nil && rec.Lease != ""
 	})
-	id, _ := rec.leaseID()
+	id, _ := rec.LeaseID()
 	l.Kill(c)
 	l.Start(c)
 	lab.WaitLogCount(t, c, "revoked the earlier run's lease", 1, 5*time.Second)
 	cli := l.EtcdClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := cli.TimeToLive(ctx, id)
+	resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,11 +217,11 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 // vipd starts from its earlier verdict instead of "unhealthy until rise
 // checks pass", which would hand the VIP over at once.
 func TestRestartsWithCheck(t *testing.T) {
-	l := lab.New(t, 3, append([]string{"vip.ttl=2"}, checkWords...)...)
+	l := lab.New(t, 3, append([]string{"vip.ttl=2"}, lab.ServiceCheckWords...)...)
 	l.StartServices()
 	l.StartAll()
-	l.WaitServicesUp(checkSettle)
-	h := l.Holder(lab.ElectBound, checkSettle)
+	l.WaitServicesUp(lab.ServiceCheckSettle)
+	h := l.Holder(lab.ElectBound, lab.ServiceCheckSettle)
 	gains := l.Mon.Gains()
 	for i := 1; i <= 3; i++ {
 		l.Signal(h, syscall.SIGHUP)
@@ -233,7 +234,7 @@ func TestRestartsWithCheck(t *testing.T) {
 		lab.WaitLogCount(t, h, "resumed the earlier run's lease", 1, 10*time.Second)
 		time.Sleep(time.Second)
 	}
-	time.Sleep(checkSettle) // the restarted checks have run a few times
+	time.Sleep(lab.ServiceCheckSettle) // the restarted checks have run a few times
 	lab.AssertKept(t, l, h, gains)
 }
 
@@ -257,7 +258,7 @@ func TestRestartWhileWaiting(t *testing.T) {
 	if g := l.Mon.Gains(); g != 0 {
 		t.Fatalf("after SIGHUP, %s added the VIP while another host answered for it:\n%s\n%s", nd.Name, l.Mon.History(), nd.Log.String())
 	}
-	if rec, err := readState(nd.StatePath()); err != nil || rec.Leading {
+	if rec, err := lab.ReadState(nd.StatePath()); err != nil || rec.Leading {
 		t.Errorf("the waiting node's record says leading=%v (%v), want false", rec.Leading, err)
 	}
 

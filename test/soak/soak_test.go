@@ -45,6 +45,11 @@ import (
 // names a file to append the Markdown tables to; VIPD_SOAK_LOGS the file
 // for the full logs (default: in the temp directory, named after the seed).
 
+// unableFirst is vipd's first back-off after it failed to hold the VIP
+// (it doubles with each failure): part of the behaviour the soak checks,
+// written down here rather than read from the daemon's code.
+const unableFirst = 10 * time.Second
+
 const (
 	soakGarp          = 5
 	soakGarpInterval  = 300 * time.Millisecond
@@ -149,7 +154,7 @@ type soak struct {
 	tr4, tr6 *holderTrack
 	p4, p6   *lab.Prober
 	arp, na  *lab.Capture
-	clientRT *rtnl
+	clientRT *lab.Observer
 	neigh    []*neighWatch
 	stale    []*staleWatch
 	quit     chan struct{}
@@ -238,7 +243,7 @@ func newSoak(t *testing.T, seed uint64) *soak {
 	s.p6 = l.StartProberTo(lab.VIP6)
 	s.arp, s.na = lab.CaptureARP(t, l.Client), lab.CaptureNA(t, l.Client)
 	var err error
-	if s.clientRT, err = dialRTNL(l.Client.Fd(t)); err != nil {
+	if s.clientRT, err = l.Client.Dial(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.clientRT.Close() })
@@ -255,19 +260,19 @@ func newSoak(t *testing.T, seed uint64) *soak {
 	s.say("first holder: %s", l.Nodes[s.mustSingle()].Name)
 
 	// The churn's connections, one per node namespace, and eth0's index.
-	var rts []*rtnl
+	var rts []*lab.Observer
 	var index []uint32
 	for _, nd := range l.Nodes {
-		r, err := dialRTNL(nd.NS.Fd(t))
+		r, err := nd.NS.Dial()
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
-		links, err := r.links()
+		links, err := r.Links()
 		if err != nil {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(links, func(l linkMessage) bool { return l.Name == "eth0" })
+		i := slices.IndexFunc(links, func(l lab.Link) bool { return l.Name == "eth0" })
 		if i < 0 {
 			t.Fatalf("no eth0 in %s", nd.Name)
 		}
@@ -446,18 +451,18 @@ func (s *soak) checkExits() {
 
 // vipsIn lists the VIPs present in a namespace right now.
 func (s *soak) vipsIn(ns *lab.NS) []string {
-	r, err := dialRTNL(ns.Fd(s.T))
+	r, err := ns.Dial()
 	if err != nil {
 		s.T.Fatal(err)
 	}
 	defer r.Close()
-	addrs, err := r.addrs(0)
+	addrs, err := r.Addrs()
 	if err != nil {
 		s.T.Fatal(err)
 	}
 	var found []string
 	for _, a := range addrs {
-		if ip := a.IP(); ip == netip.MustParseAddr(lab.VIP) || ip == netip.MustParseAddr(lab.VIP6) {
+		if ip := a.IP; ip == netip.MustParseAddr(lab.VIP) || ip == netip.MustParseAddr(lab.VIP6) {
 			found = append(found, ip.String())
 		}
 	}
@@ -1196,7 +1201,7 @@ func msMedMax(v []time.Duration) string {
 	if len(v) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d / %d", median(v).Milliseconds(), slices.Max(v).Milliseconds())
+	return fmt.Sprintf("%d / %d", lab.Median(v).Milliseconds(), slices.Max(v).Milliseconds())
 }
 
 // report prints the tables, appends them to $VIPD_SOAK_MD, and fails the
@@ -1204,7 +1209,7 @@ func msMedMax(v []time.Duration) string {
 func (s *soak) report(dur time.Duration, wall time.Time) {
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
-	r := &report{}
+	r := &lab.Report{}
 	version, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
 	head := fmt.Sprintf("Soak: %v of faults, seed %d, vipd %s, %d faults, %s wall time; 3 nodes (vipd + etcd member each), dual-stack VIP, vip.ttl=2, vip.garp=%d every %v",
 		dur, s.seed, strings.TrimSpace(string(version)), len(s.runs), time.Since(wall).Round(time.Second), soakGarp, soakGarpInterval)
@@ -1212,7 +1217,7 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 		head += "; ABORTED early (see the violations)"
 	}
 	fmt.Printf("\n%s\n", head)
-	r.md.WriteString("\n" + head + "\n")
+	r.MD.WriteString("\n" + head + "\n")
 
 	// Violations by the fault during which (or after which) they happened.
 	attributed := map[string]int{}
@@ -1241,7 +1246,7 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 			rows = append(rows, []string{"(" + p + ")", "-", "-", "-", "-", "-", strconv.Itoa(attributed[p])})
 		}
 	}
-	r.table(fmt.Sprintf("Faults: the client-visible outage is the longest stretch without an answered probe (one every 10 ms per VIP) from the injection until the next fault, which waits for a settled holder that the client reaches; mid-burst counts injections within %v of the holder's gain", soakBurst),
+	r.Table(fmt.Sprintf("Faults: the client-visible outage is the longest stretch without an answered probe (one every 10 ms per VIP) from the injection until the next fault, which waits for a settled holder that the client reaches; mid-burst counts injections within %v of the holder's gain", soakBurst),
 		[]string{"fault", "injected", "mid-burst", "IPv4 outage median / max (ms)", "IPv6 outage median / max (ms)", "heal → one holder median / max (ms)", "violations"}, rows)
 
 	byKind := map[string]int{}
@@ -1265,7 +1270,7 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	for _, k := range soakViolationKinds {
 		rows = append(rows, []string{k, strconv.Itoa(byKind[k]), checks[k]})
 	}
-	r.table("Invariants (violations must be 0)", []string{"invariant", "violations", "checked"}, rows)
+	r.Table("Invariants (violations must be 0)", []string{"invariant", "violations", "checked"}, rows)
 
 	rows = nil
 	flatNote := ""
@@ -1329,7 +1334,7 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	if !s.metrics {
 		flatNote = "; goroutines n/a: this vipd has no vip.metrics"
 	}
-	r.table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: live heap ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v; RSS bounded: ≤ %.0f MiB at every sample of every process)%s",
+	r.Table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: live heap ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v; RSS bounded: ≤ %.0f MiB at every sample of every process)%s",
 		soakSample, soakWarmup, soakFlatHeap, soakFlatGoroutine, soakFlatSpan, soakMaxRSS, flatNote),
 		[]string{"node", "vipd processes sampled", "longest trend", "RSS max (MiB)", "RSS first → last (MiB)", "live heap first → last (MB)", "live heap slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
 
@@ -1349,7 +1354,7 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	s.na.Mu.Lock()
 	nNA := len(s.na.Frames)
 	s.na.Mu.Unlock()
-	r.table("Background", []string{"what", "count"}, [][]string{churnRow,
+	r.Table("Background", []string{"what", "count"}, [][]string{churnRow,
 		{"announcements of the VIPs seen by the client (ARP / NA)", fmt.Sprintf("%d / %d", nARP, nNA)},
 		{"the most an announcement came before its sender's address event was seen (IPv4 / IPv6; allowed: " + soakEventLag.String() + ")",
 			fmt.Sprintf("%dms / %dms", s.stale[0].maxLead.Milliseconds(), s.stale[1].maxLead.Milliseconds())},
@@ -1362,16 +1367,12 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 			fmt.Fprintf(&sb, "- %s, during %s: **%s**: %s\n", rel(s.t0, v.At), s.phase(v.At), v.kind, v.detail)
 		}
 		fmt.Print(sb.String())
-		r.md.WriteString(sb.String())
+		r.MD.WriteString(sb.String())
 	}
 	if path := os.Getenv("VIPD_SOAK_MD"); path != "" {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
+		if abs, err := r.Append(path, "TestSoak"); err != nil {
 			s.T.Errorf("VIPD_SOAK_MD: %v", err)
 		} else {
-			fmt.Fprintf(f, "\n<!-- TestSoak, %s -->\n%s", time.Now().UTC().Format(time.RFC3339), r.md.String())
-			f.Close()
-			abs, _ := filepath.Abs(path)
 			fmt.Printf("\n(tables appended to %s)\n", abs)
 		}
 	}

@@ -3,7 +3,6 @@ package soak
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
@@ -13,14 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 	"vipd/test/lab"
 )
@@ -58,15 +55,15 @@ func startHolderTracks(t testing.TB, nodes []*lab.Node, vips ...netip.Addr) []*h
 		}
 		hs = append(hs, h)
 	}
-	record := func(node int, a *addrMessage, held bool) {
+	record := func(node int, a *lab.Addr, held bool) {
 		for _, h := range hs {
-			if a.IP() == h.Vip {
+			if a.IP == h.Vip {
 				h.Record(node, held, time.Now())
 			}
 		}
 	}
 	for i, nd := range nodes {
-		lab.FollowAddrs(t, nd, func(a *addrMessage, held bool) { record(i, a, held) })
+		lab.FollowAddrs(t, nd, func(a *lab.Addr, held bool) { record(i, a, held) })
 	}
 	return hs
 }
@@ -185,54 +182,28 @@ func nudName(state uint16) string {
 	return strings.Join(names, "|")
 }
 
-// neighbours dumps a namespace's neighbour table (both families) over an
-// open rtnetlink connection: cheaper than running `ip neigh` ten times a
-// second.
-func neighbours(r *rtnl) (map[netip.Addr]neighEntry, error) {
-	req := make([]byte, 12) // struct ndmsg, AF_UNSPEC
-	msgs, err := r.execute(unix.RTM_GETNEIGH, netlink.Dump, req)
+// neighbours reads a namespace's neighbour table (both families) over an
+// open rtnetlink connection (the lab's observer): cheaper than running
+// `ip neigh` ten times a second.
+func neighbours(r *lab.Observer) (map[netip.Addr]neighEntry, error) {
+	list, err := r.Neighbours()
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
+		return nil, err
 	}
-	out := make(map[netip.Addr]neighEntry, len(msgs))
-	for _, m := range msgs {
-		if len(m.Data) < 12 {
-			continue
-		}
-		e := neighEntry{state: binary.NativeEndian.Uint16(m.Data[8:10])}
-		ad, err := netlink.NewAttributeDecoder(m.Data[12:])
-		if err != nil {
-			continue
-		}
-		var dst netip.Addr
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NDA_DST:
-				dst, _ = netip.AddrFromSlice(slices.Clone(ad.Bytes()))
-			case unix.NDA_LLADDR:
-				e.MAC = net.HardwareAddr(slices.Clone(ad.Bytes())).String()
-			}
-		}
-		if dst.IsValid() {
-			out[dst.Unmap()] = e
-		}
+	out := make(map[netip.Addr]neighEntry, len(list))
+	for _, n := range list {
+		out[n.IP] = neighEntry{MAC: n.MAC, state: n.State}
 	}
 	return out, nil
 }
 
 // addrOp adds or removes an address that is not the VIP, permanently (no
 // lifetime), as DHCP clients, CNI plugins and kube-proxy do all day.
-func addrOp(r *rtnl, index uint32, p netip.Prefix, add bool) error {
-	body, err := vipMessage(index, p).MarshalBinary()
-	if err != nil {
-		return err
-	}
+func addrOp(r *lab.Observer, index uint32, p netip.Prefix, add bool) error {
 	if add {
-		_, err = r.execute(unix.RTM_NEWADDR, netlink.Acknowledge|netlink.Create|netlink.Replace, body)
-	} else {
-		_, err = r.execute(unix.RTM_DELADDR, netlink.Acknowledge, body)
+		return r.AddAddr(index, p)
 	}
-	return err
+	return r.DelAddr(index, p)
 }
 
 // churnStats counts the background address changes.
@@ -251,7 +222,7 @@ type churnStats struct {
 // 2001:db8: documentation prefix) on the current holder's eth0, and removes
 // it again, one step every 200–400 ms: every such change makes the kernel
 // re-run, and reschedule, its address lifetime check (issue 9, defect 3).
-func (s *soak) runChurn(rts []*rtnl, index []uint32, seed uint64) {
+func (s *soak) runChurn(rts []*lab.Observer, index []uint32, seed uint64) {
 	defer s.wg.Done()
 	rng := newRand(seed)
 	c := &s.churn
@@ -302,7 +273,7 @@ func (s *soak) runChurn(rts []*rtnl, index []uint32, seed uint64) {
 	}
 }
 
-func (s *soak) churnRemove(rts []*rtnl, index []uint32) {
+func (s *soak) churnRemove(rts []*lab.Observer, index []uint32) {
 	c := &s.churn
 	c.Mu.Lock()
 	defer c.Mu.Unlock()
