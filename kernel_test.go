@@ -22,6 +22,9 @@ import (
 	"vipd/test/lab"
 )
 
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+
 // This file pins the kernel fact that vipd's fence rests on (docs/design.md, section 2)
 // and measures its slack.
 //

@@ -16,6 +16,9 @@ import (
 	"vipd/test/lab"
 )
 
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+
 // `make bench` runs these with -benchtime 1x: each run does its own trials,
 // prints tables and appends them as Markdown to $VIPD_BENCH_MD (default
 // benchMD). Nothing here asserts a time.

@@ -12,12 +12,8 @@ import (
 	"vipd/test/lab"
 )
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		lab.SweepStaleNamespaces()
-	}
-	os.Exit(m.Run())
-}
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
 // TestDemo is `make demo`: the three-node lab with a live view; the holder
 // is crashed, then stopped, and the failovers are measured. It runs only

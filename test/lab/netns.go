@@ -46,14 +46,14 @@ func NeedTool(t testing.TB, name string) {
 // namespaces that earlier runs, killed before their cleanups, left behind.
 func Main(m *testing.M) int {
 	if os.Geteuid() == 0 {
-		SweepStaleNamespaces()
+		sweepStaleNamespaces()
 	}
 	return m.Run()
 }
 
 // sweepStaleNamespaces deletes namespaces left by earlier test runs whose
 // process no longer exists.
-func SweepStaleNamespaces() {
+func sweepStaleNamespaces() {
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
 		rest, ok := strings.CutPrefix(e.Name(), "vipdt")

@@ -91,7 +91,8 @@ func TestHelpListsSettings(t *testing.T) {
 			continue
 		}
 		f := strings.Fields(lines[i])
-		if len(f) < 3 || f[1] != s.Default {
+		rest := strings.Join(f[1:], " ")
+		if !strings.HasPrefix(rest, s.Default+" ") || len(strings.TrimPrefix(rest, s.Default+" ")) == 0 {
 			t.Errorf("-h line for %s is %q, want its default %q and a meaning", s.Key, lines[i], s.Default)
 		}
 	}

@@ -21,6 +21,9 @@ import (
 	"vipd/test/lab"
 )
 
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+
 // TestSoak is `make soak` (issue 9, "Proof of a long life"): the three-node
 // cluster lab (vipd and an etcd member on each node, a dual-stack VIP, a
 // client probing both VIPs every 10 ms) under a random schedule of faults,
