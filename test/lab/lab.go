@@ -1,3 +1,14 @@
+// Package lab is vipd's whole-cluster test lab: network namespaces, veths
+// and a bridge on documentation addresses only (never the host's
+// interfaces), real etcd members, the vipd binary built from this module,
+// and a client. It judges vipd from outside: addresses, links, neighbours
+// and announcements through its own rtnetlink and frame decoding
+// (observe.go, frames.go), and the state file and -status -json through
+// its own strict structs (contract.go); it imports nothing of vipd.
+//
+// Everything here needs root (NeedRoot skips a test in one line
+// otherwise). The scenarios are in test/scenario, the soak in test/soak,
+// the benchmarks in test/bench and the demo in test/demo.
 package lab
 
 import (
@@ -27,6 +38,8 @@ import (
 // namespaces n1..nN each joined to the bridge by a veth named eth0, and a
 // client namespace. Addresses come from 192.0.2.0/24 only.
 
+// The lab's addresses: the VIPs, the node addresses' IPv6 prefix, the
+// etcd on the bridge, and the client.
 const (
 	VIP       = "192.0.2.100"
 	VIP6      = "2001:db8::100"
@@ -120,10 +133,10 @@ type Node struct {
 	Cmd  *exec.Cmd
 	Log  *SyncBuffer
 	Exit chan error // receives the process's exit once
-	// restart starts the node's daemon again; nil means vipd (l.start).
+	// Restart starts the node's daemon again; nil means vipd (l.start).
 	Restart func()
 	Service *labService // set by startServices
-	// runDir is the node's own /run (bind-mounted over /run for its vipd
+	// RunDir is the node's own /run (bind-mounted over /run for its vipd
 	// only), so that each node has its own /run/vipd state file, as on
 	// separate machines, and the host's /run is never written.
 	RunDir string
@@ -140,10 +153,10 @@ type Lab struct {
 	Mon6   *monitor // dual-stack labs: the IPv6 VIP
 }
 
-// labOptions shape a lab.
+// Options shape a lab.
 type Options struct {
 	Nodes int
-	// cluster puts one etcd member in each node namespace, as on a
+	// Cluster puts one etcd member in each node namespace, as on a
 	// control-plane node; otherwise one etcd runs on the bridge.
 	Cluster   bool
 	EtcdFlags []string // extra etcd flags, e.g. tuned timers
@@ -153,7 +166,7 @@ type Options struct {
 	EtcdTLS   *PKI     // serve etcd over TLS and require client certificates
 }
 
-// etcdMember is one etcd server of the lab.
+// EtcdMember is one etcd server of the lab.
 type EtcdMember struct {
 	Name string
 	NS   *NS
@@ -172,12 +185,12 @@ func (m *EtcdMember) ClientURL() string {
 }
 func (m *EtcdMember) peerURL() string { return "http://" + m.IP + ":2380" }
 
-// newLab is n nodes against one etcd, with vip.* words for every node.
+// New is n nodes against one etcd, with vip.* words for every node.
 func New(t testing.TB, n int, args ...string) *Lab {
 	return NewWith(t, Options{Nodes: n, Args: args})
 }
 
-// newLabWith builds the topology and starts etcd; vipd is started per node
+// NewWith builds the topology and starts etcd; vipd is started per node
 // with start.
 func NewWith(t testing.TB, opt Options) *Lab {
 	NeedRoot(t)
@@ -255,7 +268,7 @@ func NewWith(t testing.TB, opt Options) *Lab {
 	return l
 }
 
-// join connects ns to the bridge with a veth named ifname (bridge port
+// Join connects ns to the bridge with a veth named ifname (bridge port
 // port).
 func (l *Lab) Join(ns *NS, ifname, port, mac, ip string) {
 	t := l.T
@@ -265,7 +278,7 @@ func (l *Lab) Join(ns *NS, ifname, port, mac, ip string) {
 	ns.IP(t, "addr", "add", ip+"/24", "dev", ifname)
 }
 
-// startEtcd starts (or restarts, on the same data) etcd members and waits
+// StartEtcd starts (or restarts, on the same data) etcd members and waits
 // until each is healthy. Members of a cluster are started together: none
 // is healthy before a quorum runs.
 func (l *Lab) StartEtcd(members ...*EtcdMember) {
@@ -300,7 +313,7 @@ func (l *Lab) StartEtcd(members ...*EtcdMember) {
 	}
 }
 
-// stopMember kills one etcd member (a crash, not a clean shutdown).
+// StopMember kills one etcd member (a crash, not a clean shutdown).
 func (l *Lab) StopMember(m *EtcdMember) {
 	if m.Cmd != nil {
 		m.Cmd.Process.Kill()
@@ -309,7 +322,7 @@ func (l *Lab) StopMember(m *EtcdMember) {
 	}
 }
 
-// etcdURLs is the vip.etcd value: every member.
+// EtcdURLs is the vip.etcd value: every member.
 func (l *Lab) EtcdURLs() string {
 	var urls []string
 	for _, m := range l.Etcd {
@@ -318,7 +331,7 @@ func (l *Lab) EtcdURLs() string {
 	return strings.Join(urls, ",")
 }
 
-// clientHTTP is an HTTP client whose connections start in the client
+// ClientHTTP is an HTTP client whose connections start in the client
 // namespace.
 func (l *Lab) ClientHTTP() *http.Client {
 	return &http.Client{
@@ -334,7 +347,7 @@ func (l *Lab) ClientHTTP() *http.Client {
 	}
 }
 
-// etcdHealthy asks a member's /health from inside the client namespace.
+// EtcdHealthy asks a member's /health from inside the client namespace.
 func (l *Lab) EtcdHealthy(m *EtcdMember) bool {
 	resp, err := l.ClientHTTP().Get(m.ClientURL() + "/health")
 	if err != nil {
@@ -345,7 +358,7 @@ func (l *Lab) EtcdHealthy(m *EtcdMember) bool {
 	return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`)
 }
 
-// etcdStatus asks a member for its own ID and the ID of its raft leader.
+// EtcdStatus asks a member for its own ID and the ID of its raft leader.
 func (l *Lab) EtcdStatus(m *EtcdMember) (id, leader string, err error) {
 	resp, err := l.ClientHTTP().Post(m.ClientURL()+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
 	if err != nil {
@@ -362,7 +375,7 @@ func (l *Lab) EtcdStatus(m *EtcdMember) (id, leader string, err error) {
 	return st.Header.MemberID, st.Leader, err
 }
 
-// moveEtcdLeader hands etcd's raft leadership to member to and waits until
+// MoveEtcdLeader hands etcd's raft leadership to member to and waits until
 // it has it.
 func (l *Lab) MoveEtcdLeader(to *EtcdMember) {
 	l.T.Helper()
@@ -387,7 +400,7 @@ func (l *Lab) MoveEtcdLeader(to *EtcdMember) {
 	})
 }
 
-// holderWithEtcdLeader moves etcd's raft leadership to the VIP holder's node
+// HolderWithEtcdLeader moves etcd's raft leadership to the VIP holder's node
 // and returns the holder. The move can hold up renewals long enough for the
 // VIP to move too, so it checks and tries again.
 func (l *Lab) HolderWithEtcdLeader() *Node {
@@ -405,7 +418,7 @@ func (l *Lab) HolderWithEtcdLeader() *Node {
 	return nil
 }
 
-// etcdLeader is the member that etcd reports as its raft leader (nil if
+// EtcdLeader is the member that etcd reports as its raft leader (nil if
 // none answers).
 func (l *Lab) EtcdLeader() *EtcdMember {
 	for _, m := range l.Etcd {
@@ -416,12 +429,12 @@ func (l *Lab) EtcdLeader() *EtcdMember {
 	return nil
 }
 
-// start runs vipd on the node with the lab's words plus extra ones.
+// Start runs vipd on the node with the lab's words plus extra ones.
 func (l *Lab) Start(nd *Node, extra ...string) {
 	l.StartWrapped(nd, nil, extra...)
 }
 
-// startWrapped runs vipd under a wrapper command (such as setpriv).
+// StartWrapped runs vipd under a wrapper command (such as setpriv).
 func (l *Lab) StartWrapped(nd *Node, wrapper []string, extra ...string) {
 	bin, _ := Binaries(l.T)
 	args := append(wrapper[len(wrapper):], wrapper...)
@@ -431,7 +444,7 @@ func (l *Lab) StartWrapped(nd *Node, wrapper []string, extra ...string) {
 	l.Run(nd, append(append(args, l.Opt.Args...), extra...))
 }
 
-// startRaw runs vipd on the node with exactly these arguments.
+// StartRaw runs vipd on the node with exactly these arguments.
 func (l *Lab) StartRaw(nd *Node, args ...string) {
 	bin, _ := Binaries(l.T)
 	l.Run(nd, append([]string{bin}, args...))
@@ -449,7 +462,7 @@ func (l *Lab) Run(nd *Node, argv []string) {
 	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.Cmd, nd.Exit)
 }
 
-// runBounded runs argv (a vipd, say) in the node's namespace with its own
+// RunBounded runs argv (a vipd, say) in the node's namespace with its own
 // /run, for at most within; ran says it was still running then and was
 // killed. code is its exit status (-1 if it did not exit by itself).
 func (nd *Node) RunBounded(argv []string, within time.Duration) (out string, code int, ran bool, err error) {
@@ -480,7 +493,7 @@ func (nd *Node) RunBounded(argv []string, within time.Duration) (out string, cod
 	return buf.String(), code, false, err
 }
 
-// secondRefused says what is wrong, if anything, with how a second vipd
+// SecondRefused says what is wrong, if anything, with how a second vipd
 // for a group that first (a pid) runs ended: it must exit 1 with a line
 // naming first.
 func SecondRefused(out string, code int, ran bool, first int) error {
@@ -494,18 +507,18 @@ func SecondRefused(out string, code int, ran bool, first int) error {
 	return nil
 }
 
-// command prepares a vipd (or a wrapper that runs it) in the node's
+// Command prepares a vipd (or a wrapper that runs it) in the node's
 // namespace, with the node's own /run.
 func (nd *Node) Command(argv ...string) *exec.Cmd {
 	return nd.NS.Command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir}, argv...)...)
 }
 
-// statePath is the node's state file for the lab's VIP group.
+// StatePath is the node's state file for the lab's VIP group.
 func (nd *Node) StatePath() string {
 	return StatePathIn(nd.RunDir, "/vipd/"+VIP)
 }
 
-// vipWord is the vip.address value: the IPv4 VIP, and the IPv6 one in a
+// VIPWord is the vip.address value: the IPv4 VIP, and the IPv6 one in a
 // dual-stack lab.
 func (l *Lab) VIPWord() string {
 	if l.Opt.DualStack {
@@ -520,14 +533,14 @@ func (l *Lab) StartAll(extra ...string) {
 	}
 }
 
-// signal signals the node's daemon and any children it has.
+// Signal signals the node's daemon and any children it has.
 func (l *Lab) Signal(nd *Node, sig syscall.Signal) {
 	if err := syscall.Kill(-nd.Cmd.Process.Pid, sig); err != nil {
 		l.T.Fatalf("signal %v to the daemon on %s: %v", sig, nd.Name, err)
 	}
 }
 
-// wait waits (bounded) for the node's vipd to exit and returns its status.
+// Wait waits (bounded) for the node's vipd to exit and returns its status.
 func (l *Lab) Wait(nd *Node, timeout time.Duration) error {
 	l.T.Helper()
 	select {
@@ -550,7 +563,7 @@ func (l *Lab) Kill(nd *Node) {
 	nd.Cmd = nil
 }
 
-// holder waits (bounded) until exactly one node holds the VIP and it has
+// Holder waits (bounded) until exactly one node holds the VIP and it has
 // held it for settle, and returns it.
 func (l *Lab) Holder(timeout, settle time.Duration) *Node {
 	l.T.Helper()
@@ -566,7 +579,7 @@ func (l *Lab) Holder(timeout, settle time.Duration) *Node {
 	return nil
 }
 
-// holderAndOther waits for the holder of a two-node lab, settled for a
+// HolderAndOther waits for the holder of a two-node lab, settled for a
 // second, and returns it with the other node.
 func (l *Lab) HolderAndOther() (h, other *Node) {
 	l.T.Helper()
@@ -577,7 +590,7 @@ func (l *Lab) HolderAndOther() (h, other *Node) {
 	return h, other
 }
 
-// holderOtherThan waits for a node other than old to hold the VIP.
+// HolderOtherThan waits for a node other than old to hold the VIP.
 func (l *Lab) HolderOtherThan(old *Node, timeout time.Duration) *Node {
 	l.T.Helper()
 	deadline := time.Now().Add(timeout)
@@ -600,7 +613,7 @@ func (l *Lab) Names(idx []int) []string {
 	return s
 }
 
-// vipAddr reads the node's copy of the IPv4 VIP right now (not from the
+// VIPAddr reads the node's copy of the IPv4 VIP right now (not from the
 // monitor).
 func (l *Lab) VIPAddr(nd *Node) (Addr, bool) {
 	l.T.Helper()
@@ -626,7 +639,7 @@ func (l *Lab) HasVIP(nd *Node) bool {
 	return ok
 }
 
-// waitGone waits (bounded) until the node no longer has the VIP.
+// WaitGone waits (bounded) until the node no longer has the VIP.
 func (l *Lab) WaitGone(nd *Node, timeout time.Duration) {
 	l.T.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -637,7 +650,7 @@ func (l *Lab) WaitGone(nd *Node, timeout time.Duration) {
 	l.T.Fatalf("%s still has %s after %v", nd.Name, VIP, timeout)
 }
 
-// overlaps lists every moment two nodes held a VIP.
+// Overlaps lists every moment two nodes held a VIP.
 func (l *Lab) Overlaps() []string {
 	o := l.Mon.Overlaps()
 	if l.Mon6 != nil {
@@ -646,7 +659,7 @@ func (l *Lab) Overlaps() []string {
 	return o
 }
 
-// assertNoOverlap checks the invariant of every scenario.
+// AssertNoOverlap checks the invariant of every scenario.
 func (l *Lab) AssertNoOverlap() {
 	l.T.Helper()
 	if o := l.Overlaps(); len(o) > 0 {
@@ -654,11 +667,11 @@ func (l *Lab) AssertNoOverlap() {
 	}
 }
 
-// touchVIP sends one UDP datagram from the client to the VIP, which makes
+// TouchVIP sends one UDP datagram from the client to the VIP, which makes
 // the client's kernel resolve (and keep) a neighbour entry for it.
 func (l *Lab) TouchVIP() { l.Touch(VIP) }
 
-// touch sends one UDP datagram from the client to addr.
+// Touch sends one UDP datagram from the client to addr.
 func (l *Lab) Touch(addr string) {
 	l.T.Helper()
 	err := l.Client.Do(func() error {
@@ -675,11 +688,11 @@ func (l *Lab) Touch(addr string) {
 	}
 }
 
-// clientNeighbour is the client's neighbour entry for the IPv4 VIP ("" if
+// ClientNeighbour is the client's neighbour entry for the IPv4 VIP ("" if
 // none).
 func (l *Lab) ClientNeighbour() string { return l.ClientNeighbourOf(VIP) }
 
-// clientNeighbourOf is the client's neighbour entry for addr.
+// ClientNeighbourOf is the client's neighbour entry for addr.
 func (l *Lab) ClientNeighbourOf(addr string) string { return NeighbourIn(l.T, l.Client, "eth0", addr) }
 
 // NeighbourIn is the MAC of ns's neighbour entry for addr on dev ("" if
@@ -708,7 +721,7 @@ func NeighbourIn(t testing.TB, ns *NS, dev, addr string) string {
 	return ""
 }
 
-// waitClientNeighbour waits (bounded) for the client's entry to be mac.
+// WaitClientNeighbour waits (bounded) for the client's entry to be mac.
 func (l *Lab) WaitClientNeighbour(mac string, timeout time.Duration) {
 	l.T.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -719,7 +732,7 @@ func (l *Lab) WaitClientNeighbour(mac string, timeout time.Duration) {
 	l.T.Fatalf("client's neighbour entry for %s is %q, want %s", VIP, l.ClientNeighbour(), mac)
 }
 
-// etcdClient is an etcd client for the test itself, whose connections start
+// EtcdClient is an etcd client for the test itself, whose connections start
 // in the client namespace (etcd is not reachable from the host's).
 func (l *Lab) EtcdClient() *clientv3.Client {
 	l.T.Helper()

@@ -100,7 +100,7 @@ func (m *monitor) Record(node int, held bool) {
 	}
 }
 
-// current returns the nodes holding the VIP and since when that is so.
+// Current returns the nodes holding the VIP and since when that is so.
 func (m *monitor) Current() ([]int, time.Time) {
 	m.Mu.Lock()
 	defer m.Mu.Unlock()
@@ -113,7 +113,7 @@ func (m *monitor) Current() ([]int, time.Time) {
 	return h, m.since
 }
 
-// gainedAt is when node last gained the VIP (zero if never).
+// GainedAt is when node last gained the VIP (zero if never).
 func (m *monitor) GainedAt(node int) time.Time {
 	m.Mu.Lock()
 	defer m.Mu.Unlock()
@@ -132,11 +132,11 @@ func (m *monitor) History() string {
 	return strings.Join(m.Events, "\n")
 }
 
-// gains is how many times any node has gained the VIP: the first holder's
+// Gains is how many times any node has gained the VIP: the first holder's
 // take and every move since.
 func (m *monitor) Gains() int { return len(m.GainTimes()) }
 
-// gainTimes is when each gain happened.
+// GainTimes is when each gain happened.
 func (m *monitor) GainTimes() []time.Time {
 	m.Mu.Lock()
 	defer m.Mu.Unlock()

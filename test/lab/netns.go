@@ -71,7 +71,7 @@ func sweepStaleNamespaces() {
 	}
 }
 
-// testNS is a network namespace owned by one test.
+// NS is a network namespace owned by one test.
 type NS struct {
 	Name string
 }
@@ -94,7 +94,7 @@ func NewNS(t testing.TB, what string) *NS {
 	return ns
 }
 
-// ip runs `ip -n <ns> args...` and fails the test on error.
+// IP runs `ip -n <ns> args...` and fails the test on error.
 func (ns *NS) IP(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
@@ -104,7 +104,7 @@ func (ns *NS) IP(t testing.TB, args ...string) string {
 	return string(out)
 }
 
-// sysctl sets a sysctl inside the namespace.
+// Sysctl sets a sysctl inside the namespace.
 func (ns *NS) Sysctl(t testing.TB, key, value string) {
 	t.Helper()
 	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
@@ -114,7 +114,7 @@ func (ns *NS) Sysctl(t testing.TB, key, value string) {
 	}
 }
 
-// command prepares a process that runs inside the namespace, in a process
+// Command prepares a process that runs inside the namespace, in a process
 // group of its own (so that a signal reaches a daemon's children too), and
 // is killed if the test binary dies first.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
@@ -123,7 +123,7 @@ func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// do runs fn on an OS thread that has entered the namespace. Sockets opened in
+// Do runs fn on an OS thread that has entered the namespace. Sockets opened in
 // fn stay in the namespace after do returns. If the thread cannot be brought
 // back, it stays locked so the runtime discards it with the goroutine.
 func (ns *NS) Do(fn func() error) error {
@@ -156,7 +156,7 @@ func (ns *NS) Do(fn func() error) error {
 	return <-errc
 }
 
-// fd opens the namespace file, for netlink.Config.NetNS.
+// Fd opens the namespace file, for netlink.Config.NetNS.
 func (ns *NS) Fd(t testing.TB) int {
 	t.Helper()
 	f, err := os.Open(filepath.Join("/run/netns", ns.Name))

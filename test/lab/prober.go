@@ -22,7 +22,7 @@ const (
 	ProbeInterval = 10 * time.Millisecond
 )
 
-// startResponders opens an echo socket in every node namespace. The sockets
+// StartResponders opens an echo socket in every node namespace. The sockets
 // belong to the test process, so they answer whether or not vipd runs.
 func (l *Lab) StartResponders() {
 	for _, nd := range l.Nodes {
@@ -72,14 +72,14 @@ type Prober struct {
 	Done    chan struct{}
 }
 
-// startProber sends a probe to the IPv4 VIP every probeInterval until the
+// StartProber sends a probe to the IPv4 VIP every probeInterval until the
 // test ends.
 func (l *Lab) StartProber() *Prober {
 	l.StartResponders()
 	return l.StartProberTo(VIP)
 }
 
-// startProberTo probes one address (the responders must be running).
+// StartProberTo probes one address (the responders must be running).
 // Replies may come from a node's own address: the socket is not connected,
 // so it takes them from any source.
 func (l *Lab) StartProberTo(addr string) *Prober {
@@ -136,7 +136,7 @@ func (l *Lab) StartProberTo(addr string) *Prober {
 	return p
 }
 
-// lastAnswerFrom is the send time of the latest probe that node answered.
+// LastAnswerFrom is the send time of the latest probe that node answered.
 func (p *Prober) LastAnswerFrom(node string) time.Time {
 	p.Mu.Lock()
 	defer p.Mu.Unlock()
@@ -148,7 +148,7 @@ func (p *Prober) LastAnswerFrom(node string) time.Time {
 	return time.Time{}
 }
 
-// waitAnsweredBy waits (bounded) until a probe sent after since is answered
+// WaitAnsweredBy waits (bounded) until a probe sent after since is answered
 // by node.
 func (p *Prober) WaitAnsweredBy(t testing.TB, node string, since time.Time, timeout time.Duration) {
 	t.Helper()
@@ -157,7 +157,7 @@ func (p *Prober) WaitAnsweredBy(t testing.TB, node string, since time.Time, time
 	}
 }
 
-// answeredBy waits (bounded) until a probe sent after since is answered by
+// AnsweredBy waits (bounded) until a probe sent after since is answered by
 // node, and says whether it was.
 func (p *Prober) AnsweredBy(node string, since time.Time, timeout time.Duration) bool {
 	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
@@ -168,7 +168,7 @@ func (p *Prober) AnsweredBy(node string, since time.Time, timeout time.Duration)
 	return false
 }
 
-// outage is the longest stretch without answers around a fault at t0: from
+// Outage is the longest stretch without answers around a fault at t0: from
 // the last probe answered before t0 to the first answered by another node
 // than old (or by anyone, if old is "").
 func (p *Prober) Outage(t0 time.Time, old string) (time.Duration, bool) {
@@ -194,7 +194,7 @@ func (p *Prober) Outage(t0 time.Time, old string) (time.Duration, bool) {
 	return after.Sub(before), true
 }
 
-// capture records the announcements of the VIP that the client namespace
+// Capture records the announcements of the VIP that the client namespace
 // sees: gratuitous ARP for IPv4, unsolicited Neighbor Advertisements for
 // IPv6.
 type Capture struct {
@@ -264,7 +264,7 @@ func announcedBy(frame []byte, ipv6 bool) string {
 	return na.TargetMAC.String()
 }
 
-// first is the first announcement from mac at or after t (zero if none).
+// First is the first announcement from mac at or after t (zero if none).
 func (c *Capture) First(mac string, after time.Time) time.Time {
 	c.Mu.Lock()
 	defer c.Mu.Unlock()

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// clusterLab starts the three-node cluster with a dual-stack VIP, the
+// ClusterLab starts the three-node cluster with a dual-stack VIP, the
 // prober and vipd everywhere, and waits for the first holder.
 func ClusterLab(t *testing.T) (*Lab, *Prober, *Node) {
 	l := NewWith(t, Options{Nodes: 3, Cluster: true, DualStack: true, Args: []string{"vip.ttl=2"}})
@@ -35,7 +35,7 @@ func ClusterLab(t *testing.T) (*Lab, *Prober, *Node) {
 	return l, p, h
 }
 
-// partition cuts the node off the LAN behind the switch: its link stays up
+// Partition cuts the node off the LAN behind the switch: its link stays up
 // (so vipd sees no link event) but nothing gets through, etcd included.
 func (l *Lab) Partition(nd *Node) { l.Lan.IP(l.T, "link", "set", "v"+nd.Name, "nomaster") }
 
@@ -59,7 +59,7 @@ const (
 
 const Preempt = 2 * time.Second // vip.preempt.delay in these tests
 
-// waitHolder waits (bounded) for nd to be the only holder, settled.
+// WaitHolder waits (bounded) for nd to be the only holder, settled.
 func (l *Lab) WaitHolder(nd *Node, timeout time.Duration) {
 	l.T.Helper()
 	deadline := time.Now().Add(timeout)
@@ -73,7 +73,7 @@ func (l *Lab) WaitHolder(nd *Node, timeout time.Duration) {
 	l.T.Fatalf("%s does not hold %s within %v (holders now: %v)", nd.Name, VIP, timeout, l.Names(h))
 }
 
-// wantGains checks how often the VIP has moved (been gained) so far.
+// WantGains checks how often the VIP has moved (been gained) so far.
 func (l *Lab) WantGains(want int, what string) {
 	l.T.Helper()
 	if got := l.Mon.Gains(); got != want {
@@ -82,7 +82,7 @@ func (l *Lab) WantGains(want int, what string) {
 }
 
 // Health tests: every node's vip.check asks its own lab service
-// (service_test.go), which the test takes down and up.
+// (service.go), which the test takes down and up.
 const (
 	CheckInterval = 500 * time.Millisecond
 	CheckFall     = 3
@@ -93,7 +93,7 @@ func CheckWords() []string {
 		"vip.check.timeout=" + CheckInterval.String(), "vip.check.rise=2", "vip.check.fall=3"}
 }
 
-// waitLogCount waits (bounded) until the node's log has at least n lines
+// WaitLogCount waits (bounded) until the node's log has at least n lines
 // containing s.
 func WaitLogCount(t testing.TB, nd *Node, s string, n int, timeout time.Duration) {
 	t.Helper()
@@ -105,7 +105,7 @@ func WaitLogCount(t testing.TB, nd *Node, s string, n int, timeout time.Duration
 	t.Fatalf("%s: %d lines with %q after %v, want %d", nd.Name, strings.Count(nd.Log.String(), s), s, timeout, n)
 }
 
-// maxGap is the longest stretch between two answered probes sent in
+// MaxGap is the longest stretch between two answered probes sent in
 // [from, to], and how many were answered there.
 func (p *Prober) MaxGap(from, to time.Time) (time.Duration, int) {
 	p.Mu.Lock()
@@ -126,7 +126,7 @@ func (p *Prober) MaxGap(from, to time.Time) (time.Duration, int) {
 	return gap, n
 }
 
-// lost is how many probes sent in [from, to] were never answered.
+// Lost is how many probes sent in [from, to] were never answered.
 func (p *Prober) Lost(from, to time.Time) int {
 	p.Mu.Lock()
 	defer p.Mu.Unlock()
@@ -139,7 +139,7 @@ func (p *Prober) Lost(from, to time.Time) int {
 	return n
 }
 
-// assertKept checks that h is the only node that ever gained the VIP
+// AssertKept checks that h is the only node that ever gained the VIP
 // after gains, and that it never lost it.
 func AssertKept(t testing.TB, l *Lab, h *Node, gains int) {
 	t.Helper()
@@ -156,7 +156,7 @@ func AssertKept(t testing.TB, l *Lab, h *Node, gains int) {
 	}
 }
 
-// cmdlineLab starts n nodes whose VIP comes from a kernel command line
+// CmdlineLab starts n nodes whose VIP comes from a kernel command line
 // file (-cmdline), which a test may rewrite before a SIGHUP.
 func CmdlineLab(t *testing.T, n int) *Lab {
 	l := New(t, n)

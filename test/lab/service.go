@@ -33,7 +33,7 @@ type labService struct {
 	since time.Time // when it last came up
 }
 
-// startServices brings up a service in every node namespace (also reachable
+// StartServices brings up a service in every node namespace (also reachable
 // as nd.service) and takes them down when the test ends. Use it instead of
 // startResponders: both answer on the echo port.
 func (l *Lab) StartServices() []*labService {
@@ -48,7 +48,7 @@ func (l *Lab) StartServices() []*labService {
 	return svcs
 }
 
-// up opens the health endpoint and the echo responder (no-op if up).
+// Up opens the health endpoint and the echo responder (no-op if up).
 func (s *labService) Up() {
 	s.T.Helper()
 	s.Mu.Lock()
@@ -85,7 +85,7 @@ func (s *labService) upFor() time.Duration {
 	return time.Since(s.since)
 }
 
-// waitServicesUp waits (bounded) until every node's service has been up for
+// WaitServicesUp waits (bounded) until every node's service has been up for
 // d, e.g. for its health check to have risen again.
 func (l *Lab) WaitServicesUp(d time.Duration) {
 	l.T.Helper()
@@ -99,7 +99,7 @@ func (l *Lab) WaitServicesUp(d time.Duration) {
 	})
 }
 
-// down closes both sockets and any open HTTP connection (no-op if down).
+// Down closes both sockets and any open HTTP connection (no-op if down).
 func (s *labService) Down() {
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
@@ -111,7 +111,7 @@ func (s *labService) Down() {
 	s.http, s.echo = nil, nil
 }
 
-// nsHTTP is an HTTP client whose connections start in ns, without
+// NSHTTP is an HTTP client whose connections start in ns, without
 // keep-alive: each request is a new connection, as a check makes.
 func NSHTTP(ns *NS) *http.Client {
 	return &http.Client{
@@ -127,7 +127,7 @@ func NSHTTP(ns *NS) *http.Client {
 	}
 }
 
-// healthStatus GETs url from ns: the status code, or the error.
+// HealthStatus GETs url from ns: the status code, or the error.
 func HealthStatus(ns *NS, url string) (int, error) {
 	resp, err := NSHTTP(ns).Get(url)
 	if err != nil {
@@ -138,7 +138,7 @@ func HealthStatus(ns *NS, url string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// echoFrom sends one probe from ns to addr's echo port and returns the name
+// EchoFrom sends one probe from ns to addr's echo port and returns the name
 // in the answer ("" if none came within timeout).
 func EchoFrom(ns *NS, addr string, timeout time.Duration) (string, error) {
 	var c net.Conn

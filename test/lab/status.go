@@ -17,7 +17,7 @@ type StatusRun struct {
 	Took           time.Duration
 }
 
-// statusOn runs `vipd -status` (plus flags) on the node with the words its
+// StatusOn runs `vipd -status` (plus flags) on the node with the words its
 // daemon runs with (startWrapped), and the node's own /run (lab.run).
 func (l *Lab) StatusOn(nd *Node, flags ...string) StatusRun {
 	l.T.Helper()
@@ -114,7 +114,7 @@ func (l *Lab) statusShows(nd *Node, holder string, cands []string) string {
 	return ""
 }
 
-// waitStatus waits (bounded) until -status on every node shows holder and
+// WaitStatus waits (bounded) until -status on every node shows holder and
 // cands: right after a change, the election keys settle within a few
 // heartbeats.
 func (l *Lab) WaitStatus(holder *Node, cands []string, within time.Duration) {

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// waitFor polls cond until it holds, failing the test after timeout.
+// WaitFor polls cond until it holds, failing the test after timeout.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -18,7 +18,7 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	t.Fatalf("timed out after %v waiting for %s", timeout, what)
 }
 
-// syncBuffer collects a process's output for the failure report.
+// SyncBuffer collects a process's output for the failure report.
 type SyncBuffer struct {
 	Mu sync.Mutex
 	B  bytes.Buffer

@@ -230,7 +230,7 @@ func newSoak(t *testing.T, seed uint64) *soak {
 	s.metrics = s.metricsSupported()
 	l := lab.NewWith(t, lab.Options{Nodes: 3, Cluster: true, DualStack: true,
 		Args: []string{"vip.ttl=2", fmt.Sprintf("vip.garp=%d", soakGarp), "vip.garp.interval=" + soakGarpInterval.String(),
-			// Every node checks its own lab service (service_test.go),
+			// Every node checks its own lab service (test/lab/service.go),
 			// so that ranks and handovers live through the faults too.
 			"vip.check=" + lab.CheckURL, "vip.check.interval=500ms", "vip.check.timeout=500ms", "vip.preempt.delay=2s"}})
 	s.l, s.t0 = l, l.Mon.Start
