@@ -24,8 +24,9 @@ func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 // benchMD). Nothing here asserts a time.
 
 // benchMD is where the tables go without $VIPD_BENCH_MD: a path from the
-// module root (a relative $VIPD_BENCH_MD is taken from there too).
-const benchMD = "bench.md"
+// module root (a relative $VIPD_BENCH_MD is taken from there too). The
+// measurements' history section is the end of that file.
+const benchMD = "docs/measured.md"
 
 // writeReport appends the run's tables to $VIPD_BENCH_MD or benchMD.
 func writeReport(b *testing.B, r *lab.Report) {
