@@ -135,7 +135,7 @@ type Node struct {
 	Exit chan error // receives the process's exit once
 	// Restart starts the node's daemon again; nil means vipd (l.start).
 	Restart func()
-	Service *labService // set by startServices
+	Service *Service // set by startServices
 	// RunDir is the node's own /run (bind-mounted over /run for its vipd
 	// only), so that each node has its own /run/vipd state file, as on
 	// separate machines, and the host's /run is never written.
@@ -149,8 +149,8 @@ type Lab struct {
 	Client *NS
 	Nodes  []*Node
 	Etcd   []*EtcdMember
-	Mon    *monitor
-	Mon6   *monitor // dual-stack labs: the IPv6 VIP
+	Mon    *Monitor
+	Mon6   *Monitor // dual-stack labs: the IPv6 VIP
 }
 
 // Options shape a lab.

@@ -9,26 +9,26 @@ import (
 	"time"
 )
 
-// monitor follows the VIP in every node namespace through rtnetlink events,
+// Monitor follows the VIP in every node namespace through rtnetlink events,
 // timestamped on one monotonic clock, and records any moment at which two
 // nodes held it.
-type monitor struct {
-	Vip      netip.Addr
-	Mu       sync.Mutex
-	Start    time.Time
-	Names    []string
+type Monitor struct {
+	vip      netip.Addr
+	mu       sync.Mutex
+	Start    time.Time // History's times are since Start
+	names    []string
 	held     []bool
 	since    time.Time // when the set of holders last changed
-	Events   []string
+	events   []string
 	overlap  []string
 	lastAdds []time.Time // per node: when it last gained the VIP
-	Gained   []time.Time // every gain, by any node
+	gained   []time.Time // every gain, by any node
 }
 
-func startMonitor(t testing.TB, nodes []*Node, vip netip.Addr) *monitor {
-	m := &monitor{Vip: vip, Start: time.Now(), since: time.Now()}
+func startMonitor(t testing.TB, nodes []*Node, vip netip.Addr) *Monitor {
+	m := &Monitor{vip: vip, Start: time.Now(), since: time.Now()}
 	for i, nd := range nodes {
-		m.Names = append(m.Names, nd.Name)
+		m.names = append(m.names, nd.Name)
 		m.held = append(m.held, false)
 		m.lastAdds = append(m.lastAdds, time.Time{})
 		FollowAddrs(t, nd, func(a *Addr, held bool) {
@@ -75,9 +75,9 @@ func FollowAddrs(t testing.TB, nd *Node, record func(a *Addr, held bool)) {
 	}()
 }
 
-func (m *monitor) Record(node int, held bool) {
-	m.Mu.Lock()
-	defer m.Mu.Unlock()
+func (m *Monitor) Record(node int, held bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.held[node] == held {
 		return // a lifetime refresh
 	}
@@ -87,23 +87,23 @@ func (m *monitor) Record(node int, held bool) {
 	if held {
 		verb = "gained"
 		m.lastAdds[node] = now
-		m.Gained = append(m.Gained, now)
+		m.gained = append(m.gained, now)
 	}
-	m.Events = append(m.Events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.Start).Seconds(), m.Names[node], verb))
+	m.events = append(m.events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.Start).Seconds(), m.names[node], verb))
 	if held {
 		for i, h := range m.held {
 			if h && i != node {
 				m.overlap = append(m.overlap, fmt.Sprintf("%s gained %s at %.3fs while %s held it",
-					m.Names[node], m.Vip, now.Sub(m.Start).Seconds(), m.Names[i]))
+					m.names[node], m.vip, now.Sub(m.Start).Seconds(), m.names[i]))
 			}
 		}
 	}
 }
 
 // Current returns the nodes holding the VIP and since when that is so.
-func (m *monitor) Current() ([]int, time.Time) {
-	m.Mu.Lock()
-	defer m.Mu.Unlock()
+func (m *Monitor) Current() ([]int, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var h []int
 	for i, held := range m.held {
 		if held {
@@ -114,31 +114,31 @@ func (m *monitor) Current() ([]int, time.Time) {
 }
 
 // GainedAt is when node last gained the VIP (zero if never).
-func (m *monitor) GainedAt(node int) time.Time {
-	m.Mu.Lock()
-	defer m.Mu.Unlock()
+func (m *Monitor) GainedAt(node int) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.lastAdds[node]
 }
 
-func (m *monitor) Overlaps() []string {
-	m.Mu.Lock()
-	defer m.Mu.Unlock()
+func (m *Monitor) Overlaps() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return append([]string(nil), m.overlap...)
 }
 
-func (m *monitor) History() string {
-	m.Mu.Lock()
-	defer m.Mu.Unlock()
-	return strings.Join(m.Events, "\n")
+func (m *Monitor) History() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return strings.Join(m.events, "\n")
 }
 
 // Gains is how many times any node has gained the VIP: the first holder's
 // take and every move since.
-func (m *monitor) Gains() int { return len(m.GainTimes()) }
+func (m *Monitor) Gains() int { return len(m.GainTimes()) }
 
 // GainTimes is when each gain happened.
-func (m *monitor) GainTimes() []time.Time {
-	m.Mu.Lock()
-	defer m.Mu.Unlock()
-	return append([]time.Time(nil), m.Gained...)
+func (m *Monitor) GainTimes() []time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]time.Time(nil), m.gained...)
 }

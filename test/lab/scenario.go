@@ -39,8 +39,10 @@ func ClusterLab(t *testing.T) (*Lab, *Prober, *Node) {
 // (so vipd sees no link event) but nothing gets through, etcd included.
 func (l *Lab) Partition(nd *Node) { l.Lan.IP(l.T, "link", "set", "v"+nd.Name, "nomaster") }
 
+// Heal puts the node back on the LAN.
 func (l *Lab) Heal(nd *Node) { l.Lan.IP(l.T, "link", "set", "v"+nd.Name, "master", "br0") }
 
+// IndexOf is nd's place in nodes (-1 if absent).
 func IndexOf(nodes []*Node, nd *Node) int {
 	for i, n := range nodes {
 		if n == nd {
@@ -50,6 +52,9 @@ func IndexOf(nodes []*Node, nd *Node) int {
 	return -1
 }
 
+// Bounds of the scenarios: the TTL most labs run with (vip.ttl=2), the
+// first election after a start, a handover after a fault, and a stretch of
+// several renewals.
 const (
 	TTL         = 2 * time.Second
 	ElectBound  = 15 * time.Second // first election after start

@@ -24,7 +24,7 @@ const (
 	CheckURL    = "http://127.0.0.1:8080/healthz" // as seen from inside a node's namespace
 )
 
-type labService struct {
+type Service struct {
 	T     testing.TB
 	Nd    *Node
 	Mu    sync.Mutex
@@ -36,10 +36,10 @@ type labService struct {
 // StartServices brings up a service in every node namespace (also reachable
 // as nd.service) and takes them down when the test ends. Use it instead of
 // startResponders: both answer on the echo port.
-func (l *Lab) StartServices() []*labService {
-	var svcs []*labService
+func (l *Lab) StartServices() []*Service {
+	var svcs []*Service
 	for _, nd := range l.Nodes {
-		s := &labService{T: l.T, Nd: nd}
+		s := &Service{T: l.T, Nd: nd}
 		l.T.Cleanup(s.Down) // before the namespace goes
 		s.Up()
 		nd.Service = s
@@ -49,7 +49,7 @@ func (l *Lab) StartServices() []*labService {
 }
 
 // Up opens the health endpoint and the echo responder (no-op if up).
-func (s *labService) Up() {
+func (s *Service) Up() {
 	s.T.Helper()
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
@@ -76,7 +76,7 @@ func (s *labService) Up() {
 }
 
 // upFor is how long the service has been up (0 while down).
-func (s *labService) upFor() time.Duration {
+func (s *Service) upFor() time.Duration {
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
 	if s.http == nil {
@@ -100,7 +100,7 @@ func (l *Lab) WaitServicesUp(d time.Duration) {
 }
 
 // Down closes both sockets and any open HTTP connection (no-op if down).
-func (s *labService) Down() {
+func (s *Service) Down() {
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
 	if s.http == nil {
