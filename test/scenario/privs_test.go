@@ -16,8 +16,9 @@ import (
 )
 
 // capSet is a capability bitmask as /proc/<pid>/status prints it (CapEff,
-// CapPrm, ...); the sets vipd promises (README, "Privileges") are written
-// down here from the capability numbers, not taken from privs.go.
+// CapPrm, ...); the sets vipd promises (docs/operating.md, "Privileges")
+// are written down here from the capability numbers, not taken from
+// privs.go.
 type capSet uint64
 
 const (
