@@ -33,26 +33,32 @@ etcd: $(ETCD)
 $(ETCD): test/etcd/main.go test/etcd/go.mod test/etcd/go.sum
 	cd test/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o bin/etcd .
 
+# Every package of the module: the unit tests here, and the lab under
+# test/ (test/lab, the scenarios in test/scenario; test/soak, test/bench and
+# test/demo skip unless asked). One package at a time (-p 1), as when they
+# were one package: the lab's timings assume it has the machine.
 test: need-test $(ETCD) lint
-	VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -timeout 20m ./...
+	VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -p 1 -count=1 -timeout 20m ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || ls *.go)); \
 	if [ -n "$$out" ]; then echo "gofmt: not formatted: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Benchmarks print tables; they measure, they do not assert times.
+# Benchmarks (test/bench) print tables; they measure, they do not assert
+# times. They run the vipd just built; VIPD_BENCH_MD=<file> chooses where
+# the tables are appended (default: benchMD in test/bench/bench_test.go).
 bench: need-bench $(ETCD) vipd
-	VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m .
+	VIPD=$(CURDIR)/vipd VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench
 
-# The soak (issue 9): the 3-node lab under a random fault schedule for SOAK
-# (a Go duration), with the invariants checked throughout; it prints tables
-# and fails on any violation. VIPD_SOAK_SEED=<n> replays a schedule,
+# The soak (issue 9, test/soak): the 3-node lab under a random fault
+# schedule for SOAK (a Go duration), with the invariants checked
+# throughout; it prints tables and fails on any violation. VIPD_SOAK_SEED=<n> replays a schedule,
 # VIPD_SOAK_MD=<file> appends the tables there. The test bounds itself
 # (SOAK plus 10 minutes), so go test's own timeout is off.
 SOAK ?= 30m
 soak: need-soak $(ETCD)
-	VIPD_SOAK=$(SOAK) VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -run '^TestSoak$$' -count=1 -timeout 0 -v .
+	VIPD_SOAK=$(SOAK) VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -run '^TestSoak$$' -count=1 -timeout 0 -v ./test/soak
 
 # The boot proof (issue 12): three VMs under qemu-system-x86_64 (TCG) boot
 # Debian's cloud kernel with an initramfs of busybox init (docs/busybox)
@@ -70,10 +76,10 @@ FUZZ := FuzzSplitCmdline FuzzEntry FuzzParseConfig FuzzProbeFilesystem \
 fuzz:
 	for f in $(FUZZ); do $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
-# The demo is the test lab with a live view (demo_test.go), run from a
+# The demo is the test lab with a live view (test/demo), run from a
 # compiled test binary so that Ctrl-C reaches it directly and it cleans up.
 demo: need-demo $(ETCD)
-	$(GO) test -c -o bin/vipd.test .
+	$(GO) test -c -o bin/vipd.test ./test/demo
 	VIPD_DEMO=1 VIPD_ETCD=$(CURDIR)/$(ETCD) ./bin/vipd.test -test.run '^TestDemo$$' -test.count=1
 
 clean:

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
 
 // Every server here listens on 127.0.0.1 inside the test process.
@@ -279,11 +281,11 @@ type checkPKI struct {
 
 func newCheckPKI(t *testing.T) checkPKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	caKey, ca, caDER := p.issue(t, "check CA", nil, nil, nil)
-	_, _, otherDER := p.issue(t, "other CA", nil, nil, nil)
-	srvKey, _, srvDER := p.issue(t, "check server", []net.IP{net.IPv4(127, 0, 0, 1)}, caKey, ca)
-	pair, err := tls.LoadX509KeyPair(p.write(t, "srv.pem", "CERTIFICATE", srvDER), p.writeKey(t, "srv-key.pem", srvKey))
+	p := &lab.PKI{Dir: t.TempDir()}
+	caKey, ca, caDER := p.Issue(t, "check CA", nil, nil, nil)
+	_, _, otherDER := p.Issue(t, "other CA", nil, nil, nil)
+	srvKey, _, srvDER := p.Issue(t, "check server", []net.IP{net.IPv4(127, 0, 0, 1)}, caKey, ca)
+	pair, err := tls.LoadX509KeyPair(p.Write(t, "srv.pem", "CERTIFICATE", srvDER), p.WriteKey(t, "srv-key.pem", srvKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,8 +666,8 @@ func TestCheckerStops(t *testing.T) {
 func TestCheckCAFromConfigSource(t *testing.T) {
 	pki := newCheckPKI(t)
 	dir := t.TempDir()
-	writeFile(t, dir+"/check-ca.pem", string(pki.caPEM))
-	writeFile(t, dir+"/vipd.conf", "vip.address=192.0.2.10\nvip.etcd=http://192.0.2.1:2379\n"+
+	lab.WriteFile(t, dir+"/check-ca.pem", string(pki.caPEM))
+	lab.WriteFile(t, dir+"/vipd.conf", "vip.address=192.0.2.10\nvip.etcd=http://192.0.2.1:2379\n"+
 		"vip.check=https://192.0.2.5:6443/readyz\nvip.check.ca=check-ca.pem\n")
 	spec, err := parseConfigSpec(dir + "/vipd.conf")
 	if err != nil {
@@ -698,7 +700,7 @@ func TestCheckCAFromConfigSource(t *testing.T) {
 	}
 
 	// A CA file that is not there is bad input naming the key and the path.
-	writeFile(t, dir+"/vipd.conf", "vip.address=192.0.2.10\nvip.etcd=http://192.0.2.1:2379\n"+
+	lab.WriteFile(t, dir+"/vipd.conf", "vip.address=192.0.2.10\nvip.etcd=http://192.0.2.1:2379\n"+
 		"vip.check=https://192.0.2.5:6443/readyz\nvip.check.ca=missing.pem\n")
 	_, err = loadConfig(spec, time.Second, nil, func(words []string) map[string]string {
 		c, _, _ := parseConfigSources(nil, nil, words, "")

@@ -11,7 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
+
+	"vipd/test/lab"
 )
 
 func TestParseConfigSpec(t *testing.T) {
@@ -264,107 +265,6 @@ func mountsOf(t testing.TB, pid int) string {
 	return string(data)
 }
 
-func TestConfigPartitionWithTLS(t *testing.T) {
-	needRoot(t)
-	pki := newTestPKI(t)
-	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
-	label := uniqueLabel()
-	conf := strings.Join([]string{
-		"# made by TestConfigPartitionWithTLS",
-		"vip.address=" + labVIP,
-		"vip.interface=eth0",
-		"vip.etcd=https://" + labEtcdIP + ":2379",
-		"vip.etcd.ca=pki/ca.pem",
-		"vip.etcd.cert=pki/client.pem",
-		"vip.etcd.key=pki/client-key.pem",
-		"vip.ttl=2",
-	}, "\n")
-	img := makeImage(t, "ext4", label, map[string]string{
-		"vipd.conf":          conf,
-		"pki/ca.pem":         read(pki.caCert),
-		"pki/client.pem":     read(pki.clientCert),
-		"pki/client-key.pem": read(pki.clientKey),
-	})
-	attachLoop(t, img)
-
-	l := newLabWith(t, labOptions{nodes: 1, etcdTLS: pki})
-	nd := l.nodes[0]
-	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.name=n1", "vip.log=stderr")
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
-	}
-	if log := nd.log.String(); !strings.Contains(log, "read 7 settings from LABEL="+label) {
-		t.Errorf("reading the partition was not logged:\n%s", log)
-	}
-	if m := mountsOf(t, nd.cmd.Process.Pid); strings.Contains(m, "vipd-config-") {
-		t.Fatalf("the config partition is still mounted:\n%s", m)
-	}
-	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "vipd-config-*")); len(left) > 0 {
-		t.Fatalf("mount directories left behind: %v", left)
-	}
-}
-
-func TestConfigWrongCAWaits(t *testing.T) {
-	needRoot(t)
-	pki := newTestPKI(t)
-	l := newLabWith(t, labOptions{nodes: 1, etcdTLS: pki})
-	nd := l.nodes[0]
-	l.startRaw(nd, "-cmdline", "none", "vip.address="+labVIP, "vip.interface=eth0", "vip.name=n1", "vip.log=stderr",
-		"vip.etcd=https://"+labEtcdIP+":2379", "vip.etcd.ca="+pki.otherCA, "vip.etcd.cert="+pki.clientCert, "vip.etcd.key="+pki.clientKey)
-	waitFor(t, 15*time.Second, "the TLS failure to be logged", func() bool {
-		return strings.Contains(nd.log.String(), "etcd unreachable")
-	})
-	time.Sleep(3 * time.Second)
-	select {
-	case err := <-nd.exit:
-		t.Fatalf("vipd exited (%v); a wrong CA is waited out and logged, not a crash loop", err)
-	default:
-	}
-	log := nd.log.String()
-	if !strings.Contains(log, "certificate") {
-		t.Errorf("the log does not say the certificate is the trouble:\n%s", log)
-	}
-	if n := strings.Count(log, "etcd unreachable"); n > 2 {
-		t.Errorf("logged %d times in a few seconds:\n%s", n, log)
-	}
-	if l.hasVIP(nd) {
-		t.Fatal("holds the VIP without etcd")
-	}
-}
-
-func TestConfigDeviceAppearsLate(t *testing.T) {
-	needRoot(t)
-	l := newLab(t, 1)
-	nd := l.nodes[0]
-	label := uniqueLabel()
-	img := makeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
-		"vip.address=" + labVIP, "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(), "vip.ttl=2"}, "\n")})
-	l.startRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.config.timeout=20", "vip.name=n1", "vip.log=stderr")
-	waitFor(t, 5*time.Second, "the wait to be logged", func() bool {
-		return strings.Contains(nd.log.String(), "waiting up to 20s for config source LABEL="+label)
-	})
-	attachLoop(t, img) // the disk shows up after vipd started, as at boot
-	if h := l.holder(electBound, time.Second); h != nd {
-		t.Fatalf("holder %s", h.name)
-	}
-	if !strings.Contains(nd.log.String(), "appeared as /dev/loop") {
-		t.Errorf("the late device was not logged:\n%s", nd.log.String())
-	}
-}
-
-func TestConfigDeviceNeverAppears(t *testing.T) {
-	bin, _ := binaries(t)
-	cmd := exec.Command(bin, "-cmdline", "none", "vip.config=LABEL="+uniqueLabel(), "vip.config.timeout=1", "vip.log=stderr")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("exit %v, want 1 (runtime trouble, not bad input)\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "no such device after waiting 1s (vip.config.timeout)") {
-		t.Fatalf("output: %s", out)
-	}
-}
-
 // GPT partition names come from the kernel's uevent for each block device.
 func TestBlockDevicesFromSysfs(t *testing.T) {
 	sys := t.TempDir()
@@ -375,7 +275,7 @@ func TestBlockDevicesFromSysfs(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(sys, name, "uevent"), uevent)
+		lab.WriteFile(t, filepath.Join(sys, name, "uevent"), uevent)
 	}
 	devs, err := blockDevices(sys)
 	if err != nil {
@@ -400,5 +300,73 @@ func TestKernelFilesystems(t *testing.T) {
 	err := withMounted("/dev/null", "vipdfs", func(string) error { return nil })
 	if err == nil || err.Error() != "vipdfs on /dev/null: filesystem not supported by this kernel" {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// The TLS files of vip.etcd.* and vip.check.ca (tls.go), read with the
+// configuration.
+func TestEtcdTLS(t *testing.T) {
+	pki := lab.NewPKI(t)
+	file := func(path string, mode os.FileMode) loadedFile {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loadedFile{path: path, data: data, mode: mode}
+	}
+	https := etcdConfig{Etcd: []string{"https://192.0.2.1:2379"}}
+	files := map[string]loadedFile{
+		"vip.etcd.ca":   file(pki.CACert, 0o644),
+		"vip.etcd.cert": file(pki.ClientCert, 0o644),
+		"vip.etcd.key":  file(pki.ClientKey, 0o600),
+	}
+	var logs bytes.Buffer
+	log := &logger{w: &logs}
+
+	cfg, err := etcdTLS(https, files, log)
+	if err != nil || cfg == nil || cfg.RootCAs == nil || len(cfg.Certificates) != 1 {
+		t.Fatalf("mutual TLS: %+v, %v", cfg, err)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("warned about a 0600 key: %s", logs.String())
+	}
+
+	if cfg, err := etcdTLS(etcdConfig{Etcd: []string{"http://192.0.2.1:2379"}}, nil, log); cfg != nil || err != nil {
+		t.Fatalf("plain http: %+v, %v; want nil, nil", cfg, err)
+	}
+
+	// The health check's CA is read with the etcd files but is not etcd's.
+	checkCA := map[string]loadedFile{"vip.check.ca": file(pki.CACert, 0o644)}
+	if cfg, err := etcdTLS(etcdConfig{Etcd: []string{"http://192.0.2.1:2379"}}, checkCA, log); cfg != nil || err != nil {
+		t.Fatalf("plain http with a check CA: %+v, %v; want nil, nil", cfg, err)
+	}
+	if p := tlsPaths(Config{etcdConfig: etcdConfig{EtcdCA: "e.pem"}, healthConfig: healthConfig{CheckCA: "c.pem"}}); len(p) != 2 || p["vip.check.ca"] != "c.pem" || p["vip.etcd.ca"] != "e.pem" {
+		t.Fatalf("tlsPaths: %v", p)
+	}
+
+	open := files["vip.etcd.key"]
+	open.mode = 0o640
+	loose := map[string]loadedFile{"vip.etcd.cert": files["vip.etcd.cert"], "vip.etcd.key": open}
+	if _, err := etcdTLS(https, loose, log); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "can be read by group or others (mode 0640)") {
+		t.Fatalf("no warning for a 0640 key: %q", logs.String())
+	}
+
+	for name, tc := range map[string]struct {
+		cfg   etcdConfig
+		files map[string]loadedFile
+		want  string
+	}{
+		"mixed schemes":   {etcdConfig{Etcd: []string{"https://a:2379", "http://b:2379"}}, files, `vip.etcd="https://a:2379,http://b:2379": mixes http:// and TLS`},
+		"TLS files, http": {etcdConfig{Etcd: []string{"http://a:2379"}}, files, `mixes http:// and TLS`},
+		"CA not PEM":      {https, map[string]loadedFile{"vip.etcd.ca": {path: "ca.pem", data: []byte("junk")}}, `vip.etcd.ca="ca.pem": no PEM certificate in it`},
+		"key of another cert": {https, map[string]loadedFile{"vip.etcd.cert": files["vip.etcd.cert"], "vip.etcd.key": file(pki.ServerKey, 0o600)},
+			"vip.etcd.cert=" + `"` + pki.ClientCert + `": with vip.etcd.key`},
+	} {
+		if _, err := etcdTLS(tc.cfg, tc.files, log); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
+		}
 	}
 }

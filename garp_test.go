@@ -14,6 +14,7 @@ import (
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
+	"vipd/test/lab"
 )
 
 var (
@@ -615,30 +616,30 @@ func TestClaimant(t *testing.T) {
 // arpLink is a veth between a "node" namespace (vn0, testNodeMAC) and a
 // "peer" namespace (vp0, testPeerMAC).
 type arpLink struct {
-	node, peer *testNS
+	node, peer *lab.NS
 }
 
 func newARPLink(t *testing.T) *arpLink {
 	t.Helper()
-	needRoot(t)
-	l := &arpLink{node: newNS(t, "node"), peer: newNS(t, "peer")}
-	veth(t, l.node, "vn0", l.peer, "vp0")
-	l.node.ip(t, "link", "set", "dev", "vn0", "address", testNodeMAC.String())
-	l.peer.ip(t, "link", "set", "dev", "vp0", "address", testPeerMAC.String())
+	lab.NeedRoot(t)
+	l := &arpLink{node: lab.NewNS(t, "node"), peer: lab.NewNS(t, "peer")}
+	lab.Veth(t, l.node, "vn0", l.peer, "vp0")
+	l.node.IP(t, "link", "set", "dev", "vn0", "address", testNodeMAC.String())
+	l.peer.IP(t, "link", "set", "dev", "vp0", "address", testPeerMAC.String())
 	return l
 }
 
 // openAnnouncerIn opens an IPv4 announcer on name inside ns.
-func openAnnouncerIn(t *testing.T, ns *testNS, name string) *announcer {
+func openAnnouncerIn(t *testing.T, ns *lab.NS, name string) *announcer {
 	t.Helper()
 	return openAnnouncerFor(t, ns, name, false)
 }
 
 // openAnnouncerFor opens an announcer on name inside ns, dual-stack if ipv6.
-func openAnnouncerFor(t *testing.T, ns *testNS, name string, ipv6 bool) *announcer {
+func openAnnouncerFor(t *testing.T, ns *lab.NS, name string, ipv6 bool) *announcer {
 	t.Helper()
 	var a *announcer
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return err
@@ -647,7 +648,7 @@ func openAnnouncerFor(t *testing.T, ns *testNS, name string, ipv6 bool) *announc
 		return err
 	})
 	if err != nil {
-		t.Fatalf("open announcer on %s in %s: %v", name, ns.name, err)
+		t.Fatalf("open announcer on %s in %s: %v", name, ns.Name, err)
 	}
 	t.Cleanup(func() {
 		if err := a.Close(); err != nil {
@@ -659,10 +660,10 @@ func openAnnouncerFor(t *testing.T, ns *testNS, name string, ipv6 bool) *announc
 
 // rawARPSocket opens a plain AF_PACKET/ETH_P_ARP socket on name inside ns,
 // to watch or inject frames independently of the code under test.
-func rawARPSocket(t *testing.T, ns *testNS, name string) *packet.Conn {
+func rawARPSocket(t *testing.T, ns *lab.NS, name string) *packet.Conn {
 	t.Helper()
 	var c *packet.Conn
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return err
@@ -671,7 +672,7 @@ func rawARPSocket(t *testing.T, ns *testNS, name string) *packet.Conn {
 		return err
 	})
 	if err != nil {
-		t.Fatalf("packet socket on %s in %s: %v", name, ns.name, err)
+		t.Fatalf("packet socket on %s in %s: %v", name, ns.Name, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -704,9 +705,9 @@ func readARP(t *testing.T, c *packet.Conn, bound time.Duration, fn func(f ethern
 func TestAnnounceMovesNeighbour(t *testing.T) {
 	l := newARPLink(t)
 	wrongMAC := "02:00:00:00:00:99"
-	l.peer.ip(t, "addr", "add", "192.0.2.1/24", "dev", "vp0")
-	l.peer.ip(t, "neigh", "replace", testVIP.String(), "lladdr", wrongMAC, "dev", "vp0", "nud", "stale")
-	if out := l.peer.ip(t, "neigh", "show", testVIP.String(), "dev", "vp0"); !strings.Contains(out, wrongMAC) {
+	l.peer.IP(t, "addr", "add", "192.0.2.1/24", "dev", "vp0")
+	l.peer.IP(t, "neigh", "replace", testVIP.String(), "lladdr", wrongMAC, "dev", "vp0", "nud", "stale")
+	if out := l.peer.IP(t, "neigh", "show", testVIP.String(), "dev", "vp0"); !strings.Contains(out, wrongMAC) {
 		t.Fatalf("setup: peer neighbour entry %q does not have %s", out, wrongMAC)
 	}
 
@@ -759,7 +760,7 @@ func TestAnnounceMovesNeighbour(t *testing.T) {
 	// (b) the peer's neighbour entry moved to the node's MAC.
 	var out string
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		out = l.peer.ip(t, "neigh", "show", testVIP.String(), "dev", "vp0")
+		out = l.peer.IP(t, "neigh", "show", testVIP.String(), "dev", "vp0")
 		if strings.Contains(out, testNodeMAC.String()) {
 			return
 		}
@@ -769,7 +770,7 @@ func TestAnnounceMovesNeighbour(t *testing.T) {
 
 func TestProbeSeesOwner(t *testing.T) {
 	l := newARPLink(t)
-	l.peer.ip(t, "addr", "add", "192.0.2.100/24", "dev", "vp0")
+	l.peer.IP(t, "addr", "add", "192.0.2.100/24", "dev", "vp0")
 	a := openAnnouncerIn(t, l.node, "vn0")
 	ctx := t.Context()
 
@@ -784,7 +785,7 @@ func TestProbeSeesOwner(t *testing.T) {
 	}
 
 	// Nobody holds the address any more; our own probe must not count.
-	l.peer.ip(t, "addr", "del", "192.0.2.100/24", "dev", "vp0")
+	l.peer.IP(t, "addr", "del", "192.0.2.100/24", "dev", "vp0")
 	mac, err = a.probe(ctx, testVIP, 300*time.Millisecond)
 	if err != nil {
 		t.Fatalf("probe without owner: %v", err)
@@ -795,7 +796,7 @@ func TestProbeSeesOwner(t *testing.T) {
 
 	// The address is back: the kernel answers again (the announcer did not
 	// stop working after an empty window).
-	l.peer.ip(t, "addr", "add", "192.0.2.100/24", "dev", "vp0")
+	l.peer.IP(t, "addr", "add", "192.0.2.100/24", "dev", "vp0")
 	mac, err = a.probe(ctx, testVIP, 5*time.Second)
 	if err != nil || !bytes.Equal(mac, testPeerMAC) {
 		t.Fatalf("probe with owner back = %v, %v; want %v", mac, err, testPeerMAC)
@@ -996,7 +997,7 @@ func TestProbeContext(t *testing.T) {
 
 	// A cancellation does not leak into the next probe: with the owner
 	// present it is still seen.
-	l.peer.ip(t, "addr", "add", "192.0.2.100/24", "dev", "vp0")
+	l.peer.IP(t, "addr", "add", "192.0.2.100/24", "dev", "vp0")
 	mac, err = a.probe(t.Context(), testVIP, 5*time.Second)
 	if err != nil || !bytes.Equal(mac, testPeerMAC) {
 		t.Fatalf("probe after cancellations = %v, %v; want %v", mac, err, testPeerMAC)
@@ -1011,7 +1012,7 @@ func TestProbeContext(t *testing.T) {
 
 func TestAnnouncerErrors(t *testing.T) {
 	l := newARPLink(t)
-	err := l.node.do(func() error {
+	err := l.node.Do(func() error {
 		ifi, err := net.InterfaceByName("vn0")
 		if err != nil {
 			return err
@@ -1040,7 +1041,7 @@ func TestAnnouncerErrors(t *testing.T) {
 	}
 
 	// Link down: sending fails, and the error says where.
-	l.node.ip(t, "link", "set", "dev", "vn0", "down")
+	l.node.IP(t, "link", "set", "dev", "vn0", "down")
 	err = a.announce(testVIP)
 	if err == nil {
 		t.Fatal("announce on a down link succeeded")

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"cmp"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -16,7 +19,11 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+	"vipd/test/lab"
 )
+
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
 // This file pins the kernel fact that vipd's fence rests on (docs/design.md, section 2)
 // and measures its slack.
@@ -58,7 +65,7 @@ import (
 // lifetimeLab is one namespace with a veth end eth0 (its peer in a second
 // namespace) and a time-stamped stream of its address events.
 type lifetimeLab struct {
-	ns, peer       *testNS
+	ns, peer       *lab.NS
 	r, rp          *rtnl  // rtnetlink in ns and in peer
 	index, pindex  uint32 // eth0 in ns and in peer
 	events         chan stampedEvent
@@ -73,12 +80,12 @@ type stampedEvent struct {
 
 func newLifetimeLab(t *testing.T, family string) *lifetimeLab {
 	t.Helper()
-	l := &lifetimeLab{ns: newNS(t, "kl"+family), peer: newNS(t, "klpeer"+family)}
+	l := &lifetimeLab{ns: lab.NewNS(t, "kl"+family), peer: lab.NewNS(t, "klpeer"+family)}
 	// No IPv6 link-local address on eth0: its add and its end of duplicate
 	// address detection would be unrelated changes we did not schedule.
-	l.ns.sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
-	l.peer.sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
-	veth(t, l.ns, "eth0", l.peer, "eth0")
+	l.ns.Sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
+	l.peer.Sysctl(t, "net.ipv6.conf.default.addr_gen_mode", "1")
+	lab.Veth(t, l.ns, "eth0", l.peer, "eth0")
 	switch family {
 	case "4":
 		l.vip = netip.MustParsePrefix("192.0.2.100/32")
@@ -90,18 +97,18 @@ func newLifetimeLab(t *testing.T, family string) *lifetimeLab {
 		t.Fatalf("family %q", family)
 	}
 	var err error
-	if l.r, err = dialRTNL(l.ns.fd(t)); err != nil {
+	if l.r, err = dialRTNL(l.ns.Fd(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.r.Close() })
-	if l.rp, err = dialRTNL(l.peer.fd(t)); err != nil {
+	if l.rp, err = dialRTNL(l.peer.Fd(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.rp.Close() })
 	l.index = linkIndex(t, l.r, "eth0")
 	l.pindex = linkIndex(t, l.rp, "eth0")
 
-	w, err := watchRTNL(l.ns.fd(t))
+	w, err := watchRTNL(l.ns.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +393,7 @@ func fmtMS(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 
 // run again, up to three attempts, and logged. A removal too early, or the
 // same outcome three times, fails.
 func TestKernelLifetimeWorstCase(t *testing.T) {
-	needRoot(t)
+	lab.NeedRoot(t)
 	const attempts = 3
 	for _, family := range []string{"4", "6"} {
 		t.Run("IPv"+family, func(t *testing.T) {
@@ -474,7 +481,7 @@ func TestKernelLifetimeSlack(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set VIPD_KERNEL_TRIALS=N to measure the kernel's lifetime slack")
 	}
-	needRoot(t)
+	lab.NeedRoot(t)
 	pick, err := regexp.Compile(os.Getenv("VIPD_KERNEL_SCENARIOS"))
 	if err != nil {
 		t.Fatal(err)
@@ -562,4 +569,270 @@ func distMS(ds []time.Duration) string {
 		return float64(s[int(p*float64(len(s)-1)+0.5)]) / float64(time.Millisecond)
 	}
 	return fmt.Sprintf("min %7.1f / median %7.1f / p95 %7.1f / max %7.1f  (n=%d)", q(0), q(0.5), q(0.95), q(1), len(s))
+}
+
+// The VIP must never become the holder's source address: the holder's own
+// new connections (its etcd client, kubelet, the API server's etcd client)
+// would leave from the VIP and break, their replies going to the next
+// holder, when the VIP moves. setAddr adds the VIP deprecated
+// (preferred_lft 0) for that. TestKernelDeprecatedVIP pins the kernel facts
+// this rests on; TestHolderOwnSource (test/scenario) checks it in the lab. The lifetime
+// fence itself is pinned by TestKernelLifetimeWorstCase, which sets the VIP
+// through setAddr too, so it runs on the deprecated address.
+
+// sourceFor is the source address the kernel picks in ns for a new
+// connection to dst: a connected UDP socket's local address, chosen by the
+// same route lookup a TCP connect makes, without sending anything.
+func sourceFor(t *testing.T, ns *lab.NS, dst netip.Addr) netip.Addr {
+	t.Helper()
+	var src netip.Addr
+	err := ns.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		src = c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("connect to %s in %s: %v", dst, ns.Name, err)
+	}
+	return src
+}
+
+// srcFamily is one address family's plan for TestKernelDeprecatedVIP.
+type srcFamily struct {
+	own, peer, vip netip.Prefix
+	gateway        string
+	dsts           []netip.Addr // on-link (the peer, another host), then off-link
+}
+
+// fullSrc is the source the kernel picks for dst when the VIP is added the
+// old way (preferred_lft = valid_lft). IPv4 keeps the subnet's primary
+// address, the node's own. IPv6 picks the VIP for on-link destinations (RFC
+// 6724 rule 8, longest matching prefix, which Linux caps at each address's
+// prefix length: /128 beats /64); for off-link ones the two tie, and the
+// address added last wins, which is the VIP when vipd starts after the
+// network is up.
+func (f srcFamily) fullSrc(dst netip.Addr, vipFirst bool) netip.Addr {
+	if f.vip.Addr().Is4() || (!f.own.Contains(dst) && vipFirst) {
+		return f.own.Addr()
+	}
+	return f.vip.Addr()
+}
+
+var srcFamilies = map[string]srcFamily{
+	"4": {
+		own: netip.MustParsePrefix("192.0.2.11/24"), peer: netip.MustParsePrefix("192.0.2.1/24"),
+		vip: netip.MustParsePrefix("192.0.2.100/32"), gateway: "192.0.2.1",
+		dsts: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.150"),
+			netip.MustParseAddr("198.51.100.5")},
+	},
+	"6": {
+		own: netip.MustParsePrefix("2001:db8::11/64"), peer: netip.MustParsePrefix("2001:db8::1/64"),
+		vip: netip.MustParsePrefix("2001:db8::100/128"), gateway: "2001:db8::1",
+		dsts: []netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::150"),
+			netip.MustParseAddr("2001:db8:1::5")},
+	},
+}
+
+// TestKernelDeprecatedVIP: on both families, whether the VIP was added
+// before or after the node's own address, a VIP added by setAddr
+// (deprecated) is never picked as the source for on-link or off-link
+// destinations; a client still resolves it (the kernel answers vipd's own
+// ARP probe and NS probe for it) and still connects to it. The same VIP
+// added with preferred_lft = valid_lft is the source on IPv6: the reason
+// for all this, and the proof that the check can fail.
+func TestKernelDeprecatedVIP(t *testing.T) {
+	for _, family := range []string{"4", "6"} {
+		for _, vipFirst := range []bool{false, true} {
+			order := "own-first"
+			if vipFirst {
+				order = "vip-first"
+			}
+			t.Run("IPv"+family+"/"+order, func(t *testing.T) {
+				testDeprecatedVIP(t, family, srcFamilies[family], vipFirst)
+			})
+		}
+	}
+}
+
+func testDeprecatedVIP(t *testing.T, family string, f srcFamily, vipFirst bool) {
+	host, peer := lab.NewNS(t, "src"+family), lab.NewNS(t, "srcpeer"+family)
+	lab.Veth(t, host, "eth0", peer, "eth0")
+	r, err := dialRTNL(host.Fd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	rp, err := dialRTNL(peer.Fd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rp.Close() })
+	index, pindex := linkIndex(t, r, "eth0"), linkIndex(t, rp, "eth0")
+
+	setVIP := func() {
+		t.Helper()
+		if err := r.setAddr(index, f.vip, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if vipFirst {
+		setVIP()
+	}
+	for _, a := range []struct {
+		r     *rtnl
+		index uint32
+		p     netip.Prefix
+	}{{r, index, f.own}, {rp, pindex, f.peer}} {
+		if err := addPermanent(a.r, a.index, a.p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !vipFirst {
+		setVIP()
+	}
+	host.IP(t, "route", "add", "default", "via", f.gateway, "dev", "eth0")
+
+	a, ok := findAddr(t, r, index, f.vip)
+	if !ok || a.Preferred != 0 || !a.HasLifetimes || a.Valid == 0 {
+		t.Fatalf("the VIP as setAddr left it: %+v (listed %v), want preferred_lft 0 and a valid_lft", a, ok)
+	}
+	for _, dst := range f.dsts {
+		if src := sourceFor(t, host, dst); src != f.own.Addr() {
+			t.Errorf("deprecated VIP: new connection to %s leaves from %s, want %s", dst, src, f.own.Addr())
+		}
+	}
+
+	// The peer resolves the VIP: the host's kernel answers an ARP probe or
+	// an NS from the unspecified address (vipd's own probe) for it.
+	hostMAC := linkMAC(t, host, "eth0")
+	an := openAnnouncerFor(t, peer, "eth0", family == "6")
+	mac, err := an.probe(t.Context(), f.vip.Addr(), 2*time.Second)
+	if err != nil || !bytes.Equal(mac, hostMAC) {
+		t.Errorf("probe for the deprecated VIP from the peer: answered by %v (%v), want %v", mac, err, hostMAC)
+	}
+
+	// The peer connects to the VIP, and the host accepts on it.
+	var ln net.Listener
+	if err := host.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(f.vip.Addr(), 7780).String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen on the deprecated VIP: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+		c.Close()
+	}()
+	var seen string
+	err = peer.Do(func() error {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(f.vip.Addr(), 7780).String(), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		seen, err = bufio.NewReader(c).ReadString('\n')
+		return err
+	})
+	if err != nil {
+		t.Errorf("connect to the deprecated VIP from the peer: %v", err)
+	} else if got := netip.MustParseAddrPort(strings.TrimSpace(seen)).Addr().Unmap(); got != f.peer.Addr() {
+		t.Errorf("the host saw the peer's connection from %s, want %s", got, f.peer.Addr())
+	}
+
+	// The old way, for contrast.
+	full := vipMessage(index, f.vip)
+	full.HasLifetimes, full.Preferred, full.Valid = true, 30, 30
+	if err := replaceAddr(r, full); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range f.dsts {
+		if src, want := sourceFor(t, host, dst), f.fullSrc(dst, vipFirst); src != want {
+			t.Errorf("VIP with preferred_lft 30: new connection to %s leaves from %s; the kernel used to pick %s (a kernel fact changed: re-examine setAddr's comment)",
+				dst, src, want)
+		}
+	}
+}
+
+// linkMAC is the hardware address of name in ns.
+func linkMAC(t *testing.T, ns *lab.NS, name string) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	if err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err == nil {
+			mac = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+// whoAmIPort is where the lab's far ends (the etcd host, the client) tell
+// each connection which source address they see it come from.
+const whoAmIPort = 7778
+
+// startWhoAmI answers each line on every TCP connection to whoAmIPort in ns
+// (IPv4 and IPv6) with the connection's remote address, until the test ends.
+func startWhoAmI(t *testing.T, ns *lab.NS) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", whoAmIPort))
+		return err
+	}); err != nil {
+		t.Fatalf("who-am-i listener in %s: %v", ns.Name, err)
+	}
+	var conns []net.Conn // read after done: only the accept loop appends
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			go func() {
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+}
+
+// whoAmI asks the far end over c which source address it sees.
+func whoAmI(c net.Conn) (netip.Addr, error) {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintln(c, "who"); err != nil {
+		return netip.Addr{}, err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	ap, err := netip.ParseAddrPort(strings.TrimSpace(line))
+	return ap.Addr().Unmap(), err
 }

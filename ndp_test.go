@@ -255,7 +255,7 @@ func TestNDPMessageErrors(t *testing.T) {
 func TestNDPProbeSeesOwner(t *testing.T) {
 	l := newARPLink(t)
 	a := openAnnouncerFor(t, l.node, "vn0", true)
-	l.peer.ip(t, "addr", "add", ndpTestVIP.String()+"/64", "dev", "vp0", "nodad")
+	l.peer.IP(t, "addr", "add", ndpTestVIP.String()+"/64", "dev", "vp0", "nodad")
 	mac, err := a.probe(t.Context(), ndpTestVIP, 500*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +263,7 @@ func TestNDPProbeSeesOwner(t *testing.T) {
 	if mac.String() != testPeerMAC.String() {
 		t.Fatalf("probe while the peer owns %s: got %v, want %v", ndpTestVIP, mac, testPeerMAC)
 	}
-	l.peer.ip(t, "addr", "del", ndpTestVIP.String()+"/64", "dev", "vp0")
+	l.peer.IP(t, "addr", "del", ndpTestVIP.String()+"/64", "dev", "vp0")
 	if mac, err := a.probe(t.Context(), ndpTestVIP, 300*time.Millisecond); mac != nil || err != nil {
 		t.Fatalf("probe after the peer let go: %v, %v; want nil, nil", mac, err)
 	}
@@ -272,12 +272,12 @@ func TestNDPProbeSeesOwner(t *testing.T) {
 func TestNAMovesNeighbour(t *testing.T) {
 	l := newARPLink(t)
 	a := openAnnouncerFor(t, l.node, "vn0", true)
-	l.peer.ip(t, "addr", "add", "2001:db8::1/64", "dev", "vp0", "nodad")
-	l.peer.ip(t, "neigh", "replace", ndpTestVIP.String(), "lladdr", "02:00:00:00:00:99", "dev", "vp0", "nud", "stale")
+	l.peer.IP(t, "addr", "add", "2001:db8::1/64", "dev", "vp0", "nodad")
+	l.peer.IP(t, "neigh", "replace", ndpTestVIP.String(), "lladdr", "02:00:00:00:00:99", "dev", "vp0", "nud", "stale")
 	if err := a.announce(ndpTestVIP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "the peer's entry to move", func() bool {
-		return strings.Contains(l.peer.ip(t, "-6", "neigh", "show", ndpTestVIP.String(), "dev", "vp0"), "lladdr "+testNodeMAC.String())
+		return strings.Contains(l.peer.IP(t, "-6", "neigh", "show", ndpTestVIP.String(), "dev", "vp0"), "lladdr "+testNodeMAC.String())
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"vipd/test/lab"
 )
 
 func littleEndianOnly(t *testing.T) {
@@ -169,10 +170,10 @@ func TestFindLink(t *testing.T) {
 
 // vethNS makes a namespace with one veth end named eth0 (its peer in a
 // second namespace) and returns the namespace and eth0's index.
-func vethNS(t *testing.T) (*testNS, *rtnl, linkMessage) {
-	ns, peer := newNS(t, "rt"), newNS(t, "rtpeer")
-	veth(t, ns, "eth0", peer, "eth0")
-	r, err := dialRTNL(ns.fd(t))
+func vethNS(t *testing.T) (*lab.NS, *rtnl, linkMessage) {
+	ns, peer := lab.NewNS(t, "rt"), lab.NewNS(t, "rtpeer")
+	lab.Veth(t, ns, "eth0", peer, "eth0")
+	r, err := dialRTNL(ns.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +204,13 @@ func findAddr(t *testing.T, r *rtnl, index uint32, p netip.Prefix) (addrMessage,
 }
 
 func TestAddrLifecycle(t *testing.T) {
-	needRoot(t)
+	lab.NeedRoot(t)
 	ns, r, l := vethNS(t)
-	ns.ip(t, "addr", "add", "192.0.2.10/24", "dev", "eth0")
+	ns.IP(t, "addr", "add", "192.0.2.10/24", "dev", "eth0")
 	other := netip.MustParsePrefix("192.0.2.10/24")
 	vip := netip.MustParsePrefix("192.0.2.100/32")
 
-	w, err := watchRTNL(ns.fd(t))
+	w, err := watchRTNL(ns.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,9 +291,9 @@ func waitAddrEvent(t *testing.T, events chan rtnlEvent, p netip.Prefix, deleted 
 }
 
 func TestLinkEvents(t *testing.T) {
-	needRoot(t)
+	lab.NeedRoot(t)
 	ns, _, l := vethNS(t)
-	w, err := watchRTNL(ns.fd(t))
+	w, err := watchRTNL(ns.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,9 +301,9 @@ func TestLinkEvents(t *testing.T) {
 	go w.run(events)
 	t.Cleanup(func() { w.Close() })
 
-	ns.ip(t, "link", "set", "eth0", "down")
+	ns.IP(t, "link", "set", "eth0", "down")
 	waitLink(t, events, l.Index, false)
-	ns.ip(t, "link", "set", "eth0", "up")
+	ns.IP(t, "link", "set", "eth0", "up")
 	waitLink(t, events, l.Index, true)
 }
 

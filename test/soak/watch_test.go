@@ -1,9 +1,8 @@
-package main
+package soak
 
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
@@ -13,15 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+	"vipd/test/lab"
 )
 
 // The watchers of the soak (soak_test.go): a timeline of who held each VIP
@@ -32,7 +30,7 @@ import (
 // holdSpan is one stretch during which one node held a VIP (to is zero
 // while it still does).
 type holdSpan struct {
-	node     int
+	Node     int
 	from, to time.Time
 }
 
@@ -40,43 +38,43 @@ type holdSpan struct {
 // from rtnetlink events, so that an announcement seen at time t can be
 // checked against who held the address at t.
 type holderTrack struct {
-	vip   netip.Addr
-	mu    sync.Mutex
+	Vip   netip.Addr
+	Mu    sync.Mutex
 	open  []int // per node: index of its open span in spans, -1 if none
 	spans []holdSpan
 }
 
 // startHolderTracks follows several VIPs through one subscription per node,
 // so that their events keep the kernel's order.
-func startHolderTracks(t testing.TB, nodes []*labNode, vips ...netip.Addr) []*holderTrack {
+func startHolderTracks(t testing.TB, nodes []*lab.Node, vips ...netip.Addr) []*holderTrack {
 	var hs []*holderTrack
 	for _, vip := range vips {
-		h := &holderTrack{vip: vip}
+		h := &holderTrack{Vip: vip}
 		for range nodes {
 			h.open = append(h.open, -1)
 		}
 		hs = append(hs, h)
 	}
-	record := func(node int, a *addrMessage, held bool) {
+	record := func(node int, a *lab.Addr, held bool) {
 		for _, h := range hs {
-			if a.ip() == h.vip {
-				h.record(node, held, time.Now())
+			if a.IP == h.Vip {
+				h.Record(node, held, time.Now())
 			}
 		}
 	}
 	for i, nd := range nodes {
-		followAddrs(t, nd, func(a *addrMessage, held bool) { record(i, a, held) })
+		lab.FollowAddrs(t, nd, func(a *lab.Addr, held bool) { record(i, a, held) })
 	}
 	return hs
 }
 
-func (h *holderTrack) record(node int, held bool, at time.Time) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+func (h *holderTrack) Record(node int, held bool, at time.Time) {
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
 	switch {
 	case held && h.open[node] < 0:
 		h.open[node] = len(h.spans)
-		h.spans = append(h.spans, holdSpan{node: node, from: at})
+		h.spans = append(h.spans, holdSpan{Node: node, from: at})
 	case !held && h.open[node] >= 0:
 		h.spans[h.open[node]].to = at
 		h.open[node] = -1
@@ -86,8 +84,8 @@ func (h *holderTrack) record(node int, held bool, at time.Time) {
 // single is the one node that holds the VIP now and since when; ok is false
 // when none or several do.
 func (h *holderTrack) single() (node int, since time.Time, ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
 	node = -1
 	for i, s := range h.open {
 		if s < 0 {
@@ -104,8 +102,8 @@ func (h *holderTrack) single() (node int, since time.Time, ok bool) {
 // heldSince is when node gained the VIP it holds now (zero if it holds
 // none).
 func (h *holderTrack) heldSince(node int) time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
 	if s := h.open[node]; s >= 0 {
 		return h.spans[s].from
 	}
@@ -114,8 +112,8 @@ func (h *holderTrack) heldSince(node int) time.Time {
 
 // holders are the nodes that hold the VIP now.
 func (h *holderTrack) holders() []int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
 	var held []int
 	for i, s := range h.open {
 		if s >= 0 {
@@ -130,11 +128,11 @@ func (h *holderTrack) holders() []int {
 // sent after the address was added). lead is how long before the gain that
 // made it so the frame came (0 if it came during the span).
 func (h *holderTrack) heldNear(node int, t time.Time, after, ahead time.Duration) (ok bool, lead time.Duration) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
 	lo, hi := t.Add(-after), t.Add(ahead)
 	for _, s := range h.spans {
-		if s.node == node && !s.from.After(hi) && (s.to.IsZero() || !s.to.Before(lo)) {
+		if s.Node == node && !s.from.After(hi) && (s.to.IsZero() || !s.to.Before(lo)) {
 			return true, max(0, s.from.Sub(t))
 		}
 	}
@@ -142,13 +140,13 @@ func (h *holderTrack) heldNear(node int, t time.Time, after, ahead time.Duration
 }
 
 // at describes who held the VIP at t, for violation reports.
-func (h *holderTrack) at(t time.Time, names []string, t0 time.Time) string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+func (h *holderTrack) At(t time.Time, names []string, t0 time.Time) string {
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
 	var who []string
 	for _, s := range h.spans {
 		if !s.from.After(t) && (s.to.IsZero() || s.to.After(t)) {
-			who = append(who, fmt.Sprintf("%s (since %s)", names[s.node], rel(t0, s.from)))
+			who = append(who, fmt.Sprintf("%s (since %s)", names[s.Node], rel(t0, s.from)))
 		}
 	}
 	if len(who) == 0 {
@@ -162,7 +160,7 @@ func rel(t0, t time.Time) string { return fmt.Sprintf("+%.3fs", t.Sub(t0).Second
 
 // neighEntry is one entry of the client's neighbour table.
 type neighEntry struct {
-	mac   string // "" without a link-layer address
+	MAC   string // "" without a link-layer address
 	state uint16 // NUD_*
 }
 
@@ -170,12 +168,12 @@ func nudName(state uint16) string {
 	var names []string
 	for _, s := range []struct {
 		bit  uint16
-		name string
+		Name string
 	}{{unix.NUD_INCOMPLETE, "INCOMPLETE"}, {unix.NUD_REACHABLE, "REACHABLE"}, {unix.NUD_STALE, "STALE"},
 		{unix.NUD_DELAY, "DELAY"}, {unix.NUD_PROBE, "PROBE"}, {unix.NUD_FAILED, "FAILED"},
 		{unix.NUD_NOARP, "NOARP"}, {unix.NUD_PERMANENT, "PERMANENT"}} {
 		if state&s.bit != 0 {
-			names = append(names, s.name)
+			names = append(names, s.Name)
 		}
 	}
 	if len(names) == 0 {
@@ -184,59 +182,33 @@ func nudName(state uint16) string {
 	return strings.Join(names, "|")
 }
 
-// neighbours dumps a namespace's neighbour table (both families) over an
-// open rtnetlink connection: cheaper than running `ip neigh` ten times a
-// second.
-func neighbours(r *rtnl) (map[netip.Addr]neighEntry, error) {
-	req := make([]byte, 12) // struct ndmsg, AF_UNSPEC
-	msgs, err := r.execute(unix.RTM_GETNEIGH, netlink.Dump, req)
+// neighbours reads a namespace's neighbour table (both families) over an
+// open rtnetlink connection (the lab's observer): cheaper than running
+// `ip neigh` ten times a second.
+func neighbours(r *lab.Observer) (map[netip.Addr]neighEntry, error) {
+	list, err := r.Neighbours()
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
+		return nil, err
 	}
-	out := make(map[netip.Addr]neighEntry, len(msgs))
-	for _, m := range msgs {
-		if len(m.Data) < 12 {
-			continue
-		}
-		e := neighEntry{state: binary.NativeEndian.Uint16(m.Data[8:10])}
-		ad, err := netlink.NewAttributeDecoder(m.Data[12:])
-		if err != nil {
-			continue
-		}
-		var dst netip.Addr
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NDA_DST:
-				dst, _ = netip.AddrFromSlice(slices.Clone(ad.Bytes()))
-			case unix.NDA_LLADDR:
-				e.mac = net.HardwareAddr(slices.Clone(ad.Bytes())).String()
-			}
-		}
-		if dst.IsValid() {
-			out[dst.Unmap()] = e
-		}
+	out := make(map[netip.Addr]neighEntry, len(list))
+	for _, n := range list {
+		out[n.IP] = neighEntry{MAC: n.MAC, state: n.State}
 	}
 	return out, nil
 }
 
 // addrOp adds or removes an address that is not the VIP, permanently (no
 // lifetime), as DHCP clients, CNI plugins and kube-proxy do all day.
-func addrOp(r *rtnl, index uint32, p netip.Prefix, add bool) error {
-	body, err := vipMessage(index, p).MarshalBinary()
-	if err != nil {
-		return err
-	}
+func addrOp(r *lab.Observer, index uint32, p netip.Prefix, add bool) error {
 	if add {
-		_, err = r.execute(unix.RTM_NEWADDR, netlink.Acknowledge|netlink.Create|netlink.Replace, body)
-	} else {
-		_, err = r.execute(unix.RTM_DELADDR, netlink.Acknowledge, body)
+		return r.AddAddr(index, p)
 	}
-	return err
+	return r.DelAddr(index, p)
 }
 
 // churnStats counts the background address changes.
 type churnStats struct {
-	mu             sync.Mutex
+	Mu             sync.Mutex
 	adds, dels     int
 	errs           int
 	lastErr        string
@@ -250,7 +222,7 @@ type churnStats struct {
 // 2001:db8: documentation prefix) on the current holder's eth0, and removes
 // it again, one step every 200–400 ms: every such change makes the kernel
 // re-run, and reschedule, its address lifetime check (issue 9, defect 3).
-func (s *soak) runChurn(rts []*rtnl, index []uint32, seed uint64) {
+func (s *soak) runChurn(rts []*lab.Observer, index []uint32, seed uint64) {
 	defer s.wg.Done()
 	rng := newRand(seed)
 	c := &s.churn
@@ -263,18 +235,18 @@ func (s *soak) runChurn(rts []*rtnl, index []uint32, seed uint64) {
 			return
 		case <-time.After(time.Duration(200+rng.IntN(201)) * time.Millisecond):
 		}
-		c.mu.Lock()
+		c.Mu.Lock()
 		on := c.addedOn
-		c.mu.Unlock()
+		c.Mu.Unlock()
 		if on >= 0 {
 			s.churnRemove(rts, index)
 			continue
 		}
 		h, _, ok := s.tr4.single()
 		if !ok {
-			c.mu.Lock()
+			c.Mu.Lock()
 			c.skippedNoHold++
-			c.mu.Unlock()
+			c.Mu.Unlock()
 			continue
 		}
 		n++
@@ -286,25 +258,25 @@ func (s *soak) runChurn(rts []*rtnl, index []uint32, seed uint64) {
 				errs = append(errs, err.Error())
 			}
 		}
-		c.mu.Lock()
+		c.Mu.Lock()
 		c.adds++
 		c.addedOn, c.added4, c.added6 = h, p4, p6
 		if c.perNode == nil {
 			c.perNode = map[string]int{}
 		}
-		c.perNode[s.l.nodes[h].name]++
+		c.perNode[s.l.Nodes[h].Name]++
 		if len(errs) > 0 {
 			c.errs++
 			c.lastErr = strings.Join(errs, "; ")
 		}
-		c.mu.Unlock()
+		c.Mu.Unlock()
 	}
 }
 
-func (s *soak) churnRemove(rts []*rtnl, index []uint32) {
+func (s *soak) churnRemove(rts []*lab.Observer, index []uint32) {
 	c := &s.churn
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.Mu.Lock()
+	defer c.Mu.Unlock()
 	if c.addedOn < 0 {
 		return
 	}
@@ -323,15 +295,15 @@ func (s *soak) churnRemove(rts []*rtnl, index []uint32) {
 
 // proc is one running vipd process as the resource sampler sees it.
 type proc struct {
-	node   int
+	Node   int
 	pid    int
-	start  time.Time
+	Start  time.Time
 	frozen bool
 }
 
 // resSample is one resource sample of one process.
 type resSample struct {
-	at         time.Time
+	At         time.Time
 	rss        int64   // bytes, from /proc/PID/status
 	heapMB     float64 // live heap after the last GC (gctrace); -1 when none was seen yet
 	goroutines int     // from /metrics; -1 when not available
@@ -340,9 +312,9 @@ type resSample struct {
 // resSeries are the samples of one process lifetime: a restarted vipd
 // starts a new series.
 type resSeries struct {
-	node    int
+	Node    int
 	pid     int
-	start   time.Time
+	Start   time.Time
 	samples []resSample
 }
 
@@ -362,14 +334,14 @@ func (s *soak) runSampler() {
 }
 
 func (s *soak) sampleOnce() {
-	s.mu.Lock()
+	s.Mu.Lock()
 	var procs []proc
 	for _, p := range s.procs {
 		if p != nil {
 			procs = append(procs, *p)
 		}
 	}
-	s.mu.Unlock()
+	s.Mu.Unlock()
 	for _, p := range procs {
 		rss, err := procRSS(p.pid)
 		if err != nil {
@@ -378,20 +350,20 @@ func (s *soak) sampleOnce() {
 		heap := s.liveHeap(p)
 		g := -1
 		if s.metrics && !p.frozen {
-			if m, err := s.scrape(p.node); err == nil {
+			if m, err := s.scrape(p.Node); err == nil {
 				if v, ok := m["go_goroutines"]; ok {
 					g = int(v)
 				}
 			}
 		}
-		s.mu.Lock()
+		s.Mu.Lock()
 		sr := s.series[p.pid]
 		if sr == nil {
-			sr = &resSeries{node: p.node, pid: p.pid, start: p.start}
+			sr = &resSeries{Node: p.Node, pid: p.pid, Start: p.Start}
 			s.series[p.pid] = sr
 		}
-		sr.samples = append(sr.samples, resSample{at: time.Now(), rss: rss, heapMB: heap, goroutines: g})
-		s.mu.Unlock()
+		sr.samples = append(sr.samples, resSample{At: time.Now(), rss: rss, heapMB: heap, goroutines: g})
+		s.Mu.Unlock()
 	}
 }
 
@@ -403,14 +375,14 @@ var gctraceRE = regexp.MustCompile(`(?m)^gc \d+ @[0-9.]+s .* (\d+)->(\d+)->(\d+)
 // liveHeap is the live heap in MB that process p's runtime reported after
 // its last GC (its vipd runs with GODEBUG=gctrace=1), or -1.
 func (s *soak) liveHeap(p proc) float64 {
-	nd := s.l.nodes[p.node]
-	s.mu.Lock()
-	cur := s.procs[p.node]
-	s.mu.Unlock()
-	if cur == nil || cur.pid != p.pid || nd.log == nil {
+	nd := s.l.Nodes[p.Node]
+	s.Mu.Lock()
+	cur := s.procs[p.Node]
+	s.Mu.Unlock()
+	if cur == nil || cur.pid != p.pid || nd.Log == nil {
 		return -1 // restarted meanwhile: the log is another process's
 	}
-	m := gctraceRE.FindAllStringSubmatch(nd.log.String(), -1)
+	m := gctraceRE.FindAllStringSubmatch(nd.Log.String(), -1)
 	if len(m) == 0 {
 		return -1
 	}
@@ -438,19 +410,19 @@ func procRSS(pid int) (int64, error) {
 // scrape reads the node's vipd /metrics (vip.metrics) from inside its
 // namespace: Prometheus text, metric name (without labels) → value.
 func (s *soak) scrape(node int) (map[string]float64, error) {
-	nd := s.l.nodes[node]
+	nd := s.l.Nodes[node]
 	c := &http.Client{
 		Timeout: time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := nd.ns.do(func() (err error) {
+			err := nd.NS.Do(func() (err error) {
 				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
 				return err
 			})
 			return c, err
 		}},
 	}
-	resp, err := c.Get(fmt.Sprintf("http://%s:%d/metrics", nd.ip, soakMetricsPort))
+	resp, err := c.Get(fmt.Sprintf("http://%s:%d/metrics", nd.IP, soakMetricsPort))
 	if err != nil {
 		return nil, err
 	}
@@ -525,7 +497,7 @@ func slope(xs, ys []float64) float64 {
 // per hour; ok is false when too little of it is left to fit a line.
 type trend struct {
 	span        time.Duration
-	first, last float64
+	First, last float64
 	perHour     float64
 	ok          bool
 }
@@ -536,14 +508,14 @@ func (sr *resSeries) trend(value func(resSample) (float64, bool)) trend {
 	var t0, t1 time.Time
 	for _, smp := range sr.samples {
 		v, ok := value(smp)
-		if !ok || smp.at.Sub(sr.start) < soakWarmup {
+		if !ok || smp.At.Sub(sr.Start) < soakWarmup {
 			continue
 		}
 		if len(xs) == 0 {
-			t0, tr.first = smp.at, v
+			t0, tr.First = smp.At, v
 		}
-		t1, tr.last = smp.at, v
-		xs, ys = append(xs, smp.at.Sub(sr.start).Hours()), append(ys, v)
+		t1, tr.last = smp.At, v
+		xs, ys = append(xs, smp.At.Sub(sr.Start).Hours()), append(ys, v)
 	}
 	tr.span = t1.Sub(t0)
 	if len(xs) >= 5 && tr.span >= soakMinSpan {

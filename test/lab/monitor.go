@@ -1,4 +1,4 @@
-package main
+package lab
 
 import (
 	"fmt"
@@ -9,13 +9,13 @@ import (
 	"time"
 )
 
-// monitor follows the VIP in every node namespace through rtnetlink events,
+// Monitor follows the VIP in every node namespace through rtnetlink events,
 // timestamped on one monotonic clock, and records any moment at which two
 // nodes held it.
-type monitor struct {
+type Monitor struct {
 	vip      netip.Addr
 	mu       sync.Mutex
-	start    time.Time
+	Start    time.Time // History's times are since Start
 	names    []string
 	held     []bool
 	since    time.Time // when the set of holders last changed
@@ -25,38 +25,38 @@ type monitor struct {
 	gained   []time.Time // every gain, by any node
 }
 
-func startMonitor(t testing.TB, nodes []*labNode, vip netip.Addr) *monitor {
-	m := &monitor{vip: vip, start: time.Now(), since: time.Now()}
+func startMonitor(t testing.TB, nodes []*Node, vip netip.Addr) *Monitor {
+	m := &Monitor{vip: vip, Start: time.Now(), since: time.Now()}
 	for i, nd := range nodes {
-		m.names = append(m.names, nd.name)
+		m.names = append(m.names, nd.Name)
 		m.held = append(m.held, false)
 		m.lastAdds = append(m.lastAdds, time.Time{})
-		followAddrs(t, nd, func(a *addrMessage, held bool) {
-			if a.ip() == vip {
-				m.record(i, held)
+		FollowAddrs(t, nd, func(a *Addr, held bool) {
+			if a.IP == vip {
+				m.Record(i, held)
 			}
 		})
 	}
 	return m
 }
 
-// followAddrs calls record for every address the node has now, then for
+// FollowAddrs calls record for every address the node has now, then for
 // every address event from now on, in the kernel's order. It subscribes
 // before listing so that nothing falls between the two.
-func followAddrs(t testing.TB, nd *labNode, record func(a *addrMessage, held bool)) {
-	w, err := watchRTNL(nd.ns.fd(t))
+func FollowAddrs(t testing.TB, nd *Node, record func(a *Addr, held bool)) {
+	w, err := WatchAddrs(nd.NS.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	events := make(chan rtnlEvent, 256)
-	go w.run(events)
-	r, err := dialRTNL(nd.ns.fd(t))
+	events := make(chan AddrEvent, 256)
+	go w.Run(events)
+	o, err := DialObserver(nd.NS.Fd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := r.addrs(0)
-	r.Close()
+	addrs, err := o.Addrs()
+	o.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,17 +65,17 @@ func followAddrs(t testing.TB, nd *labNode, record func(a *addrMessage, held boo
 	}
 	go func() {
 		for ev := range events {
-			if ev.err != nil {
+			if ev.Err != nil {
 				return
 			}
-			if ev.addr != nil {
-				record(ev.addr, !ev.deleted)
+			if !ev.Overflow {
+				record(&ev.Addr, !ev.Deleted)
 			}
 		}
 	}()
 }
 
-func (m *monitor) record(node int, held bool) {
+func (m *Monitor) Record(node int, held bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.held[node] == held {
@@ -89,19 +89,19 @@ func (m *monitor) record(node int, held bool) {
 		m.lastAdds[node] = now
 		m.gained = append(m.gained, now)
 	}
-	m.events = append(m.events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.start).Seconds(), m.names[node], verb))
+	m.events = append(m.events, fmt.Sprintf("%9.3fs %s %s", now.Sub(m.Start).Seconds(), m.names[node], verb))
 	if held {
 		for i, h := range m.held {
 			if h && i != node {
 				m.overlap = append(m.overlap, fmt.Sprintf("%s gained %s at %.3fs while %s held it",
-					m.names[node], m.vip, now.Sub(m.start).Seconds(), m.names[i]))
+					m.names[node], m.vip, now.Sub(m.Start).Seconds(), m.names[i]))
 			}
 		}
 	}
 }
 
-// current returns the nodes holding the VIP and since when that is so.
-func (m *monitor) current() ([]int, time.Time) {
+// Current returns the nodes holding the VIP and since when that is so.
+func (m *Monitor) Current() ([]int, time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var h []int
@@ -113,31 +113,31 @@ func (m *monitor) current() ([]int, time.Time) {
 	return h, m.since
 }
 
-// gainedAt is when node last gained the VIP (zero if never).
-func (m *monitor) gainedAt(node int) time.Time {
+// GainedAt is when node last gained the VIP (zero if never).
+func (m *Monitor) GainedAt(node int) time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.lastAdds[node]
 }
 
-func (m *monitor) overlaps() []string {
+func (m *Monitor) Overlaps() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]string(nil), m.overlap...)
 }
 
-func (m *monitor) history() string {
+func (m *Monitor) History() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return strings.Join(m.events, "\n")
 }
 
-// gains is how many times any node has gained the VIP: the first holder's
+// Gains is how many times any node has gained the VIP: the first holder's
 // take and every move since.
-func (m *monitor) gains() int { return len(m.gainTimes()) }
+func (m *Monitor) Gains() int { return len(m.GainTimes()) }
 
-// gainTimes is when each gain happened.
-func (m *monitor) gainTimes() []time.Time {
+// GainTimes is when each gain happened.
+func (m *Monitor) GainTimes() []time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]time.Time(nil), m.gained...)

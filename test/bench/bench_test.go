@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -12,48 +12,40 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
+
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
 // `make bench` runs these with -benchtime 1x: each run does its own trials,
 // prints tables and appends them as Markdown to $VIPD_BENCH_MD (default
-// bench.md). Nothing here asserts a time.
+// benchMD). Nothing here asserts a time.
+
+// benchMD is where the tables go without $VIPD_BENCH_MD: a path from the
+// module root (a relative $VIPD_BENCH_MD is taken from there too). The
+// measurements' history section is the end of that file.
+const benchMD = "docs/measured.md"
+
+// writeReport appends the run's tables to $VIPD_BENCH_MD or benchMD.
+func writeReport(b *testing.B, r *lab.Report) {
+	path := os.Getenv("VIPD_BENCH_MD")
+	if path == "" {
+		path = benchMD
+	}
+	abs, err := r.Append(path, b.Name())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("\n(tables appended to %s)\n", abs)
+}
 
 func benchTrials() int {
 	if n, err := strconv.Atoi(os.Getenv("VIPD_BENCH_TRIALS")); err == nil && n > 0 {
 		return n
 	}
 	return 10
-}
-
-// report collects the tables of one benchmark run.
-type report struct {
-	b  *testing.B
-	md strings.Builder
-}
-
-func (r *report) table(title string, header []string, rows [][]string) {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%s\n\n| %s |\n|%s\n", title, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
-	for _, row := range rows {
-		fmt.Fprintf(&sb, "| %s |\n", strings.Join(row, " | "))
-	}
-	fmt.Print(sb.String())
-	r.md.WriteString(sb.String())
-}
-
-func (r *report) write() {
-	path := os.Getenv("VIPD_BENCH_MD")
-	if path == "" {
-		path = "bench.md"
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		r.b.Fatal(err)
-	}
-	defer f.Close()
-	fmt.Fprintf(f, "\n<!-- %s, %s -->\n%s", r.b.Name(), time.Now().UTC().Format(time.RFC3339), r.md.String())
-	abs, _ := filepath.Abs(path)
-	fmt.Printf("\n(tables appended to %s)\n", abs)
 }
 
 // stats is min / median / p95 / max in milliseconds.
@@ -68,77 +60,54 @@ func stats(vals []time.Duration) []string {
 	return []string{strconv.Itoa(len(v)), ms(v[0]), ms(v[len(v)/2]), ms(p95), ms(v[len(v)-1])}
 }
 
-func median(vals []time.Duration) time.Duration {
-	if len(vals) == 0 {
-		return 0
-	}
-	v := slices.Clone(vals)
-	slices.Sort(v)
-	return v[len(v)/2]
-}
-
 // A fault is one way to lose the holder. inject returns a function that
 // undoes it once the VIP has moved (nil if there is nothing to undo).
 type fault struct {
-	name    string
-	prepare func(l *lab) *labNode // picks the holder to fault (nil: whoever holds)
-	inject  func(l *lab, h *labNode) (undo func())
-	etcd    bool // only where etcd runs (not for keepalived)
+	Name    string
+	prepare func(l *lab.Lab) *lab.Node // picks the holder to fault (nil: whoever holds)
+	inject  func(l *lab.Lab, h *lab.Node) (undo func())
+	Etcd    bool // only where etcd runs (not for keepalived)
 	check   bool // runs the lab services and the daemons' health checks
 }
 
 var faults = []fault{
-	{name: "graceful (SIGTERM)", inject: func(l *lab, h *labNode) func() {
-		l.signal(h, syscall.SIGTERM)
-		return func() { l.wait(h, 10*time.Second); l.restart(h) }
+	{Name: "graceful (SIGTERM)", inject: func(l *lab.Lab, h *lab.Node) func() {
+		l.Signal(h, syscall.SIGTERM)
+		return func() { l.Wait(h, 10*time.Second); restart(l, h) }
 	}},
 	// The daemon dies, the node stays up. vipd's address goes with its
 	// lifetime; keepalived's stays until someone removes it.
-	{name: "crash (SIGKILL)", inject: func(l *lab, h *labNode) func() {
-		l.signal(h, syscall.SIGKILL)
-		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.restart(h) }
+	{Name: "crash (SIGKILL)", inject: func(l *lab.Lab, h *lab.Node) func() {
+		l.Signal(h, syscall.SIGKILL)
+		return func() { l.Wait(h, 10*time.Second); clearVIP(l, h); restart(l, h) }
 	}},
 	// The node dies, as after a power loss: cut off first (so that nothing
 	// it sends on the way down gets out), then the daemon killed. With
 	// etcd on the nodes this also takes an etcd member away.
-	{name: "node loss (cut off + SIGKILL)", inject: func(l *lab, h *labNode) func() {
-		l.partition(h)
-		l.signal(h, syscall.SIGKILL)
-		return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
+	{Name: "node loss (cut off + SIGKILL)", inject: func(l *lab.Lab, h *lab.Node) func() {
+		l.Partition(h)
+		l.Signal(h, syscall.SIGKILL)
+		return func() { l.Wait(h, 10*time.Second); clearVIP(l, h); l.Heal(h); restart(l, h) }
 	}},
-	{name: "freeze (SIGSTOP)", inject: func(l *lab, h *labNode) func() {
-		l.signal(h, syscall.SIGSTOP)
-		return func() { l.signal(h, syscall.SIGCONT); l.clearVIP(h) }
+	{Name: "freeze (SIGSTOP)", inject: func(l *lab.Lab, h *lab.Node) func() {
+		l.Signal(h, syscall.SIGSTOP)
+		return func() { l.Signal(h, syscall.SIGCONT); clearVIP(l, h) }
 	}},
-	{name: "partition (cut off the LAN)", inject: func(l *lab, h *labNode) func() {
-		l.partition(h)
-		return func() { l.heal(h); l.clearVIP(h) }
+	{Name: "partition (cut off the LAN)", inject: func(l *lab.Lab, h *lab.Node) func() {
+		l.Partition(h)
+		return func() { l.Heal(h); clearVIP(l, h) }
 	}},
 	// Node loss again, with the holder's node hosting etcd's raft leader:
 	// etcd elects a new leader, which extends every lease.
-	{name: "node loss, holder's node hosts etcd's leader", etcd: true,
-		prepare: (*lab).holderWithEtcdLeader,
-		inject: func(l *lab, h *labNode) func() {
-			l.partition(h)
-			l.signal(h, syscall.SIGKILL)
-			return func() { l.wait(h, 10*time.Second); l.clearVIP(h); l.heal(h); l.restart(h) }
+	{Name: "node loss, holder's node hosts etcd's leader", Etcd: true,
+		prepare: (*lab.Lab).HolderWithEtcdLeader,
+		inject: func(l *lab.Lab, h *lab.Node) func() {
+			l.Partition(h)
+			l.Signal(h, syscall.SIGKILL)
+			return func() { l.Wait(h, 10*time.Second); clearVIP(l, h); l.Heal(h); restart(l, h) }
 		}},
 	serviceDies,
 }
-
-// The health check of the service fault, the same for vipd and keepalived.
-// checkSettle is how long a service must have been up before its node
-// counts as healthy again: rise results, one interval apart, and a margin
-// for the first one and for the news to reach the election.
-const (
-	checkInterval = time.Second
-	checkFall     = 3
-	checkRise     = 2
-	checkSettle   = checkRise*checkInterval + time.Second
-)
-
-var checkWords = []string{"vip.check=" + labCheckURL, "vip.check.interval=" + checkInterval.String(),
-	fmt.Sprintf("vip.check.fall=%d", checkFall), fmt.Sprintf("vip.check.rise=%d", checkRise)}
 
 // serviceDies takes the holder's service away (health endpoint and echo
 // together) while its daemon runs on: the outage includes the check's
@@ -146,85 +115,85 @@ var checkWords = []string{"vip.check=" + labCheckURL, "vip.check.interval=" + ch
 // interval after the fault. The service comes back when
 // the VIP has moved; the VIP stays where it went (equal ranks), and the
 // next trial waits until the old holder's check has risen again.
-var serviceDies = fault{name: "service dies (check fails)", check: true,
-	prepare: func(l *lab) *labNode {
-		l.waitServicesUp(checkSettle)
-		return l.holder(3*electBound, 0)
+var serviceDies = fault{Name: "service dies (check fails)", check: true,
+	prepare: func(l *lab.Lab) *lab.Node {
+		l.WaitServicesUp(lab.ServiceCheckSettle)
+		return l.Holder(3*lab.ElectBound, 0)
 	},
-	inject: func(l *lab, h *labNode) func() {
-		h.service.down()
-		return h.service.up
+	inject: func(l *lab.Lab, h *lab.Node) func() {
+		h.Service.Down()
+		return h.Service.Up
 	}}
 
 // startTargets starts what the client's probes reach on every node: the
 // lab services for the service fault, the plain echo responders otherwise.
 // Either way it is started before the daemons, so that every check passes
 // from the first.
-func (l *lab) startTargets(f fault) {
+func startTargets(l *lab.Lab, f fault) {
 	if f.check {
-		l.startServices()
+		l.StartServices()
 		return
 	}
-	l.startResponders()
+	l.StartResponders()
 }
 
 // settleChecks lets the daemons just started run their checks up to rise
 // before the first trial; serviceDies.prepare covers the later ones.
-func (l *lab) settleChecks(f fault) {
+func settleChecks(l *lab.Lab, f fault) {
 	if f.check {
-		time.Sleep(checkSettle)
+		time.Sleep(lab.ServiceCheckSettle)
 	}
 }
 
 // clearVIP waits for a vipd node's copy of the VIP to go by its lifetime;
 // a keepalived node keeps it, so it is removed by hand there, as an
 // operator would have to.
-func (l *lab) clearVIP(nd *labNode) {
-	if nd.restart == nil {
-		l.waitGone(nd, 10*time.Second)
+func clearVIP(l *lab.Lab, nd *lab.Node) {
+	if nd.Restart == nil {
+		l.WaitGone(nd, 10*time.Second)
 		return
 	}
-	if nd.cmd == nil && l.hasVIP(nd) {
-		nd.ns.ip(l.t, "addr", "del", labVIP+"/32", "dev", "eth0")
+	if nd.Cmd == nil && l.HasVIP(nd) {
+		nd.NS.IP(l.T, "addr", "del", lab.VIP+"/32", "dev", "eth0")
 	}
 }
 
 // restart starts the node's daemon again the way it was started.
-func (l *lab) restart(nd *labNode) {
-	if nd.restart != nil {
-		nd.restart()
+func restart(l *lab.Lab, nd *lab.Node) {
+	if nd.Restart != nil {
+		nd.Restart()
 		return
 	}
-	l.start(nd)
+	l.Start(nd)
 }
 
 // client is what the client namespace watches: probers for the IPv4 and
 // IPv6 VIPs, and captures of the announcements (all but p may be nil).
 type client struct {
-	p, p6   *prober
-	arp, na *capture
+	p, p6   *lab.Prober
+	arp, na *lab.Capture
 }
 
 // result is what one trial measured.
 type result struct {
-	outage, outage6 time.Duration // client-visible, IPv4 and IPv6
+	Outage, outage6 time.Duration // client-visible, IPv4 and IPv6
 	moved           time.Duration // until the next node held the address
 	garp, na        time.Duration // address added to the first announcement seen
 }
 
 // trial injects a fault on the current holder and measures the handover.
-func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (result, bool) {
+func trial(b *testing.B, l *lab.Lab, c client, f fault, settle time.Duration) (result, bool) {
 	// Each trial is one fault on a healthy cluster: the member cut off in
 	// the previous trial must have rejoined first.
-	waitFor(b, 30*time.Second, "every etcd member to be healthy", func() bool {
-		for _, m := range l.etcd {
-			if !l.etcdHealthy(m) {
+	lab.WaitFor(b, 30*time.Second, "every etcd member to be healthy", func() bool {
+		for _, m := range l.Etcd {
+			if !l.EtcdHealthy(m) {
 				return false
 			}
 		}
 		return true
 	})
-	h := l.holder(3*electBound, settle)
+	h := l.Holder(3*lab.ElectBound, settle)
 	if f.prepare != nil {
 		h = f.prepare(l)
 	}
@@ -233,45 +202,45 @@ func trial(b *testing.B, l *lab, c client, f fault, settle time.Duration) (resul
 	defer undo()
 	// Not holderOtherThan: a keepalived node that was killed or frozen
 	// keeps the address, so there may be two holders for a while.
-	var next *labNode
-	waitFor(b, 3*moveBound, "another node to take the VIP", func() bool {
-		held, _ := l.mon.current()
+	var next *lab.Node
+	lab.WaitFor(b, 3*lab.MoveBound, "another node to take the VIP", func() bool {
+		held, _ := l.Mon.Current()
 		for _, i := range held {
-			if l.nodes[i] != h {
-				next = l.nodes[i]
+			if l.Nodes[i] != h {
+				next = l.Nodes[i]
 				return true
 			}
 		}
 		return false
 	})
-	gained := l.mon.gainedAt(indexOf(l.nodes, next))
+	gained := l.Mon.GainedAt(lab.IndexOf(l.Nodes, next))
 	r := result{moved: gained.Sub(t0)}
 	// A trial whose new holder does not answer is recorded as failed; it
 	// does not end the series.
-	if !c.p.answeredBy(next.name, t0, 5*time.Second) {
-		fmt.Printf("%s: trial failed: %s holds the VIP but does not answer the client\n", b.Name(), next.name)
+	if !c.p.AnsweredBy(next.Name, t0, 5*time.Second) {
+		fmt.Printf("%s: trial failed: %s holds the VIP but does not answer the client\n", b.Name(), next.Name)
 		return r, false
 	}
-	out, ok := c.p.outage(t0, h.name)
-	r.outage = out
-	if c.p6 != nil && !c.p6.answeredBy(next.name, t0, 5*time.Second) {
-		fmt.Printf("%s: trial failed: %s holds the IPv6 VIP but does not answer the client\n", b.Name(), next.name)
+	out, ok := c.p.Outage(t0, h.Name)
+	r.Outage = out
+	if c.p6 != nil && !c.p6.AnsweredBy(next.Name, t0, 5*time.Second) {
+		fmt.Printf("%s: trial failed: %s holds the IPv6 VIP but does not answer the client\n", b.Name(), next.Name)
 		return r, false
 	}
 	if c.p6 != nil {
-		out6, ok6 := c.p6.outage(t0, h.name)
+		out6, ok6 := c.p6.Outage(t0, h.Name)
 		r.outage6, ok = out6, ok && ok6
 	}
 	// The frame and the netlink event are stamped by different goroutines:
 	// the difference can come out a little below zero.
 	if c.arp != nil {
-		waitFor(b, 5*time.Second, "the takeover's gratuitous ARP", func() bool { return !c.arp.first(next.mac, t0).IsZero() })
-		r.garp = c.arp.first(next.mac, t0).Sub(gained)
+		lab.WaitFor(b, 5*time.Second, "the takeover's gratuitous ARP", func() bool { return !c.arp.First(next.MAC, t0).IsZero() })
+		r.garp = c.arp.First(next.MAC, t0).Sub(gained)
 	}
 	if c.na != nil {
-		gained6 := l.mon6.gainedAt(indexOf(l.nodes, next))
-		waitFor(b, 5*time.Second, "the takeover's neighbour advertisement", func() bool { return !c.na.first(next.mac, t0).IsZero() })
-		r.na = c.na.first(next.mac, t0).Sub(gained6)
+		gained6 := l.Mon6.GainedAt(lab.IndexOf(l.Nodes, next))
+		lab.WaitFor(b, 5*time.Second, "the takeover's neighbour advertisement", func() bool { return !c.na.First(next.MAC, t0).IsZero() })
+		r.na = c.na.First(next.MAC, t0).Sub(gained6)
 	}
 	return r, ok
 }
@@ -282,7 +251,7 @@ type series struct {
 	failed                         int // trials that measured nothing
 }
 
-func measure(b *testing.B, l *lab, c client, f fault, trials int, settle time.Duration) series {
+func measure(b *testing.B, l *lab.Lab, c client, f fault, trials int, settle time.Duration) series {
 	var s series
 	for i := 0; i < trials; i++ {
 		// A real fault meets the holder's renewal cycle at any phase. The
@@ -296,7 +265,7 @@ func measure(b *testing.B, l *lab, c client, f fault, trials int, settle time.Du
 			s.failed++
 			continue
 		}
-		s.outs, s.outs6, s.moves = append(s.outs, r.outage), append(s.outs6, r.outage6), append(s.moves, r.moved)
+		s.outs, s.outs6, s.moves = append(s.outs, r.Outage), append(s.outs6, r.outage6), append(s.moves, r.moved)
 		s.garps, s.nas = append(s.garps, r.garp), append(s.nas, r.na)
 	}
 	return s
@@ -328,8 +297,8 @@ func msStats(vals []time.Duration) []string {
 }
 
 type benchConfig struct {
-	name      string
-	etcdFlags []string
+	Name      string
+	EtcdFlags []string
 	words     []string
 }
 
@@ -337,7 +306,7 @@ type benchConfig struct {
 // vipd (default etcd timers and tuned ones) and for keepalived in the same
 // topology with the same prober.
 func BenchmarkFailover(b *testing.B) {
-	r := &report{b: b}
+	r := &lab.Report{}
 	trials := benchTrials()
 	vipdRuns := []benchConfig{
 		{"vipd, vip.ttl=2, etcd default timers", nil, []string{"vip.ttl=2"}},
@@ -347,60 +316,60 @@ func BenchmarkFailover(b *testing.B) {
 	var rows [][]string
 	var garps, nas []time.Duration
 	for _, cfg := range vipdRuns {
-		medians[cfg.name] = map[string]time.Duration{}
+		medians[cfg.Name] = map[string]time.Duration{}
 		for _, f := range faults {
-			b.Run(cfg.name+"/"+f.name, func(b *testing.B) {
+			b.Run(cfg.Name+"/"+f.Name, func(b *testing.B) {
 				words := cfg.words
 				if f.check {
-					words = append(slices.Clone(words), checkWords...)
+					words = append(slices.Clone(words), lab.ServiceCheckWords...)
 				}
-				l := newLabWith(b, labOptions{nodes: 3, cluster: true, dualStack: true, etcdFlags: cfg.etcdFlags, args: words})
-				l.startTargets(f)
-				c := client{p: l.startProberTo(labVIP), p6: l.startProberTo(labVIP6), arp: captureARP(b, l.client), na: captureNA(b, l.client)}
-				l.startAll()
-				l.settleChecks(f)
+				l := lab.NewWith(b, lab.Options{Nodes: 3, Cluster: true, DualStack: true, EtcdFlags: cfg.EtcdFlags, Args: words})
+				startTargets(l, f)
+				c := client{p: l.StartProberTo(lab.VIP), p6: l.StartProberTo(lab.VIP6), arp: lab.CaptureARP(b, l.Client), na: lab.CaptureNA(b, l.Client)}
+				l.StartAll()
+				settleChecks(l, f)
 				s := measure(b, l, c, f, trials, time.Second)
 				garps, nas = append(garps, s.garps...), append(nas, s.nas...)
-				medians[cfg.name][f.name] = median(s.outs)
-				rows = append(rows, row(cfg.name, f.name, s, true, strconv.Itoa(len(l.overlaps()))))
+				medians[cfg.Name][f.Name] = lab.Median(s.outs)
+				rows = append(rows, row(cfg.Name, f.Name, s, true, strconv.Itoa(len(l.Overlaps()))))
 				if f.check {
 					// Handing over on a failed check is vipd's own path
 					// (issue 10): it must keep the one-holder rule too.
-					l.assertNoOverlap()
+					l.AssertNoOverlap()
 				}
 			})
 		}
 	}
 
-	r.table("vipd: address added (kernel event) to the first announcement received by the client, every vipd trial (ms)",
+	r.Table("vipd: address added (kernel event) to the first announcement received by the client, every vipd trial (ms)",
 		[]string{"announcement", "n", "min", "median", "p95", "max"},
 		[][]string{append([]string{"IPv4 gratuitous ARP"}, msStats(garps)...), append([]string{"IPv6 unsolicited NA"}, msStats(nas)...)})
 
 	kaRows, kaMedians := keepalivedRuns(b, trials)
 	rows = append(rows, kaRows...)
-	r.table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only; "+
+	r.Table(fmt.Sprintf("Client-visible outage, 3 nodes, a UDP probe to each VIP every 10 ms, %d trials each (ms); vipd runs a dual-stack VIP (192.0.2.100 + 2001:db8::100), keepalived IPv4 only; "+
 		"%q: vip.check / track_script on %s every %v, fall %d, rise %d (the outage includes the detection, %v to %v)",
-		trials, serviceDies.name, labCheckURL, checkInterval, checkFall, checkRise, (checkFall-1)*checkInterval, checkFall*checkInterval),
+		trials, serviceDies.Name, lab.CheckURL, lab.ServiceCheckInterval, lab.ServiceCheckFall, lab.ServiceCheckRise, (lab.ServiceCheckFall-1)*lab.ServiceCheckInterval, lab.ServiceCheckFall*lab.ServiceCheckInterval),
 		[]string{"daemon and timers", "fault", "n", "min", "median", "p95", "max", "IPv6 median", "median to next holder", "overlaps (two holders)"}, rows)
 
 	var ratio [][]string
-	base := vipdRuns[0].name
+	base := vipdRuns[0].Name
 	for ka, m := range kaMedians {
 		// Only where both lose the service: a keepalived node whose daemon
 		// was killed or frozen keeps answering (with two holders), which is
 		// no outage to compare with. keepalived has no etcd, so its node
 		// loss is the comparison for both of vipd's.
 		for _, pair := range [][2]fault{{faults[0], faults[0]}, {faults[2], faults[2]}, {faults[5], faults[2]}, {serviceDies, serviceDies}} {
-			if km := m[pair[1].name]; km > 0 && medians[base][pair[0].name] > 0 {
-				ratio = append(ratio, []string{pair[0].name, ka + ", " + pair[1].name,
-					fmt.Sprintf("%.2f", float64(medians[base][pair[0].name])/float64(km))})
+			if km := m[pair[1].Name]; km > 0 && medians[base][pair[0].Name] > 0 {
+				ratio = append(ratio, []string{pair[0].Name, ka + ", " + pair[1].Name,
+					fmt.Sprintf("%.2f", float64(medians[base][pair[0].Name])/float64(km))})
 			}
 		}
 	}
 	slices.SortFunc(ratio, func(a, b []string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) })
-	r.table("Median outage ratio, vipd (vip.ttl=2, default etcd) / keepalived, same run",
+	r.Table("Median outage ratio, vipd (vip.ttl=2, default etcd) / keepalived, same run",
 		[]string{"vipd fault", "keepalived and fault", "vipd / keepalived"}, ratio)
-	r.write()
+	writeReport(b, r)
 }
 
 // keepalivedRuns runs graceful, crash and partition against keepalived with
@@ -417,32 +386,32 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 		name := "keepalived, advert_int " + advert
 		medians[name] = map[string]time.Duration{}
 		for _, f := range faults {
-			if f.etcd {
+			if f.Etcd {
 				continue
 			}
-			b.Run(name+"/"+f.name, func(b *testing.B) {
+			b.Run(name+"/"+f.Name, func(b *testing.B) {
 				if f.check && curl == "" {
 					b.Skip("curl not installed (apt-get install curl): keepalived's track_script uses it")
 				}
-				l := newLabWith(b, labOptions{nodes: 3, noEtcd: true})
-				l.startTargets(f)
-				p := l.startProberTo(labVIP)
-				for _, nd := range l.nodes {
-					l.startKeepalived(nd, advert, f.check)
+				l := lab.NewWith(b, lab.Options{Nodes: 3, NoEtcd: true})
+				startTargets(l, f)
+				p := l.StartProberTo(lab.VIP)
+				for _, nd := range l.Nodes {
+					startKeepalived(l, nd, advert, f.check)
 				}
-				l.settleChecks(f)
-				if f.name == faults[4].name {
+				settleChecks(l, f)
+				if f.Name == faults[4].Name {
 					most := 0
 					for i := 0; i < trials; i++ {
 						most = max(most, keepalivedPartition(b, l))
 					}
-					rows = append(rows, []string{name, f.name, strconv.Itoa(trials), "-", "-", "-", "-", "-", "-",
-						fmt.Sprintf("%d (up to %d masters at once)", len(l.mon.overlaps()), most)})
+					rows = append(rows, []string{name, f.Name, strconv.Itoa(trials), "-", "-", "-", "-", "-", "-",
+						fmt.Sprintf("%d (up to %d masters at once)", len(l.Mon.Overlaps()), most)})
 					return
 				}
 				s := measure(b, l, client{p: p}, f, trials, 2*time.Second)
-				medians[name][f.name] = median(s.outs)
-				rows = append(rows, row(name, f.name, s, false, strconv.Itoa(len(l.overlaps()))))
+				medians[name][f.Name] = lab.Median(s.outs)
+				rows = append(rows, row(name, f.Name, s, false, strconv.Itoa(len(l.Overlaps()))))
 			})
 		}
 	}
@@ -451,17 +420,17 @@ func keepalivedRuns(b *testing.B, trials int) ([][]string, map[string]map[string
 
 // keepalivedPartition cuts the master off and counts the holders before
 // healing. keepalived has no fencing: the cut-off master keeps the address.
-func keepalivedPartition(b *testing.B, l *lab) int {
-	h := l.holder(3*electBound, 2*time.Second)
-	l.partition(h)
+func keepalivedPartition(b *testing.B, l *lab.Lab) int {
+	h := l.Holder(3*lab.ElectBound, 2*time.Second)
+	l.Partition(h)
 	deadline := time.Now().Add(10 * time.Second)
 	most := 1
 	for time.Now().Before(deadline) && most < 2 {
-		held, _ := l.mon.current()
+		held, _ := l.Mon.Current()
 		most = max(most, len(held))
 		time.Sleep(20 * time.Millisecond)
 	}
-	l.heal(h)
+	l.Heal(h)
 	return most
 }
 
@@ -470,16 +439,16 @@ func keepalivedPartition(b *testing.B, l *lab) int {
 // the lab service's health endpoint with the service fault's interval,
 // fall and rise: a tracked script without a weight puts the instance in
 // FAULT while it fails, which gives up the address.
-func (l *lab) startKeepalived(nd *labNode, advert string, check bool) {
-	dir := l.t.TempDir()
+func startKeepalived(l *lab.Lab, nd *lab.Node, advert string, check bool) {
+	dir := l.T.TempDir()
 	version := "2"
 	if strings.Contains(advert, ".") {
 		version = "3" // sub-second adverts need VRRPv3
 	}
-	global := fmt.Sprintf("    router_id %s\n    vrrp_version %s\n    vrrp_garp_master_delay 1\n", nd.name, version)
+	global := fmt.Sprintf("    router_id %s\n    vrrp_version %s\n    vrrp_garp_master_delay 1\n", nd.Name, version)
 	var script, track string
 	if check {
-		global, script, track = global+keepalivedScriptDefs, keepalivedScript(l.t), keepalivedTrack
+		global, script, track = global+keepalivedScriptDefs, keepalivedScript(l.T), keepalivedTrack
 	}
 	conf := fmt.Sprintf(`global_defs {
 %s}
@@ -493,11 +462,11 @@ func (l *lab) startKeepalived(nd *labNode, advert string, check bool) {
         %s/32 dev eth0
     }
 %s}
-`, global, script, advert, labVIP, track)
+`, global, script, advert, lab.VIP, track)
 	confPath := filepath.Join(dir, "keepalived.conf")
-	writeFile(l.t, confPath, conf)
-	nd.restart = func() { l.runKeepalived(nd, dir, confPath) }
-	nd.restart()
+	lab.WriteFile(l.T, confPath, conf)
+	nd.Restart = func() { runKeepalived(l, nd, dir, confPath) }
+	nd.Restart()
 }
 
 // Scripts run as root with script security on: keepalived then refuses a
@@ -515,7 +484,7 @@ func keepalivedScript(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("keepalived's check needs curl: %v", err)
 	}
-	sec := int(checkInterval.Seconds())
+	sec := int(lab.ServiceCheckInterval.Seconds())
 	return fmt.Sprintf(`vrrp_script chk_service {
     script "%s -fsS -m %d -o /dev/null %s"
     interval %d
@@ -523,10 +492,10 @@ func keepalivedScript(t testing.TB) string {
     fall %d
     rise %d
 }
-`, curl, sec, labCheckURL, sec, sec, checkFall, checkRise)
+`, curl, sec, lab.CheckURL, sec, sec, lab.ServiceCheckFall, lab.ServiceCheckRise)
 }
 
-func (l *lab) runKeepalived(nd *labNode, dir, conf string) {
+func runKeepalived(l *lab.Lab, nd *lab.Node, dir, conf string) {
 	// A killed keepalived leaves its pid files, and its orphaned child may
 	// linger as a zombie with the pid they name: keepalived would take
 	// that for "daemon is already running".
@@ -534,23 +503,23 @@ func (l *lab) runKeepalived(nd *labNode, dir, conf string) {
 	for _, p := range pids {
 		os.Remove(p)
 	}
-	nd.cmd = nd.ns.command("keepalived", "--dont-fork", "--log-console", "--vrrp", "--use-file", conf,
+	nd.Cmd = nd.NS.Command("keepalived", "--dont-fork", "--log-console", "--vrrp", "--use-file", conf,
 		"--pid", pids[0], "--vrrp_pid", pids[1])
-	nd.log = &syncBuffer{}
-	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
-	if err := nd.cmd.Start(); err != nil {
-		l.t.Fatalf("start keepalived on %s: %v", nd.name, err)
+	nd.Log = &lab.SyncBuffer{}
+	nd.Cmd.Stdout, nd.Cmd.Stderr = nd.Log, nd.Log
+	if err := nd.Cmd.Start(); err != nil {
+		l.T.Fatalf("start keepalived on %s: %v", nd.Name, err)
 	}
-	nd.exit = make(chan error, 1)
-	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
+	nd.Exit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.Cmd, nd.Exit)
 }
 
 // BenchmarkIdle measures the binary and an idle leader and follower: RSS,
 // CPU time and the requests each sends to etcd, over VIPD_BENCH_IDLE
 // (default 30s).
 func BenchmarkIdle(b *testing.B) {
-	r := &report{b: b}
-	bin, _ := binaries(b)
+	r := &lab.Report{}
+	bin, _ := lab.Binaries(b)
 	st, err := os.Stat(bin)
 	if err != nil {
 		b.Fatal(err)
@@ -560,34 +529,34 @@ func BenchmarkIdle(b *testing.B) {
 		idle = d
 	}
 
-	l := newLab(b, 2, "vip.ttl=2")
-	l.startAll()
-	leader, follower := l.holderAndOther()
-	cpu0 := map[*labNode]time.Duration{leader: cpuTime(b, leader), follower: cpuTime(b, follower)}
+	l := lab.New(b, 2, "vip.ttl=2")
+	l.StartAll()
+	leader, follower := l.HolderAndOther()
+	cpu0 := map[*lab.Node]time.Duration{leader: cpuTime(b, leader), follower: cpuTime(b, follower)}
 	msgs0 := etcdMessages(b, l)
 	time.Sleep(idle)
 	msgs := etcdMessages(b, l) - msgs0
 
 	rows := [][]string{{"binary size, stripped, CGO_ENABLED=0", fmt.Sprintf("%.1f MiB", float64(st.Size())/(1<<20))}}
-	for _, nd := range []*labNode{leader, follower} {
+	for _, nd := range []*lab.Node{leader, follower} {
 		role := "leader"
 		if nd == follower {
 			role = "follower"
 		}
 		used := cpuTime(b, nd) - cpu0[nd]
 		rows = append(rows,
-			[]string{role + " RSS", fmt.Sprintf("%.1f MiB", float64(rss(b, nd))/(1<<20))},
+			[]string{role + " RSS", fmt.Sprintf("%.1f MiB", float64(lab.RSS(b, nd))/(1<<20))},
 			[]string{role + " CPU", fmt.Sprintf("%.2f%% (%.1f s per hour)", 100*used.Seconds()/idle.Seconds(), used.Seconds()*3600/idle.Seconds())})
 	}
 	rows = append(rows, []string{"etcd requests per node", fmt.Sprintf("%.1f per second", msgs/idle.Seconds()/2)})
-	r.table(fmt.Sprintf("Resources, idle %v, vip.ttl=2", idle), []string{"measure", "value"}, rows)
-	r.write()
+	r.Table(fmt.Sprintf("Resources, idle %v, vip.ttl=2", idle), []string{"measure", "value"}, rows)
+	writeReport(b, r)
 }
 
 // etcdMessages is the number of gRPC messages etcd has received, from its
 // /metrics.
-func etcdMessages(b testing.TB, l *lab) float64 {
-	resp, err := l.clientHTTP().Get(l.etcd[0].clientURL() + "/metrics")
+func etcdMessages(b testing.TB, l *lab.Lab) float64 {
+	resp, err := l.ClientHTTP().Get(l.Etcd[0].ClientURL() + "/metrics")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -607,8 +576,8 @@ func etcdMessages(b testing.TB, l *lab) float64 {
 }
 
 // cpuTime is user+system time of the node's vipd, from /proc/PID/stat.
-func cpuTime(b testing.TB, nd *labNode) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", nd.cmd.Process.Pid))
+func cpuTime(b testing.TB, nd *lab.Node) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", nd.Cmd.Process.Pid))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -617,19 +586,4 @@ func cpuTime(b testing.TB, nd *labNode) time.Duration {
 	utime, _ := strconv.Atoi(f[11])
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
-}
-
-func rss(b testing.TB, nd *labNode) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nd.cmd.Process.Pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }

@@ -1,4 +1,4 @@
-package main
+package scenario
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"vipd/test/lab"
 )
 
 // Tests for a life of months (issue 9): nothing may grow while a node
@@ -22,9 +23,9 @@ func electionKey(t testing.TB, cli *clientv3.Client) (key string, createRev int6
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, "/vipd/"+labVIP+"/", clientv3.WithFirstCreate()...)
+	resp, err := cli.Get(ctx, "/vipd/"+lab.VIP+"/", clientv3.WithFirstCreate()...)
 	if err != nil || len(resp.Kvs) == 0 {
-		t.Fatalf("read the election key under /vipd/%s/: %v (%d keys)", labVIP, err, len(resp.Kvs))
+		t.Fatalf("read the election key under /vipd/%s/: %v (%d keys)", lab.VIP, err, len(resp.Kvs))
 	}
 	return string(resp.Kvs[0].Key), resp.Kvs[0].CreateRevision
 }
@@ -44,13 +45,13 @@ func TestLeaderMemoryFlat(t *testing.T) {
 		workers = 32
 		maxRise = 4 << 20
 	)
-	l := newLab(t, 1, "vip.ttl=2")
-	l.startAll()
-	leader := l.holder(electBound, 2*time.Second)
-	cli := l.etcdClient()
+	l := lab.New(t, 1, "vip.ttl=2")
+	l.StartAll()
+	leader := l.Holder(lab.ElectBound, 2*time.Second)
+	cli := l.EtcdClient()
 	key, createRev := electionKey(t, cli)
 	time.Sleep(2 * time.Second) // the runtime settles after the election
-	before := rss(t, leader)
+	before := lab.RSS(t, leader)
 
 	start := time.Now()
 	var next, failed atomic.Int64
@@ -75,18 +76,18 @@ func TestLeaderMemoryFlat(t *testing.T) {
 		t.Fatalf("%d of %d writes to %s failed, first: %v", n, writes, key, firstErr.Load())
 	}
 	time.Sleep(3 * time.Second) // let the runtime settle (and give back what it can)
-	after := rss(t, leader)
+	after := lab.RSS(t, leader)
 
 	// The same term must have led throughout, or the comparison is moot.
-	if h := l.holder(5*time.Second, 0); h != leader {
-		t.Fatalf("the VIP moved from %s to %s during the writes", leader.name, h.name)
+	if h := l.Holder(5*time.Second, 0); h != leader {
+		t.Fatalf("the VIP moved from %s to %s during the writes", leader.Name, h.Name)
 	}
 	if k, rev := electionKey(t, cli); k != key || rev != createRev {
 		t.Fatalf("the election key changed during the writes: %s (create revision %d), was %s (%d)", k, rev, key, createRev)
 	}
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	t.Logf("leader %s: VmRSS %.1f MiB before, %.1f MiB after %d writes to its election key %s (written in %v)",
-		leader.name, mib(before), mib(after), writes, key, took.Round(time.Millisecond))
+		leader.Name, mib(before), mib(after), writes, key, took.Round(time.Millisecond))
 	if rise := after - before; rise > maxRise {
 		t.Fatalf("the leader's VmRSS grew by %.1f MiB (%.1f -> %.1f MiB) over %d writes under the election prefix (limit %.0f MiB): "+
 			"it keeps what it is sent about the prefix (an unread watch buffers every event)",
@@ -128,81 +129,81 @@ func TestFrozenBurstNoStaleAnnouncement(t *testing.T) {
 		freezeAfter = 300 * time.Millisecond
 		watch       = 2 * time.Second
 	)
-	l := newLabWith(t, labOptions{nodes: 3, dualStack: true, args: []string{
+	l := lab.NewWith(t, lab.Options{Nodes: 3, DualStack: true, Args: []string{
 		"vip.ttl=2", fmt.Sprintf("vip.garp=%d", garp), "vip.garp.interval=" + interval.String()}})
-	arp, na := captureARP(t, l.client), captureNA(t, l.client)
-	procs := map[*labNode]string{l.nodes[0]: "1", l.nodes[1]: "2", l.nodes[2]: "1"}
-	start := func(nd *labNode) { l.startWrapped(nd, []string{"env", "GOMAXPROCS=" + procs[nd]}) }
-	for _, nd := range l.nodes {
+	arp, na := lab.CaptureARP(t, l.Client), lab.CaptureNA(t, l.Client)
+	procs := map[*lab.Node]string{l.Nodes[0]: "1", l.Nodes[1]: "2", l.Nodes[2]: "1"}
+	start := func(nd *lab.Node) { l.StartWrapped(nd, []string{"env", "GOMAXPROCS=" + procs[nd]}) }
+	for _, nd := range l.Nodes {
 		start(nd)
 	}
-	l.holder(electBound, time.Second)
+	l.Holder(lab.ElectBound, time.Second)
 
 	var violations []string
 	for trial := 1; trial <= trials; trial++ {
-		overlapsBefore := len(l.overlaps())
+		overlapsBefore := len(l.Overlaps())
 		// A fresh takeover: the holder hands over and starts again (last in line).
-		old := l.holder(moveBound, 500*time.Millisecond)
-		l.signal(old, syscall.SIGTERM)
-		if err := l.wait(old, 5*time.Second); err != nil {
-			t.Fatalf("trial %d: vipd on %s exited with %v after SIGTERM", trial, old.name, err)
+		old := l.Holder(lab.MoveBound, 500*time.Millisecond)
+		l.Signal(old, syscall.SIGTERM)
+		if err := l.Wait(old, 5*time.Second); err != nil {
+			t.Fatalf("trial %d: vipd on %s exited with %v after SIGTERM", trial, old.Name, err)
 		}
-		frozen := l.holderOtherThan(old, moveBound)
-		took := l.mon.gainedAt(indexOf(l.nodes, frozen))
+		frozen := l.HolderOtherThan(old, lab.MoveBound)
+		took := l.Mon.GainedAt(lab.IndexOf(l.Nodes, frozen))
 		time.Sleep(time.Until(took.Add(freezeAfter)))
-		l.signal(frozen, syscall.SIGSTOP)
+		l.Signal(frozen, syscall.SIGSTOP)
 		stopped := time.Now()
 		start(old)
 
-		next := l.holderOtherThan(frozen, moveBound)
-		nextTook := l.mon.gainedAt(indexOf(l.nodes, next))
-		waitFor(t, 5*time.Second, "the IPv6 VIP to move with the IPv4 one", func() bool {
-			held, _ := l.mon6.current()
-			return len(held) == 1 && l.nodes[held[0]] == next
+		next := l.HolderOtherThan(frozen, lab.MoveBound)
+		nextTook := l.Mon.GainedAt(lab.IndexOf(l.Nodes, next))
+		lab.WaitFor(t, 5*time.Second, "the IPv6 VIP to move with the IPv4 one", func() bool {
+			held, _ := l.Mon6.Current()
+			return len(held) == 1 && l.Nodes[held[0]] == next
 		})
 		time.Sleep(time.Until(nextTook.Add((garp-1)*interval + 500*time.Millisecond))) // its burst is over
-		l.touchVIP()
-		l.touch(labVIP6)
-		waitFor(t, 5*time.Second, "the client to resolve both VIPs to "+next.name+" "+next.mac, func() bool {
-			return l.clientNeighbourOf(labVIP) == next.mac && l.clientNeighbourOf(labVIP6) == next.mac
+		l.TouchVIP()
+		l.Touch(lab.VIP6)
+		lab.WaitFor(t, 5*time.Second, "the client to resolve both VIPs to "+next.Name+" "+next.MAC, func() bool {
+			return l.ClientNeighbourOf(lab.VIP) == next.MAC && l.ClientNeighbourOf(lab.VIP6) == next.MAC
 		})
 
-		logFrom := len(frozen.log.String())
+		logFrom := len(frozen.Log.String())
 		resumed := time.Now()
-		l.signal(frozen, syscall.SIGCONT)
+		l.Signal(frozen, syscall.SIGCONT)
 		moved := map[string]time.Duration{} // VIP -> when the client's entry named the resumed node
 		for end := resumed.Add(watch); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-			for _, vip := range []string{labVIP, labVIP6} {
-				if _, seen := moved[vip]; !seen && l.clientNeighbourOf(vip) == frozen.mac {
+			for _, vip := range []string{lab.VIP, lab.VIP6} {
+				if _, seen := moved[vip]; !seen && l.ClientNeighbourOf(vip) == frozen.MAC {
 					moved[vip] = time.Since(resumed).Round(time.Millisecond)
 				}
 			}
 		}
 		var wrong []string
-		if at := arp.first(frozen.mac, resumed); !at.IsZero() {
-			wrong = append(wrong, fmt.Sprintf("%s sent a gratuitous ARP for %s %v after SIGCONT", frozen.mac, labVIP, at.Sub(resumed).Round(time.Millisecond)))
+		if at := arp.First(frozen.MAC, resumed); !at.IsZero() {
+			wrong = append(wrong, fmt.Sprintf("%s sent a gratuitous ARP for %s %v after SIGCONT", frozen.MAC, lab.VIP, at.Sub(resumed).Round(time.Millisecond)))
 		}
-		if at := na.first(frozen.mac, resumed); !at.IsZero() {
-			wrong = append(wrong, fmt.Sprintf("%s sent an unsolicited NA for %s %v after SIGCONT", frozen.mac, labVIP6, at.Sub(resumed).Round(time.Millisecond)))
+		if at := na.First(frozen.MAC, resumed); !at.IsZero() {
+			wrong = append(wrong, fmt.Sprintf("%s sent an unsolicited NA for %s %v after SIGCONT", frozen.MAC, lab.VIP6, at.Sub(resumed).Round(time.Millisecond)))
 		}
-		for _, vip := range []string{labVIP, labVIP6} {
+		for _, vip := range []string{lab.VIP, lab.VIP6} {
 			if d, ok := moved[vip]; ok {
-				wrong = append(wrong, fmt.Sprintf("the client's neighbour entry for %s moved from %s to %s %v after SIGCONT", vip, next.mac, frozen.mac, d))
+				wrong = append(wrong, fmt.Sprintf("the client's neighbour entry for %s moved from %s to %s %v after SIGCONT", vip, next.MAC, frozen.MAC, d))
 			}
 		}
 		// A resumed process may also finish an address add that it had
 		// begun before the freeze.
-		if o := l.overlaps(); len(o) > overlapsBefore {
+		if o := l.Overlaps(); len(o) > overlapsBefore {
 			wrong = append(wrong, fmt.Sprintf("two holders at once: %v", o[overlapsBefore:]))
 		}
 		summary := fmt.Sprintf("trial %d: %s (GOMAXPROCS=%s) took the VIP (from %s), was frozen %v later; %s took over %v after the freeze; %s was resumed %v after the freeze",
-			trial, frozen.name, procs[frozen], old.name, stopped.Sub(took).Round(time.Millisecond), next.name,
-			nextTook.Sub(stopped).Round(time.Millisecond), frozen.name, resumed.Sub(stopped).Round(time.Millisecond))
+			trial, frozen.Name, procs[frozen], old.Name, stopped.Sub(took).Round(time.Millisecond), next.Name,
+			nextTook.Sub(stopped).Round(time.Millisecond), frozen.Name, resumed.Sub(stopped).Round(time.Millisecond))
 		if len(wrong) == 0 {
-			t.Logf("%s: nothing claimed the VIP for %s afterwards; its log after SIGCONT:\n%s", summary, frozen.name, frozen.log.String()[logFrom:])
+			t.Logf("%s: nothing claimed the VIP for %s afterwards; its log after SIGCONT:\n%s", summary, frozen.Name, frozen.Log.String()[logFrom:])
 			continue
 		}
-		v := fmt.Sprintf("%s:\n  %s\n  %s's log after SIGCONT:\n%s", summary, strings.Join(wrong, "\n  "), frozen.name, frozen.log.String()[logFrom:])
+		v := fmt.Sprintf("%s:\n  %s\n  %s's log after SIGCONT:\n%s", summary, strings.Join(wrong, "\n  "), frozen.Name, frozen.Log.String()[logFrom:])
 		t.Logf("%s", v)
 		violations = append(violations, v)
 	}
@@ -220,44 +221,44 @@ func TestFrozenBurstNoStaleAnnouncement(t *testing.T) {
 // address without it") although the squatter still answered. Once the
 // squatter is gone, the node must take the VIP (with its new MAC).
 func TestProbeErrorDoesNotTake(t *testing.T) {
-	l := newLabWith(t, labOptions{nodes: 1, dualStack: true, args: []string{"vip.ttl=2"}})
+	l := lab.NewWith(t, lab.Options{Nodes: 1, DualStack: true, Args: []string{"vip.ttl=2"}})
 	const squatterMAC = "02:00:5e:00:53:c0" // the client namespace's eth0 (lab.join)
-	nd := l.nodes[0]
-	squatter := l.client
-	squatter.ip(t, "addr", "add", labVIP6+"/64", "dev", "eth0", "nodad")
-	l.start(nd)
-	waitFor(t, electBound, nd.name+" to see the squatter", func() bool {
-		return strings.Contains(nd.log.String(), "still answered by "+squatterMAC)
+	nd := l.Nodes[0]
+	squatter := l.Client
+	squatter.IP(t, "addr", "add", lab.VIP6+"/64", "dev", "eth0", "nodad")
+	l.Start(nd)
+	lab.WaitFor(t, lab.ElectBound, nd.Name+" to see the squatter", func() bool {
+		return strings.Contains(nd.Log.String(), "still answered by "+squatterMAC)
 	})
 	held := func() string {
 		var h []string
-		if cur, _ := l.mon.current(); len(cur) > 0 {
-			h = append(h, labVIP)
+		if cur, _ := l.Mon.Current(); len(cur) > 0 {
+			h = append(h, lab.VIP)
 		}
-		if cur, _ := l.mon6.current(); len(cur) > 0 {
-			h = append(h, labVIP6)
+		if cur, _ := l.Mon6.Current(); len(cur) > 0 {
+			h = append(h, lab.VIP6)
 		}
 		return strings.Join(h, ",")
 	}
 	if h := held(); h != "" {
-		t.Fatalf("%s holds %s although %s answers for %s", nd.name, h, squatterMAC, labVIP6)
+		t.Fatalf("%s holds %s although %s answers for %s", nd.Name, h, squatterMAC, lab.VIP6)
 	}
 
 	const newMAC = "02:00:5e:00:53:a1"
-	logFrom := len(nd.log.String())
+	logFrom := len(nd.Log.String())
 	changed := time.Now()
-	nd.ns.ip(t, "link", "set", "eth0", "address", newMAC)
+	nd.NS.IP(t, "link", "set", "eth0", "address", newMAC)
 	for end := changed.Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if h := held(); h != "" {
 			t.Fatalf("%s took %s %v after its MAC changed to %s, while the squatter %s still answered for %s; its log since:\n%s",
-				nd.name, h, time.Since(changed).Round(time.Millisecond), newMAC, squatterMAC, labVIP6, nd.log.String()[logFrom:])
+				nd.Name, h, time.Since(changed).Round(time.Millisecond), newMAC, squatterMAC, lab.VIP6, nd.Log.String()[logFrom:])
 		}
 	}
 
-	squatter.ip(t, "addr", "del", labVIP6+"/64", "dev", "eth0")
+	squatter.IP(t, "addr", "del", lab.VIP6+"/64", "dev", "eth0")
 	gone := time.Now()
-	waitFor(t, 5*time.Second, nd.name+" to take both VIPs once the squatter is gone", func() bool {
-		return held() == labVIP+","+labVIP6
+	lab.WaitFor(t, 5*time.Second, nd.Name+" to take both VIPs once the squatter is gone", func() bool {
+		return held() == lab.VIP+","+lab.VIP6
 	})
-	t.Logf("%s took the VIPs %v after the squatter left", nd.name, time.Since(gone).Round(time.Millisecond))
+	t.Logf("%s took the VIPs %v after the squatter left", nd.Name, time.Since(gone).Round(time.Millisecond))
 }

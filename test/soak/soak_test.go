@@ -1,4 +1,4 @@
-package main
+package soak
 
 import (
 	"errors"
@@ -17,7 +17,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
+
+// TestMain first deletes namespaces that killed runs left behind.
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
 // TestSoak is `make soak` (issue 9, "Proof of a long life"): the three-node
 // cluster lab (vipd and an etcd member on each node, a dual-stack VIP, a
@@ -43,18 +48,23 @@ import (
 // names a file to append the Markdown tables to; VIPD_SOAK_LOGS the file
 // for the full logs (default: in the temp directory, named after the seed).
 
+// unableFirst is vipd's first back-off after it failed to hold the VIP
+// (it doubles with each failure): part of the behaviour the soak checks,
+// written down here rather than read from the daemon's code.
+const unableFirst = 10 * time.Second
+
 const (
 	soakGarp          = 5
 	soakGarpInterval  = 300 * time.Millisecond
 	soakBurst         = (soakGarp-1)*soakGarpInterval + 100*time.Millisecond // a takeover burst, with slack
 	soakMetricsPort   = 9180
 	soakSettle        = time.Second
-	soakBound         = labTTL + 3*time.Second   // a holder after a heal
-	soakEtcdBound     = 2*labTTL + 6*time.Second // after partitions and etcd faults: raft may elect
-	soakNeighGrace    = time.Second              // the holder has held the VIP this long...
-	soakNeighLimit    = time.Second              // ...and the client's entry disagrees this long: a violation
-	soakAnnounceSlack = 50 * time.Millisecond    // an announcement after the sender lost the VIP
-	soakEventLag      = 250 * time.Millisecond   // an announcement before its sender's gain is seen
+	soakBound         = lab.TTL + 3*time.Second   // a holder after a heal
+	soakEtcdBound     = 2*lab.TTL + 6*time.Second // after partitions and etcd faults: raft may elect
+	soakNeighGrace    = time.Second               // the holder has held the VIP this long...
+	soakNeighLimit    = time.Second               // ...and the client's entry disagrees this long: a violation
+	soakAnnounceSlack = 50 * time.Millisecond     // an announcement after the sender lost the VIP
+	soakEventLag      = 250 * time.Millisecond    // an announcement before its sender's gain is seen
 	soakSample        = 10 * time.Second
 	soakWarmup        = 2 * time.Minute  // of each process, left out of its trend
 	soakMinSpan       = 5 * time.Minute  // a trend needs this much after the warm-up
@@ -67,42 +77,42 @@ const (
 // soakFault is one kind of fault: run injects it (calling s.inject at the
 // moment of injection), holds it and heals it (setting f.healed).
 type soakFault struct {
-	name     string
+	Name     string
 	bound    time.Duration // for a holder after the heal; 0: soakBound
 	restarts bool          // it restarts the holder's vipd
-	run      func(s *soak, f *soakRun)
+	Run      func(s *soak, f *soakRun)
 }
 
 var soakFaults = []soakFault{
-	{name: "SIGKILL holder", restarts: true, run: (*soak).faultKill},
-	{name: "SIGTERM holder", restarts: true, run: (*soak).faultTerm},
-	{name: "SIGSTOP/SIGCONT holder", run: (*soak).faultFreeze},
-	{name: "SIGSTOP/SIGCONT new holder mid-burst", restarts: true, run: (*soak).faultFreezeMidBurst},
-	{name: "partition holder", bound: soakEtcdBound, run: (*soak).faultPartition},
-	{name: "etcd member loss", bound: soakEtcdBound, run: (*soak).faultEtcdMember},
-	{name: "etcd leader move", bound: soakEtcdBound, run: (*soak).faultEtcdLeader},
-	{name: "link down/up holder", run: (*soak).faultLink},
-	{name: "VIP deleted by hand on holder", run: (*soak).faultDeleteVIP},
-	{name: "service dies on holder", run: (*soak).faultService},
+	{Name: "SIGKILL holder", restarts: true, Run: (*soak).faultKill},
+	{Name: "SIGTERM holder", restarts: true, Run: (*soak).faultTerm},
+	{Name: "SIGSTOP/SIGCONT holder", Run: (*soak).faultFreeze},
+	{Name: "SIGSTOP/SIGCONT new holder mid-burst", restarts: true, Run: (*soak).faultFreezeMidBurst},
+	{Name: "partition holder", bound: soakEtcdBound, Run: (*soak).faultPartition},
+	{Name: "etcd member loss", bound: soakEtcdBound, Run: (*soak).faultEtcdMember},
+	{Name: "etcd leader move", bound: soakEtcdBound, Run: (*soak).faultEtcdLeader},
+	{Name: "link down/up holder", Run: (*soak).faultLink},
+	{Name: "VIP deleted by hand on holder", Run: (*soak).faultDeleteVIP},
+	{Name: "service dies on holder", Run: (*soak).faultService},
 	// Re-executes in place: the VIP stays. Not on the long-lived node,
 	// whose resource trend would start again.
-	{name: "SIGHUP holder", restarts: true, run: (*soak).faultReload},
+	{Name: "SIGHUP holder", restarts: true, Run: (*soak).faultReload},
 	// Issue 19: the restart paths and mistakes that once made a second
 	// holder, or pulled the VIP away again and again.
-	{name: "SIGHUP or SIGKILL + restart of an elected node waiting on a squatter", restarts: true, run: (*soak).faultRestartWaiting},
-	{name: "second vipd started on a node", run: (*soak).faultSecondVipd},
-	{name: "preferred node cannot add the address", run: (*soak).faultUnable},
+	{Name: "SIGHUP or SIGKILL + restart of an elected node waiting on a squatter", restarts: true, Run: (*soak).faultRestartWaiting},
+	{Name: "second vipd started on a node", Run: (*soak).faultSecondVipd},
+	{Name: "preferred node cannot add the address", Run: (*soak).faultUnable},
 }
 
 // soakRun is one injected fault.
 type soakRun struct {
 	n        int
 	kind     *soakFault
-	h        *labNode  // the holder before the fault
-	gained   time.Time // when h gained the IPv4 VIP
+	h        *lab.Node // the holder before the fault
+	Gained   time.Time // when h gained the IPv4 VIP
 	target   string
 	act      time.Time // the fault's first action (a mid-burst freeze begins with a handover)
-	start    time.Time // the moment of injection
+	Start    time.Time // the moment of injection
 	age      time.Duration
 	midBurst bool // injected while the holder was still in its takeover burst
 	healed   time.Time
@@ -115,7 +125,7 @@ type soakRun struct {
 }
 
 type violation struct {
-	at     time.Time
+	At     time.Time
 	kind   string
 	detail string
 }
@@ -137,17 +147,17 @@ const (
 var soakViolationKinds = []string{vOverlap, vNeigh, vStale, vBound, vExit, vLeftAddr, vLeftProc, vSquat, vSecond, vUnable}
 
 type soak struct {
-	t        *testing.T
-	l        *lab
+	T        *testing.T
+	l        *lab.Lab
 	seed     uint64
 	rng      *rand.Rand
 	t0       time.Time // the lab monitor's start: times in its history match ours
 	bin      string
 	metrics  bool
 	tr4, tr6 *holderTrack
-	p4, p6   *prober
-	arp, na  *capture
-	clientRT *rtnl
+	p4, p6   *lab.Prober
+	arp, na  *lab.Capture
+	clientRT *lab.Observer
 	neigh    []*neighWatch
 	stale    []*staleWatch
 	quit     chan struct{}
@@ -155,13 +165,13 @@ type soak struct {
 	wg       sync.WaitGroup
 	churn    churnStats
 
-	mu         sync.Mutex
+	Mu         sync.Mutex
 	procs      []*proc // per node, nil while its vipd is not running
 	series     map[int]*resSeries
 	runs       []*soakRun
 	violations []*violation
-	events     []string
-	logs       []*syncBuffer // per node, every vipd run with a header
+	Events     []string
+	logs       []*lab.SyncBuffer // per node, every vipd run with a header
 	overlapsN  int
 	neighErrs  int
 	finalAt    time.Time
@@ -215,59 +225,59 @@ func TestSoak(t *testing.T) {
 }
 
 func newSoak(t *testing.T, seed uint64) *soak {
-	bin, _ := binaries(t)
-	s := &soak{t: t, seed: seed, rng: newRand(seed), bin: bin, quit: make(chan struct{}), series: map[int]*resSeries{}}
+	bin, _ := lab.Binaries(t)
+	s := &soak{T: t, seed: seed, rng: newRand(seed), bin: bin, quit: make(chan struct{}), series: map[int]*resSeries{}}
 	s.metrics = s.metricsSupported()
-	l := newLabWith(t, labOptions{nodes: 3, cluster: true, dualStack: true,
-		args: []string{"vip.ttl=2", fmt.Sprintf("vip.garp=%d", soakGarp), "vip.garp.interval=" + soakGarpInterval.String(),
-			// Every node checks its own lab service (service_test.go),
+	l := lab.NewWith(t, lab.Options{Nodes: 3, Cluster: true, DualStack: true,
+		Args: []string{"vip.ttl=2", fmt.Sprintf("vip.garp=%d", soakGarp), "vip.garp.interval=" + soakGarpInterval.String(),
+			// Every node checks its own lab service (test/lab/service.go),
 			// so that ranks and handovers live through the faults too.
-			"vip.check=" + labCheckURL, "vip.check.interval=500ms", "vip.check.timeout=500ms", "vip.preempt.delay=2s"}})
-	s.l, s.t0 = l, l.mon.start
-	s.procs = make([]*proc, len(l.nodes))
-	for range l.nodes {
-		s.logs = append(s.logs, &syncBuffer{})
+			"vip.check=" + lab.CheckURL, "vip.check.interval=500ms", "vip.check.timeout=500ms", "vip.preempt.delay=2s"}})
+	s.l, s.t0 = l, l.Mon.Start
+	s.procs = make([]*proc, len(l.Nodes))
+	for range l.Nodes {
+		s.logs = append(s.logs, &lab.SyncBuffer{})
 	}
 	t.Cleanup(s.writeLogs)
-	tr := startHolderTracks(t, l.nodes, netip.MustParseAddr(labVIP), netip.MustParseAddr(labVIP6))
+	tr := startHolderTracks(t, l.Nodes, netip.MustParseAddr(lab.VIP), netip.MustParseAddr(lab.VIP6))
 	s.tr4, s.tr6 = tr[0], tr[1]
-	l.startServices()              // the health endpoints, and the echo the probers measure
-	s.p4 = l.startProberTo(labVIP) // the probers also keep the client's neighbour entries in use
-	s.p6 = l.startProberTo(labVIP6)
-	s.arp, s.na = captureARP(t, l.client), captureNA(t, l.client)
+	l.StartServices()               // the health endpoints, and the echo the probers measure
+	s.p4 = l.StartProberTo(lab.VIP) // the probers also keep the client's neighbour entries in use
+	s.p6 = l.StartProberTo(lab.VIP6)
+	s.arp, s.na = lab.CaptureARP(t, l.Client), lab.CaptureNA(t, l.Client)
 	var err error
-	if s.clientRT, err = dialRTNL(l.client.fd(t)); err != nil {
+	if s.clientRT, err = l.Client.Dial(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.clientRT.Close() })
-	s.neigh = []*neighWatch{{family: "IPv4", vip: netip.MustParseAddr(labVIP), tr: s.tr4},
-		{family: "IPv6", vip: netip.MustParseAddr(labVIP6), tr: s.tr6}}
+	s.neigh = []*neighWatch{{family: "IPv4", Vip: netip.MustParseAddr(lab.VIP), tr: s.tr4},
+		{family: "IPv6", Vip: netip.MustParseAddr(lab.VIP6), tr: s.tr6}}
 	s.stale = []*staleWatch{{what: "IPv4 gratuitous ARP", c: s.arp, tr: s.tr4}, {what: "IPv6 unsolicited NA", c: s.na, tr: s.tr6}}
 
-	for _, nd := range l.nodes {
+	for _, nd := range l.Nodes {
 		s.startVipd(nd)
 	}
-	if s.waitHolder(electBound, soakSettle) == nil {
-		t.Fatalf("no single holder of both VIPs within %v of the start", electBound)
+	if s.WaitHolder(lab.ElectBound, soakSettle) == nil {
+		t.Fatalf("no single holder of both VIPs within %v of the start", lab.ElectBound)
 	}
-	s.say("first holder: %s", l.nodes[s.mustSingle()].name)
+	s.say("first holder: %s", l.Nodes[s.mustSingle()].Name)
 
 	// The churn's connections, one per node namespace, and eth0's index.
-	var rts []*rtnl
+	var rts []*lab.Observer
 	var index []uint32
-	for _, nd := range l.nodes {
-		r, err := dialRTNL(nd.ns.fd(t))
+	for _, nd := range l.Nodes {
+		r, err := nd.NS.Dial()
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
-		links, err := r.links()
+		links, err := r.Links()
 		if err != nil {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(links, func(l linkMessage) bool { return l.Name == "eth0" })
+		i := slices.IndexFunc(links, func(l lab.Link) bool { return l.Name == "eth0" })
 		if i < 0 {
-			t.Fatalf("no eth0 in %s", nd.name)
+			t.Fatalf("no eth0 in %s", nd.Name)
 		}
 		rts, index = append(rts, r), append(index, links[i].Index)
 	}
@@ -282,8 +292,8 @@ func newSoak(t *testing.T, seed uint64) *soak {
 // metricsSupported asks the binary whether it knows vip.metrics (the lead
 // is adding it); without it the soak reports goroutines as n/a.
 func (s *soak) metricsSupported() bool {
-	cmd := exec.Command(s.bin, "-cmdline", "none", "-check", "vip.address="+labVIP, "vip.interface=eth0",
-		"vip.etcd=http://"+labEtcdIP+":2379", fmt.Sprintf("vip.metrics=192.0.2.11:%d", soakMetricsPort))
+	cmd := exec.Command(s.bin, "-cmdline", "none", "-check", "vip.address="+lab.VIP, "vip.interface=eth0",
+		"vip.etcd=http://"+lab.EtcdIP+":2379", fmt.Sprintf("vip.metrics=192.0.2.11:%d", soakMetricsPort))
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	switch {
@@ -294,7 +304,7 @@ func (s *soak) metricsSupported() bool {
 		fmt.Printf("soak: this vipd has no vip.metrics (%s): goroutines are n/a\n", strings.TrimSpace(string(out)))
 		return false
 	}
-	s.t.Fatalf("vipd -check with vip.metrics: %v: %s", err, out)
+	s.T.Fatalf("vipd -check with vip.metrics: %v: %s", err, out)
 	return false
 }
 
@@ -307,16 +317,16 @@ func (s *soak) stopWatchers() {
 func (s *soak) say(format string, args ...any) {
 	line := fmt.Sprintf("soak %s: %s", rel(s.t0, time.Now()), fmt.Sprintf(format, args...))
 	fmt.Println(line)
-	s.mu.Lock()
-	s.events = append(s.events, line)
-	s.mu.Unlock()
+	s.Mu.Lock()
+	s.Events = append(s.Events, line)
+	s.Mu.Unlock()
 }
 
 func (s *soak) violate(at time.Time, kind, detail string) *violation {
-	v := &violation{at: at, kind: kind, detail: detail}
-	s.mu.Lock()
+	v := &violation{At: at, kind: kind, detail: detail}
+	s.Mu.Lock()
 	s.violations = append(s.violations, v)
-	s.mu.Unlock()
+	s.Mu.Unlock()
 	s.say("VIOLATION (%s) at %s: %s", kind, rel(s.t0, at), detail)
 	return v
 }
@@ -326,49 +336,49 @@ func (s *soak) violate(at time.Time, kind, detail string) *violation {
 // startVipd runs vipd on the node as lab.start does, with vip.metrics when
 // the binary has it, and its output also kept in the node's soak log.
 // vipdArgs are the words every soak vipd runs with, plus extra.
-func (s *soak) vipdArgs(nd *labNode, extra ...string) []string {
+func (s *soak) vipdArgs(nd *lab.Node, extra ...string) []string {
 	l := s.l
-	args := []string{s.bin, "-cmdline", "none", "vip.address=" + l.vipWord(), "vip.interface=eth0", "vip.etcd=" + l.etcdURLs(),
-		"vip.name=" + nd.name, "vip.log=stderr"}
-	args = append(args, l.opt.args...)
+	args := []string{s.bin, "-cmdline", "none", "vip.address=" + l.VIPWord(), "vip.interface=eth0", "vip.etcd=" + l.EtcdURLs(),
+		"vip.name=" + nd.Name, "vip.log=stderr"}
+	args = append(args, l.Opt.Args...)
 	if s.metrics {
-		args = append(args, fmt.Sprintf("vip.metrics=%s:%d", nd.ip, soakMetricsPort))
+		args = append(args, fmt.Sprintf("vip.metrics=%s:%d", nd.IP, soakMetricsPort))
 	}
 	return append(args, extra...)
 }
 
-func (s *soak) startVipd(nd *labNode, extra ...string) {
-	i := indexOf(s.l.nodes, nd)
-	nd.cmd = nd.command(s.vipdArgs(nd, extra...)...)
-	nd.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1") // the live heap after every GC, on stderr
-	nd.log = &syncBuffer{}
-	w := io.MultiWriter(nd.log, s.logs[i])
-	nd.cmd.Stdout, nd.cmd.Stderr = w, w
-	if err := nd.cmd.Start(); err != nil {
-		s.t.Fatalf("start vipd on %s: %v", nd.name, err)
+func (s *soak) startVipd(nd *lab.Node, extra ...string) {
+	i := lab.IndexOf(s.l.Nodes, nd)
+	nd.Cmd = nd.Command(s.vipdArgs(nd, extra...)...)
+	nd.Cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1") // the live heap after every GC, on stderr
+	nd.Log = &lab.SyncBuffer{}
+	w := io.MultiWriter(nd.Log, s.logs[i])
+	nd.Cmd.Stdout, nd.Cmd.Stderr = w, w
+	if err := nd.Cmd.Start(); err != nil {
+		s.T.Fatalf("start vipd on %s: %v", nd.Name, err)
 	}
-	fmt.Fprintf(s.logs[i], "=== %s %s: vipd started, pid %d\n", rel(s.t0, time.Now()), time.Now().Format("15:04:05.000"), nd.cmd.Process.Pid)
-	nd.exit = make(chan error, 1)
-	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.cmd, nd.exit)
-	s.mu.Lock()
-	s.procs[i] = &proc{node: i, pid: nd.cmd.Process.Pid, start: time.Now()}
-	s.mu.Unlock()
+	fmt.Fprintf(s.logs[i], "=== %s %s: vipd started, pid %d\n", rel(s.t0, time.Now()), time.Now().Format("15:04:05.000"), nd.Cmd.Process.Pid)
+	nd.Exit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan error) { exit <- cmd.Wait() }(nd.Cmd, nd.Exit)
+	s.Mu.Lock()
+	s.procs[i] = &proc{Node: i, pid: nd.Cmd.Process.Pid, Start: time.Now()}
+	s.Mu.Unlock()
 	// A signal that comes before vipd has installed its handler (while
 	// `ip netns exec` or the Go runtime is still starting it) takes the
 	// default action: the process dies of it, which is no stop vipd can
 	// handle. Its first log line comes after the handler is in place.
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if strings.Contains(nd.log.String(), "vipd: starting ") {
+		if strings.Contains(nd.Log.String(), "vipd: starting ") {
 			return
 		}
 	}
-	s.say("vipd on %s has not logged its start within 5 s", nd.name)
+	s.say("vipd on %s has not logged its start within 5 s", nd.Name)
 }
 
 // waitExit waits for the node's vipd to exit; ok is false on timeout.
-func (s *soak) waitExit(nd *labNode, timeout time.Duration) (err error, ok bool) {
+func (s *soak) waitExit(nd *lab.Node, timeout time.Duration) (err error, ok bool) {
 	select {
-	case err = <-nd.exit:
+	case err = <-nd.Exit:
 	case <-time.After(timeout):
 		return nil, false
 	}
@@ -376,86 +386,86 @@ func (s *soak) waitExit(nd *labNode, timeout time.Duration) (err error, ok bool)
 	return err, true
 }
 
-func (s *soak) exited(nd *labNode, err error) {
-	i := indexOf(s.l.nodes, nd)
-	nd.cmd = nil
+func (s *soak) exited(nd *lab.Node, err error) {
+	i := lab.IndexOf(s.l.Nodes, nd)
+	nd.Cmd = nil
 	fmt.Fprintf(s.logs[i], "=== %s: vipd exited: %v\n", rel(s.t0, time.Now()), err)
-	s.mu.Lock()
+	s.Mu.Lock()
 	s.procs[i] = nil
-	s.mu.Unlock()
+	s.Mu.Unlock()
 }
 
-func (s *soak) signal(nd *labNode, sig syscall.Signal) {
-	if nd.cmd == nil {
+func (s *soak) Signal(nd *lab.Node, sig syscall.Signal) {
+	if nd.Cmd == nil {
 		return
 	}
-	if err := syscall.Kill(-nd.cmd.Process.Pid, sig); err != nil {
-		s.say("signal %v to %s: %v", sig, nd.name, err)
+	if err := syscall.Kill(-nd.Cmd.Process.Pid, sig); err != nil {
+		s.say("signal %v to %s: %v", sig, nd.Name, err)
 	}
 	if sig == syscall.SIGSTOP || sig == syscall.SIGCONT {
-		s.mu.Lock()
-		if p := s.procs[indexOf(s.l.nodes, nd)]; p != nil {
+		s.Mu.Lock()
+		if p := s.procs[lab.IndexOf(s.l.Nodes, nd)]; p != nil {
 			p.frozen = sig == syscall.SIGSTOP
 		}
-		s.mu.Unlock()
+		s.Mu.Unlock()
 	}
 }
 
 // gracefulStop sends SIGTERM and checks the contract of a stop: exit 0
 // within 10 s, and neither VIP left behind on the node.
-func (s *soak) gracefulStop(nd *labNode) {
-	s.signal(nd, syscall.SIGCONT)
-	s.signal(nd, syscall.SIGTERM)
+func (s *soak) gracefulStop(nd *lab.Node) {
+	s.Signal(nd, syscall.SIGCONT)
+	s.Signal(nd, syscall.SIGTERM)
 	s.checkStop(nd)
 }
 
 // checkStop waits for a vipd that was sent SIGTERM and checks the stop.
-func (s *soak) checkStop(nd *labNode) {
+func (s *soak) checkStop(nd *lab.Node) {
 	err, ok := s.waitExit(nd, 10*time.Second)
 	if !ok {
-		s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s still running 10 s after SIGTERM; killed", nd.name))
-		syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGKILL)
+		s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s still running 10 s after SIGTERM; killed", nd.Name))
+		syscall.Kill(-nd.Cmd.Process.Pid, syscall.SIGKILL)
 		err, _ = s.waitExit(nd, 10*time.Second)
 	} else if err != nil {
-		s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s exited with %v after SIGTERM, want status 0", nd.name, err))
+		s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s exited with %v after SIGTERM, want status 0", nd.Name, err))
 	}
-	if left := s.vipsIn(nd.ns); len(left) > 0 {
-		s.violate(time.Now(), vLeftAddr, fmt.Sprintf("%s still has %v right after its vipd stopped", nd.name, left))
+	if left := s.vipsIn(nd.NS); len(left) > 0 {
+		s.violate(time.Now(), vLeftAddr, fmt.Sprintf("%s still has %v right after its vipd stopped", nd.Name, left))
 	}
 }
 
 // checkExits restarts any vipd that exited without being told to.
 func (s *soak) checkExits() {
-	for i, nd := range s.l.nodes {
-		if nd.cmd == nil {
+	for i, nd := range s.l.Nodes {
+		if nd.Cmd == nil {
 			continue
 		}
 		select {
-		case err := <-nd.exit:
+		case err := <-nd.Exit:
 			s.exited(nd, err)
-			log := strings.Split(strings.TrimSpace(nd.log.String()), "\n")
+			log := strings.Split(strings.TrimSpace(nd.Log.String()), "\n")
 			s.violate(time.Now(), vExit, fmt.Sprintf("vipd on %s exited by itself (%v); its last lines:\n%s",
-				nd.name, err, strings.Join(log[max(0, len(log)-10):], "\n")))
-			s.startVipd(s.l.nodes[i])
+				nd.Name, err, strings.Join(log[max(0, len(log)-10):], "\n")))
+			s.startVipd(s.l.Nodes[i])
 		default:
 		}
 	}
 }
 
 // vipsIn lists the VIPs present in a namespace right now.
-func (s *soak) vipsIn(ns *testNS) []string {
-	r, err := dialRTNL(ns.fd(s.t))
+func (s *soak) vipsIn(ns *lab.NS) []string {
+	r, err := ns.Dial()
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	defer r.Close()
-	addrs, err := r.addrs(0)
+	addrs, err := r.Addrs()
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	var found []string
 	for _, a := range addrs {
-		if ip := a.ip(); ip == netip.MustParseAddr(labVIP) || ip == netip.MustParseAddr(labVIP6) {
+		if ip := a.IP; ip == netip.MustParseAddr(lab.VIP) || ip == netip.MustParseAddr(lab.VIP6) {
 			found = append(found, ip.String())
 		}
 	}
@@ -466,13 +476,13 @@ func (s *soak) vipsIn(ns *testNS) []string {
 
 // waitHolder waits until one node holds both VIPs, nobody else holds
 // either, it is live, and it has held them for settle; nil on timeout.
-func (s *soak) waitHolder(timeout, settle time.Duration) *labNode {
+func (s *soak) WaitHolder(timeout, settle time.Duration) *lab.Node {
 	end := time.Now().Add(timeout)
 	for {
 		i, since4, ok4 := s.tr4.single()
 		j, since6, ok6 := s.tr6.single()
 		if ok4 && ok6 && i == j && time.Since(since4) >= settle && time.Since(since6) >= settle && s.live(i, since4, since6) {
-			return s.l.nodes[i]
+			return s.l.Nodes[i]
 		}
 		if time.Now().After(end) {
 			return nil
@@ -487,14 +497,14 @@ func (s *soak) waitHolder(timeout, settle time.Duration) *labNode {
 // vipd started since has resumed the lease of the one killed (resume.go),
 // which makes the copy its own.
 func (s *soak) live(i int, gains ...time.Time) bool {
-	s.mu.Lock()
+	s.Mu.Lock()
 	p := s.procs[i]
 	var start time.Time
 	frozen := p == nil || p.frozen
 	if p != nil {
-		start = p.start
+		start = p.Start
 	}
-	s.mu.Unlock()
+	s.Mu.Unlock()
 	if frozen {
 		return false
 	}
@@ -508,20 +518,20 @@ func (s *soak) live(i int, gains ...time.Time) bool {
 
 // resumed says whether node i's current vipd resumed an earlier lease.
 func (s *soak) resumed(i int) bool {
-	log := s.l.nodes[i].log
+	log := s.l.Nodes[i].Log
 	return log != nil && strings.Contains(log.String(), "resumed the earlier run's lease")
 }
 
 func (s *soak) mustSingle() int {
 	i, _, ok := s.tr4.single()
 	if !ok {
-		s.t.Fatalf("no single holder")
+		s.T.Fatalf("no single holder")
 	}
 	return i
 }
 
 func (s *soak) holdersNow() string {
-	return fmt.Sprintf("IPv4 held by %v, IPv6 by %v", s.l.names(s.tr4.holders()), s.l.names(s.tr6.holders()))
+	return fmt.Sprintf("IPv4 held by %v, IPv6 by %v", s.l.Names(s.tr4.holders()), s.l.Names(s.tr6.holders()))
 }
 
 // --- the schedule ----------------------------------------------------------
@@ -542,12 +552,12 @@ func (s *soak) runFaultHold(k *soakFault, hold time.Duration) {
 	if !s.prepare(f) {
 		return
 	}
-	for try := 0; k.restarts && f.h == s.l.nodes[soakKeep] && try < 3; try++ {
+	for try := 0; k.restarts && f.h == s.l.Nodes[soakKeep] && try < 3; try++ {
 		// A fault that restarts the holder found the long-lived node
 		// holding: a freeze (itself a fault, recorded as one) moves the
 		// VIP first.
-		s.say("next: %s, but %s holds, whose vipd lives through the soak: a freeze moves the VIP off it first", k.name, f.h.name)
-		s.runFaultHold(&soakFaults[slices.IndexFunc(soakFaults, func(k soakFault) bool { return k.name == "SIGSTOP/SIGCONT holder" })], 3*time.Second)
+		s.say("next: %s, but %s holds, whose vipd lives through the soak: a freeze moves the VIP off it first", k.Name, f.h.Name)
+		s.runFaultHold(&soakFaults[slices.IndexFunc(soakFaults, func(k soakFault) bool { return k.Name == "SIGSTOP/SIGCONT holder" })], 3*time.Second)
 		f.n = len(s.runs) + 1
 		if s.aborted || !s.prepare(f) {
 			return
@@ -555,30 +565,30 @@ func (s *soak) runFaultHold(k *soakFault, hold time.Duration) {
 	}
 	s.finish(time.Now())
 	f.act = time.Now()
-	k.run(s, f)
+	k.Run(s, f)
 	if f.healed.IsZero() {
 		f.healed = time.Now()
 	}
-	s.mu.Lock()
+	s.Mu.Lock()
 	s.runs = append(s.runs, f)
-	s.mu.Unlock()
+	s.Mu.Unlock()
 
 	bound := k.bound
 	if bound == 0 {
 		bound = soakBound
 	}
-	h := s.waitHolder(bound, 0)
+	h := s.WaitHolder(bound, 0)
 	if h == nil {
 		s.violate(f.healed.Add(bound), vBound, fmt.Sprintf("no single holder of both VIPs %v after healing #%d (%s): %s",
-			bound, f.n, k.name, s.holdersNow()))
-		if h = s.waitHolder(time.Minute, 0); h == nil {
+			bound, f.n, k.Name, s.holdersNow()))
+		if h = s.WaitHolder(time.Minute, 0); h == nil {
 			s.abort("still no single holder a minute later: " + s.holdersNow())
 			return
 		}
 	}
 	f.toHolder = time.Since(f.healed)
 	s.say("#%d healed at %s; %s holds both VIPs %dms later%s",
-		f.n, rel(s.t0, f.healed), h.name, f.toHolder.Milliseconds(), strings.Join(append([]string{""}, f.note...), "; "))
+		f.n, rel(s.t0, f.healed), h.Name, f.toHolder.Milliseconds(), strings.Join(append([]string{""}, f.note...), "; "))
 }
 
 // finish closes the window of the last fault at end (the next fault's first
@@ -589,11 +599,11 @@ func (s *soak) finish(end time.Time) {
 		return
 	}
 	f := s.runs[len(s.runs)-1]
-	out4, out6 := longestGap(s.p4, f.start, end), longestGap(s.p6, f.start, end)
-	s.mu.Lock()
+	out4, out6 := longestGap(s.p4, f.Start, end), longestGap(s.p6, f.Start, end)
+	s.Mu.Lock()
 	f.end, f.out4, f.out6 = end, out4, out6
-	s.mu.Unlock()
-	s.say("#%d %s: client-visible outage %dms (IPv4), %dms (IPv6)", f.n, f.kind.name, out4.Milliseconds(), out6.Milliseconds())
+	s.Mu.Unlock()
+	s.say("#%d %s: client-visible outage %dms (IPv4), %dms (IPv6)", f.n, f.kind.Name, out4.Milliseconds(), out6.Milliseconds())
 }
 
 // abort stops the schedule after a failure that leaves nothing to fault;
@@ -609,61 +619,61 @@ func (s *soak) abort(why string) {
 // that a seed replays the same schedule. False: the soak was aborted.
 func (s *soak) prepare(f *soakRun) bool {
 	early, offset, pause := s.rng.IntN(3) == 0, s.between(100*time.Millisecond, 1500*time.Millisecond), s.between(0, 2*time.Second)
-	if !s.etcdHealthy(30 * time.Second) {
+	if !s.EtcdHealthy(30 * time.Second) {
 		s.say("warning: not every etcd member is healthy 30 s after the last heal; going on")
 	}
-	h := s.waitHolder(30*time.Second, 0)
+	h := s.WaitHolder(30*time.Second, 0)
 	if h == nil {
 		s.violate(time.Now(), vBound, fmt.Sprintf("no single holder of both VIPs for 30 s before fault #%d: %s", f.n, s.holdersNow()))
-		if h = s.waitHolder(time.Minute, 0); h == nil {
+		if h = s.WaitHolder(time.Minute, 0); h == nil {
 			s.abort("still no single holder a minute later: " + s.holdersNow())
 			return false
 		}
 	}
 	// The client must reach the holder again before the next fault: a
 	// stale neighbour entry takes seconds to be found out.
-	if !s.p4.answeredBy(h.name, time.Now(), 30*time.Second) || !s.p6.answeredBy(h.name, time.Now(), 30*time.Second) {
-		s.say("warning: the client is not answered by the holder %s after 30 s; going on", h.name)
+	if !s.p4.AnsweredBy(h.Name, time.Now(), 30*time.Second) || !s.p6.AnsweredBy(h.Name, time.Now(), 30*time.Second) {
+		s.say("warning: the client is not answered by the holder %s after 30 s; going on", h.Name)
 	}
-	gained := s.tr4.heldSince(indexOf(s.l.nodes, h))
+	gained := s.tr4.heldSince(lab.IndexOf(s.l.Nodes, h))
 	if early && time.Since(gained) < soakBurst {
 		time.Sleep(time.Until(gained.Add(offset)))
 	} else {
-		s.waitHolder(30*time.Second, soakSettle)
+		s.WaitHolder(30*time.Second, soakSettle)
 		time.Sleep(pause)
 	}
-	if f.h = s.waitHolder(30*time.Second, 0); f.h == nil {
+	if f.h = s.WaitHolder(30*time.Second, 0); f.h == nil {
 		s.abort(fmt.Sprintf("no single holder for 30 s before fault #%d: %s", f.n, s.holdersNow()))
 		return false
 	}
-	f.gained = s.tr4.heldSince(indexOf(s.l.nodes, f.h))
+	f.Gained = s.tr4.heldSince(lab.IndexOf(s.l.Nodes, f.h))
 	return true
 }
 
 // inject records the moment of injection.
 func (s *soak) inject(f *soakRun, target string) {
-	f.start, f.target = time.Now(), target
+	f.Start, f.target = time.Now(), target
 	if i, gained, ok := s.tr4.single(); ok {
-		f.age = f.start.Sub(gained)
-		f.midBurst = f.age < soakBurst && s.l.nodes[i] == f.h
+		f.age = f.Start.Sub(gained)
+		f.midBurst = f.age < soakBurst && s.l.Nodes[i] == f.h
 	}
 	burst := ""
 	if f.midBurst {
-		burst = fmt.Sprintf(" (mid-burst: %s gained the VIP %dms ago)", f.h.name, f.age.Milliseconds())
+		burst = fmt.Sprintf(" (mid-burst: %s gained the VIP %dms ago)", f.h.Name, f.age.Milliseconds())
 	}
-	s.say("#%d %s on %s%s", f.n, f.kind.name, target, burst)
+	s.say("#%d %s on %s%s", f.n, f.kind.Name, target, burst)
 }
 
 func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
 
 func (s *soak) faultKill(f *soakRun) {
 	h, hold := f.h, s.between(500*time.Millisecond, 3*time.Second)
-	s.inject(f, h.name)
-	s.signal(h, syscall.SIGKILL)
+	s.inject(f, h.Name)
+	s.Signal(h, syscall.SIGKILL)
 	if _, ok := s.waitExit(h, 10*time.Second); !ok {
-		s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", h.name) // the lab is broken, not vipd
+		s.T.Fatalf("vipd on %s survived SIGKILL for 10 s", h.Name) // the lab is broken, not vipd
 	}
-	sleepUntil(f.start.Add(hold))
+	sleepUntil(f.Start.Add(hold))
 	s.startVipd(h)
 	f.healed = time.Now()
 }
@@ -672,17 +682,17 @@ func (s *soak) faultKill(f *soakRun) {
 // (resume.go); whatever happens meanwhile must keep the invariants.
 func (s *soak) faultReload(f *soakRun) {
 	h := f.h
-	s.inject(f, h.name)
-	s.signal(h, syscall.SIGHUP)
-	sleepUntil(f.start.Add(s.between(200*time.Millisecond, time.Second)))
+	s.inject(f, h.Name)
+	s.Signal(h, syscall.SIGHUP)
+	sleepUntil(f.Start.Add(s.between(200*time.Millisecond, time.Second)))
 	f.healed = time.Now()
 }
 
 func (s *soak) faultTerm(f *soakRun) {
 	h, hold := f.h, s.between(200*time.Millisecond, 2*time.Second)
-	s.inject(f, h.name)
+	s.inject(f, h.Name)
 	s.gracefulStop(h)
-	sleepUntil(f.start.Add(hold))
+	sleepUntil(f.Start.Add(hold))
 	s.startVipd(h)
 	f.healed = time.Now()
 }
@@ -693,10 +703,10 @@ func (s *soak) faultTerm(f *soakRun) {
 // brings it back after the hold, whether or not the VIP has moved.
 func (s *soak) faultService(f *soakRun) {
 	h, hold := f.h, s.between(time.Second, 5*time.Second)
-	s.inject(f, h.name)
-	h.service.down()
-	sleepUntil(f.start.Add(hold))
-	h.service.up()
+	s.inject(f, h.Name)
+	h.Service.Down()
+	sleepUntil(f.Start.Add(hold))
+	h.Service.Up()
 	f.healed = time.Now()
 }
 
@@ -705,10 +715,10 @@ func (s *soak) faultFreeze(f *soakRun) {
 	if f.hold > 0 {
 		hold = f.hold
 	}
-	s.inject(f, h.name)
-	s.signal(h, syscall.SIGSTOP)
-	sleepUntil(f.start.Add(hold))
-	s.signal(h, syscall.SIGCONT)
+	s.inject(f, h.Name)
+	s.Signal(h, syscall.SIGSTOP)
+	sleepUntil(f.Start.Add(hold))
+	s.Signal(h, syscall.SIGCONT)
 	f.healed = time.Now()
 	f.note = append(f.note, fmt.Sprintf("frozen %dms", hold.Milliseconds()))
 }
@@ -721,10 +731,10 @@ func (s *soak) faultFreezeMidBurst(f *soakRun) {
 	old, offset, hold := f.h, s.between(100*time.Millisecond, 1500*time.Millisecond), s.between(3*time.Second, 6*time.Second)
 	s.gracefulStop(old)
 	s.startVipd(old)
-	var n *labNode
-	for end := time.Now().Add(moveBound); time.Now().Before(end) && n == nil; time.Sleep(5 * time.Millisecond) {
-		if i, _, ok := s.tr4.single(); ok && s.l.nodes[i] != old {
-			n = s.l.nodes[i]
+	var n *lab.Node
+	for end := time.Now().Add(lab.MoveBound); time.Now().Before(end) && n == nil; time.Sleep(5 * time.Millisecond) {
+		if i, _, ok := s.tr4.single(); ok && s.l.Nodes[i] != old {
+			n = s.l.Nodes[i]
 		}
 	}
 	if n == nil {
@@ -733,56 +743,56 @@ func (s *soak) faultFreezeMidBurst(f *soakRun) {
 		return
 	}
 	f.h = n
-	sleepUntil(s.tr4.heldSince(indexOf(s.l.nodes, n)).Add(offset))
-	s.inject(f, n.name)
-	s.signal(n, syscall.SIGSTOP)
-	sleepUntil(f.start.Add(hold))
-	s.signal(n, syscall.SIGCONT)
+	sleepUntil(s.tr4.heldSince(lab.IndexOf(s.l.Nodes, n)).Add(offset))
+	s.inject(f, n.Name)
+	s.Signal(n, syscall.SIGSTOP)
+	sleepUntil(f.Start.Add(hold))
+	s.Signal(n, syscall.SIGCONT)
 	f.healed = time.Now()
 	f.note = append(f.note, fmt.Sprintf("frozen %dms after its gain, for %dms", f.age.Milliseconds(), hold.Milliseconds()))
 }
 
 func (s *soak) faultPartition(f *soakRun) {
 	h, hold := f.h, s.between(time.Second, 5*time.Second)
-	s.inject(f, h.name)
-	s.l.partition(h)
-	sleepUntil(f.start.Add(hold))
-	s.l.heal(h)
+	s.inject(f, h.Name)
+	s.l.Partition(h)
+	sleepUntil(f.Start.Add(hold))
+	s.l.Heal(h)
 	f.healed = time.Now()
 }
 
 func (s *soak) faultEtcdMember(f *soakRun) {
-	m, hold := s.l.etcd[s.rng.IntN(len(s.l.etcd))], s.between(time.Second, 6*time.Second)
-	roles := []string{"etcd " + m.name}
-	if m.name == f.h.name {
+	m, hold := s.l.Etcd[s.rng.IntN(len(s.l.Etcd))], s.between(time.Second, 6*time.Second)
+	roles := []string{"etcd " + m.Name}
+	if m.Name == f.h.Name {
 		roles = append(roles, "holder's node")
 	}
-	if s.l.etcdLeader() == m {
+	if s.l.EtcdLeader() == m {
 		roles = append(roles, "raft leader")
 	}
 	s.inject(f, strings.Join(roles, ", "))
-	s.l.stopMember(m)
-	sleepUntil(f.start.Add(hold))
-	s.l.startEtcd(m)
+	s.l.StopMember(m)
+	sleepUntil(f.Start.Add(hold))
+	s.l.StartEtcd(m)
 	f.healed = time.Now()
 }
 
 func (s *soak) faultEtcdLeader(f *soakRun) {
-	pick := s.rng.IntN(len(s.l.etcd) - 1)
-	leader := s.l.etcdLeader()
-	var others []*etcdMember
-	for _, m := range s.l.etcd {
+	pick := s.rng.IntN(len(s.l.Etcd) - 1)
+	leader := s.l.EtcdLeader()
+	var others []*lab.EtcdMember
+	for _, m := range s.l.Etcd {
 		if m != leader {
 			others = append(others, m)
 		}
 	}
 	to := others[pick%len(others)]
-	what := "etcd " + to.name
-	if to.name == f.h.name {
+	what := "etcd " + to.Name
+	if to.Name == f.h.Name {
 		what += " (holder's node)"
 	}
 	s.inject(f, what)
-	if err := s.moveEtcdLeader(to); err != nil {
+	if err := s.MoveEtcdLeader(to); err != nil {
 		f.note = append(f.note, err.Error())
 	}
 	f.healed = time.Now()
@@ -790,24 +800,24 @@ func (s *soak) faultEtcdLeader(f *soakRun) {
 
 func (s *soak) faultLink(f *soakRun) {
 	h, hold := f.h, s.between(500*time.Millisecond, 3*time.Second)
-	s.inject(f, h.name)
-	h.ns.ip(s.t, "link", "set", "eth0", "down")
-	sleepUntil(f.start.Add(hold))
-	h.ns.ip(s.t, "link", "set", "eth0", "up")
+	s.inject(f, h.Name)
+	h.NS.IP(s.T, "link", "set", "eth0", "down")
+	sleepUntil(f.Start.Add(hold))
+	h.NS.IP(s.T, "link", "set", "eth0", "up")
 	// Link down takes the node's IPv6 addresses with it; put its own back.
-	own := fmt.Sprintf("%s%d", labPrefix6, 10+indexOf(s.l.nodes, h)+1)
-	if !strings.Contains(h.ns.ip(s.t, "-6", "addr", "show", "dev", "eth0"), own+"/64") {
-		h.ns.ip(s.t, "addr", "add", own+"/64", "dev", "eth0", "nodad")
+	own := fmt.Sprintf("%s%d", lab.Prefix6, 10+lab.IndexOf(s.l.Nodes, h)+1)
+	if !strings.Contains(h.NS.IP(s.T, "-6", "addr", "show", "dev", "eth0"), own+"/64") {
+		h.NS.IP(s.T, "addr", "add", own+"/64", "dev", "eth0", "nodad")
 	}
 	f.healed = time.Now()
 }
 
 func (s *soak) faultDeleteVIP(f *soakRun) {
-	which := [][]string{{labVIP + "/32"}, {labVIP6 + "/128"}, {labVIP + "/32", labVIP6 + "/128"}}[s.rng.IntN(3)]
+	which := [][]string{{lab.VIP + "/32"}, {lab.VIP6 + "/128"}, {lab.VIP + "/32", lab.VIP6 + "/128"}}[s.rng.IntN(3)]
 	h := f.h
-	s.inject(f, h.name+" ("+strings.Join(which, " and ")+")")
+	s.inject(f, h.Name+" ("+strings.Join(which, " and ")+")")
 	for _, a := range which {
-		if out, err := exec.Command("ip", "-n", h.ns.name, "addr", "del", a, "dev", "eth0").CombinedOutput(); err != nil {
+		if out, err := exec.Command("ip", "-n", h.NS.Name, "addr", "del", a, "dev", "eth0").CombinedOutput(); err != nil {
 			f.note = append(f.note, fmt.Sprintf("delete %s: %v: %s", a, err, strings.TrimSpace(string(out))))
 		}
 	}
@@ -822,22 +832,22 @@ func (s *soak) faultDeleteVIP(f *soakRun) {
 // holder after a restart). The squatter goes, the old holder comes back.
 func (s *soak) faultRestartWaiting(f *soakRun) {
 	h, kill, hold := f.h, s.rng.IntN(2) == 1, s.between(2*time.Second, 4*time.Second)
-	from := map[*labNode]int{}
-	for _, nd := range s.l.nodes {
-		if nd.log != nil {
-			from[nd] = len(nd.log.String())
+	from := map[*lab.Node]int{}
+	for _, nd := range s.l.Nodes {
+		if nd.Log != nil {
+			from[nd] = len(nd.Log.String())
 		}
 	}
-	s.inject(f, h.name)
-	s.l.lan.ip(s.t, "addr", "add", labVIP+"/32", "dev", "br0")
-	s.signal(h, syscall.SIGKILL)
+	s.inject(f, h.Name)
+	s.l.Lan.IP(s.T, "addr", "add", lab.VIP+"/32", "dev", "br0")
+	s.Signal(h, syscall.SIGKILL)
 	if _, ok := s.waitExit(h, 10*time.Second); !ok {
-		s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", h.name)
+		s.T.Fatalf("vipd on %s survived SIGKILL for 10 s", h.Name)
 	}
-	var w *labNode
-	for end := time.Now().Add(moveBound); w == nil && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		for _, nd := range s.l.nodes {
-			if nd != h && nd.cmd != nil && strings.Contains(nd.log.String()[from[nd]:], "waiting for it to go quiet") {
+	var w *lab.Node
+	for end := time.Now().Add(lab.MoveBound); w == nil && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for _, nd := range s.l.Nodes {
+			if nd != h && nd.Cmd != nil && strings.Contains(nd.Log.String()[from[nd]:], "waiting for it to go quiet") {
 				w = nd
 			}
 		}
@@ -845,29 +855,29 @@ func (s *soak) faultRestartWaiting(f *soakRun) {
 	switch {
 	case w == nil:
 		f.note = append(f.note, "no node was seen waiting for the squatter")
-	case w == s.l.nodes[soakKeep]:
-		f.note = append(f.note, w.name+" waited: the long-lived node, not restarted")
+	case w == s.l.Nodes[soakKeep]:
+		f.note = append(f.note, w.Name+" waited: the long-lived node, not restarted")
 	case kill:
-		f.note = append(f.note, w.name+" waited: SIGKILL + restart")
-		s.signal(w, syscall.SIGKILL)
+		f.note = append(f.note, w.Name+" waited: SIGKILL + restart")
+		s.Signal(w, syscall.SIGKILL)
 		if _, ok := s.waitExit(w, 10*time.Second); !ok {
-			s.t.Fatalf("vipd on %s survived SIGKILL for 10 s", w.name)
+			s.T.Fatalf("vipd on %s survived SIGKILL for 10 s", w.Name)
 		}
 		s.startVipd(w)
 	default:
-		f.note = append(f.note, w.name+" waited: SIGHUP")
-		s.signal(w, syscall.SIGHUP)
+		f.note = append(f.note, w.Name+" waited: SIGHUP")
+		s.Signal(w, syscall.SIGHUP)
 	}
-	for seen := false; !seen && time.Now().Before(f.start.Add(hold+time.Second)); time.Sleep(50 * time.Millisecond) {
+	for seen := false; !seen && time.Now().Before(f.Start.Add(hold+time.Second)); time.Sleep(50 * time.Millisecond) {
 		for _, i := range s.tr4.holders() {
-			if nd := s.l.nodes[i]; nd != h && !seen {
-				s.violate(time.Now(), vSquat, fmt.Sprintf("%s holds %s while the bridge's host answers for it", nd.name, labVIP))
+			if nd := s.l.Nodes[i]; nd != h && !seen {
+				s.violate(time.Now(), vSquat, fmt.Sprintf("%s holds %s while the bridge's host answers for it", nd.Name, lab.VIP))
 				seen = true
 			}
 		}
 	}
-	sleepUntil(f.start.Add(hold + time.Second))
-	s.l.lan.ip(s.t, "addr", "del", labVIP+"/32", "dev", "br0")
+	sleepUntil(f.Start.Add(hold + time.Second))
+	s.l.Lan.IP(s.T, "addr", "del", lab.VIP+"/32", "dev", "br0")
 	s.startVipd(h)
 	f.healed = time.Now()
 }
@@ -876,14 +886,14 @@ func (s *soak) faultRestartWaiting(f *soakRun) {
 // is started on a node (a bare `vipd` run by hand). It must exit 1 at
 // once, naming the first one's pid, and touch nothing.
 func (s *soak) faultSecondVipd(f *soakRun) {
-	nd := s.l.nodes[s.rng.IntN(len(s.l.nodes))]
-	s.inject(f, nd.name)
-	out, code, ran, err := nd.runBounded(s.vipdArgs(nd), 10*time.Second)
+	nd := s.l.Nodes[s.rng.IntN(len(s.l.Nodes))]
+	s.inject(f, nd.Name)
+	out, code, ran, err := nd.RunBounded(s.vipdArgs(nd), 10*time.Second)
 	if err != nil {
-		s.t.Fatalf("a second vipd on %s: %v", nd.name, err)
+		s.T.Fatalf("a second vipd on %s: %v", nd.Name, err)
 	}
-	if err := secondRefused(out, code, ran, nd.cmd.Process.Pid); err != nil {
-		s.violate(time.Now(), vSecond, fmt.Sprintf("on %s: %v", nd.name, err))
+	if err := lab.SecondRefused(out, code, ran, nd.Cmd.Process.Pid); err != nil {
+		s.violate(time.Now(), vSecond, fmt.Sprintf("on %s: %v", nd.Name, err))
 	}
 	f.healed = time.Now()
 }
@@ -895,32 +905,32 @@ func (s *soak) faultSecondVipd(f *soakRun) {
 // (once it pulled the VIP away every few seconds, for ever). Then IPv6 is
 // back and the node runs as before.
 func (s *soak) faultUnable(f *soakRun) {
-	var cands []*labNode
-	for i, nd := range s.l.nodes {
+	var cands []*lab.Node
+	for i, nd := range s.l.Nodes {
 		if nd != f.h && i != soakKeep {
 			cands = append(cands, nd)
 		}
 	}
 	nd, hold := cands[s.rng.IntN(len(cands))], s.between(12*time.Second, 25*time.Second)
-	s.inject(f, nd.name)
-	nd.ns.sysctl(s.t, "net.ipv6.conf.eth0.disable_ipv6", "1")
+	s.inject(f, nd.Name)
+	nd.NS.Sysctl(s.T, "net.ipv6.conf.eth0.disable_ipv6", "1")
 	s.gracefulStop(nd)
 	s.startVipd(nd, "vip.priority=10")
-	sleepUntil(f.start.Add(hold))
-	failures := strings.Count(nd.log.String(), "ranking this node unable")
+	sleepUntil(f.Start.Add(hold))
+	failures := strings.Count(nd.Log.String(), "ranking this node unable")
 	// At most one failure per back-off: the first, then one each time a
 	// back-off (10 s, 20 s, ...) has run out within the hold.
 	allowed := 1
 	for b, sum := unableFirst, unableFirst; sum < hold; b, sum = 2*b, sum+2*b {
 		allowed++
 	}
-	f.note = append(f.note, fmt.Sprintf("%s failed to hold %d times in %v (at most %d allowed)", nd.name, failures, hold.Round(time.Second), allowed))
+	f.note = append(f.note, fmt.Sprintf("%s failed to hold %d times in %v (at most %d allowed)", nd.Name, failures, hold.Round(time.Second), allowed))
 	if failures > allowed {
-		s.violate(time.Now(), vUnable, fmt.Sprintf("%s failed to hold %d times in %v, want at most %d", nd.name, failures, hold.Round(time.Second), allowed))
+		s.violate(time.Now(), vUnable, fmt.Sprintf("%s failed to hold %d times in %v, want at most %d", nd.Name, failures, hold.Round(time.Second), allowed))
 	}
-	nd.ns.sysctl(s.t, "net.ipv6.conf.eth0.disable_ipv6", "0")
-	if own := fmt.Sprintf("%s%d", labPrefix6, 10+indexOf(s.l.nodes, nd)+1); !strings.Contains(nd.ns.ip(s.t, "-6", "addr", "show", "dev", "eth0"), own+"/64") {
-		nd.ns.ip(s.t, "addr", "add", own+"/64", "dev", "eth0", "nodad")
+	nd.NS.Sysctl(s.T, "net.ipv6.conf.eth0.disable_ipv6", "0")
+	if own := fmt.Sprintf("%s%d", lab.Prefix6, 10+lab.IndexOf(s.l.Nodes, nd)+1); !strings.Contains(nd.NS.IP(s.T, "-6", "addr", "show", "dev", "eth0"), own+"/64") {
+		nd.NS.IP(s.T, "addr", "add", own+"/64", "dev", "eth0", "nodad")
 	}
 	s.gracefulStop(nd)
 	s.startVipd(nd)
@@ -928,9 +938,9 @@ func (s *soak) faultUnable(f *soakRun) {
 }
 
 // etcdHealthy waits (bounded) for every member to answer /health.
-func (s *soak) etcdHealthy(timeout time.Duration) bool {
+func (s *soak) EtcdHealthy(timeout time.Duration) bool {
 	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if !slices.ContainsFunc(s.l.etcd, func(m *etcdMember) bool { return !s.l.etcdHealthy(m) }) {
+		if !slices.ContainsFunc(s.l.Etcd, func(m *lab.EtcdMember) bool { return !s.l.EtcdHealthy(m) }) {
 			return true
 		}
 	}
@@ -939,45 +949,45 @@ func (s *soak) etcdHealthy(timeout time.Duration) bool {
 
 // moveEtcdLeader is lab.moveEtcdLeader without the t.Fatal: a move that
 // does not happen is noted, not the end of the soak.
-func (s *soak) moveEtcdLeader(to *etcdMember) error {
-	id, _, err := s.l.etcdStatus(to)
+func (s *soak) MoveEtcdLeader(to *lab.EtcdMember) error {
+	id, _, err := s.l.EtcdStatus(to)
 	if err != nil {
-		return fmt.Errorf("status of etcd member %s: %v", to.name, err)
+		return fmt.Errorf("status of etcd member %s: %v", to.Name, err)
 	}
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		from := s.l.etcdLeader()
+		from := s.l.EtcdLeader()
 		if from == to {
 			return nil
 		}
 		if from != nil {
-			resp, err := s.l.clientHTTP().Post(from.clientURL()+"/v3/maintenance/transfer-leadership", "application/json",
+			resp, err := s.l.ClientHTTP().Post(from.ClientURL()+"/v3/maintenance/transfer-leadership", "application/json",
 				strings.NewReader(`{"targetID":"`+id+`"}`))
 			if err == nil {
 				resp.Body.Close()
 			}
 		}
 	}
-	return fmt.Errorf("etcd member %s did not become raft leader within 10 s", to.name)
+	return fmt.Errorf("etcd member %s did not become raft leader within 10 s", to.Name)
 }
 
 // longestGap is the longest stretch without an answered probe around
 // [from, to]: from the last answer sent before from, through every answer
 // sent until to, and up to to.
-func longestGap(p *prober, from, to time.Time) time.Duration {
-	p.mu.Lock()
+func longestGap(p *lab.Prober, from, to time.Time) time.Duration {
+	p.Mu.Lock()
 	var sent []time.Time
 	var before time.Time
-	for _, a := range p.answers {
+	for _, a := range p.Answers {
 		switch {
-		case !a.sent.After(from):
-			if a.sent.After(before) {
-				before = a.sent
+		case !a.Sent.After(from):
+			if a.Sent.After(before) {
+				before = a.Sent
 			}
-		case !a.sent.After(to):
-			sent = append(sent, a.sent)
+		case !a.Sent.After(to):
+			sent = append(sent, a.Sent)
 		}
 	}
-	p.mu.Unlock()
+	p.Mu.Unlock()
 	slices.SortFunc(sent, func(a, b time.Time) int { return a.Compare(b) })
 	if before.IsZero() {
 		before = from
@@ -997,9 +1007,9 @@ func longestGap(p *prober, from, to time.Time) time.Duration {
 // holder of that VIP.
 type neighWatch struct {
 	family string
-	vip    netip.Addr
+	Vip    netip.Addr
 	tr     *holderTrack
-	start  time.Time // of the current mismatch; zero if none
+	Start  time.Time // of the current mismatch; zero if none
 	want   string
 	seen   []string
 	v      *violation // reported for the current mismatch
@@ -1009,9 +1019,9 @@ type neighWatch struct {
 // holder timeline.
 type staleWatch struct {
 	what                   string
-	c                      *capture
+	c                      *lab.Capture
 	tr                     *holderTrack
-	done                   int        // frames checked
+	Done                   int        // frames checked
 	last                   *violation // to group a burst of stale frames into one violation
 	lastDetail, lastSender string
 	lastT                  time.Time
@@ -1040,7 +1050,7 @@ func (s *soak) runChecker() {
 var overlapAtRE = regexp.MustCompile(` at ([0-9.]+)s `)
 
 func (s *soak) checkOverlaps() {
-	o := s.l.overlaps()
+	o := s.l.Overlaps()
 	for _, msg := range o[min(s.overlapsN, len(o)):] {
 		at := time.Now()
 		if m := overlapAtRE.FindStringSubmatch(msg); m != nil {
@@ -1054,14 +1064,14 @@ func (s *soak) checkOverlaps() {
 
 func (s *soak) nodeNames() []string {
 	var names []string
-	for _, nd := range s.l.nodes {
-		names = append(names, nd.name)
+	for _, nd := range s.l.Nodes {
+		names = append(names, nd.Name)
 	}
 	return names
 }
 
 func (s *soak) nodeByMAC(mac string) int {
-	return slices.IndexFunc(s.l.nodes, func(nd *labNode) bool { return nd.mac == mac })
+	return slices.IndexFunc(s.l.Nodes, func(nd *lab.Node) bool { return nd.MAC == mac })
 }
 
 func (s *soak) macName(mac string) string {
@@ -1069,7 +1079,7 @@ func (s *soak) macName(mac string) string {
 	case mac == "":
 		return "no MAC"
 	case i >= 0:
-		return mac + " = " + s.l.nodes[i].name
+		return mac + " = " + s.l.Nodes[i].Name
 	}
 	return mac + " = no lab node"
 }
@@ -1083,26 +1093,26 @@ func (s *soak) checkNeighbours() {
 	now := time.Now()
 	for _, w := range s.neigh {
 		node, since, ok := w.tr.single()
-		e := entries[w.vip]
-		if !ok || now.Sub(since) < soakNeighGrace || e.mac == s.l.nodes[node].mac {
+		e := entries[w.Vip]
+		if !ok || now.Sub(since) < soakNeighGrace || e.MAC == s.l.Nodes[node].MAC {
 			if w.v != nil {
-				s.mu.Lock()
-				w.v.detail += fmt.Sprintf("; it lasted %.2fs, seen: %s", now.Sub(w.start).Seconds(), strings.Join(w.seen, ", "))
-				s.mu.Unlock()
+				s.Mu.Lock()
+				w.v.detail += fmt.Sprintf("; it lasted %.2fs, seen: %s", now.Sub(w.Start).Seconds(), strings.Join(w.seen, ", "))
+				s.Mu.Unlock()
 			}
-			w.start, w.v, w.seen = time.Time{}, nil, nil
+			w.Start, w.v, w.seen = time.Time{}, nil, nil
 			continue
 		}
-		want := s.l.nodes[node].mac
-		if w.start.IsZero() || w.want != want {
-			w.start, w.want, w.v, w.seen = now, want, nil, nil
+		want := s.l.Nodes[node].MAC
+		if w.Start.IsZero() || w.want != want {
+			w.Start, w.want, w.v, w.seen = now, want, nil, nil
 		}
-		if got := fmt.Sprintf("%s %s", s.macName(e.mac), nudName(e.state)); !slices.Contains(w.seen, got) {
+		if got := fmt.Sprintf("%s %s", s.macName(e.MAC), nudName(e.state)); !slices.Contains(w.seen, got) {
 			w.seen = append(w.seen, got)
 		}
-		if w.v == nil && now.Sub(w.start) > soakNeighLimit {
-			w.v = s.violate(w.start, vNeigh, fmt.Sprintf("%s: the client's entry for %s was %s (%s) from %s while %s (%s) had held the VIP since %s",
-				w.family, w.vip, s.macName(e.mac), nudName(e.state), rel(s.t0, w.start), s.l.nodes[node].name, want, rel(s.t0, since)))
+		if w.v == nil && now.Sub(w.Start) > soakNeighLimit {
+			w.v = s.violate(w.Start, vNeigh, fmt.Sprintf("%s: the client's entry for %s was %s (%s) from %s while %s (%s) had held the VIP since %s",
+				w.family, w.Vip, s.macName(e.MAC), nudName(e.state), rel(s.t0, w.Start), s.l.Nodes[node].Name, want, rel(s.t0, since)))
 		}
 	}
 }
@@ -1116,35 +1126,35 @@ func (s *soak) checkAnnouncements(all bool) {
 		cutoff = time.Now().Add(time.Hour)
 	}
 	for _, w := range s.stale {
-		w.c.mu.Lock()
-		var frames []captured
-		for _, fr := range w.c.frames[w.done:] {
-			if fr.at.After(cutoff) {
+		w.c.Mu.Lock()
+		var frames []lab.Captured
+		for _, fr := range w.c.Frames[w.Done:] {
+			if fr.At.After(cutoff) {
 				break
 			}
 			frames = append(frames, fr)
 		}
-		w.c.mu.Unlock()
-		w.done += len(frames)
+		w.c.Mu.Unlock()
+		w.Done += len(frames)
 		for _, fr := range frames {
-			node := s.nodeByMAC(fr.sender)
+			node := s.nodeByMAC(fr.Sender)
 			if node >= 0 {
-				if ok, lead := w.tr.heldNear(node, fr.at, soakAnnounceSlack, soakEventLag); ok {
+				if ok, lead := w.tr.heldNear(node, fr.At, soakAnnounceSlack, soakEventLag); ok {
 					w.maxLead = max(w.maxLead, lead)
 					continue
 				}
 			}
-			if w.last != nil && w.lastSender == fr.sender && fr.at.Sub(w.lastT) < 2*time.Second {
+			if w.last != nil && w.lastSender == fr.Sender && fr.At.Sub(w.lastT) < 2*time.Second {
 				w.lastN++
-				w.lastT = fr.at
-				s.mu.Lock()
-				w.last.detail = fmt.Sprintf("%s (%d frames, the last at %s)", w.lastDetail, w.lastN, rel(s.t0, fr.at))
-				s.mu.Unlock()
+				w.lastT = fr.At
+				s.Mu.Lock()
+				w.last.detail = fmt.Sprintf("%s (%d frames, the last at %s)", w.lastDetail, w.lastN, rel(s.t0, fr.At))
+				s.Mu.Unlock()
 				continue
 			}
-			w.lastDetail = fmt.Sprintf("%s for the VIP from %s at %s (%s); holders then: %s", w.what, s.macName(fr.sender),
-				rel(s.t0, fr.at), fr.at.Format("15:04:05.000"), w.tr.at(fr.at, s.nodeNames(), s.t0))
-			w.last, w.lastSender, w.lastT, w.lastN = s.violate(fr.at, vStale, w.lastDetail), fr.sender, fr.at, 1
+			w.lastDetail = fmt.Sprintf("%s for the VIP from %s at %s (%s); holders then: %s", w.what, s.macName(fr.Sender),
+				rel(s.t0, fr.At), fr.At.Format("15:04:05.000"), w.tr.At(fr.At, s.nodeNames(), s.t0))
+			w.last, w.lastSender, w.lastT, w.lastN = s.violate(fr.At, vStale, w.lastDetail), fr.Sender, fr.At, 1
 		}
 	}
 }
@@ -1153,28 +1163,28 @@ func (s *soak) checkAnnouncements(all bool) {
 
 // final stops every vipd gracefully and checks that nothing is left.
 func (s *soak) final() {
-	if s.waitHolder(time.Minute, soakSettle) == nil {
+	if s.WaitHolder(time.Minute, soakSettle) == nil {
 		s.violate(time.Now(), vBound, "no settled holder at the end: "+s.holdersNow())
 	}
 	s.finish(time.Now())
-	s.mu.Lock()
+	s.Mu.Lock()
 	s.finalAt = time.Now()
-	s.mu.Unlock()
+	s.Mu.Unlock()
 	s.say("final: stopping every vipd with SIGTERM")
-	for _, nd := range s.l.nodes {
-		s.signal(nd, syscall.SIGCONT)
-		s.signal(nd, syscall.SIGTERM)
+	for _, nd := range s.l.Nodes {
+		s.Signal(nd, syscall.SIGCONT)
+		s.Signal(nd, syscall.SIGTERM)
 	}
-	for _, nd := range s.l.nodes {
-		if nd.cmd != nil {
+	for _, nd := range s.l.Nodes {
+		if nd.Cmd != nil {
 			s.checkStop(nd)
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	s.stopWatchers()
-	for _, ns := range append([]*testNS{s.l.lan, s.l.client}, nsOf(s.l.nodes)...) {
+	for _, ns := range append([]*lab.NS{s.l.Lan, s.l.Client}, nsOf(s.l.Nodes)...) {
 		if left := s.vipsIn(ns); len(left) > 0 {
-			s.violate(time.Now(), vLeftAddr, fmt.Sprintf("%v still in namespace %s after every vipd stopped", left, ns.name))
+			s.violate(time.Now(), vLeftAddr, fmt.Sprintf("%v still in namespace %s after every vipd stopped", left, ns.Name))
 		}
 	}
 	for _, p := range vipdProcesses(s.bin) {
@@ -1182,10 +1192,10 @@ func (s *soak) final() {
 	}
 }
 
-func nsOf(nodes []*labNode) []*testNS {
-	var ns []*testNS
+func nsOf(nodes []*lab.Node) []*lab.NS {
+	var ns []*lab.NS
 	for _, nd := range nodes {
-		ns = append(ns, nd.ns)
+		ns = append(ns, nd.NS)
 	}
 	return ns
 }
@@ -1194,15 +1204,15 @@ func msMedMax(v []time.Duration) string {
 	if len(v) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d / %d", median(v).Milliseconds(), slices.Max(v).Milliseconds())
+	return fmt.Sprintf("%d / %d", lab.Median(v).Milliseconds(), slices.Max(v).Milliseconds())
 }
 
 // report prints the tables, appends them to $VIPD_SOAK_MD, and fails the
 // test on any violation.
 func (s *soak) report(dur time.Duration, wall time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := &report{}
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	r := &lab.Report{}
 	version, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
 	head := fmt.Sprintf("Soak: %v of faults, seed %d, vipd %s, %d faults, %s wall time; 3 nodes (vipd + etcd member each), dual-stack VIP, vip.ttl=2, vip.garp=%d every %v",
 		dur, s.seed, strings.TrimSpace(string(version)), len(s.runs), time.Since(wall).Round(time.Second), soakGarp, soakGarpInterval)
@@ -1210,12 +1220,12 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 		head += "; ABORTED early (see the violations)"
 	}
 	fmt.Printf("\n%s\n", head)
-	r.md.WriteString("\n" + head + "\n")
+	r.MD.WriteString("\n" + head + "\n")
 
 	// Violations by the fault during which (or after which) they happened.
 	attributed := map[string]int{}
 	for _, v := range s.violations {
-		attributed[s.phase(v.at)]++
+		attributed[s.phase(v.At)]++
 	}
 	var rows [][]string
 	for i := range soakFaults {
@@ -1232,14 +1242,14 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 			}
 			out4, out6, heal = append(out4, f.out4), append(out6, f.out6), append(heal, f.toHolder)
 		}
-		rows = append(rows, []string{k.name, strconv.Itoa(n), strconv.Itoa(mid), msMedMax(out4), msMedMax(out6), msMedMax(heal), strconv.Itoa(attributed[k.name])})
+		rows = append(rows, []string{k.Name, strconv.Itoa(n), strconv.Itoa(mid), msMedMax(out4), msMedMax(out6), msMedMax(heal), strconv.Itoa(attributed[k.Name])})
 	}
 	for _, p := range []string{"before the first fault", "final stop"} {
 		if attributed[p] > 0 {
 			rows = append(rows, []string{"(" + p + ")", "-", "-", "-", "-", "-", strconv.Itoa(attributed[p])})
 		}
 	}
-	r.table(fmt.Sprintf("Faults: the client-visible outage is the longest stretch without an answered probe (one every 10 ms per VIP) from the injection until the next fault, which waits for a settled holder that the client reaches; mid-burst counts injections within %v of the holder's gain", soakBurst),
+	r.Table(fmt.Sprintf("Faults: the client-visible outage is the longest stretch without an answered probe (one every 10 ms per VIP) from the injection until the next fault, which waits for a settled holder that the client reaches; mid-burst counts injections within %v of the holder's gain", soakBurst),
 		[]string{"fault", "injected", "mid-burst", "IPv4 outage median / max (ms)", "IPv6 outage median / max (ms)", "heal → one holder median / max (ms)", "violations"}, rows)
 
 	byKind := map[string]int{}
@@ -1263,17 +1273,17 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	for _, k := range soakViolationKinds {
 		rows = append(rows, []string{k, strconv.Itoa(byKind[k]), checks[k]})
 	}
-	r.table("Invariants (violations must be 0)", []string{"invariant", "violations", "checked"}, rows)
+	r.Table("Invariants (violations must be 0)", []string{"invariant", "violations", "checked"}, rows)
 
 	rows = nil
 	flatNote := ""
-	for i, nd := range s.l.nodes {
+	for i, nd := range s.l.Nodes {
 		var best *resSeries
 		var bestRSS, bestHeap, bestG trend
 		lives := 0
 		maxRSS := 0.0 // over every process of the node, warm-up included
 		for _, sr := range s.series {
-			if sr.node != i {
+			if sr.Node != i {
 				continue
 			}
 			lives++
@@ -1287,21 +1297,21 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 				bestG = sr.trend(func(x resSample) (float64, bool) { return float64(x.goroutines), x.goroutines >= 0 })
 			}
 		}
-		row := []string{nd.name, strconv.Itoa(lives), "-", fmt.Sprintf("%.1f", maxRSS), "-", "-", "-", "n/a", "n/a", "-"}
+		row := []string{nd.Name, strconv.Itoa(lives), "-", fmt.Sprintf("%.1f", maxRSS), "-", "-", "-", "n/a", "n/a", "-"}
 		if s.metrics {
 			row[7], row[8] = "-", "-"
 		}
 		if best != nil && bestRSS.span > 0 {
 			row[2] = bestRSS.span.Round(time.Second).String()
-			row[4] = fmt.Sprintf("%.1f → %.1f", bestRSS.first, bestRSS.last)
+			row[4] = fmt.Sprintf("%.1f → %.1f", bestRSS.First, bestRSS.last)
 			if bestHeap.span > 0 {
-				row[5] = fmt.Sprintf("%.0f → %.0f", bestHeap.first, bestHeap.last)
+				row[5] = fmt.Sprintf("%.0f → %.0f", bestHeap.First, bestHeap.last)
 				if bestHeap.ok {
 					row[6] = fmt.Sprintf("%+.2f", bestHeap.perHour)
 				}
 			}
 			if bestG.span > 0 {
-				row[7] = fmt.Sprintf("%.0f → %.0f", bestG.first, bestG.last)
+				row[7] = fmt.Sprintf("%.0f → %.0f", bestG.First, bestG.last)
 				if bestG.ok {
 					row[8] = fmt.Sprintf("%+.1f", bestG.perHour)
 				}
@@ -1317,8 +1327,8 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 				verdict = "NO (RSS)"
 			}
 			if strings.HasPrefix(verdict, "NO") {
-				s.t.Errorf("%s's vipd: live heap %+.2f MiB/h (limit %.1f), goroutines %+.1f/h (limit %.0f), RSS up to %.1f MiB (limit %.0f)",
-					nd.name, bestHeap.perHour, soakFlatHeap, bestG.perHour, soakFlatGoroutine, maxRSS, soakMaxRSS)
+				s.T.Errorf("%s's vipd: live heap %+.2f MiB/h (limit %.1f), goroutines %+.1f/h (limit %.0f), RSS up to %.1f MiB (limit %.0f)",
+					nd.Name, bestHeap.perHour, soakFlatHeap, bestG.perHour, soakFlatGoroutine, maxRSS, soakMaxRSS)
 			}
 			row[9] = verdict
 		}
@@ -1327,27 +1337,27 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	if !s.metrics {
 		flatNote = "; goroutines n/a: this vipd has no vip.metrics"
 	}
-	r.table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: live heap ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v; RSS bounded: ≤ %.0f MiB at every sample of every process)%s",
+	r.Table(fmt.Sprintf("Resources per node: the longest-lived vipd process (n1's is never restarted), sampled every %v, trend by least squares after a %v warm-up (flat: live heap ≤ %.0f MiB/h and ≤ %.0f goroutines/h over ≥ %v; RSS bounded: ≤ %.0f MiB at every sample of every process)%s",
 		soakSample, soakWarmup, soakFlatHeap, soakFlatGoroutine, soakFlatSpan, soakMaxRSS, flatNote),
 		[]string{"node", "vipd processes sampled", "longest trend", "RSS max (MiB)", "RSS first → last (MiB)", "live heap first → last (MB)", "live heap slope (MiB/h)", "goroutines first → last", "goroutines slope (/h)", "flat"}, rows)
 
 	c := &s.churn
-	c.mu.Lock()
+	c.Mu.Lock()
 	var per []string
-	for _, nd := range s.l.nodes {
-		per = append(per, fmt.Sprintf("%s %d", nd.name, c.perNode[nd.name]))
+	for _, nd := range s.l.Nodes {
+		per = append(per, fmt.Sprintf("%s %d", nd.Name, c.perNode[nd.Name]))
 	}
 	churnRow := []string{"unrelated address (198.51.100.x/32 + 2001:db8:5100::x/128) added / removed on the holder's eth0",
 		fmt.Sprintf("%d / %d (%s); %d errors%s; %d steps without a single holder", c.adds, c.dels, strings.Join(per, ", "), c.errs,
 			map[bool]string{true: " (last: " + c.lastErr + ")", false: ""}[c.errs > 0], c.skippedNoHold)}
-	c.mu.Unlock()
-	s.arp.mu.Lock()
-	nARP := len(s.arp.frames)
-	s.arp.mu.Unlock()
-	s.na.mu.Lock()
-	nNA := len(s.na.frames)
-	s.na.mu.Unlock()
-	r.table("Background", []string{"what", "count"}, [][]string{churnRow,
+	c.Mu.Unlock()
+	s.arp.Mu.Lock()
+	nARP := len(s.arp.Frames)
+	s.arp.Mu.Unlock()
+	s.na.Mu.Lock()
+	nNA := len(s.na.Frames)
+	s.na.Mu.Unlock()
+	r.Table("Background", []string{"what", "count"}, [][]string{churnRow,
 		{"announcements of the VIPs seen by the client (ARP / NA)", fmt.Sprintf("%d / %d", nARP, nNA)},
 		{"the most an announcement came before its sender's address event was seen (IPv4 / IPv6; allowed: " + soakEventLag.String() + ")",
 			fmt.Sprintf("%dms / %dms", s.stale[0].maxLead.Milliseconds(), s.stale[1].maxLead.Milliseconds())},
@@ -1357,24 +1367,20 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 		var sb strings.Builder
 		fmt.Fprintf(&sb, "\nViolations (times on the soak's clock; see the logs file for vipd's own lines):\n\n")
 		for _, v := range s.violations {
-			fmt.Fprintf(&sb, "- %s, during %s: **%s**: %s\n", rel(s.t0, v.at), s.phase(v.at), v.kind, v.detail)
+			fmt.Fprintf(&sb, "- %s, during %s: **%s**: %s\n", rel(s.t0, v.At), s.phase(v.At), v.kind, v.detail)
 		}
 		fmt.Print(sb.String())
-		r.md.WriteString(sb.String())
+		r.MD.WriteString(sb.String())
 	}
 	if path := os.Getenv("VIPD_SOAK_MD"); path != "" {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			s.t.Errorf("VIPD_SOAK_MD: %v", err)
+		if abs, err := r.Append(path, "TestSoak"); err != nil {
+			s.T.Errorf("VIPD_SOAK_MD: %v", err)
 		} else {
-			fmt.Fprintf(f, "\n<!-- TestSoak, %s -->\n%s", time.Now().UTC().Format(time.RFC3339), r.md.String())
-			f.Close()
-			abs, _ := filepath.Abs(path)
 			fmt.Printf("\n(tables appended to %s)\n", abs)
 		}
 	}
 	if len(s.violations) > 0 {
-		s.t.Errorf("%d invariant violations (listed above; replay with VIPD_SOAK_SEED=%d)", len(s.violations), s.seed)
+		s.T.Errorf("%d invariant violations (listed above; replay with VIPD_SOAK_SEED=%d)", len(s.violations), s.seed)
 	}
 }
 
@@ -1386,8 +1392,8 @@ func (s *soak) phase(t time.Time) string {
 	}
 	name := "before the first fault"
 	for _, f := range s.runs {
-		if !f.start.IsZero() && !t.Before(f.start) {
-			name = f.kind.name
+		if !f.Start.IsZero() && !t.Before(f.Start) {
+			name = f.kind.Name
 		}
 	}
 	return name
@@ -1400,17 +1406,17 @@ func (s *soak) writeLogs() {
 	if path == "" {
 		path = filepath.Join(os.TempDir(), fmt.Sprintf("vipd-soak-%d.log", s.seed))
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "# soak seed %d\n\n## events\n%s\n\n## violations\n", s.seed, strings.Join(s.events, "\n"))
+	fmt.Fprintf(&sb, "# soak seed %d\n\n## events\n%s\n\n## violations\n", s.seed, strings.Join(s.Events, "\n"))
 	for _, v := range s.violations {
-		fmt.Fprintf(&sb, "%s %s: %s\n", rel(s.t0, v.at), v.kind, v.detail)
+		fmt.Fprintf(&sb, "%s %s: %s\n", rel(s.t0, v.At), v.kind, v.detail)
 	}
 	if s.l != nil {
-		fmt.Fprintf(&sb, "\n## IPv4 VIP address events (monitor)\n%s\n\n## IPv6 VIP address events\n%s\n", s.l.mon.history(), s.l.mon6.history())
-		for i, nd := range s.l.nodes {
-			fmt.Fprintf(&sb, "\n## vipd on %s\n%s", nd.name, s.logs[i].String())
+		fmt.Fprintf(&sb, "\n## IPv4 VIP address events (monitor)\n%s\n\n## IPv6 VIP address events\n%s\n", s.l.Mon.History(), s.l.Mon6.History())
+		for i, nd := range s.l.Nodes {
+			fmt.Fprintf(&sb, "\n## vipd on %s\n%s", nd.Name, s.logs[i].String())
 		}
 	}
 	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {

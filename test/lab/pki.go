@@ -1,4 +1,4 @@
-package main
+package lab
 
 import (
 	"crypto/ecdsa"
@@ -17,48 +17,48 @@ import (
 	"time"
 )
 
-// testPKI is a throwaway certificate authority with a server certificate
+// PKI is a throwaway certificate authority with a server certificate
 // for the lab's etcd addresses and a client certificate, written as PEM
 // files, made with crypto/x509 for each test.
-type testPKI struct {
-	dir                            string
-	caCert, serverCert, serverKey  string
-	clientCert, clientKey, otherCA string
+type PKI struct {
+	Dir                            string
+	CACert, ServerCert, ServerKey  string
+	ClientCert, ClientKey, OtherCA string
 	caPool                         *x509.CertPool
 	clientPair                     tls.Certificate
 }
 
-func newTestPKI(t testing.TB) *testPKI {
+func NewPKI(t testing.TB) *PKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	caKey, ca, caDER := p.issue(t, "vipd test CA", nil, nil, nil)
-	p.caCert = p.write(t, "ca.pem", "CERTIFICATE", caDER)
-	_, _, otherDER := p.issue(t, "some other CA", nil, nil, nil)
-	p.otherCA = p.write(t, "other-ca.pem", "CERTIFICATE", otherDER)
+	p := &PKI{Dir: t.TempDir()}
+	caKey, ca, caDER := p.Issue(t, "vipd test CA", nil, nil, nil)
+	p.CACert = p.Write(t, "ca.pem", "CERTIFICATE", caDER)
+	_, _, otherDER := p.Issue(t, "some other CA", nil, nil, nil)
+	p.OtherCA = p.Write(t, "other-ca.pem", "CERTIFICATE", otherDER)
 
-	ips := []net.IP{net.ParseIP(labEtcdIP)}
+	ips := []net.IP{net.ParseIP(EtcdIP)}
 	for i := 1; i <= 3; i++ {
 		ips = append(ips, net.ParseIP(fmt.Sprintf("192.0.2.%d", 10+i)))
 	}
-	srvKey, _, srvDER := p.issue(t, "etcd", ips, caKey, ca)
-	p.serverCert = p.write(t, "server.pem", "CERTIFICATE", srvDER)
-	p.serverKey = p.writeKey(t, "server-key.pem", srvKey)
-	cliKey, _, cliDER := p.issue(t, "vipd", nil, caKey, ca)
-	p.clientCert = p.write(t, "client.pem", "CERTIFICATE", cliDER)
-	p.clientKey = p.writeKey(t, "client-key.pem", cliKey)
+	srvKey, _, srvDER := p.Issue(t, "etcd", ips, caKey, ca)
+	p.ServerCert = p.Write(t, "server.pem", "CERTIFICATE", srvDER)
+	p.ServerKey = p.WriteKey(t, "server-key.pem", srvKey)
+	cliKey, _, cliDER := p.Issue(t, "vipd", nil, caKey, ca)
+	p.ClientCert = p.Write(t, "client.pem", "CERTIFICATE", cliDER)
+	p.ClientKey = p.WriteKey(t, "client-key.pem", cliKey)
 
 	p.caPool = x509.NewCertPool()
 	p.caPool.AddCert(ca)
 	var err error
-	if p.clientPair, err = tls.LoadX509KeyPair(p.clientCert, p.clientKey); err != nil {
+	if p.clientPair, err = tls.LoadX509KeyPair(p.ClientCert, p.ClientKey); err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-// issue makes a key and a certificate: self-signed CA when parent is nil,
+// Issue makes a key and a certificate: self-signed CA when parent is nil,
 // else a leaf for both server and client use.
-func (p *testPKI) issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.PrivateKey, parent *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
+func (p *PKI) Issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.PrivateKey, parent *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -91,27 +91,27 @@ func (p *testPKI) issue(t testing.TB, cn string, ips []net.IP, parentKey *ecdsa.
 	return key, cert, der
 }
 
-func (p *testPKI) write(t testing.TB, name, typ string, der []byte) string {
+func (p *PKI) Write(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
-	path := filepath.Join(p.dir, name)
+	path := filepath.Join(p.Dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-func (p *testPKI) writeKey(t testing.TB, name string, key *ecdsa.PrivateKey) string {
+func (p *PKI) WriteKey(t testing.TB, name string, key *ecdsa.PrivateKey) string {
 	t.Helper()
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.write(t, name, "EC PRIVATE KEY", der)
+	return p.Write(t, name, "EC PRIVATE KEY", der)
 }
 
 // clientConfig is the TLS configuration of a client of the lab's etcd (nil
 // without TLS).
-func (p *testPKI) clientConfig() *tls.Config {
+func (p *PKI) clientConfig() *tls.Config {
 	if p == nil {
 		return nil
 	}
