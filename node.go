@@ -277,7 +277,7 @@ func (n *node) handle(now time.Time, ev event) bool {
 		if n.rs.checked(ev.err, n.hold.holding, n.term) {
 			n.reexec("not holding the VIP")
 		}
-	case syscall.Signal: // what signal.Notify sends
+	case os.Signal: // SIGHUP reloads; any other stops (main.go asks for SIGTERM and SIGINT)
 		if ev != syscall.SIGHUP {
 			n.stop(ev)
 			return false
