@@ -3,13 +3,10 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"vipd/test/lab"
@@ -113,64 +110,6 @@ func TestCheckLinesHealthKeys(t *testing.T) {
 	}
 }
 
-// Filesystem images are made with the real tools (e2fsprogs, dosfstools,
-// xorriso), as an operator would make a config partition. A missing tool
-// fails the test: make test installs them (test/install-deps), and a skip
-// would hide a whole filesystem's reader going untested.
-
-var imageSeq atomic.Int32
-
-func needTool(t testing.TB, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s is not installed (make test installs it; or apt-get install e2fsprogs dosfstools xorriso)", name)
-	}
-}
-
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// contentDir holds files to put into an image.
-func contentDir(t testing.TB, files map[string]string) string {
-	dir := t.TempDir()
-	for name, data := range files {
-		path := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-func makeImage(t testing.TB, fstype, label string, files map[string]string) string {
-	t.Helper()
-	img := filepath.Join(t.TempDir(), fmt.Sprintf("img%d", imageSeq.Add(1)))
-	src := contentDir(t, files)
-	switch fstype {
-	case "ext4":
-		needTool(t, "mkfs.ext4")
-		run(t, "truncate", "-s", "8M", img)
-		run(t, "mkfs.ext4", "-q", "-F", "-L", label, "-d", src, img)
-	case "vfat", "vfat16", "vfat32":
-		needTool(t, "mkfs.vfat")
-		// The smallest image each FAT width accepts.
-		layout := map[string]struct{ size, bits string }{"vfat": {"8M", "12"}, "vfat16": {"20M", "16"}, "vfat32": {"40M", "32"}}[fstype]
-		run(t, "truncate", "-s", layout.size, img)
-		run(t, "mkfs.vfat", "-F", layout.bits, "-n", label, img)
-	case "iso9660":
-		needTool(t, "xorriso")
-		run(t, "xorriso", "-as", "mkisofs", "-quiet", "-V", label, "-o", img, src)
-	}
-	return img
-}
-
 func TestProbeFilesystemLabels(t *testing.T) {
 	tests := []struct{ kind, label, fstype string }{
 		{"ext4", "VIPCFG-ext4", "ext4"},
@@ -181,7 +120,7 @@ func TestProbeFilesystemLabels(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind, func(t *testing.T) {
-			img := makeImage(t, tt.kind, tt.label, map[string]string{"vipd.conf": "vip.address=192.0.2.100\n"})
+			img := lab.MakeImage(t, tt.kind, tt.label, map[string]string{"vipd.conf": "vip.address=192.0.2.100\n"})
 			f, err := os.Open(img)
 			if err != nil {
 				t.Fatal(err)
@@ -203,13 +142,13 @@ func TestProbeFilesystemLabels(t *testing.T) {
 }
 
 func TestProbeFilesystemCorrupt(t *testing.T) {
-	img := makeImage(t, "ext4", "VIPCFG", nil)
+	img := lab.MakeImage(t, "ext4", "VIPCFG", nil)
 	data, _ := os.ReadFile(img)
 	data[1024+56] ^= 0xff // the magic
 	if _, _, err := probeFilesystem(bytes.NewReader(data)); !errors.Is(err, errNoFilesystem) || err.Error() != "no ext2/3/4, vfat or iso9660 filesystem" {
 		t.Fatalf("corrupt magic: %v", err)
 	}
-	fat := makeImage(t, "vfat", "VIPCFG", nil)
+	fat := lab.MakeImage(t, "vfat", "VIPCFG", nil)
 	data, _ = os.ReadFile(fat)
 	data[11], data[12] = 0x01, 0x00 // 1 byte per sector: not a BPB
 	if _, _, err := probeFilesystem(bytes.NewReader(data)); !errors.Is(err, errNoFilesystem) {
@@ -236,33 +175,6 @@ func FuzzProbeFilesystem(f *testing.F) {
 			t.Fatalf("fstype %q label %q (max %d)", fstype, label, max)
 		}
 	})
-}
-
-// attachLoop attaches img to a free loop device and detaches it at the end.
-func attachLoop(t testing.TB, img string) string {
-	t.Helper()
-	out, err := exec.Command("losetup", "--find", "--show", "--read-only", img).Output()
-	if err != nil {
-		t.Skipf("no loop device: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
-	return dev
-}
-
-// uniqueLabel is an ext4 label (at most 16 bytes) no other test run uses.
-func uniqueLabel() string {
-	return fmt.Sprintf("vt%d-%d", os.Getpid()%100000, imageSeq.Add(1))
-}
-
-// mountsOf is the mount table seen by a process (vipd runs in the mount
-// namespace that `ip netns exec` makes).
-func mountsOf(t testing.TB, pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mounts", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
 }
 
 // GPT partition names come from the kernel's uevent for each block device.

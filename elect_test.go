@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"vipd/test/lab"
 )
 
 // TestHolderView follows a holder's key through polls and watch events:
@@ -188,7 +190,7 @@ func TestElectionGoesRoundStuckWatches(t *testing.T) {
 	if ev.released {
 		t.Error("elected as if the holder had released the address; it was revoked without a mark")
 	}
-	waitFor(t, 2*time.Second, "the leader poll's watch to be cancelled", func() bool { return w.openOn(prefix+"/") == 0 })
+	lab.WaitFor(t, 2*time.Second, "the leader poll's watch to be cancelled", func() bool { return w.openOn(prefix+"/") == 0 })
 }
 
 // The term's pure decisions.
@@ -418,14 +420,14 @@ type testTerm struct {
 	*term
 	name   string
 	events chan termEvent
-	log    *syncBuffer
+	log    *lab.SyncBuffer
 }
 
 // startTestTerm starts a term for name with rank r on prefix; it is
 // stopped when the test ends, before the etcd it talks to.
 func startTestTerm(t *testing.T, cli *clientv3.Client, prefix, name string, r rank, resume *resumeLease) *testTerm {
 	t.Helper()
-	tt := &testTerm{name: name, events: make(chan termEvent, 1000), log: &syncBuffer{}}
+	tt := &testTerm{name: name, events: make(chan termEvent, 1000), log: &lab.SyncBuffer{}}
 	tt.term = startTerm(cli, electConfig{prefix: prefix, name: name, ttl: 2 * time.Second, rank: r, resume: resume}, &logger{w: tt.log}, tt.events)
 	t.Cleanup(func() {
 		tt.stop(time.Second)
@@ -475,7 +477,7 @@ func (tt *testTerm) none(t *testing.T, kind termEventKind, d time.Duration) {
 // queued waits until the term's campaign has put its key in the queue.
 func (tt *testTerm) queued(t *testing.T, cli *clientv3.Client, key string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, tt.name+"'s election key", func() bool {
+	lab.WaitFor(t, 5*time.Second, tt.name+"'s election key", func() bool {
 		resp, err := cli.Get(context.Background(), key)
 		return err == nil && len(resp.Kvs) > 0
 	})

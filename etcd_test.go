@@ -1,19 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"vipd/test/lab"
 )
 
 // loopbackEtcd starts the pinned etcd (test/etcd/bin/etcd, or $VIPD_ETCD)
@@ -32,7 +32,7 @@ func loopbackEtcd(t testing.TB) *clientv3.Client {
 	}
 	client, peer := freePort(t), freePort(t)
 	dir := t.TempDir()
-	log := &syncBuffer{}
+	log := &lab.SyncBuffer{}
 	cmd := exec.Command(bin, "--name", "loop", "--data-dir", dir,
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -53,7 +53,7 @@ func loopbackEtcd(t testing.TB) *clientv3.Client {
 		t.Fatalf("etcd client: %v", err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	waitFor(t, 30*time.Second, "etcd on "+client+" to answer", func() bool {
+	lab.WaitFor(t, 30*time.Second, "etcd on "+client+" to answer", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := cli.Get(ctx, "health")
@@ -72,32 +72,4 @@ func freePort(t testing.TB) string {
 	}
 	defer l.Close()
 	return fmt.Sprintf("http://%s", l.Addr())
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out after %v waiting for %s", timeout, what)
-}
-
-// syncBuffer collects a process's output for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

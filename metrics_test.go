@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,13 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
 
 // scrape sends one request line to the metrics handler over a pipe and
@@ -70,213 +69,6 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
-// expoSample is one sample line of the text format.
-type expoSample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-// expoFamily is one metric family: its HELP, TYPE and samples in order.
-type expoFamily struct {
-	help, typ string
-	samples   []expoSample
-}
-
-// parseExposition reads the Prometheus text format strictly: each family
-// has its HELP and TYPE once, before its samples, and its samples are
-// contiguous; a histogram's buckets are cumulative, in increasing le, and
-// end in +Inf equal to _count.
-func parseExposition(text string) (map[string]*expoFamily, error) {
-	fams := map[string]*expoFamily{}
-	var cur string // the family whose samples may follow
-	for i, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		errorf := func(f string, a ...any) error { return fmt.Errorf("line %d %q: %s", i+1, line, fmt.Sprintf(f, a...)) }
-		if rest, ok := strings.CutPrefix(line, "# "); ok {
-			kw, rest, _ := strings.Cut(rest, " ")
-			name, arg, _ := strings.Cut(rest, " ")
-			f := fams[name]
-			switch {
-			case kw == "HELP" && f == nil:
-				fams[name], cur = &expoFamily{help: arg}, name
-			case kw == "HELP":
-				return nil, errorf("second HELP for %s", name)
-			case kw == "TYPE" && (f == nil || name != cur):
-				return nil, errorf("TYPE without its HELP just before")
-			case kw == "TYPE" && f.typ != "":
-				return nil, errorf("second TYPE for %s", name)
-			case kw == "TYPE" && (arg == "gauge" || arg == "counter" || arg == "histogram") && len(f.samples) == 0:
-				f.typ = arg
-			default:
-				return nil, errorf("unexpected comment")
-			}
-			continue
-		}
-		s, err := parseSample(line)
-		if err != nil {
-			return nil, errorf("%v", err)
-		}
-		f := fams[cur]
-		if f == nil || f.typ == "" {
-			return nil, errorf("sample before any HELP and TYPE")
-		}
-		base := s.name
-		if f.typ == "histogram" {
-			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-				if b, ok := strings.CutSuffix(s.name, suffix); ok {
-					base = b
-					break
-				}
-			}
-		}
-		if base != cur || (f.typ == "histogram" && base == s.name) {
-			return nil, errorf("sample of %s outside its family (after the TYPE of %s)", s.name, cur)
-		}
-		f.samples = append(f.samples, s)
-	}
-	for name, f := range fams {
-		if f.typ == "" || len(f.samples) == 0 {
-			return nil, fmt.Errorf("%s: TYPE %q, %d samples", name, f.typ, len(f.samples))
-		}
-		if f.typ == "histogram" {
-			if err := checkHistogram(name, f); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return fams, nil
-}
-
-// checkHistogram checks one histogram family (unlabelled apart from le).
-func checkHistogram(name string, f *expoFamily) error {
-	prevLE, prev := math.Inf(-1), -1.0
-	var inf, count float64
-	var haveInf, haveSum, haveCount bool
-	for _, s := range f.samples {
-		switch s.name {
-		case name + "_bucket":
-			if haveInf {
-				return fmt.Errorf("%s: a bucket after +Inf", name)
-			}
-			le, err := strconv.ParseFloat(s.labels["le"], 64)
-			if err != nil || le <= prevLE || s.value < prev {
-				return fmt.Errorf("%s: bucket le=%q %v after le=%v %v: not increasing and cumulative", name, s.labels["le"], s.value, prevLE, prev)
-			}
-			prevLE, prev = le, s.value
-			if math.IsInf(le, 1) {
-				haveInf, inf = true, s.value
-			}
-		case name + "_sum":
-			haveSum = true
-		case name + "_count":
-			haveCount, count = true, s.value
-		}
-	}
-	if !haveInf || !haveSum || !haveCount || inf != count {
-		return fmt.Errorf("%s: +Inf bucket %v (%v), _sum %v, _count %v (%v): want all, +Inf = _count", name, haveInf, inf, haveSum, haveCount, count)
-	}
-	return nil
-}
-
-// parseSample reads NAME[{k="v",...}] VALUE.
-func parseSample(line string) (expoSample, error) {
-	s := expoSample{labels: map[string]string{}}
-	rest := line
-	if i := strings.IndexAny(rest, "{ "); i > 0 {
-		s.name, rest = rest[:i], rest[i:]
-	} else {
-		return s, fmt.Errorf("no name")
-	}
-	if strings.HasPrefix(rest, "{") {
-		rest = rest[1:]
-		for !strings.HasPrefix(rest, "}") {
-			k, v, ok := strings.Cut(rest, `="`)
-			if !ok || k == "" || strings.ContainsAny(k, ` ",{}`) {
-				return s, fmt.Errorf("bad label at %q", rest)
-			}
-			rest = v
-			var val strings.Builder
-			for {
-				if rest == "" {
-					return s, fmt.Errorf("unterminated label value")
-				}
-				c := rest[0]
-				rest = rest[1:]
-				if c == '"' {
-					break
-				}
-				if c == '\\' && rest != "" {
-					c, rest = map[byte]byte{'\\': '\\', '"': '"', 'n': '\n'}[rest[0]], rest[1:]
-				}
-				val.WriteByte(c)
-			}
-			if _, dup := s.labels[k]; dup {
-				return s, fmt.Errorf("label %s twice", k)
-			}
-			s.labels[k] = val.String()
-			rest = strings.TrimPrefix(rest, ",")
-		}
-		rest = rest[1:]
-	}
-	v, ok := strings.CutPrefix(rest, " ")
-	if !ok {
-		return s, fmt.Errorf("no value")
-	}
-	var err error
-	if s.value, err = strconv.ParseFloat(v, 64); err != nil {
-		return s, fmt.Errorf("value: %v", err)
-	}
-	return s, nil
-}
-
-// value is the sample of name with exactly the labels given as k, v
-// pairs; ok false if there is none.
-func value(fams map[string]*expoFamily, name string, kv ...string) (float64, bool) {
-	for _, f := range fams {
-	samples:
-		for _, s := range f.samples {
-			if s.name != name || len(s.labels) != len(kv)/2 {
-				continue
-			}
-			for i := 0; i < len(kv); i += 2 {
-				if s.labels[kv[i]] != kv[i+1] {
-					continue samples
-				}
-			}
-			return s.value, true
-		}
-	}
-	return 0, false
-}
-
-// mustValue is value, failing the test when the sample is missing.
-func mustValue(t *testing.T, fams map[string]*expoFamily, name string, kv ...string) float64 {
-	t.Helper()
-	v, ok := value(fams, name, kv...)
-	if !ok {
-		t.Fatalf("no sample %s%v", name, kv)
-	}
-	return v
-}
-
-// promtoolCheck runs `promtool check metrics` on an exposition. Missing
-// promtool fails rather than skips: the check is part of the contract.
-func promtoolCheck(body []byte) error {
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		return fmt.Errorf("promtool not found (%v): install Debian's prometheus package (apt-get install prometheus; CI's .ci/run does)", err)
-	}
-	cmd := exec.Command(path, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
-	out, err := cmd.CombinedOutput()
-	// Its lint findings (names, units) come with exit status 3; any
-	// output at all is a finding.
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		return fmt.Errorf("promtool check metrics: %v: %s", err, out)
-	}
-	return nil
-}
-
 // sampleMetrics is a metrics value with some of everything counted.
 func sampleMetrics() *metrics {
 	m := &metrics{}
@@ -300,7 +92,7 @@ func sampleMetrics() *metrics {
 
 // TestMetricsExposition parses back a rendered metrics value.
 func TestMetricsExposition(t *testing.T) {
-	fams, err := parseExposition(string(sampleMetrics().exposition()))
+	fams, err := lab.ParseExposition(string(sampleMetrics().exposition()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +102,7 @@ func TestMetricsExposition(t *testing.T) {
 		"vipd_build_info": "gauge", "go_goroutines": "gauge", "process_resident_memory_bytes": "gauge",
 	}
 	for name, typ := range types {
-		if f := fams[name]; f == nil || f.typ != typ || f.help == "" {
+		if f := fams[name]; f == nil || f.Type != typ || f.Help == "" {
 			t.Errorf("family %s: %+v, want TYPE %s with a HELP", name, f, typ)
 		}
 	}
@@ -347,11 +139,11 @@ func TestMetricsExposition(t *testing.T) {
 		{"vipd_build_info", []string{"version", version}, 1},
 	}
 	for _, w := range want {
-		if got := mustValue(t, fams, w.name, w.kv...); got != w.v {
+		if got := lab.MustSampleValue(t, fams, w.name, w.kv...); got != w.v {
 			t.Errorf("%s%v = %v, want %v", w.name, w.kv, got, w.v)
 		}
 	}
-	if sum := mustValue(t, fams, "vipd_lease_renewal_seconds_sum"); math.Abs(sum-3.0075) > 1e-9 {
+	if sum := lab.MustSampleValue(t, fams, "vipd_lease_renewal_seconds_sum"); math.Abs(sum-3.0075) > 1e-9 {
 		t.Errorf("renewal sum %v, want 3.0075", sum)
 	}
 	// Every label value is pre-declared: the series exist from the start,
@@ -359,12 +151,12 @@ func TestMetricsExposition(t *testing.T) {
 	counts := map[string]int{"vipd_state": 3, "vipd_transitions_total": 6, "vipd_stepdowns_total": int(nStepReasons),
 		"vipd_announcements_total": 2, "vipd_lease_renewal_seconds": nBounds + 3, "vipd_etcd_errors_total": int(nEtcdOps)}
 	for name, n := range counts {
-		if got := len(fams[name].samples); got != n {
+		if got := len(fams[name].Samples); got != n {
 			t.Errorf("%s has %d series, want %d", name, got, n)
 		}
 	}
-	for _, s := range fams["vipd_stepdowns_total"].samples {
-		if r := s.labels["reason"]; !regexp.MustCompile(`^[a-z]+(_[a-z]+)*$`).MatchString(r) {
+	for _, s := range fams["vipd_stepdowns_total"].Samples {
+		if r := s.Labels["reason"]; !regexp.MustCompile(`^[a-z]+(_[a-z]+)*$`).MatchString(r) {
 			t.Errorf("reason %q is not short snake_case", r)
 		}
 	}
@@ -387,7 +179,7 @@ func TestParseExpositionRejects(t *testing.T) {
 		"le not increasing":   hist + "h_seconds_bucket{le=\"1\"} 1\nh_seconds_bucket{le=\"0.5\"} 1\nh_seconds_bucket{le=\"+Inf\"} 1\nh_seconds_sum 1\nh_seconds_count 1\n",
 		"histogram bare name": hist + "h_seconds 1\n",
 	} {
-		if _, err := parseExposition(text); err == nil {
+		if _, err := lab.ParseExposition(text); err == nil {
 			t.Errorf("%s: accepted:\n%s", name, text)
 		}
 	}
@@ -396,13 +188,13 @@ func TestParseExpositionRejects(t *testing.T) {
 // TestMetricsPromtool: promtool accepts the exposition, and the check
 // does catch what promtool objects to.
 func TestMetricsPromtool(t *testing.T) {
-	if err := promtoolCheck(sampleMetrics().exposition()); err != nil {
+	if err := lab.Promtool(sampleMetrics().exposition()); err != nil {
 		t.Fatal(err)
 	}
-	if err := promtoolCheck((&metrics{}).exposition()); err != nil {
+	if err := lab.Promtool((&metrics{}).exposition()); err != nil {
 		t.Fatalf("fresh metrics: %v", err)
 	}
-	if err := promtoolCheck([]byte("# HELP vipd_x x\n# TYPE vipd_x counter\nvipd_x 1\n")); err == nil {
+	if err := lab.Promtool([]byte("# HELP vipd_x x\n# TYPE vipd_x counter\nvipd_x 1\n")); err == nil {
 		t.Fatal("promtool's finding on a counter without _total went unnoticed")
 	}
 }
@@ -450,9 +242,9 @@ func TestStepReasons(t *testing.T) {
 // TestNodeMetrics follows the node's hooks: the state and its
 // transitions, announcements, and what counts as a step-down.
 func TestNodeMetrics(t *testing.T) {
-	scrape := func(t *testing.T, n *node) map[string]*expoFamily {
+	scrape := func(t *testing.T, n *node) map[string]*lab.ExpoFamily {
 		t.Helper()
-		fams, err := parseExposition(string(n.met.exposition()))
+		fams, err := lab.ParseExposition(string(n.met.exposition()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -477,26 +269,26 @@ func TestNodeMetrics(t *testing.T) {
 			{"vipd_announcements_total", []string{"family", "ipv4"}, 1}, // the burst's first
 			{"vipd_announcements_total", []string{"family", "ipv6"}, 1},
 		} {
-			if got := mustValue(t, fams, w.name, w.kv...); got != w.v {
+			if got := lab.MustSampleValue(t, fams, w.name, w.kv...); got != w.v {
 				t.Errorf("%s%v = %v, want %v", w.name, w.kv, got, w.v)
 			}
 		}
 		nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
 		fams = scrape(t, nl.n)
-		if v := mustValue(t, fams, "vipd_stepdowns_total", "reason", "lease_expired"); v != 1 {
+		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "lease_expired"); v != 1 {
 			t.Errorf("stepdowns{lease_expired} = %v, want 1", v)
 		}
-		if v := mustValue(t, fams, "vipd_leader"); v != 0 {
+		if v := lab.MustSampleValue(t, fams, "vipd_leader"); v != 0 {
 			t.Errorf("vipd_leader %v after the step-down", v)
 		}
-		if v := mustValue(t, fams, "vipd_transitions_total", "from", "leader", "to", "candidate"); v != 1 {
+		if v := lab.MustSampleValue(t, fams, "vipd_transitions_total", "from", "leader", "to", "candidate"); v != 1 {
 			t.Errorf("leader -> candidate %v, want 1", v)
 		}
 	})
 	t.Run("outranked after winning", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second)
 		nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: fmt.Errorf("%w: n2 outranks", errOutranked)})
-		if v := mustValue(t, scrape(t, nl.n), "vipd_stepdowns_total", "reason", "outranked"); v != 1 {
+		if v := lab.MustSampleValue(t, scrape(t, nl.n), "vipd_stepdowns_total", "reason", "outranked"); v != 1 {
 			t.Errorf("stepdowns{outranked} = %v, want 1", v)
 		}
 	})
@@ -508,20 +300,20 @@ func TestNodeMetrics(t *testing.T) {
 		nl.n.onHealth(healthEvent{healthy: false, reason: "3 checks failed"})
 		nl.n.stop(syscall.SIGTERM) // a candidate now: no step-down
 		fams := scrape(t, nl.n)
-		if v := mustValue(t, fams, "vipd_stepdowns_total", "reason", "unhealthy"); v != 1 {
+		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "unhealthy"); v != 1 {
 			t.Errorf("stepdowns{unhealthy} = %v, want 1", v)
 		}
-		if v := mustValue(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 0 {
+		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 0 {
 			t.Errorf("stepdowns{stop} = %v for a candidate's stop, want 0", v)
 		}
 		nl = newNodeLab(t, 2*time.Second)
 		nl.lead()
 		nl.n.stop(syscall.SIGTERM)
 		fams = scrape(t, nl.n)
-		if v := mustValue(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 1 {
+		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 1 {
 			t.Errorf("stepdowns{stop} = %v, want 1", v)
 		}
-		if v := mustValue(t, fams, "vipd_state", "state", "waiting"); v != 1 {
+		if v := lab.MustSampleValue(t, fams, "vipd_state", "state", "waiting"); v != 1 {
 			t.Errorf("state{waiting} = %v after the stop", v)
 		}
 	})
@@ -542,13 +334,13 @@ func TestMetricsScrapeWhileWriting(t *testing.T) {
 	for scrapes := 0; ; scrapes++ {
 		select {
 		case <-done:
-			if _, err := parseExposition(string(m.exposition())); err != nil {
+			if _, err := lab.ParseExposition(string(m.exposition())); err != nil {
 				t.Fatal(err)
 			}
 			return
 		default:
 		}
-		if _, err := parseExposition(string(m.exposition())); err != nil {
+		if _, err := lab.ParseExposition(string(m.exposition())); err != nil {
 			t.Fatalf("scrape %d: %v", scrapes, err)
 		}
 	}

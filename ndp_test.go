@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
 
 var (
@@ -277,7 +279,7 @@ func TestNAMovesNeighbour(t *testing.T) {
 	if err := a.announce(ndpTestVIP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "the peer's entry to move", func() bool {
+	lab.WaitFor(t, 2*time.Second, "the peer's entry to move", func() bool {
 		return strings.Contains(l.peer.IP(t, "-6", "neigh", "show", ndpTestVIP.String(), "dev", "vp0"), "lladdr "+testNodeMAC.String())
 	})
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"vipd/test/lab"
 )
 
 // TestHoldUntil checks which deadline bounds the address: the lease's
@@ -236,7 +238,7 @@ type nodeLab struct {
 	kern   *fakeKernel
 	frames *fakeFrames
 	terms  []*fakeTerm
-	log    *syncBuffer
+	log    *lab.SyncBuffer
 }
 
 var (
@@ -258,7 +260,7 @@ func newNodeLabWith(t *testing.T, ttl time.Duration, setup func(nl *nodeLab), wo
 	if err != nil {
 		t.Fatal(err)
 	}
-	nl := &nodeLab{t: t, log: &syncBuffer{}, clk: newFakeClock(), frames: &fakeFrames{probe4: make(chan probeAnswer, 8), probe6: make(chan probeAnswer, 8)}}
+	nl := &nodeLab{t: t, log: &lab.SyncBuffer{}, clk: newFakeClock(), frames: &fakeFrames{probe4: make(chan probeAnswer, 8), probe6: make(chan probeAnswer, 8)}}
 	nl.kern = &fakeKernel{clk: nl.clk, held: map[netip.Prefix]time.Duration{}, link: linkMessage{Index: 2, Name: "eth0",
 		Flags: unix.IFF_UP | unix.IFF_RUNNING, HardwareAddr: net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 1}}}
 	deps := nodeDeps{
@@ -1085,7 +1087,7 @@ func TestLinkDecide(t *testing.T) {
 		{"our own VIP appeared", addr(fakeVIP4, 2, false), true, false, rtnlIgnore, 0},
 	} {
 		kern := &fakeKernel{held: map[netip.Prefix]time.Duration{fakeVIP4: time.Second}}
-		v := linkView{iface: "eth0", vips: []netip.Prefix{fakeVIP4, fakeVIP6}, kern: kern, log: &logger{w: &syncBuffer{}}, have: true, link: eth0}
+		v := linkView{iface: "eth0", vips: []netip.Prefix{fakeVIP4, fakeVIP6}, kern: kern, log: &logger{w: &lab.SyncBuffer{}}, have: true, link: eth0}
 		d := v.decide(c.ev, c.holding, c.resuming, stateCandidate)
 		if d.step != c.want || kern.dels != c.dels {
 			t.Errorf("%s: step %v with %d removals, want %v with %d", c.name, d.step, kern.dels, c.want, c.dels)

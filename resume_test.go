@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vipd/test/lab"
 )
 
 // listingKernel is the fake kernel with an address list: the copies of the
@@ -136,7 +138,7 @@ func TestNodeReload(t *testing.T) {
 // directory that cannot be written costs one warning and no more tries.
 func TestStateFileWrite(t *testing.T) {
 	dir := t.TempDir()
-	var log syncBuffer
+	var log lab.SyncBuffer
 	f := &stateFile{path: filepath.Join(dir, "vipd", "g.json"), log: &logger{w: &log}}
 	f.write(stateRecord{recordGroup: recordGroup{Name: "n1"}, recordHolding: recordHolding{State: "leader"}, recordTerm: recordTerm{Lease: "abc"}})
 	r, err := readState(f.path)

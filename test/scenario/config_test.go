@@ -14,8 +14,8 @@ import (
 	"vipd/test/lab"
 )
 
-// imageSeq numbers the test's filesystem images and labels.
-var imageSeq atomic.Int32
+// labelSeq numbers the test's filesystem labels.
+var labelSeq atomic.Int32
 
 func TestConfigPartitionWithTLS(t *testing.T) {
 	lab.NeedRoot(t)
@@ -32,7 +32,7 @@ func TestConfigPartitionWithTLS(t *testing.T) {
 		"vip.etcd.key=pki/client-key.pem",
 		"vip.ttl=2",
 	}, "\n")
-	img := makeImage(t, "ext4", label, map[string]string{
+	img := lab.MakeImage(t, "ext4", label, map[string]string{
 		"vipd.conf":          conf,
 		"pki/ca.pem":         read(pki.CACert),
 		"pki/client.pem":     read(pki.ClientCert),
@@ -90,7 +90,7 @@ func TestConfigDeviceAppearsLate(t *testing.T) {
 	l := lab.New(t, 1)
 	nd := l.Nodes[0]
 	label := uniqueLabel()
-	img := makeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
+	img := lab.MakeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
 		"vip.address=" + lab.VIP, "vip.interface=eth0", "vip.etcd=" + l.EtcdURLs(), "vip.ttl=2"}, "\n")})
 	l.StartRaw(nd, "-cmdline", "none", "vip.config=LABEL="+label, "vip.config.timeout=20", "vip.name=n1", "vip.log=stderr")
 	lab.WaitFor(t, 5*time.Second, "the wait to be logged", func() bool {
@@ -118,57 +118,6 @@ func TestConfigDeviceNeverAppears(t *testing.T) {
 	}
 }
 
-func needTool(t testing.TB, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s is not installed (make test installs it; or apt-get install e2fsprogs dosfstools xorriso)", name)
-	}
-}
-
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// contentDir holds files to put into an image.
-func contentDir(t testing.TB, files map[string]string) string {
-	dir := t.TempDir()
-	for name, data := range files {
-		path := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-func makeImage(t testing.TB, fstype, label string, files map[string]string) string {
-	t.Helper()
-	img := filepath.Join(t.TempDir(), fmt.Sprintf("img%d", imageSeq.Add(1)))
-	src := contentDir(t, files)
-	switch fstype {
-	case "ext4":
-		needTool(t, "mkfs.ext4")
-		run(t, "truncate", "-s", "8M", img)
-		run(t, "mkfs.ext4", "-q", "-F", "-L", label, "-d", src, img)
-	case "vfat", "vfat16", "vfat32":
-		needTool(t, "mkfs.vfat")
-		// The smallest image each FAT width accepts.
-		layout := map[string]struct{ size, bits string }{"vfat": {"8M", "12"}, "vfat16": {"20M", "16"}, "vfat32": {"40M", "32"}}[fstype]
-		run(t, "truncate", "-s", layout.size, img)
-		run(t, "mkfs.vfat", "-F", layout.bits, "-n", label, img)
-	case "iso9660":
-		needTool(t, "xorriso")
-		run(t, "xorriso", "-as", "mkisofs", "-quiet", "-V", label, "-o", img, src)
-	}
-	return img
-}
-
 // attachLoop attaches img to a free loop device and detaches it at the end.
 func attachLoop(t testing.TB, img string) string {
 	t.Helper()
@@ -183,7 +132,7 @@ func attachLoop(t testing.TB, img string) string {
 
 // uniqueLabel is an ext4 label (at most 16 bytes) no other test run uses.
 func uniqueLabel() string {
-	return fmt.Sprintf("vt%d-%d", os.Getpid()%100000, imageSeq.Add(1))
+	return fmt.Sprintf("vt%d-%d", os.Getpid()%100000, labelSeq.Add(1))
 }
 
 // mountsOf is the mount table seen by a process (vipd runs in the mount

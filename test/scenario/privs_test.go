@@ -133,7 +133,7 @@ func TestPrivilegesDropped(t *testing.T) {
 func TestPrivilegesConfigPartition(t *testing.T) {
 	lab.NeedRoot(t)
 	label := uniqueLabel()
-	img := makeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
+	img := lab.MakeImage(t, "ext4", label, map[string]string{"vipd.conf": strings.Join([]string{
 		"vip.address=" + lab.VIP, "vip.interface=eth0", "vip.etcd=http://" + lab.EtcdIP + ":2379", "vip.ttl=2",
 	}, "\n")})
 	attachLoop(t, img)

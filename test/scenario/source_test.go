@@ -1,11 +1,8 @@
 package scenario
 
 import (
-	"bufio"
 	"fmt"
 	"net"
-	"net/netip"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,8 +17,8 @@ import (
 func TestHolderOwnSource(t *testing.T) {
 	l := lab.NewWith(t, lab.Options{Nodes: 2, DualStack: true, Args: []string{"vip.ttl=2"}})
 	l.Lan.IP(t, "addr", "add", lab.Prefix6+"1/64", "dev", "br0", "nodad")
-	startWhoAmI(t, l.Lan)
-	startWhoAmI(t, l.Client)
+	lab.StartWhoAmI(t, l.Lan)
+	lab.StartWhoAmI(t, l.Client)
 	l.StartAll()
 	h := l.Holder(lab.ElectBound, time.Second)
 	lab.WaitFor(t, 5*time.Second, "the IPv6 VIP on "+h.Name, func() bool {
@@ -42,14 +39,14 @@ func TestHolderOwnSource(t *testing.T) {
 	}
 	for _, f := range fars {
 		err := h.NS.Do(func() (err error) {
-			f.Conn, err = net.DialTimeout("tcp", net.JoinHostPort(f.addr, fmt.Sprint(whoAmIPort)), 3*time.Second)
+			f.Conn, err = net.DialTimeout("tcp", net.JoinHostPort(f.addr, fmt.Sprint(lab.WhoAmIPort)), 3*time.Second)
 			return err
 		})
 		if err != nil {
 			t.Fatalf("%s connects to the %s at %s: %v", h.Name, f.what, f.addr, err)
 		}
 		t.Cleanup(func() { f.Conn.Close() })
-		src, err := whoAmI(f.Conn)
+		src, err := lab.WhoAmI(f.Conn)
 		if err != nil {
 			t.Fatalf("%s → %s %s: %v", h.Name, f.what, f.addr, err)
 		}
@@ -80,7 +77,7 @@ func TestHolderOwnSource(t *testing.T) {
 		}
 	}
 	for _, f := range fars {
-		src, err := whoAmI(f.Conn)
+		src, err := lab.WhoAmI(f.Conn)
 		if err != nil {
 			t.Errorf("after the VIP moved to %s, %s's connection to the %s at %s broke: %v", next.Name, h.Name, f.what, f.addr, err)
 		} else if src.String() != f.want {
@@ -89,61 +86,3 @@ func TestHolderOwnSource(t *testing.T) {
 	}
 	l.AssertNoOverlap()
 }
-
-// startWhoAmI answers each line on every TCP connection to whoAmIPort in ns
-// (IPv4 and IPv6) with the connection's remote address, until the test ends.
-func startWhoAmI(t *testing.T, ns *lab.NS) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", whoAmIPort))
-		return err
-	}); err != nil {
-		t.Fatalf("who-am-i listener in %s: %v", ns.Name, err)
-	}
-	var conns []net.Conn // read after done: only the accept loop appends
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-			go func() {
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-}
-
-// whoAmI asks the far end over c which source address it sees.
-func whoAmI(c net.Conn) (netip.Addr, error) {
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintln(c, "who"); err != nil {
-		return netip.Addr{}, err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	ap, err := netip.ParseAddrPort(strings.TrimSpace(line))
-	return ap.Addr().Unmap(), err
-}
-
-// whoAmIPort is where the lab's far ends (the etcd host, the client) tell
-// each connection which source address they see it come from.
-const whoAmIPort = 7778
