@@ -400,7 +400,7 @@ func (m *metrics) exposition() []byte {
 		e.sample("vipd_etcd_errors_total", label("op", o.String()), float64(m.etcdErrors[o].Load()))
 	}
 	e.family("vipd_build_info", "gauge", "The running vipd's version.")
-	e.sample("vipd_build_info", label("version", version), 1)
+	e.sample("vipd_build_info", label("version", release()), 1)
 	e.family("go_goroutines", "gauge", "Number of goroutines that currently exist.")
 	e.sample("go_goroutines", "", float64(runtime.NumGoroutine()))
 	if rss, ok := residentBytes(); ok {
