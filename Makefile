@@ -10,9 +10,9 @@ endif
 # git's, 12 hex digits, "-dirty" when tracked files have uncommitted
 # changes, "unknown" without git. vipd -version prints both.
 VERSION := $(shell cat VERSION 2>/dev/null || echo dev)
-COMMIT  := $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) || c=unknown; \
+COMMIT  = $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) || c=unknown; \
 	[ "$$c" = unknown ] || [ -z "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || c=$$c-dirty; echo $$c)
-LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+LDFLAGS = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # gRPC's request tracing (golang.org/x/net/trace, with html/template) is
 # never enabled by vipd; without it the binary is 0.75 MiB smaller.
 TAGS    := grpcnotrace
