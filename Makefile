@@ -6,15 +6,20 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 ifneq ($(findstring /,$(GO)),)
 export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 endif
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# The version is the file VERSION (semver; no git tags needed), the commit
+# git's, 12 hex digits, "-dirty" when tracked files have uncommitted
+# changes, "unknown" without git. vipd -version prints both.
+VERSION := $(shell cat VERSION 2>/dev/null || echo dev)
+COMMIT  = $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) || c=unknown; \
+	[ "$$c" = unknown ] || [ -z "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || c=$$c-dirty; echo $$c)
+LDFLAGS = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # gRPC's request tracing (golang.org/x/net/trace, with html/template) is
 # never enabled by vipd; without it the binary is 0.75 MiB smaller.
 TAGS    := grpcnotrace
 ETCD    := test/etcd/bin/etcd
 SRC     := $(wildcard *.go) go.mod go.sum
 
-.PHONY: build etcd test lint bench demo fuzz soak boot-test clean
+.PHONY: build etcd test lint bench demo fuzz soak boot-test release release-check clean
 
 # need-TARGET: what TARGET needs from the system, installed from Debian when
 # missing (as root), or one line naming it (test/install-deps). It runs
@@ -26,6 +31,33 @@ build: vipd
 
 vipd: $(SRC)
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $@ .
+
+# The release (issue 21): dist/ holds exactly one binary per target,
+# vipd-<version>-linux-<arch>, and their SHA256SUMS. Reproducible: the same
+# tree gives the same bytes in any directory, with any cache. The Go
+# toolchain is the one go.mod names (GOTOOLCHAIN fetches it through the
+# module proxy when the local Go differs), the architecture levels are
+# Go's defaults, pinned, and GOFLAGS is set (an empty one would let a go
+# env file's through).
+ARCHES    := amd64 arm64 riscv64
+TOOLCHAIN := $(shell sed -n 's/^toolchain //p' go.mod)
+release:
+	rm -rf dist
+	mkdir dist
+	for a in $(ARCHES); do \
+		env GOFLAGS=-mod=readonly GOTOOLCHAIN=$(TOOLCHAIN) CGO_ENABLED=0 GOOS=linux GOARCH=$$a \
+			GOAMD64=v1 GOARM64=v8.0 GORISCV64=rva20u64 \
+			$(GO) build -trimpath -buildvcs=false -tags $(TAGS) -ldflags '$(LDFLAGS)' \
+			-o dist/vipd-$(VERSION)-linux-$$a . || exit 1; \
+	done
+	cd dist && sha256sum vipd-$(VERSION)-linux-* > SHA256SUMS
+	@cat dist/SHA256SUMS
+
+# Two releases of this tree (HEAD plus uncommitted changes to tracked
+# files), each in its own directory with its own empty build cache, must
+# be byte-identical; then each binary is checked (test/release-check).
+release-check:
+	test/release-check
 
 # The pinned etcd server for tests and the demo, built once and cached.
 etcd: $(ETCD)
@@ -88,4 +120,5 @@ demo: need-demo $(ETCD)
 
 clean:
 	rm -f vipd
+	rm -rf dist
 	rm -rf bin test/etcd/bin

@@ -354,7 +354,7 @@ const (
 // parsed: the answer is the status, nothing else.
 func (c *checker) get(rw io.ReadWriter) error {
 	req := "GET " + c.target.requestURI + " HTTP/1.1\r\nHost: " + c.target.addr +
-		"\r\nUser-Agent: vipd/" + version + "\r\nConnection: close\r\n\r\n"
+		"\r\nUser-Agent: vipd/" + release() + "\r\nConnection: close\r\n\r\n"
 	if _, err := io.WriteString(rw, req); err != nil {
 		return fmt.Errorf("GET %s: %w", c.url, err)
 	}

@@ -2,6 +2,8 @@ module vipd
 
 go 1.26.0
 
+toolchain go1.26.8
+
 require (
 	github.com/mdlayher/netlink v1.11.2
 	github.com/mdlayher/packet v1.2.0

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -21,8 +22,32 @@ import (
 	"google.golang.org/grpc/backoff"
 )
 
-// version is stamped by the Makefile (-X main.version=...).
-var version = "dev"
+// version and commit are stamped by the Makefile (-X main.version=...
+// -X main.commit=...): version from the file VERSION, commit from git
+// (12 hex digits, "-dirty" when the tree had uncommitted changes, or
+// "unknown"). A plain `go build` leaves them "dev" and "unknown".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// licence is vipd's licence (LICENSE, NOTICE).
+const licence = "Apache-2.0"
+
+// release is the one string that names this build in the log, the state
+// file, the metrics and the health checks' User-Agent: the version and,
+// when known, the commit as semver build metadata ("0.1.0+abc123def456").
+func release() string {
+	if commit == "" || commit == "unknown" {
+		return version
+	}
+	return version + "+" + commit
+}
+
+// versionLine is what `vipd -version` prints.
+func versionLine() string {
+	return fmt.Sprintf("vipd %s, commit %s, %s %s/%s, licence %s", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, licence)
+}
 
 // Exit codes.
 const (
@@ -59,7 +84,7 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "vipd %s\n", version)
+		fmt.Fprintln(stdout, versionLine())
 		return exitOK
 	}
 

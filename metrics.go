@@ -399,8 +399,8 @@ func (m *metrics) exposition() []byte {
 	for o := range etcdOp(nEtcdOps) {
 		e.sample("vipd_etcd_errors_total", label("op", o.String()), float64(m.etcdErrors[o].Load()))
 	}
-	e.family("vipd_build_info", "gauge", "The running vipd's version.")
-	e.sample("vipd_build_info", label("version", version), 1)
+	e.family("vipd_build_info", "gauge", "The running vipd's version, with the commit as build metadata.")
+	e.sample("vipd_build_info", label("version", release()), 1)
 	e.family("go_goroutines", "gauge", "Number of goroutines that currently exist.")
 	e.sample("go_goroutines", "", float64(runtime.NumGoroutine()))
 	if rss, ok := residentBytes(); ok {

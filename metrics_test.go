@@ -136,7 +136,7 @@ func TestMetricsExposition(t *testing.T) {
 		{"vipd_etcd_errors_total", []string{"op", "renew"}, 2},
 		{"vipd_etcd_errors_total", []string{"op", "claim"}, 1},
 		{"vipd_etcd_errors_total", []string{"op", "grant"}, 0},
-		{"vipd_build_info", []string{"version", version}, 1},
+		{"vipd_build_info", []string{"version", release()}, 1},
 	}
 	for _, w := range want {
 		if got := lab.MustSampleValue(t, fams, w.name, w.kv...); got != w.v {

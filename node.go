@@ -206,7 +206,7 @@ type configChecked struct{ err error }
 // run is the event loop: it waits for the next event, reads the clock
 // and hands both to handle. It returns after a graceful stop on a signal.
 func (n *node) run(signals <-chan os.Signal) {
-	n.log.infof("starting %s for %s on %s, etcd %s", version, prefixList(n.cfg.Addresses), n.cfg.Interface, strings.Join(n.cfg.Etcd, ","))
+	n.log.infof("starting %s for %s on %s, etcd %s", release(), prefixList(n.cfg.Addresses), n.cfg.Interface, strings.Join(n.cfg.Etcd, ","))
 	n.resync()
 	for {
 		ev := n.in.next(signals)

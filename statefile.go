@@ -114,7 +114,7 @@ func (f *stateFile) write(r stateRecord) {
 	if f == nil || f.broken {
 		return
 	}
-	r.Version, r.PID, r.Written = version, os.Getpid(), time.Now()
+	r.Version, r.PID, r.Written = release(), os.Getpid(), time.Now()
 	if err := writeAtomic(f.path, r); err != nil {
 		f.broken = true
 		f.log.warnf("no state file: %v (vipd runs on; -status shows no local view, and a restart cannot resume the lease)", err)
