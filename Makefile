@@ -17,7 +17,7 @@ LDFLAGS = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # never enabled by vipd; without it the binary is 0.75 MiB smaller.
 TAGS    := grpcnotrace
 ETCD    := test/etcd/bin/etcd
-SRC     := $(wildcard *.go) go.mod go.sum
+SRC     := $(wildcard *.go) go.mod go.sum VERSION
 
 .PHONY: build etcd test lint bench demo fuzz soak boot-test release release-check clean
 
