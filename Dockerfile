@@ -1,13 +1,12 @@
-# Multi-stage: build the static binary, ship it alone.
-# Run with host networking and CAP_NET_ADMIN + CAP_NET_RAW (see README).
-FROM golang:1.26 AS build
-WORKDIR /src
-COPY go.mod go.sum ./
-RUN go mod download
-COPY *.go Makefile ./
-ARG VERSION=dev
-RUN make build VERSION=$VERSION
-
+# The image is the release binary alone: `make release` builds it for each
+# target (no compiler runs under emulation), and this file only copies the
+# one for the platform being built into an empty image. `make image` builds
+# linux/amd64 and linux/arm64 with podman (or docker buildx):
+#   podman build --platform linux/arm64 --build-arg VERSION=0.1.0 -t vipd:0.1.0-arm64 .
+# Run with host networking and CAP_NET_ADMIN + CAP_NET_RAW
+# (docs/deploying.md, "Container").
 FROM scratch
-COPY --from=build /src/vipd /vipd
+ARG TARGETARCH
+ARG VERSION
+COPY dist/vipd-${VERSION}-linux-${TARGETARCH} /vipd
 ENTRYPOINT ["/vipd"]

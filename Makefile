@@ -19,7 +19,7 @@ TAGS    := grpcnotrace
 ETCD    := test/etcd/bin/etcd
 SRC     := $(wildcard *.go) go.mod go.sum VERSION
 
-.PHONY: build etcd test lint bench demo fuzz soak boot-test release release-check clean
+.PHONY: build etcd test lint bench demo fuzz soak boot-test release release-check image image-check clean
 
 # need-TARGET: what TARGET needs from the system, installed from Debian when
 # missing (as root), or one line naming it (test/install-deps). It runs
@@ -52,6 +52,19 @@ release:
 	done
 	cd dist && sha256sum vipd-$(VERSION)-linux-* > SHA256SUMS
 	@cat dist/SHA256SUMS
+
+# The container image (Dockerfile): dist/'s binary for each platform in a
+# FROM scratch image, built with podman for linux/amd64 and linux/arm64
+# and checked (test/image-check). `make image` keeps the images, tagged
+# vipd:<version>-<arch>.
+IMAGE_ARCHES := amd64 arm64
+image: need-image release
+	for a in $(IMAGE_ARCHES); do \
+		podman build --platform linux/$$a --build-arg VERSION=$(VERSION) -t vipd:$(VERSION)-$$a . || exit 1; \
+	done
+
+image-check: need-image release
+	test/image-check
 
 # Two releases of this tree (HEAD plus uncommitted changes to tracked
 # files), each in its own directory with its own empty build cache, must
