@@ -17,6 +17,10 @@ LDFLAGS = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # never enabled by vipd; without it the binary is 0.75 MiB smaller.
 TAGS    := grpcnotrace
 ETCD    := test/etcd/bin/etcd
+# The boot test's arm64 VM: vipd built for arm64 like vipd, and Debian's
+# arm64 cloud kernel and busybox-static, unpacked by test/install-deps.
+VIPD_ARM64 := bin/vipd-linux-arm64
+ARM64_ROOT := bin/boot-arm64
 SRC     := $(wildcard *.go) go.mod go.sum VERSION
 
 .PHONY: build etcd test lint bench demo fuzz soak boot-test release release-check image image-check clean
@@ -31,6 +35,9 @@ build: vipd
 
 vipd: $(SRC)
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $@ .
+
+$(VIPD_ARM64): $(SRC)
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $@ .
 
 # The release (issue 21): dist/ holds exactly one binary per target,
 # vipd-<version>-linux-<arch>, and their SHA256SUMS. Reproducible: the same
@@ -113,8 +120,9 @@ soak: need-soak $(ETCD)
 # Debian's cloud kernel with an initramfs of busybox init (docs/busybox)
 # and this vipd, configured by the kernel command line or a config
 # partition only. A separate module (test/boot); root.
-boot-test: need-boot-test vipd $(ETCD)
-	cd test/boot && $(GO) vet ./... && VIPD=$(CURDIR)/vipd VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -v -timeout 15m .
+boot-test: need-boot-test vipd $(VIPD_ARM64) $(ETCD)
+	cd test/boot && $(GO) vet ./... && VIPD=$(CURDIR)/vipd VIPD_ARM64=$(CURDIR)/$(VIPD_ARM64) \
+		VIPD_ARM64_ROOT=$(CURDIR)/$(ARM64_ROOT) VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -v -timeout 15m .
 
 # Fuzz each parser and decoder for FUZZTIME (default 30s each); new
 # crashers land in testdata/fuzz and stay there as regression inputs.

@@ -155,27 +155,29 @@ var recipeDir = filepath.Join("..", "..", "docs", "busybox")
 
 // bootModules are what the VMs need that Debian's cloud kernel builds as
 // modules: the virtio PCI transport, its network and block drivers
-// (net_failover and failover come as virtio_net's dependencies). ext4, for
-// the config partition, is built in.
+// (net_failover and failover come as virtio_net's dependencies), and, on
+// arm64, virtio_console for the control line (hvc0: -M virt has one UART).
+// ext4, for the config partition, is built in.
 var bootModules = []string{"virtio_pci", "virtio_net", "virtio_blk"}
 
-// buildInitramfs writes the initramfs for kernel version kver: busybox
-// (linked as /init, so that the kernel starts busybox init, which reads
-// /etc/inittab), the modules in load order (listed in /etc/modules, which
-// the init loads with insmod), the init's files from docs/busybox plus
-// extra ones, and vipd as /sbin/vipd.
-func buildInitramfs(t testing.TB, kver, vipd, out, inittabExtra string, extra map[string]string) {
+// buildInitramfs writes g's initramfs: busybox (linked as /init, so
+// that the kernel starts busybox init, which reads /etc/inittab), the
+// modules in load order (listed in /etc/modules, which the init loads with
+// insmod), the init's files from docs/busybox plus the control line's, and
+// vipd as /sbin/vipd.
+func buildInitramfs(t testing.TB, g *guest, out string) {
 	t.Helper()
 	im := &image{dirs: map[string]bool{}}
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "sbin", "bin"} {
 		im.dir(d)
 	}
-	bb := busyboxPath(t)
-	im.copy(t, "bin/busybox", bb, 0o755)
+	im.copy(t, "bin/busybox", g.busybox, 0o755)
 	im.link("init", "/bin/busybox")
 	// Every applet as a link, as `busybox --install` would make them: the
-	// init's scripts call mount, ip, insmod... by name.
-	applets, err := exec.Command(bb, "--list-full").Output()
+	// init's scripts call mount, ip, insmod... by name. The list is the
+	// host's busybox-static's (an arm64 busybox cannot run here), the same
+	// Debian version and configuration.
+	applets, err := exec.Command(busyboxPath(t), "--list-full").Output()
 	if err != nil {
 		t.Fatalf("busybox --list-full: %v", err)
 	}
@@ -184,21 +186,20 @@ func buildInitramfs(t testing.TB, kver, vipd, out, inittabExtra string, extra ma
 			im.link(name, "/bin/busybox")
 		}
 	}
-	im.copy(t, "sbin/vipd", vipd, 0o755)
+	im.copy(t, "sbin/vipd", g.vipd, 0o755)
 
-	modDir := filepath.Join("/lib/modules", kver)
-	dep, err := os.Open(filepath.Join(modDir, "modules.dep"))
-	if err != nil {
-		t.Fatalf("initramfs: %v (is linux-image-cloud-amd64 installed?)", err)
-	}
-	defer dep.Close()
-	mods, err := moduleOrder(dep, bootModules)
+	modDir := filepath.Join(g.root, "lib/modules", g.kver)
+	dep, err := modulesDep(modDir)
 	if err != nil {
 		t.Fatalf("initramfs: %v", err)
 	}
+	mods, err := moduleOrder(dep, g.modules)
+	if err != nil {
+		t.Fatalf("initramfs (%s): %v", g.arch, err)
+	}
 	var list []string
 	for _, m := range mods {
-		name := filepath.Join("lib/modules", kver, m)
+		name := filepath.Join("lib/modules", g.kver, m)
 		im.copy(t, name, filepath.Join(modDir, m), 0o644)
 		list = append(list, "/"+name)
 	}
@@ -209,21 +210,70 @@ func buildInitramfs(t testing.TB, kver, vipd, out, inittabExtra string, extra ma
 	if err != nil {
 		t.Fatalf("initramfs: %v", err)
 	}
-	im.file("etc/inittab", 0o644, append(inittab, inittabExtra...))
-	names := make([]string, 0, len(extra))
-	for name := range extra {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		im.file(name, 0o755, []byte(extra[name]))
-	}
+	im.file("etc/inittab", 0o644, append(inittab, g.ctlTTY+"::respawn:/etc/ctl\n"...))
+	im.file("etc/ctl", 0o755, []byte(ctlScript))
 	if err := os.WriteFile(out, marshalCPIO(im.entries), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// busyboxPath is the static busybox: the initramfs has no libc.
+// modulesDep is the kernel's modules.dep, or, for a kernel package that
+// was only unpacked (depmod writes modules.dep when it is installed), the
+// same lines made from each module's .modinfo "depends=" (the names of
+// the modules it needs).
+func modulesDep(modDir string) (io.Reader, error) {
+	if b, err := os.ReadFile(filepath.Join(modDir, "modules.dep")); err == nil {
+		return bytes.NewReader(b), nil
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	byName := map[string]string{}
+	needs := map[string][]string{}
+	err := filepath.WalkDir(filepath.Join(modDir, "kernel"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".ko") {
+			return err
+		}
+		rel, _ := filepath.Rel(modDir, p)
+		byName[strings.ReplaceAll(strings.TrimSuffix(d.Name(), ".ko"), "-", "_")] = rel
+		f, err := elf.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sec := f.Section(".modinfo")
+		if sec == nil {
+			return nil
+		}
+		info, err := sec.Data()
+		if err != nil {
+			return fmt.Errorf("%s: %v", p, err)
+		}
+		for _, kv := range bytes.Split(info, []byte{0}) {
+			if v, ok := bytes.CutPrefix(kv, []byte("depends=")); ok && len(v) > 0 {
+				needs[rel] = strings.Split(string(v), ",")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%v (no modules.dep: reading each module's .modinfo)", err)
+	}
+	var b strings.Builder
+	for _, rel := range byName {
+		var deps []string
+		for _, n := range needs[rel] {
+			d, ok := byName[strings.ReplaceAll(n, "-", "_")]
+			if !ok {
+				return nil, fmt.Errorf("%s needs %s, which is not among the modules", rel, n)
+			}
+			deps = append(deps, d)
+		}
+		fmt.Fprintf(&b, "%s: %s\n", rel, strings.Join(deps, " "))
+	}
+	return strings.NewReader(b.String()), nil
+}
+
+// busyboxPath is the host's static busybox: the initramfs has no libc.
 func busyboxPath(t testing.TB) string {
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
 		f, err := elf.Open(p)

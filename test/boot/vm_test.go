@@ -20,8 +20,9 @@ import (
 // The boot lab: a network namespace of the test's own with a bridge, one
 // tap per VM, the pinned etcd on the bridge's address, and the client's
 // view (ping, arping, the neighbour table) from the same namespace. The
-// VMs are qemu-system-x86_64 under software emulation (TCG), each booting
-// Debian's cloud kernel with the test's initramfs. Nothing outside the
+// VMs are qemu-system-x86_64 or qemu-system-aarch64 (-M virt) under
+// software emulation (TCG), each booting Debian's cloud kernel for its
+// architecture with the test's initramfs for it. Nothing outside the
 // namespace is touched; the namespace, the VMs and etcd go when the test
 // ends, failed or not.
 
@@ -35,26 +36,65 @@ const (
 )
 
 type bootLab struct {
-	t      *testing.T
-	ns     string
-	dir    string
-	kernel string
-	initrd string
-	etcd   *exec.Cmd
-	vms    []*vm
+	t     *testing.T
+	ns    string
+	dir   string
+	amd64 *guest
+	arm64 *guest
+	etcd  *exec.Cmd
+	vms   []*vm
+}
+
+// guest is what the VMs of one architecture boot: Debian's cloud kernel,
+// its modules and busybox-static (installed on the host for amd64;
+// unpacked from the arm64 packages by test/install-deps), vipd built for
+// that architecture, and the qemu that emulates it.
+type guest struct {
+	arch    string
+	qemu    []string // the emulator and its machine
+	console string   // the serial console's device in the guest
+	ctlTTY  string   // the control line's
+	root    string   // where boot/, lib/modules/ and bin/busybox are
+	kernel  string
+	kver    string
+	busybox string
+	vipd    string
+	modules []string
+	initrd  string
+}
+
+// newGuest finds the kernel under root and builds the initramfs.
+func (l *bootLab) newGuest(g *guest) *guest {
+	t := l.t
+	needTool(t, g.qemu[0], map[string]string{"amd64": "qemu-system-x86", "arm64": "qemu-system-arm"}[g.arch])
+	if g.vipd == "" {
+		t.Fatalf("no vipd for %s: run `sudo make boot-test`", g.arch)
+	}
+	kernels, _ := filepath.Glob(filepath.Join(g.root, "boot", "vmlinuz-*-cloud-"+g.arch))
+	if len(kernels) == 0 {
+		t.Fatalf("no %s/boot/vmlinuz-*-cloud-%s: run test/install-deps boot-test (as root)", g.root, g.arch)
+	}
+	sort.Strings(kernels)
+	g.kernel = kernels[len(kernels)-1]
+	g.kver = strings.TrimPrefix(filepath.Base(g.kernel), "vmlinuz-")
+	g.initrd = filepath.Join(l.dir, "initramfs-"+g.arch+".cpio")
+	buildInitramfs(t, g, g.initrd)
+	return g
 }
 
 type vm struct {
 	n       int
+	g       *guest
 	name    string // hostname, or "" (vipd then names itself by MAC)
 	mac     string
 	ip      string
 	cmd     *exec.Cmd
-	console string // the serial console (ttyS0), as a file
-	ctl     string // ttyS1: the control line (/etc/ctl in the guest)
+	console string // the serial console (ttyS0, ttyAMA0), as a file
+	ctl     string // ttyS1, hvc0: the control line (/etc/ctl in the guest)
 	mon     string // qemu's human monitor (stop, cont)
 	exited  chan struct{}
 	started time.Time
+	up      time.Duration // from qemu's start to waitConsole's line
 	qemuOut strings.Builder // qemu's own messages
 }
 
@@ -71,22 +111,17 @@ func newBootLab(t *testing.T) *bootLab {
 	if os.Geteuid() != 0 {
 		t.Fatal("the boot test needs root: network namespaces, taps, qemu (sudo make boot-test)")
 	}
-	needTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	needTool(t, "mkfs.ext4", "e2fsprogs")
-	vipd := os.Getenv("VIPD")
-	etcd := os.Getenv("VIPD_ETCD")
-	if vipd == "" || etcd == "" {
-		t.Fatal("VIPD (the vipd binary) and VIPD_ETCD (the pinned etcd) must be set: run `sudo make boot-test`")
+	if os.Getenv("VIPD_ETCD") == "" || os.Getenv("VIPD_ARM64_ROOT") == "" {
+		t.Fatal("VIPD and VIPD_ARM64 (the vipd binaries), VIPD_ARM64_ROOT (the unpacked arm64 packages) and VIPD_ETCD (the pinned etcd) must be set: run `sudo make boot-test`")
 	}
-	kernels, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
-	if len(kernels) == 0 {
-		t.Fatal("no /boot/vmlinuz-*-cloud-amd64: install Debian's linux-image-cloud-amd64")
-	}
-	sort.Strings(kernels)
-	l := &bootLab{t: t, ns: fmt.Sprintf("vipdboot%d", os.Getpid()), dir: t.TempDir(), kernel: kernels[len(kernels)-1]}
-	kver := strings.TrimPrefix(filepath.Base(l.kernel), "vmlinuz-")
-	l.initrd = filepath.Join(l.dir, "initramfs.cpio")
-	buildInitramfs(t, kver, vipd, l.initrd, "ttyS1::respawn:/etc/ctl\n", map[string]string{"etc/ctl": ctlScript})
+	l := &bootLab{t: t, ns: fmt.Sprintf("vipdboot%d", os.Getpid()), dir: t.TempDir()}
+	l.amd64 = l.newGuest(&guest{arch: "amd64", qemu: []string{"qemu-system-x86_64"}, console: "ttyS0", ctlTTY: "ttyS1",
+		root: "/", busybox: busyboxPath(t), vipd: os.Getenv("VIPD"), modules: bootModules})
+	root := os.Getenv("VIPD_ARM64_ROOT")
+	l.arm64 = l.newGuest(&guest{arch: "arm64", qemu: []string{"qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"},
+		console: "ttyAMA0", ctlTTY: "hvc0", root: root, busybox: filepath.Join(root, "bin", "busybox"),
+		vipd: os.Getenv("VIPD_ARM64"), modules: append(append([]string(nil), bootModules...), "virtio_console")})
 
 	l.ipCmd("netns", "add", l.ns)
 	t.Cleanup(l.close)
@@ -217,9 +252,9 @@ func (l *bootLab) inNS(fn func() error) error {
 	return <-done
 }
 
-// sysSetns is setns(2) on x86-64, the only architecture this test boots
-// (the syscall package has no name for it; x/sys would be this module's
-// first dependency).
+// sysSetns is setns(2) on x86-64, the only host this test runs on (the
+// syscall package has no name for it; x/sys would be this module's first
+// dependency).
 const sysSetns = 308
 
 func setns(f *os.File) error {
@@ -229,31 +264,40 @@ func setns(f *os.File) error {
 	return nil
 }
 
-// boot starts VM n with the given kernel command line words (after the
-// console ones) and, if cfgDisk is set, that image as a second virtio disk.
-func (l *bootLab) boot(n int, hostname string, words, cfgDisk string) *vm {
-	v := &vm{n: n, name: hostname, mac: fmt.Sprintf("52:54:00:00:53:%02x", n), ip: fmt.Sprintf("192.0.2.%d", 10+n),
+// boot starts VM n of guest g with the given kernel command line words
+// (after the console ones) and, if cfgDisk is set, that image as a second
+// virtio disk.
+func (l *bootLab) boot(g *guest, n int, hostname string, words, cfgDisk string) *vm {
+	v := &vm{n: n, g: g, name: hostname, mac: fmt.Sprintf("52:54:00:00:53:%02x", n), ip: fmt.Sprintf("192.0.2.%d", 10+n),
 		console: filepath.Join(l.dir, fmt.Sprintf("console-%d.log", n)), ctl: filepath.Join(l.dir, fmt.Sprintf("ctl-%d.sock", n)),
 		mon:    filepath.Join(l.dir, fmt.Sprintf("mon-%d.sock", n)),
 		exited: make(chan struct{})}
 	tap := fmt.Sprintf("tap%d", n)
 	l.ip("tuntap", "add", "dev", tap, "mode", "tap")
 	l.ip("link", "set", tap, "master", "br0", "up")
-	cmdline := "console=ttyS0 panic=-1 boot.ip=" + v.ip + "/24"
+	cmdline := "console=" + g.console + " panic=-1 boot.ip=" + v.ip + "/24"
 	if hostname != "" {
 		cmdline += " boot.hostname=" + hostname
 	}
 	cmdline += " " + words
-	args := []string{"-accel", "tcg", "-m", bootMem, "-smp", "1", "-nodefaults", "-no-reboot", "-display", "none",
-		"-kernel", l.kernel, "-initrd", l.initrd, "-append", cmdline,
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac=" + v.mac,
-		"-serial", "file:" + v.console, "-serial", "unix:" + v.ctl + ",server=on,wait=off",
-		"-monitor", "unix:" + v.mon + ",server=on,wait=off"}
+	args := append(append([]string(nil), g.qemu[1:]...), "-accel", "tcg", "-m", bootMem, "-smp", "1", "-nodefaults", "-no-reboot", "-display", "none",
+		"-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
+		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac="+v.mac,
+		"-serial", "file:"+v.console,
+		"-monitor", "unix:"+v.mon+",server=on,wait=off")
+	ctl := "unix:" + v.ctl + ",server=on,wait=off"
+	if g.ctlTTY == "hvc0" {
+		// -M virt has one UART: the control line is a virtio console.
+		args = append(args, "-chardev", "socket,id=ctl,path="+v.ctl+",server=on,wait=off",
+			"-device", "virtio-serial-pci", "-device", "virtconsole,chardev=ctl")
+	} else {
+		args = append(args, "-serial", ctl)
+	}
 	if cfgDisk != "" {
 		args = append(args, "-drive", "file="+cfgDisk+",format=raw,if=virtio,readonly=on")
 	}
-	v.cmd = l.in("qemu-system-x86_64", args...)
+	v.cmd = l.in(g.qemu[0], args...)
 	v.cmd.Stdout, v.cmd.Stderr = &v.qemuOut, &v.qemuOut
 	if err := v.cmd.Start(); err != nil {
 		l.t.Fatalf("start vm%d: %v", n, err)
@@ -376,6 +420,7 @@ func (l *bootLab) waitConsole(s string, timeout time.Duration, vms ...*vm) bool 
 			defer wg.Done()
 			for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 				if v.count(s) > 0 {
+					v.up = time.Since(v.started)
 					return
 				}
 			}
