@@ -94,7 +94,7 @@ type vm struct {
 	mon     string // qemu's human monitor (stop, cont)
 	exited  chan struct{}
 	started time.Time
-	up      time.Duration // from qemu's start to waitConsole's line
+	up      time.Duration   // from qemu's start to waitConsole's line
 	qemuOut strings.Builder // qemu's own messages
 }
 
