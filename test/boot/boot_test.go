@@ -44,6 +44,9 @@ func TestBoot(t *testing.T) {
 		if !strings.Contains(v.consoleText(), "Linux version "+v.g.kver+" ") {
 			t.Errorf("vm%d's console has no banner of %s", v.n, v.g.kver)
 		}
+		if strings.Contains(v.consoleText(), "rc: insmod") {
+			t.Errorf("vm%d: a module did not load: %s", v.n, v.excerpt())
+		}
 		t.Logf("vm%d (%s): vipd up and waiting for etcd %v after qemu started", v.n, v.g.arch, v.up.Round(100*time.Millisecond))
 	}
 	time.Sleep(time.Until(booted.Add(30 * time.Second)))
@@ -129,6 +132,7 @@ func TestBoot(t *testing.T) {
 	if macs := l.answering(); len(macs) != 1 {
 		t.Errorf("after the power loss, MACs answering: %v", macs)
 	}
+	t.Logf("vm2's console (arm64), the init's and vipd's lines:\n%s", vms[1].excerpt())
 	t.Logf("vm3's console (config partition), the init's and vipd's lines:\n%s", vms[2].excerpt())
 }
 
