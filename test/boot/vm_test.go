@@ -286,13 +286,12 @@ func (l *bootLab) boot(g *guest, n int, hostname string, words, cfgDisk string) 
 		"-device", "virtio-net-pci,netdev=n0,mac="+v.mac,
 		"-serial", "file:"+v.console,
 		"-monitor", "unix:"+v.mon+",server=on,wait=off")
-	ctl := "unix:" + v.ctl + ",server=on,wait=off"
 	if g.ctlTTY == "hvc0" {
 		// -M virt has one UART: the control line is a virtio console.
 		args = append(args, "-chardev", "socket,id=ctl,path="+v.ctl+",server=on,wait=off",
 			"-device", "virtio-serial-pci", "-device", "virtconsole,chardev=ctl")
 	} else {
-		args = append(args, "-serial", ctl)
+		args = append(args, "-serial", "unix:"+v.ctl+",server=on,wait=off")
 	}
 	if cfgDisk != "" {
 		args = append(args, "-drive", "file="+cfgDisk+",format=raw,if=virtio,readonly=on")
