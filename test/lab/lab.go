@@ -140,6 +140,9 @@ type Node struct {
 	// only), so that each node has its own /run/vipd state file, as on
 	// separate machines, and the host's /run is never written.
 	RunDir string
+	// Bin, when set, is the vipd binary this node's daemon runs (a skew
+	// test's older version); otherwise Binaries'.
+	Bin string
 }
 
 type Lab struct {
@@ -436,7 +439,7 @@ func (l *Lab) Start(nd *Node, extra ...string) {
 
 // StartWrapped runs vipd under a wrapper command (such as setpriv).
 func (l *Lab) StartWrapped(nd *Node, wrapper []string, extra ...string) {
-	bin, _ := Binaries(l.T)
+	bin := nd.bin(l.T)
 	args := append(wrapper[len(wrapper):], wrapper...)
 	args = append(args, bin, "-cmdline", "none",
 		"vip.address="+l.VIPWord(), "vip.interface=eth0", "vip.etcd="+l.EtcdURLs(),
@@ -446,8 +449,18 @@ func (l *Lab) StartWrapped(nd *Node, wrapper []string, extra ...string) {
 
 // StartRaw runs vipd on the node with exactly these arguments.
 func (l *Lab) StartRaw(nd *Node, args ...string) {
-	bin, _ := Binaries(l.T)
+	bin := nd.bin(l.T)
 	l.Run(nd, append([]string{bin}, args...))
+}
+
+// bin is the vipd binary the node's daemon runs: its own Bin, or the
+// lab's.
+func (nd *Node) bin(t testing.TB) string {
+	if nd.Bin != "" {
+		return nd.Bin
+	}
+	bin, _ := Binaries(t)
+	return bin
 }
 
 func (l *Lab) Run(nd *Node, argv []string) {
