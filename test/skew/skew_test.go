@@ -203,11 +203,19 @@ func (s *skewLab) checkStatus(h *lab.Node) {
 	s.T.Logf("the new -status on every node names %s (%s) as holder", h.Name, s.ver(h))
 }
 
-// TestMixedVersions: n1, n2, n3 run old, new, old, then new, old, new.
+// TestSkew runs the skew tests below as subtests, so that without
+// $VIPD_SKEW_BASE the package skips in one line.
+func TestSkew(t *testing.T) {
+	oldVipd(t)
+	t.Run("mixed", testMixedVersions)
+	t.Run("rolling", testRollingUpgrade)
+}
+
+// testMixedVersions: n1, n2, n3 run old, new, old, then new, old, new.
 // In each layout: n1 is the first holder (the new -status on each node
 // names it); n1 -> n2 graceful, n2 -> n3 graceful, n3 -> n2 crash; each
 // move is across versions. The new -status names n2 at the end.
-func TestMixedVersions(t *testing.T) {
+func testMixedVersions(t *testing.T) {
 	for _, layout := range [][3]bool{{false, true, false}, {true, false, true}} {
 		name := map[bool]string{false: "old", true: "new"}
 		t.Run(name[layout[0]]+"-"+name[layout[1]]+"-"+name[layout[2]], func(t *testing.T) {
@@ -235,7 +243,7 @@ func TestMixedVersions(t *testing.T) {
 	}
 }
 
-// TestRollingUpgrade: all three nodes run the old vipd; each in turn
+// testRollingUpgrade: all three nodes run the old vipd; each in turn
 // (n1, n2, n3) is stopped gracefully and started again with the new one,
 // the client probing throughout. After every step exactly one node holds
 // the VIP (the one that held it, if a candidate was upgraded), the
@@ -243,7 +251,7 @@ func TestMixedVersions(t *testing.T) {
 // it at once. The client's outage per step is logged in a table (not
 // asserted against a time). At the end the new -status on every node
 // names the holder.
-func TestRollingUpgrade(t *testing.T) {
+func testRollingUpgrade(t *testing.T) {
 	s := newSkewLab(t, [3]bool{})
 	for _, nd := range s.Nodes {
 		s.Start(nd)
