@@ -264,6 +264,32 @@ func (t *term) run() {
 // keyOf is the election key Campaign creates for lease id.
 func (t *term) keyOf(id clientv3.LeaseID) string { return fmt.Sprintf("%s/%x", t.cfg.prefix, id) }
 
+// The info key says which vipd a node runs: "<vip.key>@info/<lease hex>",
+// "version=0.1.0+abc1234", on the election key's lease, so it lives and
+// dies with it. It stands beside the election, not under its prefix,
+// where it would count as a candidate. The version is not in the entry
+// itself because vipd before 0.1.0 reads no word it does not know there
+// (rank.go): it would rank such a node below everyone and see no holder.
+const infoKeyMark = "@info/"
+
+func infoPrefix(electionKey string) string { return electionKey + infoKeyMark }
+
+func infoKey(electionKey string, id clientv3.LeaseID) string {
+	return fmt.Sprintf("%s%x", infoPrefix(electionKey), id)
+}
+
+func infoValue() string { return "version=" + release() }
+
+// describe writes our info key; a failure only delays it (publishRank
+// tries again), as nothing but -status reads it.
+func (t *term) describe(id clientv3.LeaseID) bool {
+	ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+	defer cancel()
+	_, err := t.cli.Put(ctx, infoKey(t.cfg.prefix, id), infoValue(), clientv3.WithLease(id))
+	t.failed(t.ctx, opWrite, err)
+	return err == nil
+}
+
 // renewOnce sends one lease renewal, bounded by timeout.
 func (t *term) renewOnce(id clientv3.LeaseID, timeout time.Duration) error {
 	return t.renewer.renew(t.ctx, id, timeout)
@@ -308,39 +334,47 @@ const (
 	candidateRenewalsPerTTL = 3
 )
 
-// publishRank writes the node's rank into our election entry whenever the
-// node reports a new one, until the term ends. The write is conditional on
+// publishRank writes our info key once, and the node's rank into our
+// election entry whenever the node reports a new one, until the term
+// ends. The write is conditional on
 // the key being ours; before Campaign has created it (or while etcd is
 // unreachable) it is tried again every candidate renewal interval.
 // Campaign itself writes the entry as last published.
 func (t *term) publishRank(key string, id clientv3.LeaseID) {
 	published := t.cfg.rank
 	want := published
+	described := t.describe(id)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	if !described {
+		retry.Reset(renewalInterval(t.ttl, false))
+	}
 	for {
 		select {
 		case <-t.ctx.Done():
 			return
 		case want = <-t.ranks:
 		case <-retry.C:
+			if !described {
+				described = t.describe(id)
+			}
 		}
-		if want == published {
-			continue
+		if want != published {
+			value := entryValue(t.cfg.name, want)
+			ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
+			resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
+				Then(clientv3.OpPut(key, t.own.withTenure(value), clientv3.WithIgnoreLease())).Commit()
+			cancel()
+			t.failed(t.ctx, opWrite, err)
+			if err == nil && resp.Succeeded {
+				published = want
+				t.own.publish(value)
+			}
 		}
-		value := entryValue(t.cfg.name, want)
-		ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
-		resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
-			Then(clientv3.OpPut(key, t.own.withTenure(value), clientv3.WithIgnoreLease())).Commit()
-		cancel()
-		t.failed(t.ctx, opWrite, err)
-		if err == nil && resp.Succeeded {
-			published = want
-			t.own.publish(value)
-			continue
+		if want != published || !described {
+			retry.Reset(renewalInterval(t.ttl, false))
 		}
-		retry.Reset(renewalInterval(t.ttl, false))
 	}
 }
 

@@ -516,6 +516,20 @@ func TestElectionTakeover(t *testing.T) {
 		if r.beat.IsZero() || r.deadline.IsZero() {
 			t.Errorf("a leader's renewal moves both deadlines: %+v", r)
 		}
+		// Beside the election, on the same lease, the info key names the
+		// version; it goes with the lease.
+		info := infoKey(prefix, g.lease)
+		if resp, err := cli.Get(ctx, info); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "version="+release() ||
+			resp.Kvs[0].Lease != int64(g.lease) {
+			t.Errorf("info key %s: %v (err %v), want version=%s on lease %x", info, resp, err, release(), g.lease)
+		}
+		if resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 1 {
+			t.Errorf("%d keys under the election prefix (err %v), want only a's", resp.Count, err)
+		}
+		a.stop(time.Second)
+		if resp, err := cli.Get(ctx, info); err != nil || len(resp.Kvs) != 0 {
+			t.Errorf("info key %s outlived the term (err %v)", info, err)
+		}
 	})
 
 	// waitBehind starts a, which wins, and b, which waits behind it and
@@ -625,6 +639,11 @@ func TestElectionResume(t *testing.T) {
 		if e := parseEntry(resp.Kvs[0].Value); e.since != r.held.UnixMilli() {
 			t.Errorf("the resumed key's entry %q, want since=%d", resp.Kvs[0].Value, r.held.UnixMilli())
 		}
+		// A resume (a SIGHUP into a new binary) writes its own version.
+		lab.WaitFor(t, 2*time.Second, "the resumed term's info key", func() bool {
+			resp, err := cli.Get(ctx, infoKey("/vipd/resume", r.id))
+			return err == nil && len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == "version="+release()
+		})
 	})
 
 	t.Run("campaigns afresh behind another", func(t *testing.T) {

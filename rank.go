@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,9 +85,12 @@ func (e entry) MarshalText() ([]byte, error) {
 
 // UnmarshalText reads an election key's value. A bare name is what vipd
 // wrote before ranks existed: such a node has the default rank (healthy,
-// priority 0). Only the canonical forms are read, so that what is read
-// encodes to the same bytes. Anything else names the node by the whole
-// value and ranks it below everyone.
+// priority 0). After "NAME HEALTH PRIORITY" come KEY=VALUE words in any
+// order, each key once: since= and beat= (both or neither) are read, and
+// any other key is skipped, so that a later version may add one without
+// making this one misread its entries (docs/operating.md, "Upgrades").
+// Only canonical spacing is read. Anything else names the node by the
+// whole value and ranks it below everyone.
 func (e *entry) UnmarshalText(b []byte) error {
 	f := strings.Fields(string(b))
 	canonical := strings.Join(f, " ") == string(b)
@@ -94,25 +98,47 @@ func (e *entry) UnmarshalText(b []byte) error {
 	case len(f) == 1 && canonical:
 		*e = entry{name: f[0], rank: rank{healthy: true}}
 		return nil
-	case (len(f) == 3 || len(f) == 5) && canonical && (f[1] == "healthy" || f[1] == "unhealthy" || f[1] == "unable"):
+	case len(f) >= 3 && canonical && (f[1] == "healthy" || f[1] == "unhealthy" || f[1] == "unable"):
 		p, err := strconv.Atoi(f[2])
 		if err != nil || strconv.Itoa(p) != f[2] {
 			break
 		}
 		r := entry{name: f[0], rank: rank{unable: f[1] == "unable", healthy: f[1] == "healthy", priority: p}}
-		if len(f) == 5 {
-			var sinceOK, beatOK bool
-			r.since, sinceOK = millisField(f[3], "since=")
-			r.beat, beatOK = millisField(f[4], "beat=")
-			if !sinceOK || !beatOK {
-				break // out of the switch: unreadable
-			}
+		if !r.readFields(f[3:]) {
+			break // out of the switch: unreadable
 		}
 		*e = r
 		return nil
 	}
 	*e = entry{name: string(b), rank: unranked}
-	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy|unable PRIORITY [since=MS beat=MS]\"", b)
+	return fmt.Errorf("election entry %q: want \"NAME healthy|unhealthy|unable PRIORITY [since=MS beat=MS] [KEY=VALUE...]\"", b)
+}
+
+// readFields reads the KEY=VALUE words after the rank: since= and beat=,
+// both or neither; other keys are skipped. A word without a key, or a key
+// given twice, makes the entry unreadable.
+func (e *entry) readFields(words []string) bool {
+	var seen []string
+	for _, w := range words {
+		k, _, ok := strings.Cut(w, "=")
+		if !ok || k == "" || slices.Contains(seen, k) {
+			return false
+		}
+		seen = append(seen, k)
+		var valid bool
+		switch k {
+		case "since":
+			e.since, valid = millisField(w, "since=")
+		case "beat":
+			e.beat, valid = millisField(w, "beat=")
+		default:
+			valid = true
+		}
+		if !valid {
+			return false
+		}
+	}
+	return slices.Contains(seen, "since") == slices.Contains(seen, "beat")
 }
 
 // millisField reads "PREFIX<unix milliseconds>", a positive number written

@@ -55,16 +55,19 @@ type statusCandidate struct {
 	Lease    string `json:"lease"`        // hex, as etcdctl prints it
 	LeaseTTL int64  `json:"lease_left_s"` // etcd's whole seconds; -1: expired or unknown
 	Self     bool   `json:"this_node,omitempty"`
+	Version  string `json:"version,omitempty"` // its info key's (elect.go); empty: none, a vipd before 0.1.0
 }
 
-// statusHolder is the candidate that has claimed the VIP.
+// statusHolder is the candidate that has claimed the VIP. Since, Beat
+// and their ages are left out for a holder whose vipd writes no since=
+// and beat= (a version before 6d22a5b, which still holds).
 type statusHolder struct {
 	statusCandidate
-	Since     time.Time `json:"since"`            // its tenure's start, its clock
-	HeldMS    int64     `json:"held_ms"`          // At - Since
-	Beat      time.Time `json:"last_heartbeat"`   // its clock
-	BeatAgeMS int64     `json:"heartbeat_age_ms"` // At - Beat: negative when its clock runs ahead of ours
-	TTLMS     int64     `json:"ttl_ms,omitempty"` // its lease's granted TTL; 0: unknown
+	Since     time.Time `json:"since,omitzero"`             // its tenure's start, its clock
+	HeldMS    *int64    `json:"held_ms,omitempty"`          // At - Since
+	Beat      time.Time `json:"last_heartbeat,omitzero"`    // its clock
+	BeatAgeMS *int64    `json:"heartbeat_age_ms,omitempty"` // At - Beat: negative when its clock runs ahead of ours
+	TTLMS     int64     `json:"ttl_ms,omitempty"`           // its lease's granted TTL; 0: unknown
 	// Stale: its heartbeat is older than its TTL, so by its own deadline
 	// it has stepped down (or is frozen or cut off); the other candidates
 	// remove its key shortly.
@@ -96,10 +99,10 @@ type leaseInfo struct {
 // code. Failures go to stderr whatever vip.log says.
 func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 	rep := statusReport{Key: st.cfg.Key, Endpoints: st.cfg.Etcd, Candidates: []statusCandidate{}}
-	cs, leases, err := askEtcd(st)
+	v, err := askEtcd(st)
 	now := time.Now() // the answers' time, not the question's
 	if err == nil {
-		rep = buildStatus(st.cfg.Key, st.cfg.Etcd, cs, leases, st.cfg.Name, now)
+		rep = buildStatus(st.cfg.Key, st.cfg.Etcd, v, st.cfg.Name, now)
 	} else {
 		rep.At = now
 		rep.Error = err.Error()
@@ -126,13 +129,22 @@ func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// askEtcd reads the election entries (in queue order) and their leases,
+// electionView is what -status reads from etcd: the election entries in
+// queue order, what etcd says of their leases, and the version each
+// node's info key names (elect.go), by lease.
+type electionView struct {
+	cs       []candidate
+	leases   map[clientv3.LeaseID]leaseInfo
+	versions map[clientv3.LeaseID]string
+}
+
+// askEtcd reads the election entries, their leases and the info keys,
 // bounded by statusTimeout. Its error says why etcd could not be asked,
 // with what a plain connection attempt finds out.
-func askEtcd(st setup) ([]candidate, map[clientv3.LeaseID]leaseInfo, error) {
+func askEtcd(st setup) (electionView, error) {
 	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
 	if err != nil {
-		return nil, nil, fmt.Errorf("etcd client: %w", err)
+		return electionView{}, fmt.Errorf("etcd client: %w", err)
 	}
 	defer cli.Close()
 	// Without an etcd leader a read would wait out the whole timeout;
@@ -141,9 +153,32 @@ func askEtcd(st setup) ([]candidate, map[clientv3.LeaseID]leaseInfo, error) {
 	defer cancel()
 	cs, _, err := listCandidates(ctx, cli, st.cfg.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the election under %s: %w%s", st.cfg.Key, err, diagnose(st.cfg.Etcd, st.tls))
+		return electionView{}, fmt.Errorf("read the election under %s: %w%s", st.cfg.Key, err, diagnose(st.cfg.Etcd, st.tls))
 	}
-	return cs, leaseInfos(ctx, cli, cs), nil
+	return electionView{cs: cs, leases: leaseInfos(ctx, cli, cs), versions: versions(ctx, cli, st.cfg.Key)}, nil
+}
+
+// versions reads the info keys beside the election under key: the
+// version each node runs, by lease. If etcd does not answer, none is
+// known, and -status says so rather than fail.
+func versions(ctx context.Context, cli *clientv3.Client, key string) map[clientv3.LeaseID]string {
+	out := map[clientv3.LeaseID]string{}
+	resp, err := cli.Get(ctx, infoPrefix(key), clientv3.WithPrefix())
+	if err != nil {
+		return out
+	}
+	for _, kv := range resp.Kvs {
+		id, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), infoPrefix(key)), 16, 64)
+		if err != nil || id == 0 {
+			continue
+		}
+		for _, w := range strings.Fields(string(kv.Value)) {
+			if v, ok := strings.CutPrefix(w, "version="); ok && v != "" {
+				out[clientv3.LeaseID(id)] = v
+			}
+		}
+	}
+	return out
 }
 
 // leaseInfos asks for every candidate's lease at once; a lease etcd does
@@ -170,11 +205,16 @@ func leaseInfos(ctx context.Context, cli *clientv3.Client, cs []candidate) map[c
 // splitHolder finds the holder among the election entries, which are in
 // queue order (oldest first): the oldest key leads the election, and it
 // holds the VIP once it has claimed, which writes since= and beat= into its
-// entry. An oldest key without them is a candidate still deciding whether
-// to claim or to step aside for a better-ranked one: nobody holds the VIP
-// yet. The rest are in the order they would take over.
-func splitHolder(cs []candidate) (*candidate, []candidate) {
-	if len(cs) > 0 && cs[0].holds() {
+// entry. An oldest key without them, of a vipd that has an info key
+// (0.1.0 and later), is a candidate still deciding whether to claim or to
+// step aside for a better-ranked one: nobody holds the VIP yet. Without an
+// info key it may be a vipd from before since= existed (6d22a5b), whose
+// leading key holds: it is named as the holder, its tenure unknown (for
+// the moment of a claim, this names a deciding vipd of 0.1.0 before its
+// info key is written, or of c483f6d). The rest are in the order they
+// would take over.
+func splitHolder(cs []candidate, versions map[clientv3.LeaseID]string) (*candidate, []candidate) {
+	if len(cs) > 0 && (cs[0].holds() || versions[cs[0].lease] == "") {
 		h := cs[0]
 		return &h, takeoverOrder(cs[1:])
 	}
@@ -200,32 +240,37 @@ func takeoverOrder(cs []candidate) []candidate {
 
 // buildStatus is the report on the entries cs (queue order) and their
 // leases, as of now. self is this node's vip.name ("" if unknown).
-func buildStatus(key string, endpoints []string, cs []candidate, leases map[clientv3.LeaseID]leaseInfo, self string, now time.Time) statusReport {
+func buildStatus(key string, endpoints []string, v electionView, self string, now time.Time) statusReport {
 	rep := statusReport{Key: key, Endpoints: endpoints, At: now, Candidates: []statusCandidate{}}
-	h, rest := splitHolder(cs)
+	h, rest := splitHolder(v.cs, v.versions)
 	if h != nil {
-		since, beat := time.UnixMilli(h.since), time.UnixMilli(h.beat)
-		sh := &statusHolder{statusCandidate: statusOf(*h, leases, self), Since: since, HeldMS: now.Sub(since).Milliseconds(),
-			Beat: beat, BeatAgeMS: now.Sub(beat).Milliseconds()}
-		if l, ok := leases[h.lease]; ok && l.granted > 0 {
-			ttl := time.Duration(l.granted) * time.Second
-			sh.TTLMS, sh.Stale = ttl.Milliseconds(), now.Sub(beat) > ttl
+		sh := &statusHolder{statusCandidate: statusOf(*h, v, self)}
+		l, ok := v.leases[h.lease]
+		if ok && l.granted > 0 {
+			sh.TTLMS = (time.Duration(l.granted) * time.Second).Milliseconds()
+		}
+		if h.holds() {
+			since, beat := time.UnixMilli(h.since), time.UnixMilli(h.beat)
+			held, age := now.Sub(since).Milliseconds(), now.Sub(beat).Milliseconds()
+			sh.Since, sh.HeldMS, sh.Beat, sh.BeatAgeMS = since, &held, beat, &age
+			sh.Stale = sh.TTLMS > 0 && age > sh.TTLMS
 		}
 		rep.Holder = sh
 	}
 	for _, c := range rest {
-		rep.Candidates = append(rep.Candidates, statusOf(c, leases, self))
+		rep.Candidates = append(rep.Candidates, statusOf(c, v, self))
 	}
 	return rep
 }
 
-func statusOf(c candidate, leases map[clientv3.LeaseID]leaseInfo, self string) statusCandidate {
+func statusOf(c candidate, v electionView, self string) statusCandidate {
 	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Unable: c.rank.unable, Priority: c.rank.priority,
-		Key: c.key, Lease: strconv.FormatInt(int64(c.lease), 16), LeaseTTL: -1, Self: self != "" && c.name == self}
+		Key: c.key, Lease: strconv.FormatInt(int64(c.lease), 16), LeaseTTL: -1, Self: self != "" && c.name == self,
+		Version: v.versions[c.lease]}
 	if c.rank == unranked {
 		s.Rank, s.Priority, s.Unranked = "unranked", 0, true
 	}
-	if l, ok := leases[c.lease]; ok {
+	if l, ok := v.leases[c.lease]; ok {
 		s.LeaseTTL = l.left
 	}
 	return s
@@ -274,16 +319,23 @@ func writeStatus(w io.Writer, rep statusReport) {
 	for _, c := range all {
 		nameW, rankW = max(nameW, len(c.Name)+len(statusSelfMark(c))), max(rankW, len(c.Rank))
 	}
-	row := func(role string, c statusCandidate) string {
-		return fmt.Sprintf("%-10s %-*s  %-*s  lease %s", role, nameW, c.Name+statusSelfMark(c), rankW, c.Rank, statusLeaseLeft(c.LeaseTTL))
+	verW := 0
+	for _, c := range all {
+		verW = max(verW, len(statusVersion(c)))
 	}
-	if h := rep.Holder; h != nil {
-		beat := "heartbeat " + statusAgo(time.Duration(h.BeatAgeMS)*time.Millisecond)
+	row := func(role string, c statusCandidate) string {
+		return fmt.Sprintf("%-10s %-*s  %-*s  %-*s  lease %s", role, nameW, c.Name+statusSelfMark(c), rankW, c.Rank,
+			verW, statusVersion(c), statusLeaseLeft(c.LeaseTTL))
+	}
+	if h := rep.Holder; h != nil && h.HeldMS == nil {
+		fmt.Fprintf(w, "%s  since unknown (no since=/beat= in its entry: a vipd before 0.1.0)\n", row("holder", h.statusCandidate))
+	} else if h != nil {
+		beat := "heartbeat " + statusAgo(time.Duration(*h.BeatAgeMS)*time.Millisecond)
 		if h.Stale {
 			beat += fmt.Sprintf(" STALE (older than its %v TTL)", time.Duration(h.TTLMS)*time.Millisecond)
 		}
 		fmt.Fprintf(w, "%s  since %s (for %s)  %s\n", row("holder", h.statusCandidate),
-			h.Since.Format(statusStamp), statusSpan(time.Duration(h.HeldMS)*time.Millisecond), beat)
+			h.Since.Format(statusStamp), statusSpan(time.Duration(*h.HeldMS)*time.Millisecond), beat)
 	} else if rep.Error != "" {
 		fmt.Fprintf(w, "holder     unknown: etcd unreachable (see stderr)\n")
 	} else {
@@ -293,6 +345,16 @@ func writeStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "%s\n", row(fmt.Sprintf("next %d", i+1), c))
 	}
 	writeLocalStatus(w, rep.Local, rep.LocalError, rep.At)
+}
+
+// statusVersion is the column naming a node's vipd: "vipd 0.1.0+abc1234",
+// or "vipd ?" for one that publishes no version (before 0.1.0, or its
+// info key is not written yet).
+func statusVersion(c statusCandidate) string {
+	if c.Version == "" {
+		return "vipd ?"
+	}
+	return "vipd " + c.Version
 }
 
 func statusSelfMark(c statusCandidate) string {

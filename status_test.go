@@ -27,6 +27,16 @@ func fakeCandidates(values ...string) []candidate {
 	return cs
 }
 
+// described is the info keys of candidates that all run version: every
+// lease named.
+func described(cs []candidate, version string) map[clientv3.LeaseID]string {
+	m := map[clientv3.LeaseID]string{}
+	for _, c := range cs {
+		m[c.lease] = version
+	}
+	return m
+}
+
 func names(cs []candidate) []string {
 	var s []string
 	for _, c := range cs {
@@ -54,9 +64,26 @@ func TestStatusOrder(t *testing.T) {
 		// Only the oldest key can hold; since= elsewhere does not make a holder.
 		{"holder mark behind the oldest", []string{"a healthy 0", "b healthy 0" + held}, "", []string{"a", "b"}},
 	}
+	// The same entries without info keys, as vipd before 0.1.0 writes
+	// them: an oldest key without since= may be a holder of a vipd from
+	// before since= existed, and is named.
+	cases = append(cases, []struct {
+		name   string
+		values []string
+		holder string
+		next   []string
+	}{
+		{"old: no since=", []string{"a healthy 0", "b healthy 3", "c healthy 0"}, "a", []string{"b", "c"}},
+		{"old: bare name", []string{"old", "b healthy -1"}, "old", []string{"b"}},
+	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			h, rest := splitHolder(fakeCandidates(c.values...))
+			cs := fakeCandidates(c.values...)
+			v := described(cs, "0.1.0")
+			if strings.HasPrefix(c.name, "old:") {
+				v = nil
+			}
+			h, rest := splitHolder(cs, v)
 			got := ""
 			if h != nil {
 				got = h.name
@@ -83,12 +110,15 @@ func TestBuildStatus(t *testing.T) {
 	cs := fakeCandidates(holder, "n2 healthy 0", "n3 unhealthy 7", "n4 healthy 2")
 	leases := map[clientv3.LeaseID]leaseInfo{0x101: {left: 2, granted: 3}, 0x102: {left: 3, granted: 3}, 0x104: {left: 1, granted: 3}}
 
-	rep := buildStatus("/vipd/192.0.2.100", []string{"http://e:2379"}, cs, leases, "n2", now)
+	vers := described(cs, "0.1.0+abc")
+	delete(vers, 0x103)
+	v := electionView{cs: cs, leases: leases, versions: vers}
+	rep := buildStatus("/vipd/192.0.2.100", []string{"http://e:2379"}, v, "n2", now)
 	h := rep.Holder
 	if h == nil || h.Name != "n1" {
 		t.Fatalf("holder %+v, want n1", h)
 	}
-	if !h.Since.Equal(since) || h.HeldMS != 90_000 || h.BeatAgeMS != 700 || h.LeaseTTL != 2 || h.TTLMS != 3000 || h.Stale || h.Self {
+	if !h.Since.Equal(since) || *h.HeldMS != 90_000 || *h.BeatAgeMS != 700 || h.LeaseTTL != 2 || h.TTLMS != 3000 || h.Stale || h.Self || h.Version != "0.1.0+abc" {
 		t.Errorf("holder %+v", *h)
 	}
 	var next []string
@@ -101,27 +131,46 @@ func TestBuildStatus(t *testing.T) {
 	if c := rep.Candidates[1]; !c.Self || c.LeaseTTL != 3 || c.Rank != "healthy, priority 0" || c.Lease != "102" {
 		t.Errorf("n2: %+v", c)
 	}
-	if c := rep.Candidates[2]; c.LeaseTTL != -1 || c.Healthy || c.Priority != 7 {
-		t.Errorf("n3 (lease unknown): %+v", c)
+	if c := rep.Candidates[2]; c.LeaseTTL != -1 || c.Healthy || c.Priority != 7 || c.Version != "" {
+		t.Errorf("n3 (lease and version unknown): %+v", c)
 	}
 
 	// The same holder 3.5 s later has missed its TTL's worth of heartbeats.
-	later := buildStatus("/vipd/192.0.2.100", nil, cs, leases, "", beat.Add(3500*time.Millisecond))
-	if !later.Holder.Stale || later.Holder.BeatAgeMS != 3500 {
+	later := buildStatus("/vipd/192.0.2.100", nil, v, "", beat.Add(3500*time.Millisecond))
+	if !later.Holder.Stale || *later.Holder.BeatAgeMS != 3500 {
 		t.Errorf("holder 3.5 s after its heartbeat with a 3 s TTL: %+v, want stale", *later.Holder)
 	}
 	// Without the lease's TTL nobody can say.
-	unknown := buildStatus("/vipd/192.0.2.100", nil, cs, nil, "", beat.Add(time.Hour))
+	unknown := buildStatus("/vipd/192.0.2.100", nil, electionView{cs: cs, versions: vers}, "", beat.Add(time.Hour))
 	if unknown.Holder.Stale || unknown.Holder.LeaseTTL != -1 {
 		t.Errorf("holder with an unknown lease: %+v, want not stale, lease -1", *unknown.Holder)
 	}
 
-	none := buildStatus("/vipd/192.0.2.100", nil, fakeCandidates("x", "y unhealthy 0", "z z"), nil, "", now)
+	deciding := fakeCandidates("x healthy 0", "y unhealthy 0", "z z")
+	none := buildStatus("/vipd/192.0.2.100", nil, electionView{cs: deciding, versions: described(deciding, "0.1.0")}, "", now)
 	if none.Holder != nil || len(none.Candidates) != 3 {
 		t.Fatalf("no holder: %+v", none)
 	}
 	if z := none.Candidates[2]; !z.Unranked || z.Rank != "unranked" || z.Priority != 0 || z.Name != "z z" {
 		t.Errorf("unreadable entry: %+v", z)
+	}
+
+	// A holder of a vipd before since= existed: named, its tenure unknown,
+	// and the JSON leaves the times out rather than write zeros.
+	old := buildStatus("/vipd/192.0.2.100", nil, electionView{cs: fakeCandidates("x healthy 0", "y healthy 0"), leases: leases}, "", now)
+	if h := old.Holder; h == nil || h.Name != "x" || h.HeldMS != nil || h.BeatAgeMS != nil || h.Stale || h.TTLMS != 3000 || h.Version != "" {
+		t.Fatalf("holder without since=: %+v", old.Holder)
+	}
+	b, _ := json.Marshal(old.Holder)
+	for _, k := range []string{"since", "held_ms", "last_heartbeat", "heartbeat_age_ms", "version"} {
+		if strings.Contains(string(b), `"`+k+`"`) {
+			t.Errorf("holder without since= has %q in JSON: %s", k, b)
+		}
+	}
+	var w bytes.Buffer
+	writeStatus(&w, old)
+	if !regexp.MustCompile(`(?m)^holder +x +healthy, priority 0 +vipd \? +lease 2s left +since unknown \(`).MatchString(w.String()) {
+		t.Errorf("holder without since=:\n%s", w.String())
 	}
 }
 
@@ -131,16 +180,18 @@ func TestWriteStatus(t *testing.T) {
 	cs := fakeCandidates("node-one healthy 0 since="+strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10)+" beat="+strconv.FormatInt(beat.UnixMilli(), 10),
 		"n2 healthy 0", "n3 unhealthy 7")
 	leases := map[clientv3.LeaseID]leaseInfo{0x101: {left: 1, granted: 3}, 0x102: {left: 2, granted: 3}}
-	rep := buildStatus("/vipd/192.0.2.100", []string{"http://e:2379"}, cs, leases, "n2", now)
+	vers := described(cs, "0.1.0+abc1234")
+	vers[0x102] = "0.2.0"
+	rep := buildStatus("/vipd/192.0.2.100", []string{"http://e:2379"}, electionView{cs: cs, leases: leases, versions: vers}, "n2", now)
 	var b bytes.Buffer
 	writeStatus(&b, rep)
 	out := b.String()
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	want := []*regexp.Regexp{
 		regexp.MustCompile(`^group +/vipd/192\.0\.2\.100 \(etcd http://e:2379\)$`),
-		regexp.MustCompile(`^holder +node-one +healthy, priority 0 +lease 1s left +since .* \(for 1h0m0s\) +heartbeat 4s ago STALE \(older than its 3s TTL\)$`),
-		regexp.MustCompile(`^next 1 +n2 \* +healthy, priority 0 +lease 2s left$`),
-		regexp.MustCompile(`^next 2 +n3 +unhealthy, priority 7 +lease unknown$`),
+		regexp.MustCompile(`^holder +node-one +healthy, priority 0 +vipd 0\.1\.0\+abc1234 +lease 1s left +since .* \(for 1h0m0s\) +heartbeat 4s ago STALE \(older than its 3s TTL\)$`),
+		regexp.MustCompile(`^next 1 +n2 \* +healthy, priority 0 +vipd 0\.2\.0 +lease 2s left$`),
+		regexp.MustCompile(`^next 2 +n3 +unhealthy, priority 7 +vipd 0\.1\.0\+abc1234 +lease unknown$`),
 		regexp.MustCompile(`^this node +no state file$`),
 	}
 	if len(lines) != len(want) {
@@ -151,7 +202,7 @@ func TestWriteStatus(t *testing.T) {
 			t.Errorf("line %d %q does not match %s", i+1, lines[i], re)
 		}
 	}
-	// Names and ranks in aligned columns: "lease" starts at one offset.
+	// Names, ranks and versions in aligned columns: "lease" starts at one offset.
 	col := strings.Index(lines[1], "lease")
 	for _, l := range lines[2:4] {
 		if strings.Index(l, "lease") != col {

@@ -110,15 +110,18 @@ type StatusCandidate struct {
 	Lease    string `json:"lease"`
 	LeaseTTL int64  `json:"lease_left_s"`
 	Self     bool   `json:"this_node,omitempty"`
+	Version  string `json:"version,omitempty"` // empty: the node publishes none (before 0.1.0)
 }
 
 // StatusHolder is the candidate that has claimed the VIP.
 type StatusHolder struct {
 	StatusCandidate
-	Since     time.Time `json:"since"`
-	HeldMS    int64     `json:"held_ms"`
-	Beat      time.Time `json:"last_heartbeat"`
-	BeatAgeMS int64     `json:"heartbeat_age_ms"`
+	// Left out for a holder whose entry has no since=/beat= (a vipd
+	// before 6d22a5b).
+	Since     time.Time `json:"since,omitzero"`
+	HeldMS    *int64    `json:"held_ms,omitempty"`
+	Beat      time.Time `json:"last_heartbeat,omitzero"`
+	BeatAgeMS *int64    `json:"heartbeat_age_ms,omitempty"`
 	TTLMS     int64     `json:"ttl_ms,omitempty"`
 	Stale     bool      `json:"stale"`
 }

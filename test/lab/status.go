@@ -74,12 +74,15 @@ func (l *Lab) statusShows(nd *Node, holder string, cands []string) string {
 	h := rep.Holder
 	// One clock in the lab: the heartbeat is at most a leader's renewal
 	// interval old (TTL/4 = 500 ms), plus the time to ask.
-	if h.Stale || h.BeatAgeMS < -50 || h.BeatAgeMS > 1500 || h.LeaseTTL < 0 || h.TTLMS != 2000 || h.Since.After(rep.At) {
+	if h.BeatAgeMS == nil || h.HeldMS == nil || h.Stale || *h.BeatAgeMS < -50 || *h.BeatAgeMS > 1500 || h.LeaseTTL < 0 || h.TTLMS != 2000 || h.Since.After(rep.At) {
 		return fmt.Sprintf("-status -json on %s: holder %+v", nd.Name, *h)
 	}
-	for _, c := range rep.Candidates {
+	for _, c := range append([]StatusCandidate{h.StatusCandidate}, rep.Candidates...) {
 		if c.LeaseTTL < 0 || c.Self != (c.Name == nd.Name) {
 			return fmt.Sprintf("-status -json on %s: candidate %+v", nd.Name, c)
+		}
+		if wrong := l.versionShown(c); wrong != "" {
+			return fmt.Sprintf("-status -json on %s: %s", nd.Name, wrong)
 		}
 	}
 	// The local view: the node's own state file. A killed vipd leaves its
@@ -103,13 +106,35 @@ func (l *Lab) statusShows(nd *Node, holder string, cands []string) string {
 	if human.Code != 0 {
 		return fmt.Sprintf("-status on %s: exit %d, stderr %q", nd.Name, human.Code, human.Stderr)
 	}
-	if !regexp.MustCompile(`(?m)^holder +` + regexp.QuoteMeta(holder) + `( \*)? +healthy, priority 0 +lease \d+s left +since `).MatchString(human.Stdout) {
+	if !regexp.MustCompile(`(?m)^holder +` + regexp.QuoteMeta(holder) + `( \*)? +healthy, priority 0 +vipd \S+ +lease \d+s left +since `).MatchString(human.Stdout) {
 		return fmt.Sprintf("-status on %s does not name %s as holder:\n%s", nd.Name, holder, human.Stdout)
 	}
 	for i, c := range rep.Candidates {
-		if !regexp.MustCompile(fmt.Sprintf(`(?m)^next %d +%s( \*)? +healthy, priority 0 +lease \d+s left$`, i+1, regexp.QuoteMeta(c.Name))).MatchString(human.Stdout) {
+		if !regexp.MustCompile(fmt.Sprintf(`(?m)^next %d +%s( \*)? +healthy, priority 0 +vipd \S+ +lease \d+s left$`, i+1, regexp.QuoteMeta(c.Name))).MatchString(human.Stdout) {
 			return fmt.Sprintf("-status on %s does not list %s as candidate %d:\n%s", nd.Name, c.Name, i+1, human.Stdout)
 		}
+	}
+	return ""
+}
+
+// versionShown checks the version -status shows for a node against the
+// one its state file names: the same, or none for a vipd that publishes
+// none (a build before 0.1.0, in the skew test); the lab's own binary
+// always publishes it.
+func (l *Lab) versionShown(c StatusCandidate) string {
+	i := slices.IndexFunc(l.Nodes, func(nd *Node) bool { return nd.Name == c.Name })
+	if i < 0 {
+		return fmt.Sprintf("entry of %q, no node of the lab", c.Name)
+	}
+	nd := l.Nodes[i]
+	rec, err := ReadState(nd.StatePath())
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%s's state file: %v", nd.Name, err)
+	case c.Version == "" && nd.Bin == "":
+		return fmt.Sprintf("no version for %s, which runs the lab's vipd (state file: %q)", nd.Name, rec.Version)
+	case c.Version != "" && c.Version != rec.Version:
+		return fmt.Sprintf("%s shown as vipd %s, its state file says %s", nd.Name, c.Version, rec.Version)
 	}
 	return ""
 }
