@@ -75,8 +75,9 @@ image-check: need-image release
 
 # Two releases of this tree (HEAD plus uncommitted changes to tracked
 # files), each in its own directory with its own empty build cache, must
-# be byte-identical; then each binary is checked (test/release-check).
-release-check:
+# be byte-identical; then each binary is checked (test/release-check) and
+# run, -version and -check: arm64 and riscv64 under qemu-user.
+release-check: need-release-check
 	test/release-check
 
 # The pinned etcd server for tests and the demo, built once and cached.
