@@ -65,7 +65,7 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cmdlinePath := fs.String("cmdline", "/proc/cmdline", "read vip.* words from `PATH` (\"none\": no kernel command line)")
 	check := fs.Bool("check", false, "validate the configuration, print it as vip.key=value lines and exit")
-	status := fs.Bool("status", false, "ask etcd who holds the VIP and who is next, show this node's state file, and exit (0: there is a holder)")
+	status := fs.Bool("status", false, "show who holds the VIP and who is next, and this node's state file, and exit (0: there is a holder); with no settings, ask each vipd running here")
 	asJSON := fs.Bool("json", false, "with -status: print one JSON object")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
@@ -95,6 +95,16 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		signal.Notify(signals, syscall.SIGHUP)
 	}
 
+	// -status with no settings asks the vipd running here (statussock.go):
+	// what it uses is what the operator wants to see.
+	explicit := len(fs.Args()) > 0
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "cmdline" })
+	if *status && !explicit {
+		if code, ok := runLocalStatus(statusSockets(), *asJSON, stdout, stderr); ok {
+			return code
+		}
+	}
+
 	cmdline, err := readCmdline(*cmdlinePath)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
@@ -102,6 +112,9 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	}
 	st, err := loadSettings(fs.Args(), cmdline)
 	if err != nil {
+		if *status && !explicit {
+			err = fmt.Errorf("no vipd answers in %s, and no configuration: %w", runDir, err)
+		}
 		return failConfig(stderr, st.log, err)
 	}
 	if *check {
@@ -247,14 +260,14 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	// The lock comes before etcd or the address is touched, and after the
 	// drop: a /run/vipd that vipd may not write is no place for it (nor
 	// for the state file).
-	lock, err := lockGroup(lockPath(cfg.Key))
+	lock, lockErr := lockGroup(lockPath(cfg.Key))
 	var held *heldError
 	switch {
-	case errors.As(err, &held):
-		log.fail(stderr, "%v", err)
+	case errors.As(lockErr, &held):
+		log.fail(stderr, "%v", lockErr)
 		return exitRuntime
-	case err != nil:
-		log.warnf("no lock against a second vipd for this group: %v (running on; start no other vipd for %s on this node)", err, cfg.Key)
+	case lockErr != nil:
+		log.warnf("no lock against a second vipd for this group: %v (running on; start no other vipd for %s on this node)", lockErr, cfg.Key)
 	}
 	defer lock.release()
 
@@ -266,6 +279,16 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		return exitRuntime
 	}
 	defer cli.Close()
+
+	// The status socket only with the lock: without it, a socket at the
+	// path may be another vipd's.
+	if lockErr == nil {
+		if ss := listenStatus(cfg, cli, tlsCfg, log); ss != nil {
+			ctx, stopStatus := context.WithCancel(context.Background())
+			defer stopStatus()
+			go ss.serve(ctx)
+		}
+	}
 
 	deps := realDeps(rt, cli, tlsCfg, log)
 	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn) }

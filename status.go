@@ -95,8 +95,9 @@ type leaseInfo struct {
 	left, granted int64 // seconds; left -1: expired
 }
 
-// runStatus is `vipd -status`: it prints the report and returns the exit
-// code. Failures go to stderr whatever vip.log says.
+// runStatus is `vipd -status` with a configuration: it asks etcd itself,
+// prints the report and returns the exit code. Failures go to stderr
+// whatever vip.log says.
 func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 	rep := statusReport{Key: st.cfg.Key, Endpoints: st.cfg.Etcd, Candidates: []statusCandidate{}}
 	v, err := askEtcd(st)
@@ -107,26 +108,87 @@ func runStatus(st setup, asJSON bool, stdout, stderr io.Writer) int {
 		rep.At = now
 		rep.Error = err.Error()
 	}
-	rep.Local, err = localStatus(statePath(st.cfg.Key), now)
-	if err != nil {
-		rep.LocalError = err.Error()
-	}
+	return printStatus([]statusReport{rep}, asJSON, stdout, stderr)
+}
 
-	if asJSON {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		fmt.Fprintf(stdout, "%s\n", b)
-	} else {
-		writeStatus(stdout, rep)
+// runLocalStatus is `vipd -status` with no settings: it asks each vipd
+// running on this node through its status socket (statussock.go). It
+// returns false, having printed nothing, when no vipd answers: then the
+// configuration is read as usual. A socket nobody answers on is one that
+// a vipd killed on this node left behind; each is named on stderr.
+func runLocalStatus(paths []string, asJSON bool, stdout, stderr io.Writer) (int, bool) {
+	var reps []statusReport
+	for _, p := range paths {
+		rep, err := askDaemon(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "vipd: %v\n", err)
+			continue
+		}
+		reps = append(reps, rep)
+	}
+	if len(reps) == 0 {
+		return 0, false
+	}
+	return printStatus(reps, asJSON, stdout, stderr), true
+}
+
+// printStatus adds this node's state file to each report and prints them:
+// JSON, one object (an array of them for several groups), or for people,
+// one after the other. The exit code is 0 when every group has a holder.
+func printStatus(reps []statusReport, asJSON bool, stdout, stderr io.Writer) int {
+	code := exitOK
+	for i := range reps {
+		rep := &reps[i]
+		var err error
+		rep.Local, err = localStatus(statePath(rep.Key), rep.At)
+		if err != nil {
+			rep.LocalError = err.Error()
+		}
+		switch {
+		case rep.Error != "":
+			fmt.Fprintf(stderr, "vipd: etcd unreachable at %s: %s\n", strings.Join(rep.Endpoints, ","), rep.Error)
+			code = exitRuntime
+		case rep.Holder == nil:
+			fmt.Fprintf(stderr, "vipd: no holder of %s: %d candidates\n", rep.Key, len(rep.Candidates))
+			code = exitRuntime
+		}
 	}
 	switch {
-	case rep.Error != "":
-		fmt.Fprintf(stderr, "vipd: etcd unreachable at %s: %s\n", strings.Join(st.cfg.Etcd, ","), rep.Error)
-		return exitRuntime
-	case rep.Holder == nil:
-		fmt.Fprintf(stderr, "vipd: no holder of %s: %d candidates\n", st.cfg.Key, len(rep.Candidates))
-		return exitRuntime
+	case asJSON && len(reps) == 1:
+		b, _ := json.MarshalIndent(reps[0], "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+	case asJSON:
+		b, _ := json.MarshalIndent(reps, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+	default:
+		for i, rep := range reps {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			writeStatus(stdout, rep)
+		}
 	}
-	return exitOK
+	return code
+}
+
+// askEtcd reads the election with a client of its own, bounded by
+// statusTimeout. Its error says why etcd could not be asked, with what a
+// plain connection attempt finds out.
+func askEtcd(st setup) (electionView, error) {
+	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
+	if err != nil {
+		return electionView{}, fmt.Errorf("etcd client: %w", err)
+	}
+	defer cli.Close()
+	// Without an etcd leader a read would wait out the whole timeout;
+	// with this it fails at once and says why.
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), statusTimeout)
+	defer cancel()
+	v, err := readElection(ctx, cli, st.cfg.Key)
+	if err != nil {
+		return v, fmt.Errorf("%w%s", err, diagnose(st.cfg.Etcd, st.tls))
+	}
+	return v, nil
 }
 
 // electionView is what -status reads from etcd: the election entries in
@@ -138,24 +200,14 @@ type electionView struct {
 	versions map[clientv3.LeaseID]string
 }
 
-// askEtcd reads the election entries, their leases and the info keys,
-// bounded by statusTimeout. Its error says why etcd could not be asked,
-// with what a plain connection attempt finds out.
-func askEtcd(st setup) (electionView, error) {
-	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
+// readElection reads the election entries under key, their leases and
+// the info keys.
+func readElection(ctx context.Context, cli *clientv3.Client, key string) (electionView, error) {
+	cs, _, err := listCandidates(ctx, cli, key)
 	if err != nil {
-		return electionView{}, fmt.Errorf("etcd client: %w", err)
+		return electionView{}, fmt.Errorf("read the election under %s: %w", key, err)
 	}
-	defer cli.Close()
-	// Without an etcd leader a read would wait out the whole timeout;
-	// with this it fails at once and says why.
-	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), statusTimeout)
-	defer cancel()
-	cs, _, err := listCandidates(ctx, cli, st.cfg.Key)
-	if err != nil {
-		return electionView{}, fmt.Errorf("read the election under %s: %w%s", st.cfg.Key, err, diagnose(st.cfg.Etcd, st.tls))
-	}
-	return electionView{cs: cs, leases: leaseInfos(ctx, cli, cs), versions: versions(ctx, cli, st.cfg.Key)}, nil
+	return electionView{cs: cs, leases: leaseInfos(ctx, cli, cs), versions: versions(ctx, cli, key)}, nil
 }
 
 // versions reads the info keys beside the election under key: the

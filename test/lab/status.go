@@ -22,11 +22,25 @@ type StatusRun struct {
 func (l *Lab) StatusOn(nd *Node, flags ...string) StatusRun {
 	l.T.Helper()
 	bin, _ := Binaries(l.T)
-	args := append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir, bin, "-cmdline", "none", "-status"}, flags...)
-	args = append(args, "vip.address="+l.VIPWord(), "vip.interface=eth0", "vip.etcd="+l.EtcdURLs(),
+	argv := append([]string{bin, "-cmdline", "none", "-status"}, flags...)
+	argv = append(argv, "vip.address="+l.VIPWord(), "vip.interface=eth0", "vip.etcd="+l.EtcdURLs(),
 		"vip.name="+nd.Name, "vip.log=stderr")
-	args = append(args, l.Opt.Args...)
-	cmd := nd.NS.Command("sh", args...)
+	return l.statusRun(nd, append(argv, l.Opt.Args...))
+}
+
+// StatusBare runs `vipd -status` (plus flags) on the node with no settings
+// at all, as an operator on the node would: it asks the vipd running there
+// through its status socket in the node's /run.
+func (l *Lab) StatusBare(nd *Node, flags ...string) StatusRun {
+	l.T.Helper()
+	bin, _ := Binaries(l.T)
+	return l.statusRun(nd, append([]string{bin, "-status"}, flags...))
+}
+
+// statusRun runs argv in the node's namespace with the node's /run.
+func (l *Lab) statusRun(nd *Node, argv []string) StatusRun {
+	l.T.Helper()
+	cmd := nd.NS.Command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir}, argv...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -37,7 +51,7 @@ func (l *Lab) StatusOn(nd *Node, flags ...string) StatusRun {
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
-		l.T.Fatalf("-status on %s: %v", nd.Name, err)
+		l.T.Fatalf("%v on %s: %v", argv, nd.Name, err)
 	}
 	return r
 }
