@@ -22,11 +22,17 @@ type StatusRun struct {
 func (l *Lab) StatusOn(nd *Node, flags ...string) StatusRun {
 	l.T.Helper()
 	bin, _ := Binaries(l.T)
-	args := append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir, bin, "-cmdline", "none", "-status"}, flags...)
+	return l.StatusBy(bin, nd, flags...)
+}
+
+// StatusBy is StatusOn with another vipd binary: a skew test asks each
+// version.
+func (l *Lab) StatusBy(bin string, nd *Node, flags ...string) StatusRun {
+	l.T.Helper()
+	args := append([]string{bin, "-cmdline", "none", "-status"}, flags...)
 	args = append(args, "vip.address="+l.VIPWord(), "vip.interface=eth0", "vip.etcd="+l.EtcdURLs(),
 		"vip.name="+nd.Name, "vip.log=stderr")
-	args = append(args, l.Opt.Args...)
-	cmd := nd.NS.Command("sh", args...)
+	cmd := nd.Command(append(args, l.Opt.Args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
