@@ -109,9 +109,11 @@ bench: need-bench $(ETCD) vipd
 
 # The version-skew test (issue 21, test/skew): a 3-node lab running this
 # vipd beside the one built from commit SKEW_BASE (N-1; no release tags
-# yet, so the last commit before the refactor and release work): mixed
-# layouts, handovers and a crash across versions, -status naming an old
-# holder, and a rolling upgrade with the client's outage per step.
+# yet, so the last commit before the refactor and release work): kills
+# and stops of the holder in both mixes, -status of either version naming
+# the holder, an upgrade and a rollback in place by SIGHUP, a crash restart
+# with the other version, and a rolling upgrade with the client's outage
+# per step.
 SKEW_BASE ?= c483f6d
 skew-test: need-test $(ETCD) vipd
 	git rev-parse --verify --quiet '$(SKEW_BASE)^{commit}' >/dev/null || { echo "SKEW_BASE=$(SKEW_BASE): no such commit"; exit 1; }
