@@ -22,6 +22,13 @@ type StatusRun struct {
 func (l *Lab) StatusOn(nd *Node, flags ...string) StatusRun {
 	l.T.Helper()
 	bin, _ := Binaries(l.T)
+	return l.StatusBy(bin, nd, flags...)
+}
+
+// StatusBy is StatusOn with another vipd binary: a skew test asks each
+// version.
+func (l *Lab) StatusBy(bin string, nd *Node, flags ...string) StatusRun {
+	l.T.Helper()
 	argv := append([]string{bin, "-cmdline", "none", "-status"}, flags...)
 	argv = append(argv, "vip.address="+l.VIPWord(), "vip.interface=eth0", "vip.etcd="+l.EtcdURLs(),
 		"vip.name="+nd.Name, "vip.log=stderr")
@@ -40,7 +47,7 @@ func (l *Lab) StatusBare(nd *Node, flags ...string) StatusRun {
 // statusRun runs argv in the node's namespace with the node's /run.
 func (l *Lab) statusRun(nd *Node, argv []string) StatusRun {
 	l.T.Helper()
-	cmd := nd.NS.Command("sh", append([]string{"-c", `mount --bind "$0" /run && exec "$@"`, nd.RunDir}, argv...)...)
+	cmd := nd.Command(argv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
