@@ -39,27 +39,39 @@ func TestMain(m *testing.M) {
 }
 
 var (
-	oldOnce sync.Once
-	oldBin  string
-	oldErr  error
+	buildMu sync.Mutex
+	built   = map[string]string{} // commit as given -> binary
 )
 
-// oldVipd builds vipd at $VIPD_SKEW_BASE from `git archive` of that commit,
-// as that era's `make vipd` did: CGO_ENABLED=0 go build -trimpath
+// oldVipd builds vipd at $VIPD_SKEW_BASE (N-1) from `git archive` of that
+// commit, as that era's `make vipd` did: CGO_ENABLED=0 go build -trimpath
 // -ldflags '-s -w -X main.version=<git describe --always>'. It skips the
 // test when $VIPD_SKEW_BASE is unset.
 func oldVipd(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("VIPD_SKEW_BASE")
+	return vipdAt(t, "VIPD_SKEW_BASE")
+}
+
+// vipdAt builds vipd at the commit the environment variable names, once
+// per commit.
+func vipdAt(t *testing.T, env string) string {
+	t.Helper()
+	base := os.Getenv(env)
 	if base == "" {
-		t.Skip("the skew test runs only with VIPD_SKEW_BASE=<commit of the older vipd> (make skew-test)")
+		t.Skipf("the skew test runs only with %s=<commit of the older vipd> (make skew-test)", env)
 	}
 	lab.NeedRoot(t)
-	oldOnce.Do(func() { oldBin, oldErr = buildOld(base) })
-	if oldErr != nil {
-		t.Fatal(oldErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[base]; ok {
+		return bin
 	}
-	return oldBin
+	bin, err := buildOld(base)
+	if err != nil {
+		t.Fatalf("%s: %v", env, err)
+	}
+	built[base] = bin
+	return bin
 }
 
 func buildOld(base string) (string, error) {
@@ -76,16 +88,18 @@ func buildOld(base string) (string, error) {
 	}
 	commit, err := git("rev-parse", "--verify", base+"^{commit}")
 	if err != nil {
-		return "", fmt.Errorf("VIPD_SKEW_BASE=%s is not a commit: %v", base, err)
+		return "", fmt.Errorf("%s is not a commit: %v", base, err)
 	}
 	version, err := git("describe", "--tags", "--always", commit)
 	if err != nil {
 		return "", err
 	}
-	if tmpDir, err = os.MkdirTemp("", "vipd-skew-"); err != nil {
-		return "", err
+	if tmpDir == "" {
+		if tmpDir, err = os.MkdirTemp("", "vipd-skew-"); err != nil {
+			return "", err
+		}
 	}
-	src := filepath.Join(tmpDir, "src")
+	src := filepath.Join(tmpDir, "src-"+commit)
 	if err := os.Mkdir(src, 0o755); err != nil {
 		return "", err
 	}
@@ -326,6 +340,65 @@ func TestSkew(t *testing.T) {
 	t.Run("in-place", testInPlace)
 	t.Run("crash-restart", testCrashRestart)
 	t.Run("rolling", testRollingUpgrade)
+	t.Run("before-since", testBeforeSince)
+}
+
+// testBeforeSince: n1 runs a vipd from before the entry's since= and
+// beat= ($VIPD_SKEW_PRE_TENURE, the commit before 6d22a5b), and holds;
+// n2 and n3 run the new one. The new -status on every node names n1 as
+// the holder, its tenure unknown and no version; once n1 is killed, it
+// names the new holder as usual. Mixing this old a vipd with the new one
+// is not supported (docs/operating.md, "Upgrades and versions"): only
+// -status's reading of its entry is under test.
+func testBeforeSince(t *testing.T) {
+	pre := vipdAt(t, "VIPD_SKEW_PRE_TENURE")
+	s := newSkewLab(t, [3]bool{false, true, true})
+	n1 := s.Nodes[0]
+	n1.Bin = pre
+	s.startAll()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, nd := range s.Nodes {
+		for {
+			err := namesOldHolder(s, nd, n1)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the new -status on %s, with %s's vipd from before since= holding: %v", nd.Name, n1.Name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	t.Logf("the new -status on %s:\n%s", s.Nodes[1].Name, s.StatusOn(s.Nodes[1]).Stdout)
+	s.Kill(n1)
+	h := s.HolderOtherThan(n1, lab.MoveBound)
+	s.AssertNoOverlap()
+	for _, nd := range s.Nodes[1:] {
+		lab.WaitFor(t, 10*time.Second, "the new -status on "+nd.Name+" naming "+h.Name, func() bool {
+			got, err := s.statusHolder(nd, s.cur)
+			return err == nil && got == h.Name
+		})
+	}
+}
+
+// namesOldHolder: the new -status -json on nd names h, with no tenure and
+// no version, and its text says the tenure is unknown.
+func namesOldHolder(s *skewLab, nd, h *lab.Node) error {
+	r := s.StatusOn(nd, "-json")
+	rep, err := lab.ParseStatus([]byte(r.Stdout))
+	switch {
+	case err != nil:
+		return fmt.Errorf("exit %d: %v; stderr %q", r.Code, err, r.Stderr)
+	case r.Code != 0 || rep.Holder == nil:
+		return fmt.Errorf("exit %d, no holder; stderr %q", r.Code, r.Stderr)
+	case rep.Holder.Name != h.Name || rep.Holder.HeldMS != nil || rep.Holder.BeatAgeMS != nil || rep.Holder.Version != "" || rep.Holder.LeaseTTL < 0:
+		return fmt.Errorf("holder %+v, want %s with its tenure and version unknown, its lease alive", *rep.Holder, h.Name)
+	}
+	human := s.StatusOn(nd)
+	if human.Code != 0 || !strings.Contains(human.Stdout, "since unknown") {
+		return fmt.Errorf("-status: exit %d:\n%s", human.Code, human.Stdout)
+	}
+	return nil
 }
 
 // testRollingUpgrade: all three nodes run the old vipd; each in turn
