@@ -68,8 +68,10 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	status := fs.Bool("status", false, "show who holds the VIP and who is next, and this node's state file, and exit (0: there is a holder); with no settings, ask each vipd running here")
 	asJSON := fs.Bool("json", false, "with -status: print one JSON object")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	drain := fs.Bool("drain", false, "mark node NAME (default: this node) drained: it ranks below every undrained node, a drained holder hands the VIP over at once; the mark stays in etcd until -undrain")
+	undrain := fs.Bool("undrain", false, "remove node NAME's (default: this node's) drain mark")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check | -status [-json]] [-version] [vip.key=value ...]\n")
+		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check | -status [-json] | -drain [NAME] | -undrain [NAME]] [-version] [vip.key=value ...]\n")
 		fs.PrintDefaults()
 		printSettings(stderr)
 	}
@@ -83,6 +85,15 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: -json goes with -status\n")
 		return exitUsage
 	}
+	if n := countTrue(*check, *status, *drain, *undrain); n > 1 {
+		fmt.Fprintf(stderr, "vipd: -check, -status, -drain and -undrain go one at a time\n")
+		return exitUsage
+	}
+	words, name, err := splitName(fs.Args(), *drain || *undrain)
+	if err != nil {
+		fmt.Fprintf(stderr, "vipd: %v\n", err)
+		return exitUsage
+	}
 	if *showVersion {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
@@ -91,16 +102,22 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	// A SIGHUP while the configuration loads (a config device can take
 	// its time) is kept for the loop, not the default end of the process.
 	signals := make(chan os.Signal, 1)
-	if !*check && !*status {
+	if !*check && !*status && !*drain && !*undrain {
 		signal.Notify(signals, syscall.SIGHUP)
 	}
 
-	// -status with no settings asks the vipd running here (statussock.go):
-	// what it uses is what the operator wants to see.
-	explicit := len(fs.Args()) > 0
+	// -status, -drain and -undrain with no settings ask the vipd running
+	// here (statussock.go): what it uses is what the operator means.
+	explicit := len(words) > 0
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "cmdline" })
-	if *status && !explicit {
+	local := !explicit && (*status || *drain || *undrain)
+	if local && *status {
 		if code, ok := runLocalStatus(statusSockets(), *asJSON, stdout, stderr); ok {
+			return code
+		}
+	}
+	if local && !*status {
+		if code, ok := runLocalDrain(statusSockets(), name, *drain, stdout, stderr); ok {
 			return code
 		}
 	}
@@ -110,9 +127,9 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
 	}
-	st, err := loadSettings(fs.Args(), cmdline)
+	st, err := loadSettings(words, cmdline)
 	if err != nil {
-		if *status && !explicit {
+		if local {
 			err = fmt.Errorf("no vipd answers in %s, and no configuration: %w", runDir, err)
 		}
 		return failConfig(stderr, st.log, err)
@@ -127,7 +144,41 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	if *status {
 		return runStatus(st, *asJSON, stdout, stderr)
 	}
+	if *drain || *undrain {
+		return runDrain(st, name, *drain, stdout, stderr)
+	}
 	return serve(st, signals, stderr)
+}
+
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// splitName takes the NAME of -drain and -undrain (a word without "=")
+// out of the settings words.
+func splitName(args []string, takesName bool) (words []string, name string, err error) {
+	for _, a := range args {
+		switch {
+		case strings.Contains(a, "="):
+			words = append(words, a)
+		case !takesName:
+			return nil, "", fmt.Errorf("%q: not a vip.key=value word", a)
+		case name != "":
+			return nil, "", fmt.Errorf("%q: one NAME at most (%q given already)", a, name)
+		default:
+			if err := validName(a); err != nil {
+				return nil, "", fmt.Errorf("NAME %q: %v", a, err)
+			}
+			name = a
+		}
+	}
+	return words, name, nil
 }
 
 // printSettings lists every vip.* key with its default and meaning, for -h.
@@ -318,6 +369,9 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		defer stopMetrics()
 		go serveMetrics(ctx, metricsLn, cfg.Metrics, n.met, log)
 	}
+	drainCtx, stopDrain := context.WithCancel(context.Background())
+	defer stopDrain()
+	go watchDrain(drainCtx, cli, drainPrefix(cfg.Key), n.in.drain)
 	go keepWatching(watch, n.in.rtnl)
 	n.run(signals)
 	log.infof("stopped")

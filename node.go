@@ -109,6 +109,7 @@ type inbox struct {
 	term    chan termEvent
 	probes  chan probeResult
 	health  chan healthEvent // from the checker (check.go), if there is one
+	drain   chan drainMarks  // the group's drain marks (drain.go)
 	checked chan error       // the configuration check of a SIGHUP
 	ticks   chan *alarm      // the node's alarms, as they go off
 }
@@ -142,6 +143,7 @@ func newNode(cfg Config, log *logger, deps nodeDeps) *node {
 			term:    make(chan termEvent, 16),
 			probes:  make(chan probeResult, 1),
 			health:  make(chan healthEvent, 1),
+			drain:   make(chan drainMarks, 1),
 			checked: make(chan error, 1),
 			ticks:   make(chan *alarm, 16),
 		},
@@ -231,6 +233,8 @@ func (in *inbox) next(signals <-chan os.Signal) event {
 		return e
 	case e := <-in.health:
 		return e
+	case m := <-in.drain:
+		return m
 	case a := <-in.ticks:
 		return a
 	}
@@ -252,6 +256,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 		n.onProbe(ev)
 	case healthEvent:
 		n.onHealth(ev)
+	case drainMarks:
+		n.onMarks(ev)
 	case *alarm:
 		if !ev.take() {
 			return true // stale
@@ -414,6 +420,7 @@ func (n *node) campaign() {
 	}
 	name := cmp.Or(n.cfg.Name, n.view.link.HardwareAddr.String())
 	n.rs.rec.Name = name
+	n.stand.onMarks(n.stand.marks, name, nil) // the name may be new (a MAC)
 	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.stand.rank(), endpoints: n.cfg.Etcd, met: n.met}
 	ec.resume = n.rs.carry(name, n.cfg.Name != "")
 	n.log.infof("%s %s as %q (%s)", campaignVerb(ec.resume), n.cfg.Key, name, n.stand.rank())
@@ -602,6 +609,14 @@ func (n *node) onProbe(r probeResult) {
 // leader that is now outranked may hand over.
 func (n *node) onHealth(ev healthEvent) {
 	if n.stand.onHealth(ev, n.term) {
+		n.considerHandover()
+	}
+}
+
+// onMarks applies the group's drain marks (standing.onMarks): a leader now
+// drained may hand over.
+func (n *node) onMarks(m drainMarks) {
+	if n.stand.onMarks(m, n.rs.rec.Name, n.term) {
 		n.considerHandover()
 	}
 }

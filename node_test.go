@@ -845,6 +845,30 @@ func TestNodeRank(t *testing.T) {
 			t.Fatal("an unhealthy leader left for an unhealthy candidate")
 		}
 	})
+	t.Run("drained: at once, even within the delay; all drained: stays", func(t *testing.T) {
+		nl := newNodeLab(t, 2*time.Second, "vip.name=n1", "vip.preempt.delay=1h")
+		nl.lead()
+		rivalEv(nl, rank{drained: true, healthy: true})
+		nl.handle(drainMarks{"n1": "by=op", "n3": "by=op"})
+		if nl.n.state != stateLeader || !strings.Contains(nl.log.String(), "drained, but keeping the VIP: no undrained candidate") {
+			t.Fatalf("drained with only drained rivals: state %v\n%s", nl.n.state, nl.log.String())
+		}
+		if got := nl.term().ranks; len(got) != 1 || !got[0].drained {
+			t.Fatalf("published %v, want one drained rank", got)
+		}
+		nl.handle(drainMarks{"n1": "by=op"}) // n3 undrained; its entry follows
+		rivalEv(nl, rank{healthy: true})
+		if nl.n.state != stateCandidate || !nl.terms[0].resigned {
+			t.Fatalf("drained, an undrained rival: state %v, resigned %v", nl.n.state, nl.terms[0].resigned)
+		}
+		if !strings.Contains(nl.log.String(), `as "n1" (drained, healthy, priority 0)`) {
+			t.Fatalf("the next term does not campaign drained:\n%s", nl.log.String())
+		}
+		nl.handle(drainMarks{})
+		if got := nl.term().ranks; len(got) != 1 || got[0].drained {
+			t.Fatalf("after the undrain the node published %v", got)
+		}
+	})
 	t.Run("priority waits for the delay", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.preempt.delay=300ms")
 		nl.lead()

@@ -16,6 +16,10 @@ import (
 // one range read shows every candidate with its rank.
 
 type rank struct {
+	// drained: an operator marked the node (`vipd -drain`, drain.go); it
+	// ranks below every undrained node, whatever else, and takes the VIP
+	// only when no undrained candidate is left.
+	drained bool
 	// unable: the node failed to hold the VIP (it could not add the
 	// address) and has not seen a reason to believe it can yet; it ranks
 	// below every able node, so that no handover goes to it (standing.go
@@ -27,6 +31,9 @@ type rank struct {
 
 // above says whether r strictly outranks o.
 func (r rank) above(o rank) bool {
+	if r.drained != o.drained {
+		return !r.drained
+	}
 	if r.unable != o.unable {
 		return !r.unable
 	}
@@ -48,12 +55,15 @@ func (r rank) healthWord() string {
 }
 
 func (r rank) String() string {
+	if r.drained {
+		return fmt.Sprintf("drained, %s, priority %d", r.healthWord(), r.priority)
+	}
 	return fmt.Sprintf("%s, priority %d", r.healthWord(), r.priority)
 }
 
 // unranked is the rank of an election entry vipd cannot read: below every
 // rank a node can have, so that nobody steps aside or hands over for it.
-var unranked = rank{unable: true, healthy: false, priority: math.MinInt}
+var unranked = rank{drained: true, unable: true, healthy: false, priority: math.MinInt}
 
 // entry is an election key's value: the node's name and its rank, and,
 // once the node holds the VIP, when its tenure began and when it sent its
@@ -71,7 +81,9 @@ type entry struct {
 func (e entry) holds() bool { return e.since != 0 }
 
 // MarshalText writes "NAME healthy|unhealthy|unable PRIORITY", followed
-// by " since=MS beat=MS" for a holder. Names have no whitespace
+// by " since=MS beat=MS" for a holder, and " drained=1" for a drained
+// node (a vipd of 0.1.0 skips that word and ranks the node as if it were
+// not drained). Names have no whitespace
 // (kcmdline.go validName), so the fields split cleanly. A vipd from
 // before "unable" existed cannot read such an entry and ranks it below
 // everyone (UnmarshalText), which is what "unable" means anyway.
@@ -80,14 +92,17 @@ func (e entry) MarshalText() ([]byte, error) {
 	if e.holds() {
 		s += " since=" + strconv.FormatInt(e.since, 10) + " beat=" + strconv.FormatInt(e.beat, 10)
 	}
+	if e.rank.drained {
+		s += " drained=1"
+	}
 	return []byte(s), nil
 }
 
 // UnmarshalText reads an election key's value. A bare name is what vipd
 // wrote before ranks existed: such a node has the default rank (healthy,
 // priority 0). After "NAME HEALTH PRIORITY" come KEY=VALUE words in any
-// order, each key once: since= and beat= (both or neither) are read, and
-// any other key is skipped, so that a later version may add one without
+// order, each key once: since= and beat= (both or neither) and drained=1
+// are read, and any other key is skipped, so that a later version may add one without
 // making this one misread its entries (docs/operating.md, "Upgrades").
 // Only canonical spacing is read. Anything else names the node by the
 // whole value and ranks it below everyone.
@@ -115,7 +130,7 @@ func (e *entry) UnmarshalText(b []byte) error {
 }
 
 // readFields reads the KEY=VALUE words after the rank: since= and beat=,
-// both or neither; other keys are skipped. A word without a key, or a key
+// both or neither, and drained=1; other keys are skipped. A word without a key, or a key
 // given twice, makes the entry unreadable.
 func (e *entry) readFields(words []string) bool {
 	var seen []string
@@ -131,6 +146,8 @@ func (e *entry) readFields(words []string) bool {
 			e.since, valid = millisField(w, "since=")
 		case "beat":
 			e.beat, valid = millisField(w, "beat=")
+		case "drained":
+			e.rank.drained, valid = true, w == "drained=1"
 		default:
 			valid = true
 		}
@@ -190,11 +207,16 @@ type handover struct {
 //   - never within delay of taking the VIP (flapping protection: a check
 //     that alternates moves the VIP at most once per delay);
 //   - at once if the candidate is healthier than we are;
-//   - for priority alone, once the candidate has outranked us for delay.
+//   - for priority alone, once the candidate has outranked us for delay;
+//   - at once, delay or not, if we are drained and it is not: an
+//     operator asked for it (`vipd -drain`).
 func (h *handover) decide(now time.Time, own rank, r rival) (bool, time.Time) {
 	if !r.known || !r.rank.above(own) {
 		h.aboveSince = time.Time{}
 		return false, time.Time{}
+	}
+	if own.drained && !r.rank.drained {
+		return true, time.Time{}
 	}
 	if h.aboveSince.IsZero() {
 		h.aboveSince = now

@@ -27,6 +27,11 @@ func TestRankOrder(t *testing.T) {
 		{rank{unable: true, priority: 100}, rank{healthy: false, priority: -100}, false},
 		{rank{unable: true, priority: 100}, rank{unable: true, priority: 0}, true},
 		{rank{unable: true, priority: math.MinInt + 1}, unranked, true}, // still above an unreadable entry
+		// drained below every undrained node, whatever its health and priority
+		{rank{unable: true, priority: -100}, rank{drained: true, healthy: true, priority: 100}, true},
+		{rank{drained: true, healthy: true, priority: 100}, rank{unable: true, priority: -100}, false},
+		{rank{drained: true, healthy: true}, rank{drained: true, healthy: false}, true},
+		{rank{drained: true, unable: true, priority: math.MinInt + 1}, unranked, true},
 	}
 	for _, c := range cases {
 		if got := c.a.above(c.b); got != c.want {
@@ -48,6 +53,10 @@ func TestEntryText(t *testing.T) {
 		// A holder's: its tenure and last heartbeat.
 		{"n1 healthy 0 since=1700000000000 beat=1700000012345", e{name: "n1", rank: rank{healthy: true, priority: 0}, since: 1700000000000, beat: 1700000012345}, true},
 		{"n2 unhealthy -7 since=1 beat=2", e{name: "n2", rank: rank{healthy: false, priority: -7}, since: 1, beat: 2}, true},
+		// A drained node's mark.
+		{"n1 healthy 5 drained=1", e{name: "n1", rank: rank{drained: true, healthy: true, priority: 5}}, true},
+		{"n1 healthy 0 since=5 beat=6 drained=1", e{name: "n1", rank: rank{drained: true, healthy: true}, since: 5, beat: 6}, true},
+		{"n1 healthy 0 drained=0", e{name: "n1 healthy 0 drained=0", rank: unranked}, false},
 		// Keys a later version adds are skipped, wherever they stand.
 		{"n1 healthy 0 ver=0.2.0", e{name: "n1", rank: rank{healthy: true, priority: 0}}, true},
 		{"n1 unable 3 since=5 beat=6 ver=0.2.0 x=", e{name: "n1", rank: rank{unable: true, priority: 3}, since: 5, beat: 6}, true},
@@ -86,7 +95,7 @@ func TestEntryText(t *testing.T) {
 			// Written back without the keys it skipped, since= and beat= in
 			// their place.
 			want := strings.Join(slices.DeleteFunc(strings.Fields(c.value), func(w string) bool {
-				return strings.Contains(w, "=") && !strings.HasPrefix(w, "since=") && !strings.HasPrefix(w, "beat=")
+				return strings.Contains(w, "=") && !strings.HasPrefix(w, "since=") && !strings.HasPrefix(w, "beat=") && w != "drained=1"
 			}), " ")
 			if want == "n1 healthy 0 beat=6 since=5" {
 				want = "n1 healthy 0 since=5 beat=6"
@@ -137,6 +146,7 @@ func TestHandoverDecide(t *testing.T) {
 	healthy0, healthy10 := rank{healthy: true, priority: 0}, rank{healthy: true, priority: 10}
 	sick0, sick10 := rank{healthy: false, priority: 0}, rank{healthy: false, priority: 10}
 	riv := func(r rank) rival { return rival{entry: entry{name: "n3", rank: r}, known: true} }
+	drained := func(r rank) rank { r.drained = true; return r }
 	type step struct {
 		at   time.Duration // after t0
 		own  rank
@@ -153,6 +163,12 @@ func TestHandoverDecide(t *testing.T) {
 		{"equal rank: never", -time.Hour, []step{{0, healthy0, riv(healthy0), false, -1}, {time.Hour, healthy0, riv(healthy0), false, -1}}},
 		{"lower rank: never", -time.Hour, []step{{0, healthy10, riv(healthy0), false, -1}, {0, healthy0, riv(sick10), false, -1}}},
 		{"we turned unhealthy: at once", -time.Hour, []step{{0, sick0, riv(healthy0), true, -1}}},
+		// An operator's drain moves the VIP at once, even from a new
+		// leader, to any undrained node; among drained nodes the usual
+		// rules hold.
+		{"drained: at once, even new", 0, []step{{0, drained(healthy10), riv(sick0), true, -1}}},
+		{"drained, the rival too: equal, never", -time.Hour, []step{{0, drained(healthy0), riv(drained(healthy0)), false, -1}}},
+		{"undrained holder, drained rival: never", -time.Hour, []step{{0, sick0, riv(drained(healthy10)), false, -1}}},
 		{"health beats our priority: at once", -time.Hour, []step{{0, sick10, riv(healthy0), true, -1}}},
 		{"priority: after the delay", -time.Hour, []step{
 			{0, healthy0, riv(healthy10), false, delay},

@@ -11,6 +11,9 @@ type standing struct {
 	log      *logger
 	priority int  // vip.priority
 	healthy  bool // the check's verdict
+	// drained: the group's drain marks (drain.go) name this node.
+	drained  bool
+	marks    drainMarks
 	rival    rival
 	ho       handover
 	preempt  alarm // goes off when ho says to look again
@@ -25,7 +28,7 @@ type standing struct {
 
 // rank is this node's rank as it stands.
 func (s *standing) rank() rank {
-	return rank{unable: !s.unableUntil.IsZero(), healthy: s.healthy, priority: s.priority}
+	return rank{drained: s.drained, unable: !s.unableUntil.IsZero(), healthy: s.healthy, priority: s.priority}
 }
 
 // The back-off of a node that failed to hold the VIP.
@@ -88,6 +91,29 @@ func (s *standing) onHealth(ev healthEvent, term campaigner) bool {
 	return true
 }
 
+// onMarks applies the group's drain marks to this node, named name (""
+// before its name is known): its rank is published in the election entry
+// of term (nil: none). It reports whether the rank changed, so that a
+// drained leader may hand over.
+func (s *standing) onMarks(marks drainMarks, name string, term campaigner) bool {
+	s.marks = marks
+	mark, drained := marks[name]
+	if name == "" || drained == s.drained {
+		return false
+	}
+	old := s.rank()
+	s.drained = drained
+	why := "its drain mark is gone (vipd -undrain)"
+	if drained {
+		why = fmt.Sprintf("drained by an operator (%s): below every undrained node until vipd -undrain", mark)
+	}
+	s.log.infof("rank: %s -> %s (%s)", old, s.rank(), why)
+	if term != nil {
+		term.setRank(s.rank())
+	}
+	return true
+}
+
 // handOverTo is when a leader hands over: to a strictly better-ranked
 // candidate, at the time handover.decide says (rank.go). It returns the
 // candidate to hand over to now, if any; a handover that may come later
@@ -101,6 +127,11 @@ func (s *standing) handOverTo(now time.Time, leading bool) (entry, bool) {
 	switch {
 	case yes:
 		return s.rival.entry, true
+	case again.IsZero() && s.drained && (!s.rival.known || s.rival.rank.drained):
+		if key := "drained, no undrained candidate"; key != s.ho.said {
+			s.ho.said = key
+			s.log.infof("drained, but keeping the VIP: no undrained candidate to take it")
+		}
 	case again.IsZero():
 		s.ho.said = ""
 	default:

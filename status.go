@@ -39,6 +39,7 @@ type statusReport struct {
 	Error      string            `json:"error,omitempty"` // etcd could not be asked
 	Holder     *statusHolder     `json:"holder"`          // null: nobody holds the VIP
 	Candidates []statusCandidate `json:"candidates"`      // everyone else, in takeover order
+	Drained    []string          `json:"drained,omitempty"` // the names with a drain mark (drain.go), running or not
 	Local      *statusLocal      `json:"local,omitempty"` // this node's state file, if there is one
 	LocalError string            `json:"local_error,omitempty"`
 }
@@ -49,6 +50,7 @@ type statusCandidate struct {
 	Rank     string `json:"rank"` // "healthy, priority 0", or "unranked" for an entry vipd cannot read
 	Healthy  bool   `json:"healthy"`
 	Unable   bool   `json:"unable,omitempty"` // it failed to hold the VIP and ranks below every able node until it may try again
+	Drained  bool   `json:"drained,omitempty"` // its entry says it is drained: below every undrained node
 	Priority int    `json:"priority"`         // 0 when unranked
 	Unranked bool   `json:"unranked,omitempty"`
 	Key      string `json:"key"`
@@ -198,6 +200,7 @@ type electionView struct {
 	cs       []candidate
 	leases   map[clientv3.LeaseID]leaseInfo
 	versions map[clientv3.LeaseID]string
+	marks    []string // names with a drain mark
 }
 
 // readElection reads the election entries under key, their leases and
@@ -207,7 +210,21 @@ func readElection(ctx context.Context, cli *clientv3.Client, key string) (electi
 	if err != nil {
 		return electionView{}, fmt.Errorf("read the election under %s: %w", key, err)
 	}
-	return electionView{cs: cs, leases: leaseInfos(ctx, cli, cs), versions: versions(ctx, cli, key)}, nil
+	return electionView{cs: cs, leases: leaseInfos(ctx, cli, cs), versions: versions(ctx, cli, key), marks: drainedNames(ctx, cli, key)}, nil
+}
+
+// drainedNames reads the group's drain marks: the names, sorted; none if
+// etcd does not answer.
+func drainedNames(ctx context.Context, cli *clientv3.Client, key string) []string {
+	resp, err := cli.Get(ctx, drainPrefix(key), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, kv := range resp.Kvs {
+		names = append(names, strings.TrimPrefix(string(kv.Key), drainPrefix(key)))
+	}
+	return names // etcd returns keys sorted
 }
 
 // versions reads the info keys beside the election under key: the
@@ -293,7 +310,7 @@ func takeoverOrder(cs []candidate) []candidate {
 // buildStatus is the report on the entries cs (queue order) and their
 // leases, as of now. self is this node's vip.name ("" if unknown).
 func buildStatus(key string, endpoints []string, v electionView, self string, now time.Time) statusReport {
-	rep := statusReport{Key: key, Endpoints: endpoints, At: now, Candidates: []statusCandidate{}}
+	rep := statusReport{Key: key, Endpoints: endpoints, At: now, Candidates: []statusCandidate{}, Drained: v.marks}
 	h, rest := splitHolder(v.cs, v.versions)
 	if h != nil {
 		sh := &statusHolder{statusCandidate: statusOf(*h, v, self)}
@@ -316,11 +333,11 @@ func buildStatus(key string, endpoints []string, v electionView, self string, no
 }
 
 func statusOf(c candidate, v electionView, self string) statusCandidate {
-	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Unable: c.rank.unable, Priority: c.rank.priority,
+	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Unable: c.rank.unable, Drained: c.rank.drained, Priority: c.rank.priority,
 		Key: c.key, Lease: strconv.FormatInt(int64(c.lease), 16), LeaseTTL: -1, Self: self != "" && c.name == self,
 		Version: v.versions[c.lease]}
 	if c.rank == unranked {
-		s.Rank, s.Priority, s.Unranked = "unranked", 0, true
+		s.Rank, s.Priority, s.Unranked, s.Unable, s.Drained = "unranked", 0, true, false, false
 	}
 	if l, ok := v.leases[c.lease]; ok {
 		s.LeaseTTL = l.left
@@ -395,6 +412,9 @@ func writeStatus(w io.Writer, rep statusReport) {
 	}
 	for i, c := range rep.Candidates {
 		fmt.Fprintf(w, "%s\n", row(fmt.Sprintf("next %d", i+1), c))
+	}
+	if len(rep.Drained) > 0 {
+		fmt.Fprintf(w, "drained    %s (vipd -undrain NAME)\n", strings.Join(rep.Drained, ", "))
 	}
 	writeLocalStatus(w, rep.Local, rep.LocalError, rep.At)
 }

@@ -33,8 +33,8 @@ func statusSockPath(key string) string {
 	return strings.TrimSuffix(statePath(key), ".json") + ".sock"
 }
 
-// statusRequest is the one request the socket serves. A line, so that a
-// later request (another word) fits the same socket.
+// statusRequest asks for the report. Requests are lines: "status",
+// "drain [NAME]", "undrain [NAME]".
 const statusRequest = "status\n"
 
 // statusSockTimeout bounds one connection: the etcd questions
@@ -99,23 +99,54 @@ func (s *statusSocket) serve(ctx context.Context) {
 func (s *statusSocket) answer(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(statusSockTimeout))
-	line, err := bufio.NewReader(io.LimitReader(conn, 64)).ReadString('\n')
-	if err != nil || line != statusRequest {
-		fmt.Fprintf(conn, "{\"error\": %q}\n", "unknown request; send "+strings.TrimSpace(statusRequest))
-		return
+	line, err := bufio.NewReader(io.LimitReader(conn, 256)).ReadString('\n')
+	words := strings.Fields(line)
+	switch {
+	case err == nil && len(words) == 1 && words[0] == "status":
+		b, _ := json.Marshal(s.status(ctx))
+		conn.Write(append(b, '\n'))
+	case err == nil && len(words) <= 2 && len(words) > 0 && (words[0] == "drain" || words[0] == "undrain"):
+		conn.SetDeadline(time.Now().Add(statusSockTimeout + drainWait))
+		name := s.name
+		if len(words) == 2 {
+			name = words[1]
+		}
+		b, _ := json.Marshal(s.drain(ctx, name, words[0] == "drain"))
+		conn.Write(append(b, '\n'))
+	default:
+		fmt.Fprintf(conn, "{\"error\": %q}\n", "unknown request; send status, drain [NAME] or undrain [NAME]")
 	}
+}
+
+// status is the report -status prints, as this daemon's client sees it.
+func (s *statusSocket) status(ctx context.Context) statusReport {
 	qctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), statusTimeout)
 	defer cancel()
 	rep := statusReport{Key: s.key, Endpoints: s.endpoints, Candidates: []statusCandidate{}}
 	v, err := readElection(qctx, s.cli, s.key)
 	now := time.Now()
 	if err == nil {
-		rep = buildStatus(s.key, s.endpoints, v, s.name, now)
-	} else {
-		rep.At, rep.Error = now, fmt.Sprintf("%v%s", err, diagnose(s.endpoints, s.tls))
+		return buildStatus(s.key, s.endpoints, v, s.name, now)
 	}
-	b, _ := json.Marshal(rep)
-	conn.Write(append(b, '\n'))
+	rep.At, rep.Error = now, fmt.Sprintf("%v%s", err, diagnose(s.endpoints, s.tls))
+	return rep
+}
+
+// drainReply is the answer to drain and undrain: what was done, or why
+// not.
+type drainReply struct {
+	Message string `json:"message,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (s *statusSocket) drain(ctx context.Context, name string, on bool) drainReply {
+	qctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), statusTimeout+drainWait)
+	defer cancel()
+	msg, err := drainNow(qctx, s.cli, s.key, name, on, "vipd -drain on "+s.name)
+	if err != nil {
+		return drainReply{Error: err.Error()}
+	}
+	return drainReply{Message: msg}
 }
 
 // statusSockets lists the status sockets of the groups running on this
@@ -129,20 +160,29 @@ func statusSockets() []string {
 // askDaemon asks the vipd behind a status socket for its report.
 func askDaemon(path string) (statusReport, error) {
 	var rep statusReport
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return rep, fmt.Errorf("ask the vipd at %s: %w", path, err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(statusSockTimeout + time.Second))
-	if _, err := io.WriteString(conn, statusRequest); err != nil {
-		return rep, fmt.Errorf("ask the vipd at %s: %w", path, err)
-	}
-	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&rep); err != nil {
-		return rep, fmt.Errorf("read the answer of the vipd at %s: %w", path, err)
+	if err := askSocket(path, statusRequest, statusSockTimeout+time.Second, &rep); err != nil {
+		return rep, err
 	}
 	if rep.Key == "" && rep.Error != "" {
 		return rep, fmt.Errorf("the vipd at %s: %s", path, rep.Error)
 	}
 	return rep, nil
+}
+
+// askSocket sends one request line to the vipd behind a status socket and
+// decodes its answer into v, within the time given.
+func askSocket(path, request string, within time.Duration, v any) error {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return fmt.Errorf("ask the vipd at %s: %w", path, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(within))
+	if _, err := io.WriteString(conn, request); err != nil {
+		return fmt.Errorf("ask the vipd at %s: %w", path, err)
+	}
+	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(v); err != nil {
+		return fmt.Errorf("read the answer of the vipd at %s: %w", path, err)
+	}
+	return nil
 }

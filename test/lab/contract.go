@@ -92,6 +92,7 @@ type StatusReport struct {
 	Error      string            `json:"error,omitempty"`
 	Holder     *StatusHolder     `json:"holder"` // null: nobody holds the VIP
 	Candidates []StatusCandidate `json:"candidates"`
+	Drained    []string          `json:"drained,omitempty"`
 	Local      *StatusLocal      `json:"local,omitempty"`
 	LocalError string            `json:"local_error,omitempty"`
 }
@@ -104,6 +105,7 @@ type StatusCandidate struct {
 	Rank     string `json:"rank"`
 	Healthy  bool   `json:"healthy"`
 	Unable   bool   `json:"unable,omitempty"`
+	Drained  bool   `json:"drained,omitempty"`
 	Priority int    `json:"priority"`
 	Unranked bool   `json:"unranked,omitempty"`
 	Key      string `json:"key"`

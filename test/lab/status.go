@@ -44,6 +44,14 @@ func (l *Lab) StatusBare(nd *Node, flags ...string) StatusRun {
 	return l.statusRun(nd, append([]string{bin, "-status"}, flags...))
 }
 
+// VipdOn runs the lab's vipd with exactly these arguments (-drain, say) in
+// the node's namespace with the node's /run, as an operator on the node.
+func (l *Lab) VipdOn(nd *Node, args ...string) StatusRun {
+	l.T.Helper()
+	bin, _ := Binaries(l.T)
+	return l.statusRun(nd, append([]string{bin}, args...))
+}
+
 // statusRun runs argv in the node's namespace with the node's /run.
 func (l *Lab) statusRun(nd *Node, argv []string) StatusRun {
 	l.T.Helper()
@@ -178,6 +186,17 @@ func (l *Lab) WaitStatus(holder *Node, cands []string, within time.Duration) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+}
+
+// OtherNodes is every node of the lab but those given.
+func OtherNodes(l *Lab, except ...*Node) []*Node {
+	var out []*Node
+	for _, nd := range l.Nodes {
+		if !slices.Contains(except, nd) {
+			out = append(out, nd)
+		}
+	}
+	return out
 }
 
 func Others(l *Lab, except ...*Node) []string {
