@@ -3,10 +3,10 @@ package main
 import (
 	"cmp"
 	"context"
-	"maps"
-	"net"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"os"
 	"strings"
 	"time"

@@ -12,11 +12,11 @@ type standing struct {
 	priority int  // vip.priority
 	healthy  bool // the check's verdict
 	// drained: the group's drain marks (drain.go) name this node.
-	drained  bool
-	marks    drainMarks
-	rival    rival
-	ho       handover
-	preempt  alarm // goes off when ho says to look again
+	drained bool
+	marks   drainMarks
+	rival   rival
+	ho      handover
+	preempt alarm // goes off when ho says to look again
 	// A node that failed to hold ranks itself unable until unableUntil,
 	// or until a link or address change on its interface; the back-off
 	// doubles with each failure (unableFirst to unableMax) and starts

@@ -35,12 +35,12 @@ const statusTimeout = 3 * time.Second
 type statusReport struct {
 	Key        string            `json:"key"`
 	Endpoints  []string          `json:"endpoints"`
-	At         time.Time         `json:"at"`              // when asked, this node's clock
-	Error      string            `json:"error,omitempty"` // etcd could not be asked
-	Holder     *statusHolder     `json:"holder"`          // null: nobody holds the VIP
-	Candidates []statusCandidate `json:"candidates"`      // everyone else, in takeover order
+	At         time.Time         `json:"at"`                // when asked, this node's clock
+	Error      string            `json:"error,omitempty"`   // etcd could not be asked
+	Holder     *statusHolder     `json:"holder"`            // null: nobody holds the VIP
+	Candidates []statusCandidate `json:"candidates"`        // everyone else, in takeover order
 	Drained    []string          `json:"drained,omitempty"` // the names with a drain mark (drain.go), running or not
-	Local      *statusLocal      `json:"local,omitempty"` // this node's state file, if there is one
+	Local      *statusLocal      `json:"local,omitempty"`   // this node's state file, if there is one
 	LocalError string            `json:"local_error,omitempty"`
 }
 
@@ -49,9 +49,9 @@ type statusCandidate struct {
 	Name     string `json:"name"`
 	Rank     string `json:"rank"` // "healthy, priority 0", or "unranked" for an entry vipd cannot read
 	Healthy  bool   `json:"healthy"`
-	Unable   bool   `json:"unable,omitempty"` // it failed to hold the VIP and ranks below every able node until it may try again
+	Unable   bool   `json:"unable,omitempty"`  // it failed to hold the VIP and ranks below every able node until it may try again
 	Drained  bool   `json:"drained,omitempty"` // its entry says it is drained: below every undrained node
-	Priority int    `json:"priority"`         // 0 when unranked
+	Priority int    `json:"priority"`          // 0 when unranked
 	Unranked bool   `json:"unranked,omitempty"`
 	Key      string `json:"key"`
 	Lease    string `json:"lease"`        // hex, as etcdctl prints it
