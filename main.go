@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -57,8 +58,16 @@ const (
 )
 
 func main() {
+	crashBySignal()
 	os.Exit(vipd(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// crashBySignal makes a Go panic or fatal runtime error end the process
+// by SIGABRT, after the same traceback, instead of with the runtime's
+// exit status 2: 2 is vipd's status for bad input, which supervisors are
+// told not to restart (docs/deploying.md, "Supervisors"), while a crash
+// must be restarted at once so that the new vipd resumes the lease.
+func crashBySignal() { debug.SetTraceback("crash") }
 
 func vipd(argv []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("vipd", flag.ContinueOnError)

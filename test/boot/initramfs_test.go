@@ -163,8 +163,8 @@ var bootModules = []string{"virtio_pci", "virtio_net", "virtio_blk"}
 // buildInitramfs writes g's initramfs: busybox (linked as /init, so
 // that the kernel starts busybox init, which reads /etc/inittab), the
 // modules in load order (listed in /etc/modules, which the init loads with
-// insmod), the init's files from docs/busybox plus the control line's, and
-// vipd as /sbin/vipd.
+// insmod), the init's files from docs/busybox (inittab, rc, vipd-respawn)
+// plus the control line's, and vipd as /sbin/vipd.
 func buildInitramfs(t testing.TB, g *guest, out string) {
 	t.Helper()
 	im := &image{dirs: map[string]bool{}}
@@ -206,6 +206,7 @@ func buildInitramfs(t testing.TB, g *guest, out string) {
 	im.file("etc/modules", 0o644, []byte(strings.Join(list, "\n")+"\n"))
 
 	im.copy(t, "etc/init.d/rc", filepath.Join(recipeDir, "rc"), 0o755)
+	im.copy(t, "etc/init.d/vipd-respawn", filepath.Join(recipeDir, "vipd-respawn"), 0o755)
 	inittab, err := os.ReadFile(filepath.Join(recipeDir, "inittab"))
 	if err != nil {
 		t.Fatalf("initramfs: %v", err)

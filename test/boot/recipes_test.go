@@ -2,9 +2,12 @@ package boot
 
 // Checks of the integrator recipes in docs/ that need neither root, QEMU nor
 // the tools the recipes are for: shell syntax, the busybox inittab, the
-// systemd unit's privileges (and systemd-analyze verify when it is there),
-// the structure of the LinuxKit and kubeadm YAML, and that every vip.* key a
-// recipe names is one vipd knows (read from ../../kcmdline.go).
+// systemd unit's privileges and restart rules (and systemd-analyze verify
+// when it is there), the structure of the LinuxKit and kubeadm YAML, that
+// no supervisor restarts vipd in a loop on a bad configuration (exit 2),
+// that every recipe says how it is tested, and that every vip.* key a
+// recipe names is one vipd knows (read from ../../kcmdline.go). The busybox
+// wrapper vipd-respawn is also run (respawn_test.go).
 //
 //	cd test/boot && go test -count=1 -run TestRecipes -v .
 
@@ -59,6 +62,7 @@ func recipeFiles(t *testing.T) []string {
 // runs each one is taken from its #! line.
 var recipeScripts = []string{
 	"busybox/rc",
+	"busybox/vipd-respawn",
 	"dracut/90vipd/module-setup.sh",
 	"dracut/90vipd/vipd-start.sh",
 	"dracut/90vipd/vipd-stop.sh",
@@ -208,16 +212,50 @@ func TestRecipesBusyboxInittab(t *testing.T) {
 		}
 		seen[f[2]] = append(seen[f[2]], f[3])
 	}
-	if !slices.Contains(seen["respawn"], "/sbin/vipd") {
-		t.Errorf("inittab: no ::respawn:/sbin/vipd (respawn: %q)", seen["respawn"])
+	// init's ::respawn: restarts vipd once a second for ever, a bad
+	// configuration included: vipd goes under vipd-respawn, which backs off
+	// on exit 2 (respawn_test.go runs it).
+	if !slices.Contains(seen["respawn"], "/etc/init.d/vipd-respawn") {
+		t.Errorf("inittab: no ::respawn:/etc/init.d/vipd-respawn (respawn: %q)", seen["respawn"])
+	}
+	for _, p := range seen["respawn"] {
+		if f := strings.Fields(p); len(f) > 0 && filepath.Base(f[0]) == "vipd" {
+			t.Errorf("inittab: ::respawn:%s runs vipd straight from init, which restarts it once a second after exit 2", p)
+		}
 	}
 	if !slices.Contains(seen["sysinit"], "/etc/init.d/rc start") || !slices.Contains(seen["shutdown"], "/etc/init.d/rc stop") {
 		t.Errorf("inittab: want rc start at sysinit and rc stop at shutdown, got %q", seen)
 	}
 	rc := recipeRead(t, "busybox/rc")
-	for _, want := range []string{"boot.ip=", "boot.hostname=", "/etc/modules", "insmod", "devtmpfs", "/run/vipd"} {
+	for _, want := range []string{"boot.ip=", "boot.hostname=", "/etc/modules", "insmod", "devtmpfs", "/run/vipd", "pidof vipd-respawn"} {
 		if !strings.Contains(rc, want) {
 			t.Errorf("busybox/rc does not mention %s", want)
+		}
+	}
+}
+
+// TestRecipesInitramfsLoops: the restart loops of the dracut and
+// mkinitcpio hooks and of the u-root uinit end on exit 2 with one line of
+// their own, and the hooks' loops write to the console (with /dev/null
+// there, vipd's one line about a bad setting, which goes to stderr only,
+// would be lost).
+func TestRecipesInitramfsLoops(t *testing.T) {
+	loops := map[string]string{
+		"dracut/90vipd/vipd-start.sh": recipeRead(t, "dracut/90vipd/vipd-start.sh"),
+		"mkinitcpio/hooks/vipd":       recipeRead(t, "mkinitcpio/hooks/vipd"),
+	}
+	blocks := recipeShBlocks(recipeRead(t, "u-root.md"))
+	if len(blocks) > 0 {
+		loops["u-root.md"] = blocks[0]
+	}
+	// if [ "$rc" -eq 2 ]; then <one echo>; break; fi
+	exit2 := regexp.MustCompile(`if \[ "\$rc" -eq 2 \]; then\s+echo "[^"\n]*exited 2 \(bad configuration\)[^"\n]*"( >&2)?\s+break\s+fi`)
+	for name, text := range loops {
+		if !exit2.MatchString(text) {
+			t.Errorf("%s: the loop does not end on exit 2 with one line (want %s)", name, exit2)
+		}
+		if strings.Contains(name, "/") && (!strings.Contains(text, ">/dev/console 2>&1 &") || strings.Contains(text, ">/dev/null 2>&1 &")) {
+			t.Errorf("%s: the loop's output does not go to /dev/console", name)
 		}
 	}
 }
@@ -275,6 +313,7 @@ func TestRecipesSystemdUnit(t *testing.T) {
 		"ExecReload":               "/bin/kill -HUP $MAINPID",
 		"Restart":                  "always",
 		"RestartSec":               "100ms",
+		"RestartPreventExitStatus": "2", // bad configuration: no restart loop
 		"KillSignal":               "SIGTERM",
 		"NoNewPrivileges":          "yes",
 		"RuntimeDirectory":         "vipd",
@@ -306,6 +345,21 @@ func TestRecipesSystemdUnit(t *testing.T) {
 	}
 
 	for _, name := range []string{"systemd/vipd.service", "dracut/90vipd/vipd.service"} {
+		unit := recipeUnit(t, recipeRead(t, name))
+		// exit 2 is bad configuration: restarting cannot help.
+		if got := recipeFieldSet(unit["Service"]["RestartPreventExitStatus"]); !slices.Contains(got, "2") {
+			t.Errorf("%s: RestartPreventExitStatus=%q, want 2 in it", name, got)
+		}
+		// Order after network.target, never pull it in: only network
+		// managers do (systemd.special(7)).
+		if got := recipeFieldSet(unit["Unit"]["After"]); !slices.Contains(got, "network.target") {
+			t.Errorf("%s: After=%q, want network.target in it", name, got)
+		}
+		for _, k := range []string{"Wants", "Requires", "Requisite", "BindsTo", "Upholds"} {
+			if slices.Contains(recipeFieldSet(unit["Unit"][k]), "network.target") {
+				t.Errorf("%s: %s=network.target: only network managers pull it in", name, k)
+			}
+		}
 		t.Run("verify "+name, func(t *testing.T) { recipeVerifyUnit(t, name) })
 	}
 }
@@ -646,10 +700,31 @@ func TestRecipesLinuxKit(t *testing.T) {
 	if got := recipeSortedStrings(recipeAt(svc, "capabilities")); !slices.Equal(got, []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}) {
 		t.Errorf("capabilities = %q, want exactly CAP_NET_ADMIN and CAP_NET_RAW", got)
 	}
+	// A kernel section would replace the image's whole command line
+	// (linuxkit build keeps the last file's cmdline), console= and all.
+	if k := recipeAt(doc, "kernel"); k != nil {
+		t.Errorf("a kernel section (%v): merged into an image, it replaces the image's kernel command line", k)
+	}
 	binds, _ := recipeAt(svc, "binds").([]any)
-	cmdline, _ := recipeAt(doc, "kernel", "cmdline").(string)
-	if strings.Contains(cmdline, "vip.log=kmsg") && !slices.Contains(recipeStrings(binds), "/dev/kmsg:/dev/kmsg") {
-		t.Error("vip.log=kmsg without a /dev/kmsg bind")
+	var command []string
+	if c, ok := recipeAt(svc, "command").([]any); ok {
+		command = recipeStrings(c)
+	}
+	if slices.Contains(command, "vip.log=kmsg") {
+		// The device the way LinuxKit gives one to a service: its node
+		// and its device-cgroup rule, from the devices list.
+		var kmsg any
+		devices, _ := recipeAt(svc, "devices").([]any)
+		for _, d := range devices {
+			if recipeAt(d, "path") == "/dev/kmsg" {
+				kmsg = d
+			}
+		}
+		if kmsg == nil || recipeAt(kmsg, "type") != "c" || recipeAt(kmsg, "major") != "1" || recipeAt(kmsg, "minor") != "11" {
+			t.Errorf("vip.log=kmsg without /dev/kmsg (c 1:11) in devices: %v", devices)
+		} else if mode, _ := recipeAt(kmsg, "mode").(string); !regexp.MustCompile(`^0[0-7]{3}$`).MatchString(mode) {
+			t.Errorf("/dev/kmsg mode %q: want a quoted octal mode, such as \"0600\" (LinuxKit needs one)", mode)
+		}
 	}
 	if !slices.ContainsFunc(recipeStrings(binds), func(b string) bool { return strings.HasSuffix(b, ":/run/vipd") || strings.HasSuffix(b, ":/run") }) {
 		t.Errorf("no bind for /run/vipd (the state file): %q", recipeStrings(binds))
@@ -665,8 +740,13 @@ func TestRecipesKubeadm(t *testing.T) {
 	if got := recipeAt(spec, "hostNetwork"); got != "true" {
 		t.Errorf("hostNetwork = %v, want true", got)
 	}
+	// kubeadm's own static pods: system-node-critical, and its value
+	// written out (ComponentPod in cmd/kubeadm/app/util/staticpod).
 	if got := recipeAt(spec, "priorityClassName"); got != "system-node-critical" {
 		t.Errorf("priorityClassName = %v", got)
+	}
+	if got := recipeAt(spec, "priority"); got != "2000001000" {
+		t.Errorf("priority = %v, want 2000001000 (system-node-critical's, as kubeadm writes it)", got)
 	}
 	containers, _ := recipeAt(spec, "containers").([]any)
 	if len(containers) != 1 {
@@ -684,37 +764,46 @@ func TestRecipesKubeadm(t *testing.T) {
 		t.Errorf("allowPrivilegeEscalation = %v, want false (no_new_privs)", got)
 	}
 
-	// every volume: name -> host path; every mount: container path -> (volume, read-only)
-	hostPaths := map[string]string{}
+	// every volume: name -> host path and type; every mount: container
+	// path -> (host path, type, read-only)
+	type mount struct {
+		host, kind string
+		readOnly   bool
+	}
+	hostPaths := map[string]mount{}
 	vols, _ := recipeAt(spec, "volumes").([]any)
 	for _, v := range vols {
 		name, _ := recipeAt(v, "name").(string)
-		hostPaths[name], _ = recipeAt(v, "hostPath", "path").(string)
-	}
-	type mount struct {
-		host     string
-		readOnly bool
+		path, _ := recipeAt(v, "hostPath", "path").(string)
+		kind, _ := recipeAt(v, "hostPath", "type").(string)
+		hostPaths[name] = mount{host: path, kind: kind}
 	}
 	mounts := map[string]mount{}
 	vms, _ := recipeAt(c, "volumeMounts").([]any)
 	for _, m := range vms {
 		name, _ := recipeAt(m, "name").(string)
 		at, _ := recipeAt(m, "mountPath").(string)
-		mounts[at] = mount{hostPaths[name], recipeAt(m, "readOnly") == "true"}
+		mt := hostPaths[name]
+		mt.readOnly = recipeAt(m, "readOnly") == "true"
+		mounts[at] = mt
 	}
 	if m := mounts["/run/vipd"]; m.host != "/run/vipd" {
 		t.Errorf("/run/vipd is not the host's /run/vipd: %+v", m)
 	}
 	args := recipeStrings(recipeAt(c, "args"))
 	tls := 0
+	tlsFiles := map[string]bool{}
 	for _, a := range args {
 		k, v, _ := strings.Cut(a, "=")
 		switch k {
 		case "vip.etcd.ca", "vip.etcd.cert", "vip.etcd.key":
 			tls++
-			m, ok := mounts[filepath.Dir(v)]
-			if !ok || m.host != "/etc/kubernetes/pki/etcd" || !m.readOnly {
-				t.Errorf("%s: %s is not in a read-only mount of the host's /etc/kubernetes/pki/etcd (%+v)", a, filepath.Dir(v), m)
+			tlsFiles[v] = true
+			// Each file on its own, read-only, at its host path: a mount
+			// of the directory would show the container the etcd CA's key.
+			m, ok := mounts[v]
+			if !ok || m.host != v || m.kind != "File" || !m.readOnly || !strings.HasPrefix(v, "/etc/kubernetes/pki/etcd/") {
+				t.Errorf("%s: %s is not a read-only hostPath of type File of the host's same file (%+v)", a, v, m)
 			}
 		case "vip.etcd":
 			for _, ep := range strings.Split(v, ",") {
@@ -726,6 +815,37 @@ func TestRecipesKubeadm(t *testing.T) {
 	}
 	if tls != 3 {
 		t.Errorf("want vip.etcd.ca, vip.etcd.cert and vip.etcd.key in args, got %q", args)
+	}
+	// Nothing else of the host's PKI: no directory above those files, no
+	// private key of a CA.
+	for at, m := range mounts {
+		if (strings.HasPrefix(m.host, "/etc/kubernetes") || strings.HasPrefix(at, "/etc/kubernetes")) && !(tlsFiles[m.host] && at == m.host) {
+			t.Errorf("%s mounts the host's %q (%s), which vipd does not read", at, m.host, m.kind)
+		}
+	}
+}
+
+// recipeEntries are each recipe's main file: the one that says how the
+// recipe is tested.
+var recipeEntries = []string{
+	"busybox/inittab",
+	"dracut/90vipd/module-setup.sh",
+	"mkinitcpio/install/vipd",
+	"u-root.md",
+	"linuxkit/vipd.yml",
+	"systemd/vipd.service",
+	"kubeadm/vipd.yaml",
+}
+
+// TestRecipesSayHowTested: each recipe says whether a test boots or runs
+// it, or only checks it, in a line starting "Tested:" (after the comment
+// mark), so that nobody mistakes a syntax check for a proof.
+func TestRecipesSayHowTested(t *testing.T) {
+	tested := regexp.MustCompile(`(?m)^(# )?Tested: \S`)
+	for _, name := range recipeEntries {
+		if !tested.MatchString(recipeRead(t, name)) {
+			t.Errorf("%s: no \"Tested:\" line saying whether it is booted in a test or only checked", name)
+		}
 	}
 }
 

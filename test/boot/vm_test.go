@@ -133,8 +133,9 @@ func newBootLab(t *testing.T) *bootLab {
 }
 
 // ctlScript runs on the guest's second serial port: the test's control
-// path. "stop" sends vipd SIGTERM (busybox init starts it again, as a
-// candidate); "clock" steps the wall clock an hour forward.
+// path. "stop" sends vipd SIGTERM (vipd-respawn starts it again, as a
+// candidate; killall, like pidof, does not match vipd-respawn); "clock"
+// steps the wall clock an hour forward.
 const ctlScript = `#!/bin/sh
 while read -r cmd; do
 	case "$cmd" in
@@ -332,11 +333,11 @@ func (v *vm) vipdLines() []string {
 	return out
 }
 
-// excerpt is the console's lines from the init (rc:, ctl:) and vipd.
+// excerpt is the console's lines from the init (rc:, ctl:, vipd-respawn:) and vipd.
 func (v *vm) excerpt() string {
 	var out []string
 	for _, line := range strings.Split(v.consoleText(), "\n") {
-		if strings.Contains(line, "vipd: ") || strings.Contains(line, "rc: ") || strings.Contains(line, "ctl: ") {
+		if strings.Contains(line, "vipd: ") || strings.Contains(line, "rc: ") || strings.Contains(line, "ctl: ") || strings.Contains(line, "vipd-respawn: ") {
 			out = append(out, line)
 		}
 	}
