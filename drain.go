@@ -37,12 +37,13 @@ type drainMarks map[string]string
 // watch on a member cut off from its cluster can stall without an error.
 const drainRecheck = 30 * time.Second
 
-// watchDrain reports the group's drain marks (under prefix) to out: once
-// read, then at each change, until ctx ends. All of them rather than this
-// node's own: the node's name may be its MAC, known only once its link is
-// up. etcd being away is waited out; the node keeps the marks it last
-// heard of meanwhile.
-func watchDrain(ctx context.Context, cli *clientv3.Client, prefix string, out chan<- drainMarks) {
+// watchMarks reports the keys under prefix (the group's drain marks, or
+// its move request: move.go) to out: once read, then at each change,
+// until ctx ends. All the drain marks rather than this node's own: the
+// node's name may be its MAC, known only once its link is up. etcd being
+// away is waited out; the node keeps the marks it last heard of
+// meanwhile.
+func watchMarks[M ~map[string]string](ctx context.Context, cli *clientv3.Client, prefix string, out chan<- M) {
 	backoff := backoffMin
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
@@ -56,19 +57,19 @@ func watchDrain(ctx context.Context, cli *clientv3.Client, prefix string, out ch
 			continue
 		}
 		backoff = backoffMin
-		marks := drainMarks{}
+		marks := M{}
 		for _, kv := range resp.Kvs {
 			marks[strings.TrimPrefix(string(kv.Key), prefix)] = string(kv.Value)
 		}
-		if !sendMarks(ctx, out, maps.Clone(marks)) || !followDrain(ctx, cli, prefix, resp.Header.Revision, marks, out) {
+		if !sendMarks(ctx, out, maps.Clone(marks)) || !followMarks(ctx, cli, prefix, resp.Header.Revision, marks, out) {
 			return
 		}
 	}
 }
 
-// followDrain passes on the marks after each change after rev, for
+// followMarks passes on the marks after each change after rev, for
 // drainRecheck at most; false once ctx has ended.
-func followDrain(ctx context.Context, cli *clientv3.Client, prefix string, rev int64, marks drainMarks, out chan<- drainMarks) bool {
+func followMarks[M ~map[string]string](ctx context.Context, cli *clientv3.Client, prefix string, rev int64, marks M, out chan<- M) bool {
 	wctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), drainRecheck)
 	defer cancel()
 	for wr := range cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
@@ -91,7 +92,7 @@ func followDrain(ctx context.Context, cli *clientv3.Client, prefix string, rev i
 }
 
 // sendMarks hands the loop its own copy of the marks.
-func sendMarks(ctx context.Context, out chan<- drainMarks, marks drainMarks) bool {
+func sendMarks[M ~map[string]string](ctx context.Context, out chan<- M, marks M) bool {
 	select {
 	case out <- marks:
 		return true
@@ -213,12 +214,13 @@ func runDrain(st setup, name string, on bool, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// runLocalDrain is -drain or -undrain with no settings: the vipd running
-// on this node does it with its etcd client. It returns false, having
-// printed nothing, when no vipd answers; with several groups on the node
-// it refuses, as it cannot know which is meant.
-func runLocalDrain(paths []string, name string, on bool, stdout, stderr io.Writer) (int, bool) {
-	verb := map[bool]string{true: "drain", false: "undrain"}[on]
+// runLocal is -drain, -undrain or -move with no settings: the vipd
+// running on this node does it with its etcd client; request is the
+// socket's line ("drain n2"). It returns false, having printed nothing,
+// when no vipd answers; with several groups on the node it refuses, as it
+// cannot know which is meant.
+func runLocal(paths []string, request string, stdout, stderr io.Writer) (int, bool) {
+	verb, _, _ := strings.Cut(request, " ")
 	var live []string
 	for _, p := range paths {
 		if conn, err := net.DialTimeout("unix", p, time.Second); err == nil {
@@ -234,8 +236,8 @@ func runLocalDrain(paths []string, name string, on bool, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "vipd: %d vipd groups run here (%s): give the group's settings (vip.key=..., vip.etcd=...) to -%s\n", len(live), strings.Join(live, ", "), verb)
 		return exitUsage, true
 	}
-	var rep drainReply
-	if err := askSocket(live[0], strings.TrimSpace(verb+" "+name)+"\n", statusSockTimeout+drainWait+time.Second, &rep); err != nil {
+	var rep cmdReply
+	if err := askSocket(live[0], request+"\n", statusSockTimeout+max(drainWait, moveWait)+time.Second, &rep); err != nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitRuntime, true
 	}

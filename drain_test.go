@@ -24,7 +24,7 @@ func TestWatchDrain(t *testing.T) {
 	out := make(chan drainMarks)
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { watchDrain(wctx, cli, drainPrefix(key), out); close(done) }()
+	go func() { watchMarks(wctx, cli, drainPrefix(key), out); close(done) }()
 	next := func(want ...string) {
 		t.Helper()
 		select {

@@ -79,8 +79,9 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	drain := fs.Bool("drain", false, "mark node NAME (default: this node) drained: it ranks below every undrained node, a drained holder hands the VIP over at once; the mark stays in etcd until -undrain")
 	undrain := fs.Bool("undrain", false, "remove node NAME's (default: this node's) drain mark")
+	move := fs.Bool("move", false, "hand the VIP over now to node NAME (default: the next in takeover order), gracefully, and say when it holds it")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check | -status [-json] | -drain [NAME] | -undrain [NAME]] [-version] [vip.key=value ...]\n")
+		fmt.Fprintf(stderr, "usage: vipd [-cmdline PATH] [-check | -status [-json] | -move [NAME] | -drain [NAME] | -undrain [NAME]] [-version] [vip.key=value ...]\n")
 		fs.PrintDefaults()
 		printSettings(stderr)
 	}
@@ -94,11 +95,11 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vipd: -json goes with -status\n")
 		return exitUsage
 	}
-	if n := countTrue(*check, *status, *drain, *undrain); n > 1 {
-		fmt.Fprintf(stderr, "vipd: -check, -status, -drain and -undrain go one at a time\n")
+	if n := countTrue(*check, *status, *drain, *undrain, *move); n > 1 {
+		fmt.Fprintf(stderr, "vipd: -check, -status, -move, -drain and -undrain go one at a time\n")
 		return exitUsage
 	}
-	words, name, err := splitName(fs.Args(), *drain || *undrain)
+	words, name, err := splitName(fs.Args(), *drain || *undrain || *move)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: %v\n", err)
 		return exitUsage
@@ -111,22 +112,29 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	// A SIGHUP while the configuration loads (a config device can take
 	// its time) is kept for the loop, not the default end of the process.
 	signals := make(chan os.Signal, 1)
-	if !*check && !*status && !*drain && !*undrain {
+	if !*check && !*status && !*drain && !*undrain && !*move {
 		signal.Notify(signals, syscall.SIGHUP)
 	}
 
-	// -status, -drain and -undrain with no settings ask the vipd running
-	// here (statussock.go): what it uses is what the operator means.
+	// -status, -move, -drain and -undrain with no settings ask the vipd
+	// running here (statussock.go): what it uses is what the operator
+	// means.
 	explicit := len(words) > 0
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "cmdline" })
-	local := !explicit && (*status || *drain || *undrain)
+	local := !explicit && (*status || *drain || *undrain || *move)
 	if local && *status {
 		if code, ok := runLocalStatus(statusSockets(), *asJSON, stdout, stderr); ok {
 			return code
 		}
 	}
 	if local && !*status {
-		if code, ok := runLocalDrain(statusSockets(), name, *drain, stdout, stderr); ok {
+		verb := "move"
+		if *drain {
+			verb = "drain"
+		} else if *undrain {
+			verb = "undrain"
+		}
+		if code, ok := runLocal(statusSockets(), strings.TrimSpace(verb+" "+name), stdout, stderr); ok {
 			return code
 		}
 	}
@@ -156,6 +164,9 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	if *drain || *undrain {
 		return runDrain(st, name, *drain, stdout, stderr)
 	}
+	if *move {
+		return runMove(st, name, stdout, stderr)
+	}
 	return serve(st, signals, stderr)
 }
 
@@ -169,7 +180,7 @@ func countTrue(bs ...bool) int {
 	return n
 }
 
-// splitName takes the NAME of -drain and -undrain (a word without "=")
+// splitName takes the NAME of -move, -drain and -undrain (a word without "=")
 // out of the settings words.
 func splitName(args []string, takesName bool) (words []string, name string, err error) {
 	for _, a := range args {
@@ -380,7 +391,8 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	}
 	drainCtx, stopDrain := context.WithCancel(context.Background())
 	defer stopDrain()
-	go watchDrain(drainCtx, cli, drainPrefix(cfg.Key), n.in.drain)
+	go watchMarks(drainCtx, cli, drainPrefix(cfg.Key), n.in.drain)
+	go watchMarks(drainCtx, cli, movePrefix(cfg.Key), n.in.move)
 	go keepWatching(watch, n.in.rtnl)
 	n.run(signals)
 	log.infof("stopped")

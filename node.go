@@ -110,6 +110,7 @@ type inbox struct {
 	probes  chan probeResult
 	health  chan healthEvent // from the checker (check.go), if there is one
 	drain   chan drainMarks  // the group's drain marks (drain.go)
+	move    chan moveRequest // the group's move request (move.go)
 	checked chan error       // the configuration check of a SIGHUP
 	ticks   chan *alarm      // the node's alarms, as they go off
 }
@@ -144,6 +145,7 @@ func newNode(cfg Config, log *logger, deps nodeDeps) *node {
 			probes:  make(chan probeResult, 1),
 			health:  make(chan healthEvent, 1),
 			drain:   make(chan drainMarks, 1),
+			move:    make(chan moveRequest, 1),
 			checked: make(chan error, 1),
 			ticks:   make(chan *alarm, 16),
 		},
@@ -235,6 +237,8 @@ func (in *inbox) next(signals <-chan os.Signal) event {
 		return e
 	case m := <-in.drain:
 		return m
+	case m := <-in.move:
+		return m
 	case a := <-in.ticks:
 		return a
 	}
@@ -258,6 +262,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 		n.onHealth(ev)
 	case drainMarks:
 		n.onMarks(ev)
+	case moveRequest:
+		n.onMove(ev)
 	case *alarm:
 		if !ev.take() {
 			return true // stale
@@ -420,7 +426,8 @@ func (n *node) campaign() {
 	}
 	name := cmp.Or(n.cfg.Name, n.view.link.HardwareAddr.String())
 	n.rs.rec.Name = name
-	n.stand.onMarks(n.stand.marks, name, nil) // the name may be new (a MAC)
+	n.stand.onMarks(n.stand.marks, name, nil)     // the name may be new (a MAC)
+	n.stand.onMove(n.stand.moveReq, name, 0, nil) // a move was for the term that ended
 	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.stand.rank(), endpoints: n.cfg.Etcd, met: n.met}
 	ec.resume = n.rs.carry(name, n.cfg.Name != "")
 	n.log.infof("%s %s as %q (%s)", campaignVerb(ec.resume), n.cfg.Key, name, n.stand.rank())
@@ -448,6 +455,7 @@ func (n *node) onTerm(ev termEvent) {
 		if n.rs.granted(ev) && !n.hold.holding {
 			n.view.removeListed(n.state) // the earlier run's copies are stale now
 		}
+		n.stand.onMove(n.stand.moveReq, n.rs.rec.Name, ev.lease, n.term) // a resumed term may be the one moved to
 		n.save()
 		n.hupAfterResume()
 	case evRenewed:
@@ -617,6 +625,16 @@ func (n *node) onHealth(ev healthEvent) {
 // drained may hand over.
 func (n *node) onMarks(m drainMarks) {
 	if n.stand.onMarks(m, n.rs.rec.Name, n.term) {
+		n.considerHandover()
+	}
+}
+
+// onMove applies the group's move request to this term (standing.onMove):
+// the holder hands over to the node moved to (its rank says so), and the
+// node moved to publishes its rank.
+func (n *node) onMove(m moveRequest) {
+	lease, _ := n.rs.rec.leaseID()
+	if n.stand.onMove(m, n.rs.rec.Name, lease, n.term) {
 		n.considerHandover()
 	}
 }

@@ -24,8 +24,13 @@ type rank struct {
 	// address) and has not seen a reason to believe it can yet; it ranks
 	// below every able node, so that no handover goes to it (standing.go
 	// markUnable). Its health is not published meanwhile.
-	unable   bool
-	healthy  bool
+	unable  bool
+	healthy bool
+	// moved: an operator moved the VIP to this node (`vipd -move`,
+	// move.go), for this term: it outranks every other healthy node
+	// whatever the priorities, so that the move holds; health still comes
+	// first.
+	moved    bool
 	priority int
 }
 
@@ -39,6 +44,9 @@ func (r rank) above(o rank) bool {
 	}
 	if r.healthy != o.healthy {
 		return r.healthy
+	}
+	if r.moved != o.moved {
+		return r.moved
 	}
 	return r.priority > o.priority
 }
@@ -55,10 +63,14 @@ func (r rank) healthWord() string {
 }
 
 func (r rank) String() string {
+	s := r.healthWord()
 	if r.drained {
-		return fmt.Sprintf("drained, %s, priority %d", r.healthWord(), r.priority)
+		s = "drained, " + s
 	}
-	return fmt.Sprintf("%s, priority %d", r.healthWord(), r.priority)
+	if r.moved {
+		s += ", moved here"
+	}
+	return fmt.Sprintf("%s, priority %d", s, r.priority)
 }
 
 // unranked is the rank of an election entry vipd cannot read: below every
@@ -81,9 +93,9 @@ type entry struct {
 func (e entry) holds() bool { return e.since != 0 }
 
 // MarshalText writes "NAME healthy|unhealthy|unable PRIORITY", followed
-// by " since=MS beat=MS" for a holder, and " drained=1" for a drained
-// node (a vipd of 0.1.0 skips that word and ranks the node as if it were
-// not drained). Names have no whitespace
+// by " since=MS beat=MS" for a holder, " drained=1" for a drained node
+// and " moved=1" for the target of a move (a vipd of 0.1.0 skips those
+// words and ranks the node as if it were neither). Names have no whitespace
 // (kcmdline.go validName), so the fields split cleanly. A vipd from
 // before "unable" existed cannot read such an entry and ranks it below
 // everyone (UnmarshalText), which is what "unable" means anyway.
@@ -95,14 +107,17 @@ func (e entry) MarshalText() ([]byte, error) {
 	if e.rank.drained {
 		s += " drained=1"
 	}
+	if e.rank.moved {
+		s += " moved=1"
+	}
 	return []byte(s), nil
 }
 
 // UnmarshalText reads an election key's value. A bare name is what vipd
 // wrote before ranks existed: such a node has the default rank (healthy,
 // priority 0). After "NAME HEALTH PRIORITY" come KEY=VALUE words in any
-// order, each key once: since= and beat= (both or neither) and drained=1
-// are read, and any other key is skipped, so that a later version may add one without
+// order, each key once: since= and beat= (both or neither), drained=1
+// and moved=1 are read, and any other key is skipped, so that a later version may add one without
 // making this one misread its entries (docs/operating.md, "Upgrades").
 // Only canonical spacing is read. Anything else names the node by the
 // whole value and ranks it below everyone.
@@ -130,7 +145,7 @@ func (e *entry) UnmarshalText(b []byte) error {
 }
 
 // readFields reads the KEY=VALUE words after the rank: since= and beat=,
-// both or neither, and drained=1; other keys are skipped. A word without a key, or a key
+// both or neither, drained=1 and moved=1; other keys are skipped. A word without a key, or a key
 // given twice, makes the entry unreadable.
 func (e *entry) readFields(words []string) bool {
 	var seen []string
@@ -148,6 +163,8 @@ func (e *entry) readFields(words []string) bool {
 			e.beat, valid = millisField(w, "beat=")
 		case "drained":
 			e.rank.drained, valid = true, w == "drained=1"
+		case "moved":
+			e.rank.moved, valid = true, w == "moved=1"
 		default:
 			valid = true
 		}
@@ -208,14 +225,15 @@ type handover struct {
 //     that alternates moves the VIP at most once per delay);
 //   - at once if the candidate is healthier than we are;
 //   - for priority alone, once the candidate has outranked us for delay;
-//   - at once, delay or not, if we are drained and it is not: an
-//     operator asked for it (`vipd -drain`).
+//   - at once, delay or not, if we are drained and it is not, or it is
+//     the target of a move: an operator asked for it (`vipd -drain`,
+//     `vipd -move`).
 func (h *handover) decide(now time.Time, own rank, r rival) (bool, time.Time) {
 	if !r.known || !r.rank.above(own) {
 		h.aboveSince = time.Time{}
 		return false, time.Time{}
 	}
-	if own.drained && !r.rank.drained {
+	if own.drained && !r.rank.drained || r.rank.moved && !own.moved {
 		return true, time.Time{}
 	}
 	if h.aboveSince.IsZero() {

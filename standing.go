@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // standing is this node's rank (rank.go) and, while it leads, the best
@@ -14,6 +16,9 @@ type standing struct {
 	// drained: the group's drain marks (drain.go) name this node.
 	drained bool
 	marks   drainMarks
+	// moved: the group's move request names this node's current term.
+	moved   bool
+	moveReq moveRequest
 	rival   rival
 	ho      handover
 	preempt alarm // goes off when ho says to look again
@@ -28,7 +33,7 @@ type standing struct {
 
 // rank is this node's rank as it stands.
 func (s *standing) rank() rank {
-	return rank{drained: s.drained, unable: !s.unableUntil.IsZero(), healthy: s.healthy, priority: s.priority}
+	return rank{drained: s.drained, unable: !s.unableUntil.IsZero(), healthy: s.healthy, moved: s.moved, priority: s.priority}
 }
 
 // The back-off of a node that failed to hold the VIP.
@@ -106,6 +111,27 @@ func (s *standing) onMarks(marks drainMarks, name string, term campaigner) bool 
 	why := "its drain mark is gone (vipd -undrain)"
 	if drained {
 		why = fmt.Sprintf("drained by an operator (%s): below every undrained node until vipd -undrain", mark)
+	}
+	s.log.infof("rank: %s -> %s (%s)", old, s.rank(), why)
+	if term != nil {
+		term.setRank(s.rank())
+	}
+	return true
+}
+
+// onMove applies the group's move request to this node's term (lease 0:
+// none yet), as onMarks does the drain marks.
+func (s *standing) onMove(req moveRequest, name string, lease clientv3.LeaseID, term campaigner) bool {
+	s.moveReq = req
+	moved := req.movedHere(name, lease)
+	if moved == s.moved {
+		return false
+	}
+	old := s.rank()
+	s.moved = moved
+	why := "the move to this node is over (a new term, or a move elsewhere)"
+	if moved {
+		why = fmt.Sprintf("an operator moved the VIP here (%s): above every other healthy node for this term", req["to"])
 	}
 	s.log.infof("rank: %s -> %s (%s)", old, s.rank(), why)
 	if term != nil {

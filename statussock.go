@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -105,16 +106,16 @@ func (s *statusSocket) answer(ctx context.Context, conn net.Conn) {
 	case err == nil && len(words) == 1 && words[0] == "status":
 		b, _ := json.Marshal(s.status(ctx))
 		conn.Write(append(b, '\n'))
-	case err == nil && len(words) <= 2 && len(words) > 0 && (words[0] == "drain" || words[0] == "undrain"):
-		conn.SetDeadline(time.Now().Add(statusSockTimeout + drainWait))
-		name := s.name
+	case err == nil && len(words) > 0 && len(words) <= 2 && (words[0] == "drain" || words[0] == "undrain" || words[0] == "move"):
+		conn.SetDeadline(time.Now().Add(statusSockTimeout + max(drainWait, moveWait)))
+		name := ""
 		if len(words) == 2 {
 			name = words[1]
 		}
-		b, _ := json.Marshal(s.drain(ctx, name, words[0] == "drain"))
+		b, _ := json.Marshal(s.command(ctx, words[0], name))
 		conn.Write(append(b, '\n'))
 	default:
-		fmt.Fprintf(conn, "{\"error\": %q}\n", "unknown request; send status, drain [NAME] or undrain [NAME]")
+		fmt.Fprintf(conn, "{\"error\": %q}\n", "unknown request; send status, drain [NAME], undrain [NAME] or move [NAME]")
 	}
 }
 
@@ -132,21 +133,29 @@ func (s *statusSocket) status(ctx context.Context) statusReport {
 	return rep
 }
 
-// drainReply is the answer to drain and undrain: what was done, or why
-// not.
-type drainReply struct {
+// cmdReply is the answer to drain, undrain and move: what was done, or
+// why not.
+type cmdReply struct {
 	Message string `json:"message,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
 
-func (s *statusSocket) drain(ctx context.Context, name string, on bool) drainReply {
-	qctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), statusTimeout+drainWait)
+// command runs drain, undrain (name: this node's if empty) or move (name:
+// the next candidate if empty) with the daemon's etcd client.
+func (s *statusSocket) command(ctx context.Context, verb, name string) cmdReply {
+	qctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), statusTimeout+max(drainWait, moveWait))
 	defer cancel()
-	msg, err := drainNow(qctx, s.cli, s.key, name, on, "vipd -drain on "+s.name)
-	if err != nil {
-		return drainReply{Error: err.Error()}
+	var msg string
+	var err error
+	if verb == "move" {
+		msg, err = moveNow(qctx, s.cli, s.key, name, "vipd -move on "+s.name)
+	} else {
+		msg, err = drainNow(qctx, s.cli, s.key, cmp.Or(name, s.name), verb == "drain", "vipd -drain on "+s.name)
 	}
-	return drainReply{Message: msg}
+	if err != nil {
+		return cmdReply{Error: err.Error()}
+	}
+	return cmdReply{Message: msg}
 }
 
 // statusSockets lists the status sockets of the groups running on this
