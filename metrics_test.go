@@ -530,3 +530,31 @@ func TestMetricsConnLimit(t *testing.T) {
 		t.Errorf("%d slots still taken after the stop", n)
 	}
 }
+
+// TestAlertRules: promtool accepts the example alert rules in docs/ and
+// their unit tests pass, and every vipd_ name they use is one vipd
+// exposes (a rename would otherwise leave an alert that never fires).
+func TestAlertRules(t *testing.T) {
+	if err := lab.PromtoolRules("docs/alerts.yml", "docs/alerts.test.yml"); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := lab.ParseExposition(string(sampleMetrics().exposition()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{"docs/alerts.yml", "docs/alerts.test.yml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := regexp.MustCompile(`\bvipd_[a-z_]+`).FindAllString(string(b), -1)
+		if len(names) == 0 {
+			t.Fatalf("%s names no vipd_ metric", file)
+		}
+		for _, name := range names {
+			if _, ok := fams[name]; !ok {
+				t.Errorf("%s uses %s, which vipd does not expose", file, name)
+			}
+		}
+	}
+}

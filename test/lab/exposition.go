@@ -255,3 +255,23 @@ func promtoolPath() (string, error) {
 	}
 	return path, nil
 }
+
+// PromtoolRules runs `promtool check rules` on a rule file and, when
+// tests is not empty, `promtool test rules` on that unit-test file.
+// Missing promtool fails, as for Promtool.
+func PromtoolRules(rules, tests string) error {
+	path, err := promtoolPath()
+	if err != nil {
+		return err
+	}
+	runs := [][]string{{"check", "rules", rules}}
+	if tests != "" {
+		runs = append(runs, []string{"test", "rules", tests})
+	}
+	for _, args := range runs {
+		if out, err := exec.Command(path, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("promtool %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
