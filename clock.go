@@ -1,6 +1,9 @@
 package main
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // The node's clock comes in through nodeDeps (now, afterFunc): the real
 // one in vipd, a fake one in the node tests, which move it by hand so that
@@ -55,4 +58,16 @@ func (a *alarm) take() bool {
 	}
 	a.armed, a.timer = false, nil
 	return true
+}
+
+// sleepCtx waits d, or less if ctx ends first; false then.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

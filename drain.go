@@ -101,17 +101,6 @@ func sendMarks[M ~map[string]string](ctx context.Context, out chan<- M, marks M)
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // setDrain marks name drained (on) or removes its mark, and says what
 // it did in one line. who and now go into the mark.
 func setDrain(ctx context.Context, cli *clientv3.Client, key, name string, on bool, who string, now time.Time) (string, error) {

@@ -230,7 +230,7 @@ var settings = []setting{
 	{key: "vip.check.fall", def: "3", set: setCheckFall, get: func(c *Config) string { return strconv.Itoa(c.CheckFall) }, usage: "failed checks in a row that make the node unhealthy"},
 	{key: "vip.priority", def: "0", set: setPriority, get: func(c *Config) string { return strconv.Itoa(c.Priority) }, usage: "integer; among equally healthy nodes the higher one holds the VIP"},
 	{key: "vip.preempt.delay", def: "5s", set: setPreemptDelay, get: func(c *Config) string { return c.PreemptDelay.String() }, usage: "how long a higher priority must stand, and a new leader keeps the VIP, before a handover"},
-	{key: "vip.metrics", set: setMetrics, get: func(c *Config) string { return c.Metrics }, usage: "HOST:PORT serving Prometheus text on /metrics; empty: off"},
+	{key: "vip.metrics", set: setMetrics, get: func(c *Config) string { return c.Metrics }, usage: "HOST:PORT serving Prometheus text on /metrics and liveness on /healthz; empty: off"},
 }
 
 func lookupSetting(key string) *setting {

@@ -375,6 +375,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	}
 	if n.rs.resume != nil {
 		n.stand.healthy = n.rs.resume.healthy || chk == nil
+		n.met.ranked(n.stand.rank())
 		if chk != nil {
 			chk.carry(n.rs.resume.healthy)
 		}
@@ -384,10 +385,12 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 		defer stopCheck()
 		go chk.run(ctx, n.in.health)
 	}
+	n.met.loopRan() // the loop starts below: /healthz counts from here, not from the image's start
 	if cfg.Metrics != "" {
 		ctx, stopMetrics := context.WithCancel(context.Background())
-		defer stopMetrics()
-		go serveMetrics(ctx, metricsLn, cfg.Metrics, n.met, log)
+		done := make(chan struct{})
+		go func() { defer close(done); serveMetrics(ctx, metricsLn, cfg.Metrics, n.met, log) }()
+		defer func() { stopMetrics(); <-done }() // its connections closed, their goroutines ended
 	}
 	drainCtx, stopDrain := context.WithCancel(context.Background())
 	defer stopDrain()

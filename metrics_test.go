@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"syscall"
@@ -26,7 +28,9 @@ func scrape(t *testing.T, m *metrics, request string) (*http.Response, string) {
 	go m.answer(server)
 	defer client.Close()
 	go io.WriteString(client, request+"\r\nHost: x\r\nAccept: */*\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+	method, _, _ := strings.Cut(request, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(client), &http.Request{Method: method}) // a HEAD's answer has no body
+
 	if err != nil {
 		t.Fatalf("%q: %v", request, err)
 	}
@@ -37,13 +41,17 @@ func scrape(t *testing.T, m *metrics, request string) (*http.Response, string) {
 	return resp, string(body)
 }
 
+// testGroup is the group (vip.key) of the metrics the tests make: the
+// default key of the node tests' configuration.
+const testGroup = "/vipd/192.0.2.100"
+
 func TestMetricsEndpoint(t *testing.T) {
-	m := &metrics{}
+	m := newMetrics(testGroup)
 	resp, body := scrape(t, m, "GET /metrics HTTP/1.1")
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
 		t.Fatalf("GET /metrics: %s, %q", resp.Status, resp.Header.Get("Content-Type"))
 	}
-	for _, want := range []string{"\nvipd_leader 0\n", "vipd_build_info{version=", "\ngo_goroutines ", "# TYPE vipd_leader gauge\n"} {
+	for _, want := range []string{"\nvipd_leader{group=\"/vipd/192.0.2.100\"} 0\n", "vipd_build_info{version=", "\ngo_goroutines ", "# TYPE vipd_leader gauge\n"} {
 		if !strings.Contains("\n"+body, want) {
 			t.Errorf("GET /metrics lacks %q:\n%s", want, body)
 		}
@@ -58,7 +66,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	m.transition(stateWaiting, stateLeader)
-	if _, body := scrape(t, m, "GET /metrics?x=1 HTTP/1.1"); !strings.Contains(body, "\nvipd_leader 1\n") {
+	if _, body := scrape(t, m, "GET /metrics?x=1 HTTP/1.1"); !strings.Contains(body, "\nvipd_leader{group=\"/vipd/192.0.2.100\"} 1\n") {
 		t.Errorf("leader not shown:\n%s", body)
 	}
 	if resp, _ := scrape(t, m, "GET / HTTP/1.1"); resp.StatusCode != 404 {
@@ -67,11 +75,70 @@ func TestMetricsEndpoint(t *testing.T) {
 	if resp, _ := scrape(t, m, "POST /metrics HTTP/1.1"); resp.StatusCode != 405 {
 		t.Errorf("POST /metrics: %s, want 405", resp.Status)
 	}
+	if resp, _ := scrape(t, m, "GET /healthz/x HTTP/1.1"); resp.StatusCode != 404 {
+		t.Errorf("GET /healthz/x: %s, want 404", resp.Status)
+	}
+}
+
+// TestMetricsHealthz: /healthz answers 200 while the loop's mark is
+// fresh, 503 once it is older than loopBound, and 200 again after the
+// next mark.
+func TestMetricsHealthz(t *testing.T) {
+	m := newMetrics(testGroup)
+	m.loopRan()
+	for _, req := range []string{"GET /healthz HTTP/1.1", "GET /healthz?verbose HTTP/1.0", "HEAD /healthz HTTP/1.1"} {
+		if resp, _ := scrape(t, m, req); resp.StatusCode != 200 {
+			t.Errorf("%s with a fresh mark: %s, want 200", req, resp.Status)
+		}
+	}
+	// The loop last ran longer than loopBound ago: as a wedged loop leaves it.
+	m.loopMark.Store(int64(time.Since(imageStart) - loopBound - time.Second))
+	resp, body := scrape(t, m, "GET /healthz HTTP/1.1")
+	if resp.StatusCode != 503 || !strings.Contains(body, "handled nothing for") {
+		t.Errorf("GET /healthz with a stale mark: %s %q, want 503 saying how long", resp.Status, body)
+	}
+	if resp, _ := scrape(t, m, "GET /metrics HTTP/1.1"); resp.StatusCode != 200 {
+		t.Errorf("GET /metrics with a stale mark: %s, want 200 (the metrics say what they say)", resp.Status)
+	}
+	m.loopRan()
+	if resp, _ := scrape(t, m, "GET /healthz HTTP/1.1"); resp.StatusCode != 200 {
+		t.Errorf("GET /healthz after the loop ran again: %s, want 200", resp.Status)
+	}
+}
+
+// TestNodeLoopMarksAlive: the node's loop marks itself alive after each
+// event it handles, and its pulse alarm keeps coming while nothing else
+// does, so /healthz tells an idle loop from a wedged one.
+func TestNodeLoopMarksAlive(t *testing.T) {
+	nl := newNodeLab(t, 2*time.Second)
+	nl.n.met.loopMark.Store(int64(time.Since(imageStart) - loopBound - time.Second))
+	signals := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); nl.n.run(signals) }()
+	nl.n.in.rtnl <- rtnlEvent{resync: true}
+	lab.WaitFor(t, 10*time.Second, "the loop's mark after an event", func() bool { return nl.n.met.loopAge() < loopBound })
+	signals <- syscall.SIGTERM
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop did not stop on SIGTERM")
+	}
+
+	// The pulse re-arms itself each time it goes off.
+	nl = newNodeLab(t, 2*time.Second)
+	nl.n.pulse.set(pulseEvery) // as run does
+	for range 3 {
+		nl.advance(pulseEvery)
+		if !nl.n.pulse.armed {
+			t.Fatal("the pulse went off and was not armed again")
+		}
+	}
 }
 
 // sampleMetrics is a metrics value with some of everything counted.
 func sampleMetrics() *metrics {
-	m := &metrics{}
+	m := newMetrics(testGroup)
+	m.ranked(rank{drained: true, healthy: false, priority: -3})
 	m.transition(stateWaiting, stateCandidate)
 	m.transition(stateCandidate, stateLeader)
 	m.transition(stateLeader, stateCandidate)
@@ -100,6 +167,7 @@ func TestMetricsExposition(t *testing.T) {
 		"vipd_leader": "gauge", "vipd_state": "gauge", "vipd_transitions_total": "counter", "vipd_stepdowns_total": "counter",
 		"vipd_announcements_total": "counter", "vipd_lease_renewal_seconds": "histogram", "vipd_etcd_errors_total": "counter",
 		"vipd_build_info": "gauge", "go_goroutines": "gauge", "process_resident_memory_bytes": "gauge",
+		"vipd_healthy": "gauge", "vipd_priority": "gauge", "process_start_time_seconds": "gauge", "vipd_drained": "gauge",
 	}
 	for name, typ := range types {
 		if f := fams[name]; f == nil || f.Type != typ || f.Help == "" {
@@ -115,6 +183,9 @@ func TestMetricsExposition(t *testing.T) {
 		v    float64
 	}{
 		{"vipd_leader", nil, 1},
+		{"vipd_healthy", nil, 0},
+		{"vipd_drained", nil, 1},
+		{"vipd_priority", nil, -3},
 		{"vipd_state", []string{"state", "leader"}, 1},
 		{"vipd_state", []string{"state", "candidate"}, 0},
 		{"vipd_state", []string{"state", "waiting"}, 0},
@@ -136,14 +207,23 @@ func TestMetricsExposition(t *testing.T) {
 		{"vipd_etcd_errors_total", []string{"op", "renew"}, 2},
 		{"vipd_etcd_errors_total", []string{"op", "claim"}, 1},
 		{"vipd_etcd_errors_total", []string{"op", "grant"}, 0},
-		{"vipd_build_info", []string{"version", release()}, 1},
 	}
 	for _, w := range want {
-		if got := lab.MustSampleValue(t, fams, w.name, w.kv...); got != w.v {
+		if got := lab.MustSampleValue(t, fams, w.name, lab.InGroup(testGroup, w.kv...)...); got != w.v {
 			t.Errorf("%s%v = %v, want %v", w.name, w.kv, got, w.v)
 		}
 	}
-	if sum := lab.MustSampleValue(t, fams, "vipd_lease_renewal_seconds_sum"); math.Abs(sum-3.0075) > 1e-9 {
+	if err := lab.CheckGroups(fams, testGroup); err != nil {
+		t.Error(err)
+	}
+	if v := lab.MustSampleValue(t, fams, "vipd_build_info", "version", release()); v != 1 {
+		t.Errorf("vipd_build_info %v, want 1", v)
+	}
+	// This image's start, not the pid's: what a SIGHUP re-exec resets.
+	if v := lab.MustSampleValue(t, fams, "process_start_time_seconds"); math.Abs(v-float64(imageStart.UnixNano())/1e9) > 1e-3 {
+		t.Errorf("process_start_time_seconds %v, want the image's start %v", v, float64(imageStart.UnixNano())/1e9)
+	}
+	if sum := lab.MustSampleValue(t, fams, "vipd_lease_renewal_seconds_sum", lab.InGroup(testGroup)...); math.Abs(sum-3.0075) > 1e-9 {
 		t.Errorf("renewal sum %v, want 3.0075", sum)
 	}
 	// Every label value is pre-declared: the series exist from the start,
@@ -191,7 +271,7 @@ func TestMetricsPromtool(t *testing.T) {
 	if err := lab.Promtool(sampleMetrics().exposition()); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.Promtool((&metrics{}).exposition()); err != nil {
+	if err := lab.Promtool(newMetrics(testGroup).exposition()); err != nil {
 		t.Fatalf("fresh metrics: %v", err)
 	}
 	if err := lab.Promtool([]byte("# HELP vipd_x x\n# TYPE vipd_x counter\nvipd_x 1\n")); err == nil {
@@ -230,6 +310,12 @@ func TestStepReasons(t *testing.T) {
 	if r := handoverReason(rank{healthy: true, priority: 0}, rank{healthy: true, priority: 1}); r != stepPriority {
 		t.Errorf("to a higher priority: %v", r)
 	}
+	if r := handoverReason(rank{drained: true, healthy: false}, rank{healthy: true}); r != stepDrained {
+		t.Errorf("drained, to an undrained one: %v", r)
+	}
+	if r := handoverReason(rank{healthy: true, priority: 9}, rank{healthy: true, moved: true}); r != stepMoved {
+		t.Errorf("to the node moved to: %v", r)
+	}
 	seen := map[string]bool{}
 	for r := range stepReason(nStepReasons) {
 		if seen[r.String()] {
@@ -248,10 +334,18 @@ func TestNodeMetrics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := lab.CheckGroups(fams, testGroup); err != nil {
+			t.Error(err)
+		}
 		return fams
 	}
+	// val is the node's sample of name with the labels kv, in its group.
+	val := func(t *testing.T, fams map[string]*lab.ExpoFamily, name string, kv ...string) float64 {
+		t.Helper()
+		return lab.MustSampleValue(t, fams, name, lab.InGroup(testGroup, kv...)...)
+	}
 	t.Run("lead, then lose the lease", func(t *testing.T) {
-		nl := newNodeLab(t, 2*time.Second)
+		nl := newNodeLab(t, 2*time.Second, "vip.priority=7")
 		// A candidate whose term ends has not stepped down.
 		nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
 		nl.lead()
@@ -262,6 +356,8 @@ func TestNodeMetrics(t *testing.T) {
 			v    float64
 		}{
 			{"vipd_leader", nil, 1},
+			{"vipd_healthy", nil, 1}, // no check
+			{"vipd_priority", nil, 7},
 			{"vipd_state", []string{"state", "leader"}, 1},
 			{"vipd_transitions_total", []string{"from", "waiting", "to", "candidate"}, 1},
 			{"vipd_transitions_total", []string{"from", "candidate", "to", "leader"}, 1},
@@ -269,51 +365,60 @@ func TestNodeMetrics(t *testing.T) {
 			{"vipd_announcements_total", []string{"family", "ipv4"}, 1}, // the burst's first
 			{"vipd_announcements_total", []string{"family", "ipv6"}, 1},
 		} {
-			if got := lab.MustSampleValue(t, fams, w.name, w.kv...); got != w.v {
+			if got := val(t, fams, w.name, w.kv...); got != w.v {
 				t.Errorf("%s%v = %v, want %v", w.name, w.kv, got, w.v)
 			}
 		}
 		nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: errLeaseExpired})
 		fams = scrape(t, nl.n)
-		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "lease_expired"); v != 1 {
+		if v := val(t, fams, "vipd_stepdowns_total", "reason", "lease_expired"); v != 1 {
 			t.Errorf("stepdowns{lease_expired} = %v, want 1", v)
 		}
-		if v := lab.MustSampleValue(t, fams, "vipd_leader"); v != 0 {
+		if v := val(t, fams, "vipd_leader"); v != 0 {
 			t.Errorf("vipd_leader %v after the step-down", v)
 		}
-		if v := lab.MustSampleValue(t, fams, "vipd_transitions_total", "from", "leader", "to", "candidate"); v != 1 {
+		if v := val(t, fams, "vipd_transitions_total", "from", "leader", "to", "candidate"); v != 1 {
 			t.Errorf("leader -> candidate %v, want 1", v)
 		}
 	})
 	t.Run("outranked after winning", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second)
 		nl.n.onTerm(termEvent{t: nl.term(), kind: evLost, err: fmt.Errorf("%w: n2 outranks", errOutranked)})
-		if v := lab.MustSampleValue(t, scrape(t, nl.n), "vipd_stepdowns_total", "reason", "outranked"); v != 1 {
+		if v := val(t, scrape(t, nl.n), "vipd_stepdowns_total", "reason", "outranked"); v != 1 {
 			t.Errorf("stepdowns{outranked} = %v, want 1", v)
 		}
 	})
 	t.Run("handover and stop", func(t *testing.T) {
 		nl := newNodeLab(t, 2*time.Second, "vip.check=tcp://127.0.0.1:6443", "vip.preempt.delay=0")
+		if v := val(t, scrape(t, nl.n), "vipd_healthy"); v != 0 {
+			t.Errorf("vipd_healthy %v with a check that has not passed yet, want 0", v)
+		}
 		nl.n.onHealth(healthEvent{healthy: true})
+		if v := val(t, scrape(t, nl.n), "vipd_healthy"); v != 1 {
+			t.Errorf("vipd_healthy %v after the check passed, want 1", v)
+		}
 		nl.lead()
 		nl.n.onTerm(termEvent{t: nl.term(), kind: evRival, rival: rival{entry: entry{name: "n3", rank: rank{healthy: true, priority: 0}}, known: true}})
 		nl.n.onHealth(healthEvent{healthy: false, reason: "3 checks failed"})
 		nl.n.stop(syscall.SIGTERM) // a candidate now: no step-down
 		fams := scrape(t, nl.n)
-		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "unhealthy"); v != 1 {
+		if v := val(t, fams, "vipd_healthy"); v != 0 {
+			t.Errorf("vipd_healthy %v after the check failed, want 0", v)
+		}
+		if v := val(t, fams, "vipd_stepdowns_total", "reason", "unhealthy"); v != 1 {
 			t.Errorf("stepdowns{unhealthy} = %v, want 1", v)
 		}
-		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 0 {
+		if v := val(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 0 {
 			t.Errorf("stepdowns{stop} = %v for a candidate's stop, want 0", v)
 		}
 		nl = newNodeLab(t, 2*time.Second)
 		nl.lead()
 		nl.n.stop(syscall.SIGTERM)
 		fams = scrape(t, nl.n)
-		if v := lab.MustSampleValue(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 1 {
+		if v := val(t, fams, "vipd_stepdowns_total", "reason", "stop"); v != 1 {
 			t.Errorf("stepdowns{stop} = %v, want 1", v)
 		}
-		if v := lab.MustSampleValue(t, fams, "vipd_state", "state", "waiting"); v != 1 {
+		if v := val(t, fams, "vipd_state", "state", "waiting"); v != 1 {
 			t.Errorf("state{waiting} = %v after the stop", v)
 		}
 	})
@@ -322,7 +427,7 @@ func TestNodeMetrics(t *testing.T) {
 // TestMetricsScrapeWhileWriting: a scrape taken while the counters move is
 // still consistent (+Inf = _count), and the writers never wait for it.
 func TestMetricsScrapeWhileWriting(t *testing.T) {
-	m := &metrics{}
+	m := newMetrics(testGroup)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -342,6 +447,121 @@ func TestMetricsScrapeWhileWriting(t *testing.T) {
 		}
 		if _, err := lab.ParseExposition(string(m.exposition())); err != nil {
 			t.Fatalf("scrape %d: %v", scrapes, err)
+		}
+	}
+}
+
+// TestMetricsConnLimit: the listener serves connLimit connections at once
+// and closes further ones at once (said once in the log); a slot that
+// frees serves a scrape again; the stop closes the connections still held
+// and returns only after their goroutines have ended.
+func TestMetricsConnLimit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(testGroup)
+	m.loopRan()
+	logs := &lab.SyncBuffer{}
+	// An hour per connection: nothing here ends by its deadline, so the
+	// held connections hold their slots until the test lets them go.
+	s := newMetricsServer(m, &logger{w: logs}, time.Hour)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.acceptAll(ctx, ln)
+		s.conns.Wait()
+	}()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// closedByServer reads c to its end: what the server sent, and
+	// whether the server closed it (rather than our bound running out).
+	closedByServer := func(c net.Conn) (string, bool) {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		var ne net.Error
+		return string(b), !(errors.As(err, &ne) && ne.Timeout())
+	}
+	var held []net.Conn
+	for range connLimit {
+		held = append(held, dial()) // idle: no request
+	}
+	// The kernel's queue hands connections over in order: these come
+	// after the held ones, with every slot taken.
+	for i := range 3 {
+		c := dial()
+		io.WriteString(c, "GET /metrics HTTP/1.1\r\n\r\n")
+		if got, closed := closedByServer(c); !closed || got != "" {
+			t.Fatalf("connection %d beyond the limit: answered %.60q, closed %v; want closed at once, unanswered", connLimit+i+1, got, closed)
+		}
+	}
+	if n := strings.Count(logs.String(), "closing further ones at once"); n != 1 {
+		t.Errorf("%d lines about refusing, want 1:\n%s", n, logs.String())
+	}
+	// A slot frees when its client goes: a scrape is answered again (the
+	// server sees the close a moment later, so the scrape may be refused
+	// until then).
+	held[0].Close()
+	var answer string
+	lab.WaitFor(t, 10*time.Second, "a scrape answered after a slot freed", func() bool {
+		c := dial()
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\n\r\n")
+		answer, _ = closedByServer(c)
+		return answer != ""
+	})
+	if !strings.HasPrefix(answer, "HTTP/1.1 200 OK\r\n") {
+		t.Errorf("GET /healthz: %q, want 200", answer)
+	}
+	// The stop closes the held connections and waits for their goroutines.
+	stop()
+	for i, c := range held[1:] {
+		if got, closed := closedByServer(c); !closed || got != "" {
+			t.Errorf("held connection %d after the stop: %q, closed %v; want closed by the server", i+2, got, closed)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not return within 10 s of its stop")
+	}
+	if n := len(s.slots); n != 0 {
+		t.Errorf("%d slots still taken after the stop", n)
+	}
+}
+
+// TestAlertRules: promtool accepts the example alert rules in docs/ and
+// their unit tests pass, and every vipd_ name they use is one vipd
+// exposes (a rename would otherwise leave an alert that never fires).
+func TestAlertRules(t *testing.T) {
+	if err := lab.PromtoolRules("docs/alerts.yml", "docs/alerts.test.yml"); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := lab.ParseExposition(string(sampleMetrics().exposition()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{"docs/alerts.yml", "docs/alerts.test.yml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := regexp.MustCompile(`\bvipd_[a-z_]+`).FindAllString(string(b), -1)
+		if len(names) == 0 {
+			t.Fatalf("%s names no vipd_ metric", file)
+		}
+		for _, name := range names {
+			if _, ok := fams[name]; !ok {
+				t.Errorf("%s uses %s, which vipd does not expose", file, name)
+			}
 		}
 	}
 }

@@ -125,6 +125,7 @@ type node struct {
 	state   nodeState
 	term    campaigner
 	stepped error // why the node last stepped down
+	pulse   alarm // wakes an idle loop every pulseEvery: run marks it alive (/healthz)
 
 	fence  fence
 	expiry alarm // goes off at fence.holdUntil
@@ -136,7 +137,7 @@ type node struct {
 }
 
 func newNode(cfg Config, log *logger, deps nodeDeps) *node {
-	met, vips := &metrics{}, prefixList(cfg.Addresses)
+	met, vips := newMetrics(cfg.Key), prefixList(cfg.Addresses)
 	n := &node{
 		cfg: cfg, log: log, deps: deps, met: met,
 		in: inbox{
@@ -157,8 +158,9 @@ func newNode(cfg Config, log *logger, deps nodeDeps) *node {
 			healthy: cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 			ho:      handover{delay: cfg.PreemptDelay}},
 	}
+	met.ranked(n.stand.rank())
 	// The node's timers, each owned by the part that sets and stops it.
-	for _, a := range []*alarm{&n.expiry, &n.hold.burst, &n.hold.refresh, &n.take.wait, &n.take.wake, &n.stand.preempt, &n.stand.able, &n.rs.reexecAt} {
+	for _, a := range []*alarm{&n.pulse, &n.expiry, &n.hold.burst, &n.hold.refresh, &n.take.wait, &n.take.wake, &n.stand.preempt, &n.stand.able, &n.rs.reexecAt} {
 		a.after, a.out = deps.afterFunc, n.in.ticks
 	}
 	return n
@@ -207,16 +209,23 @@ type event = any
 // configChecked is the result of a SIGHUP's configuration check.
 type configChecked struct{ err error }
 
+// pulseEvery is how often an idle loop wakes itself, so that /healthz
+// tells an idle loop from a wedged one (metrics.go loopBound).
+const pulseEvery = time.Second
+
 // run is the event loop: it waits for the next event, reads the clock
 // and hands both to handle. It returns after a graceful stop on a signal.
+// After each event it marks itself alive for /healthz.
 func (n *node) run(signals <-chan os.Signal) {
 	n.log.infof("starting %s for %s on %s, etcd %s", release(), prefixList(n.cfg.Addresses), n.cfg.Interface, strings.Join(n.cfg.Etcd, ","))
 	n.resync()
+	n.pulse.set(pulseEvery)
 	for {
 		ev := n.in.next(signals)
 		if !n.handle(n.deps.now(), ev) {
 			return
 		}
+		n.met.loopRan()
 	}
 }
 
@@ -269,6 +278,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 			return true // stale
 		}
 		switch ev {
+		case &n.pulse: // run marks the loop alive
+			n.pulse.set(pulseEvery)
 		case &n.expiry: // handle has checked the deadline
 		case &n.take.wait:
 			n.take.probe(n.view.frames, n.cfg.Addresses, n.cfg.Probe, n.in.probes)
@@ -616,7 +627,9 @@ func (n *node) onProbe(r probeResult) {
 // onHealth applies a change of the check's verdict (standing.onHealth): a
 // leader that is now outranked may hand over.
 func (n *node) onHealth(ev healthEvent) {
-	if n.stand.onHealth(ev, n.term) {
+	changed := n.stand.onHealth(ev, n.term)
+	n.met.ranked(n.stand.rank())
+	if changed {
 		n.considerHandover()
 	}
 }
@@ -624,7 +637,9 @@ func (n *node) onHealth(ev healthEvent) {
 // onMarks applies the group's drain marks (standing.onMarks): a leader now
 // drained may hand over.
 func (n *node) onMarks(m drainMarks) {
-	if n.stand.onMarks(m, n.rs.rec.Name, n.term) {
+	changed := n.stand.onMarks(m, n.rs.rec.Name, n.term)
+	n.met.ranked(n.stand.rank())
+	if changed {
 		n.considerHandover()
 	}
 }

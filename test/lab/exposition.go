@@ -194,6 +194,31 @@ func SampleValue(fams map[string]*ExpoFamily, name string, kv ...string) (float6
 	return 0, false
 }
 
+// InGroup is kv with the group label (vip.key) in front: the labels of a
+// sample of vipd's own families.
+func InGroup(group string, kv ...string) []string {
+	return append([]string{"group", group}, kv...)
+}
+
+// CheckGroups checks the group label: every sample of vipd's own
+// families (vipd_*, but vipd_build_info: the process's) carries
+// group="group", and no other sample carries a group label.
+func CheckGroups(fams map[string]*ExpoFamily, group string) error {
+	for name, f := range fams {
+		own := strings.HasPrefix(name, "vipd_") && name != "vipd_build_info"
+		for _, s := range f.Samples {
+			g, ok := s.Labels["group"]
+			switch {
+			case own && (!ok || g != group):
+				return fmt.Errorf("%s%v: group %q, want %q", s.Name, s.Labels, g, group)
+			case !own && ok:
+				return fmt.Errorf("%s%v: a group label on a family of the process", s.Name, s.Labels)
+			}
+		}
+	}
+	return nil
+}
+
 // MustSampleValue is value, failing the test when the sample is missing.
 func MustSampleValue(t testing.TB, fams map[string]*ExpoFamily, name string, kv ...string) float64 {
 	t.Helper()
@@ -207,9 +232,9 @@ func MustSampleValue(t testing.TB, fams map[string]*ExpoFamily, name string, kv 
 // Promtool runs `promtool check metrics` on an exposition. Missing
 // promtool fails rather than skips: the check is part of the contract.
 func Promtool(body []byte) error {
-	path, err := exec.LookPath("promtool")
+	path, err := promtoolPath()
 	if err != nil {
-		return fmt.Errorf("promtool not found (%v): install Debian's prometheus package (apt-get install prometheus; CI's .ci/run does)", err)
+		return err
 	}
 	cmd := exec.Command(path, "check", "metrics")
 	cmd.Stdin = bytes.NewReader(body)
@@ -218,6 +243,35 @@ func Promtool(body []byte) error {
 	// output at all is a finding.
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		return fmt.Errorf("promtool check metrics: %v: %s", err, out)
+	}
+	return nil
+}
+
+// promtoolPath finds promtool, or says how to install it.
+func promtoolPath() (string, error) {
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		return "", fmt.Errorf("promtool not found (%v): install Debian's prometheus package (apt-get install prometheus; make test installs it through test/install-deps)", err)
+	}
+	return path, nil
+}
+
+// PromtoolRules runs `promtool check rules` on a rule file and, when
+// tests is not empty, `promtool test rules` on that unit-test file.
+// Missing promtool fails, as for Promtool.
+func PromtoolRules(rules, tests string) error {
+	path, err := promtoolPath()
+	if err != nil {
+		return err
+	}
+	runs := [][]string{{"check", "rules", rules}}
+	if tests != "" {
+		runs = append(runs, []string{"test", "rules", tests})
+	}
+	for _, args := range runs {
+		if out, err := exec.Command(path, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("promtool %s: %v: %s", strings.Join(args, " "), err, out)
+		}
 	}
 	return nil
 }
