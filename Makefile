@@ -109,14 +109,15 @@ bench: need-bench $(ETCD) vipd
 	VIPD=$(CURDIR)/vipd VIPD_ETCD=$(CURDIR)/$(ETCD) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench
 
 # The version-skew test (issue 21, test/skew): a 3-node lab running this
-# vipd beside N-1 built from git history, commit SKEW_BASE (the commit
-# before 0.1.0, the first release; docs/operating.md, "Upgrades and
-# versions"): both mixes through crashes and graceful stops of the holder,
+# vipd beside N-1 built from git history, commit SKEW_BASE (0.1.0, tagged
+# v0.1.0; the build does not need the tag; docs/operating.md, "Upgrades
+# and versions"): both mixes through crashes and graceful stops of the holder,
 # an upgrade in place and a rollback by SIGHUP, crash restarts across
 # versions, a rolling upgrade; and -status naming the holder of a vipd
-# from before since=/beat= (SKEW_PRE_TENURE, the commit before 6d22a5b).
+# from before since=/beat= (SKEW_PRE_TENURE, the commit before 6d22a5b);
+# and N-1 reading the words N adds to the entry (drained=1).
 # A shallow clone lacks those commits: it is deepened first.
-SKEW_BASE       ?= c483f6d
+SKEW_BASE       ?= 7e6a942
 SKEW_PRE_TENURE ?= 0611335
 skew-test: need-test $(ETCD) vipd
 	@for c in $(SKEW_BASE) $(SKEW_PRE_TENURE); do \

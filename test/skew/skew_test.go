@@ -341,6 +341,7 @@ func TestSkew(t *testing.T) {
 	t.Run("crash-restart", testCrashRestart)
 	t.Run("rolling", testRollingUpgrade)
 	t.Run("before-since", testBeforeSince)
+	t.Run("new-words", testNewWords)
 }
 
 // testBeforeSince: n1 runs a vipd from before the entry's since= and
