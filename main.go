@@ -122,19 +122,17 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 	explicit := len(words) > 0
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "cmdline" })
 	local := !explicit && (*status || *drain || *undrain || *move)
-	if local && *status {
-		if code, ok := runLocalStatus(statusSockets(), *asJSON, stdout, stderr); ok {
-			return code
-		}
-	}
-	if local && !*status {
-		verb := "move"
-		if *drain {
+	if local {
+		verb := "status"
+		switch {
+		case *drain:
 			verb = "drain"
-		} else if *undrain {
+		case *undrain:
 			verb = "undrain"
+		case *move:
+			verb = "move"
 		}
-		if code, ok := runLocal(statusSockets(), strings.TrimSpace(verb+" "+name), stdout, stderr); ok {
+		if code, ok := askRunning(verb, name, *asJSON, stdout, stderr); ok {
 			return code
 		}
 	}
@@ -168,6 +166,15 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 		return runMove(st, name, stdout, stderr)
 	}
 	return serve(st, signals, stderr)
+}
+
+// askRunning has the vipd running on this node do verb (status, drain,
+// undrain, move) through its status socket; false when none answers.
+func askRunning(verb, name string, asJSON bool, stdout, stderr io.Writer) (int, bool) {
+	if verb == "status" {
+		return runLocalStatus(statusSockets(), asJSON, stdout, stderr)
+	}
+	return runLocal(statusSockets(), strings.TrimSpace(verb+" "+name), stdout, stderr)
 }
 
 func countTrue(bs ...bool) int {
