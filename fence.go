@@ -14,14 +14,23 @@ type fence struct {
 	deadline time.Time     // the lease's deadline; zero without a lease
 	beat     time.Time     // once elected, the heartbeat's deadline (elect.go)
 	elected  bool          // this term won the campaign
+	// boot is the bootstrap hold's own deadline (bootstrap.go): before
+	// any etcd has answered, the node named by vip.bootstrap holds the VIP
+	// without an election, and its own timer moves this forward. Zero
+	// otherwise; an election ends it.
+	boot time.Time
 }
 
 // holdUntil is when the address must be gone at the latest: the lease's
 // deadline and, once elected, the heartbeat's, whichever comes first. Other
 // nodes may remove the election key of a holder whose heartbeat they have
-// seen standing still for a TTL (elect.go), so both bind.
+// seen standing still for a TTL (elect.go), so both bind. A bootstrap
+// hold has its own deadline, which no lease renewal moves.
 func (f *fence) holdUntil() (time.Time, string) {
-	if f.elected && f.beat.Before(f.deadline) {
+	switch {
+	case !f.elected && !f.boot.IsZero():
+		return f.boot, "bootstrap hold"
+	case f.elected && f.beat.Before(f.deadline):
 		return f.beat, "heartbeat"
 	}
 	return f.deadline, "lease renewal"
@@ -41,7 +50,7 @@ func (f *fence) advance(deadline, beat time.Time) time.Time {
 // "not found"), and takeAddress will not add the address without a second
 // of lifetime before the deadline.
 func (f *fence) overdue(now time.Time) error {
-	if !f.elected || f.deadline.IsZero() {
+	if !f.elected && f.boot.IsZero() || f.elected && f.deadline.IsZero() {
 		return nil
 	}
 	until, what := f.holdUntil()
@@ -49,6 +58,9 @@ func (f *fence) overdue(now time.Time) error {
 		return nil
 	}
 	late := now.Sub(until).Round(time.Millisecond)
+	if !f.elected {
+		return fmt.Errorf("%w (deadline passed %v ago)", errBootEnded, late)
+	}
 	return fmt.Errorf("%w: %s not acknowledged in time (deadline passed %v ago)", errDeadline, what, late)
 }
 

@@ -30,6 +30,7 @@ type groupConfig struct {
 	Interface string         // name or "auto"
 	Key       string
 	Name      string // "" means: the caller uses the interface MAC at runtime
+	Bootstrap string // vip.bootstrap: the node that may hold the VIP before etcd answers; "" off
 }
 
 // etcdConfig is how to reach etcd and the lease the election runs on.
@@ -215,6 +216,7 @@ var settings = []setting{
 	{key: "vip.ttl", def: "3s", set: setTTL, get: func(c *Config) string { return c.TTL.String() }, usage: "lease TTL: seconds (3) or a duration (2500ms), 2s to 1h"},
 	{key: "vip.key", defFunc: defaultKey, set: setKey, get: func(c *Config) string { return c.Key }, usage: "election key prefix in etcd (default /vipd/<first address>)"},
 	{key: "vip.name", defFunc: usableHostname, set: setName, get: func(c *Config) string { return c.Name }, usage: "this node's unique name in the election (default: hostname, else the interface MAC)"},
+	{key: "vip.bootstrap", set: setBootstrap, get: func(c *Config) string { return c.Bootstrap }, usage: "the vip.name of the one node that may hold the VIP before any etcd has answered since boot (probe first); empty: off"},
 	{key: "vip.garp", def: "5", set: setGarp, get: func(c *Config) string { return strconv.Itoa(c.Garp) }, usage: "announcements (gratuitous ARP, unsolicited NA) sent on takeover"},
 	{key: "vip.garp.interval", def: "1s", set: setGarpInterval, get: func(c *Config) string { return c.GarpInterval.String() }, usage: "spacing of those announcements"},
 	{key: "vip.garp.refresh", def: "30s", set: setGarpRefresh, get: func(c *Config) string { return c.GarpRefresh.String() }, usage: "re-announce while holding the address; 0 disables"},
@@ -730,6 +732,16 @@ func usableHostname(_ *Config, hostname string) string {
 
 // setName accepts an explicit empty value as "use the interface MAC", so that
 // Words() of a Config without a name reads back to the same Config.
+func setBootstrap(c *Config, v string) error {
+	if v != "" {
+		if err := validName(v); err != nil {
+			return err
+		}
+	}
+	c.Bootstrap = v
+	return nil
+}
+
 func setName(c *Config, v string) error {
 	if v != "" {
 		if err := validName(v); err != nil {

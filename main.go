@@ -372,6 +372,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn) }
 	n := newNode(cfg, log, deps)
 	n.rs.sf = &stateFile{path: statePath(cfg.Key), log: log}
+	n.boot.load(bootMarkerPath(cfg.Key))
 	if n.rs.resume = settleEarlier(cfg, rt, cli, log); n.rs.resume != nil {
 		n.rs.resuming = true
 	}

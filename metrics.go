@@ -63,7 +63,7 @@ func newMetrics(group string) *metrics {
 var imageStart = time.Now()
 
 // nStates is the number of nodeState values.
-const nStates = int(stateLeader) + 1
+const nStates = int(stateBootstrap) + 1
 
 // transition records a change of the node's state.
 func (m *metrics) transition(from, to nodeState) {
@@ -151,6 +151,7 @@ const (
 	stepPriority                       // handed over to a higher vip.priority
 	stepDrained                        // handed over: an operator drained this node (vipd -drain)
 	stepMoved                          // handed over: an operator moved the VIP (vipd -move)
+	stepBootEnded                      // a bootstrap hold ended: etcd answered and this node was not elected in time
 	stepStop                           // stopped by a signal
 	stepForeign                        // won the campaign, stepped aside: another host kept answering for the VIP
 	stepOther                          // none of the above: a bug if it ever counts
@@ -159,7 +160,7 @@ const (
 
 func (r stepReason) String() string {
 	return [...]string{"deadline", "lease_expired", "key_gone", "outranked", "claim_failed", "stalled",
-		"add_failed", "link_down", "unhealthy", "priority", "drained", "moved", "stop", "foreign", "other"}[r]
+		"add_failed", "link_down", "unhealthy", "priority", "drained", "moved", "bootstrap_ended", "stop", "foreign", "other"}[r]
 }
 
 // stepReasonOf maps a step-down error to its reason. The deadline comes
@@ -180,6 +181,7 @@ func stepReasonOf(err error) stepReason {
 		{errLinkDown, stepLinkDown},
 		{errLinkGone, stepLinkDown},
 		{errForeign, stepForeign},
+		{errBootEnded, stepBootEnded},
 	} {
 		if errors.Is(err, c.target) {
 			return c.r

@@ -228,7 +228,7 @@ func TestMetricsExposition(t *testing.T) {
 	}
 	// Every label value is pre-declared: the series exist from the start,
 	// and there are exactly these many (nothing grows).
-	counts := map[string]int{"vipd_state": 3, "vipd_transitions_total": 6, "vipd_stepdowns_total": int(nStepReasons),
+	counts := map[string]int{"vipd_state": nStates, "vipd_transitions_total": nStates * (nStates - 1), "vipd_stepdowns_total": int(nStepReasons),
 		"vipd_announcements_total": 2, "vipd_lease_renewal_seconds": nBounds + 3, "vipd_etcd_errors_total": int(nEtcdOps)}
 	for name, n := range counts {
 		if got := len(fams[name].Samples); got != n {

@@ -36,10 +36,11 @@ const (
 	stateWaiting   nodeState = iota // interface missing or down
 	stateCandidate                  // campaigning (or waiting for a lease)
 	stateLeader                     // holding the address
+	stateBootstrap                  // holding it, or taking it, without an election: no etcd yet (bootstrap.go)
 )
 
 func (s nodeState) String() string {
-	return [...]string{"waiting", "candidate", "leader"}[s]
+	return [...]string{"waiting", "candidate", "leader", "bootstrap"}[s]
 }
 
 // kernel is the node's view of rtnetlink (rtnl.go); tests replace it.
@@ -134,6 +135,7 @@ type node struct {
 	view   linkView
 	rs     restart
 	stand  standing
+	boot   bootstrap
 }
 
 func newNode(cfg Config, log *logger, deps nodeDeps) *node {
@@ -157,10 +159,11 @@ func newNode(cfg Config, log *logger, deps nodeDeps) *node {
 		stand: standing{log: log, priority: cfg.Priority,
 			healthy: cfg.Check == "", // with a check: unhealthy until it has passed vip.check.rise times
 			ho:      handover{delay: cfg.PreemptDelay}},
+		boot: bootstrap{log: log, named: cfg.Bootstrap != "" && cfg.Bootstrap == cfg.Name},
 	}
 	met.ranked(n.stand.rank())
 	// The node's timers, each owned by the part that sets and stops it.
-	for _, a := range []*alarm{&n.pulse, &n.expiry, &n.hold.burst, &n.hold.refresh, &n.take.wait, &n.take.wake, &n.stand.preempt, &n.stand.able, &n.rs.reexecAt} {
+	for _, a := range []*alarm{&n.pulse, &n.expiry, &n.hold.burst, &n.hold.refresh, &n.take.wait, &n.take.wake, &n.stand.preempt, &n.stand.able, &n.rs.reexecAt, &n.boot.tick} {
 		a.after, a.out = deps.afterFunc, n.in.ticks
 	}
 	return n
@@ -295,6 +298,8 @@ func (n *node) handle(now time.Time, ev event) bool {
 			}
 		case &n.rs.reexecAt:
 			n.reexec("the renewal before it did not come back in time")
+		case &n.boot.tick:
+			n.extendBootstrap()
 		}
 	case configChecked:
 		if n.rs.checked(ev.err, n.hold.holding, n.term) {
@@ -394,6 +399,8 @@ func (n *node) endTerm(graceful bool) {
 	}
 	n.fence = fence{ttl: n.fence.ttl}
 	n.expiry.stop()
+	n.boot.tick.stop()
+	n.boot.on = false
 	n.rs.endTerm()
 	n.take.squatStart = time.Time{} // each term waits its full squatLimit
 	n.hold.vouched = time.Time{}    // a new lease is vouched for afresh
@@ -443,6 +450,41 @@ func (n *node) campaign() {
 	ec.resume = n.rs.carry(name, n.cfg.Name != "")
 	n.log.infof("%s %s as %q (%s)", campaignVerb(ec.resume), n.cfg.Key, name, n.stand.rank())
 	n.term = n.deps.newTerm(ec, n.in.term)
+	if n.boot.wanted() && !n.hold.holding {
+		n.startBootstrap()
+	}
+}
+
+// startBootstrap takes the VIP without an election (bootstrap.go): the
+// hold's own deadline a TTL ahead, moved by its timer, then the probe;
+// takeAddress follows if nobody answers.
+func (n *node) startBootstrap() {
+	now := n.deps.now()
+	n.boot.on = true
+	n.fence.ttl, n.fence.boot = n.cfg.TTL, now.Add(n.cfg.TTL)
+	n.expiry.set(n.cfg.TTL)
+	n.boot.tick.set(bootTick(n.cfg.TTL))
+	n.hold.vouch(now)
+	n.log.infof("bootstrap: no etcd has answered since boot, and vip.bootstrap=%s names this node: probing %s, then holding it without an election until etcd answers",
+		n.cfg.Bootstrap, prefixList(n.cfg.Addresses))
+	n.take.begin(0)
+}
+
+// extendBootstrap moves a bootstrap hold's deadline a TTL ahead, the
+// address's lifetime with it, while etcd is still silent.
+func (n *node) extendBootstrap() {
+	if !n.boot.on {
+		return
+	}
+	now := n.deps.now()
+	n.fence.boot = now.Add(n.cfg.TTL)
+	n.expiry.set(n.cfg.TTL)
+	n.hold.vouch(now)
+	if n.hold.holding {
+		n.stepDownOn(n.hold.extend(n.view.link, &n.fence, n.claim()))
+		n.hold.announcePending(n.claim())
+	}
+	n.boot.tick.set(bootTick(n.cfg.TTL))
 }
 
 // campaignVerb says what a term does, resuming an earlier run's lease or
@@ -461,6 +503,9 @@ func (n *node) onTerm(ev termEvent) {
 	n.hold.vouch(ev.vouched)
 	switch ev.kind {
 	case evGranted:
+		if n.boot.answered() {
+			n.log.infof("etcd answers: the bootstrap hold ends; it keeps the VIP only if this node is elected before %v", n.fence.boot.Sub(n.deps.now()).Round(time.Millisecond))
+		}
 		n.fence.ttl = ev.ttl
 		n.setDeadlines(ev)
 		if n.rs.granted(ev) && !n.hold.holding {
@@ -494,6 +539,14 @@ func (n *node) onElected(ev termEvent) {
 	n.fence.elected = true
 	n.setDeadlines(ev)
 	n.rs.rec.CreateRevision = ev.createRev
+	if !n.fence.boot.IsZero() {
+		n.fence.boot = time.Time{}
+		if n.hold.holding { // the bootstrap hold's address: nobody else took it, as it answered
+			n.take.stop()
+			n.takeAddress()
+			return
+		}
+	}
 	if n.rs.elected(ev) { // no probe, no takeover wait: the address is ours already
 		n.takeAddress()
 		n.hupAfterResume()
@@ -557,7 +610,13 @@ func (n *node) takeAddress() {
 	if !n.hold.claim(n.rs.resumed, n.claim()) { // a resumed term's neighbours still point here: one announcement, no burst
 		return // the deadline passed before the announcement: stepped down
 	}
-	n.setState(stateLeader, fmt.Sprintf("%s %s on %s (lifetime %d s)", n.rs.how(), prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
+	st, how := stateLeader, n.rs.how()
+	if !n.fence.elected {
+		st, how = stateBootstrap, "without an election (bootstrap); added"
+	} else if n.state == stateBootstrap {
+		how = "elected; kept the bootstrap hold's address"
+	}
+	n.setState(st, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
 	n.considerHandover()
 }
 

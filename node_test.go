@@ -1257,3 +1257,90 @@ func TestPendingStep(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeBootstrap: the node vip.bootstrap names takes the VIP without an
+// election while etcd is silent (after a clean probe), holds it with its
+// own timer, and keeps it without a gap when its term is elected after
+// etcd's first answer; elected elsewhere, its hold lapses within a TTL of
+// that answer. A foreign answer to the probe keeps it off the address;
+// once etcd has answered, a new term does not hold without an election.
+func TestNodeBootstrap(t *testing.T) {
+	const ttl = 2 * time.Second
+	vip4 := netip.MustParsePrefix("192.0.2.100/32")
+	bootLab := func(t *testing.T) *nodeLab {
+		nl := newNodeLab(t, ttl, "vip.bootstrap=n1")
+		if !nl.n.boot.on {
+			t.Fatalf("no bootstrap hold under way\n%s", nl.log.String())
+		}
+		nl.probe()
+		if !nl.n.hold.holding || nl.n.state != stateBootstrap || nl.kern.held[vip4] == 0 ||
+			!strings.Contains(nl.log.String(), "candidate -> bootstrap: without an election (bootstrap); added 192.0.2.100/32,2001:db8::100/128") {
+			t.Fatalf("after a clean probe: state %v, holding %v, kernel %v\n%s", nl.n.state, nl.n.hold.holding, nl.kern.held, nl.log.String())
+		}
+		return nl
+	}
+	t.Run("held by its own timer while etcd is silent", func(t *testing.T) {
+		nl := bootLab(t)
+		nl.advance(10 * ttl)
+		if !nl.n.hold.holding || nl.n.state != stateBootstrap || nl.kern.held[vip4] == 0 || nl.kern.held[vip4] > ttl {
+			t.Fatalf("ten TTLs on: state %v, kernel %v (lifetime at most the TTL)", nl.n.state, nl.kern.held)
+		}
+	})
+	t.Run("elected after etcd answers: kept without a gap", func(t *testing.T) {
+		nl := bootLab(t)
+		nl.advance(ttl)
+		nl.event(evGranted, nl.now(), false)
+		nl.event(evElected, nl.now(), false) // no release mark: no previous holder
+		if nl.n.state != stateLeader || !nl.n.hold.holding || nl.n.take.cancel != nil {
+			t.Fatalf("elected: state %v, holding %v, probing %v", nl.n.state, nl.n.hold.holding, nl.n.take.cancel != nil)
+		}
+		if nl.kern.dels != 0 {
+			t.Fatalf("the address was removed (%d deletions) on the way from bootstrap to leader", nl.kern.dels)
+		}
+		if !strings.Contains(nl.log.String(), "elected; kept the bootstrap hold's address") {
+			t.Fatalf("log:\n%s", nl.log.String())
+		}
+		nl.advance(ttl / 2)
+		nl.renewed()
+		nl.advance(ttl / 2)
+		if nl.n.state != stateLeader {
+			t.Fatalf("the elected leader lost the VIP: %v", nl.n.stepped)
+		}
+	})
+	t.Run("elected elsewhere: the hold lapses within a TTL", func(t *testing.T) {
+		nl := bootLab(t)
+		nl.event(evGranted, nl.now(), false)
+		t0 := nl.now()
+		for nl.n.hold.holding && nl.now().Sub(t0) < 2*ttl {
+			nl.advance(100 * time.Millisecond)
+			nl.event(evRenewed, nl.now(), false) // the candidate's lease goes on
+		}
+		if nl.n.hold.holding || len(nl.kern.held) != 0 || !errors.Is(nl.n.stepped, errBootEnded) {
+			t.Fatalf("not elected: holding %v, kernel %v, stepped %v", nl.n.hold.holding, nl.kern.held, nl.n.stepped)
+		}
+		if took := nl.now().Sub(t0); took > ttl {
+			t.Fatalf("the hold lasted %v after etcd answered, want at most the TTL", took)
+		}
+		if nl.n.boot.on || nl.n.state != stateCandidate {
+			t.Fatalf("after the hold: bootstrap %v, state %v", nl.n.boot.on, nl.n.state)
+		}
+	})
+	t.Run("another host answers: no take", func(t *testing.T) {
+		nl := newNodeLab(t, ttl, "vip.bootstrap=n1")
+		nl.frames.queue(func(netip.Addr) (net.HardwareAddr, error) { return net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 9}, nil })
+		nl.probe()
+		if nl.n.hold.holding || len(nl.kern.held) != 0 {
+			t.Fatalf("took the VIP another host answers for: kernel %v", nl.kern.held)
+		}
+	})
+	t.Run("not named, or etcd answered before: none", func(t *testing.T) {
+		nl := newNodeLab(t, ttl, "vip.bootstrap=n2")
+		if nl.n.boot.on || nl.n.take.cancel != nil || nl.n.take.wait.armed {
+			t.Fatal("a node vip.bootstrap does not name takes the VIP")
+		}
+		nl = newNodeLabWith(t, ttl, func(nl *nodeLab) { nl.n.boot.seen = true }, "vip.bootstrap=n1")
+		if nl.n.boot.on {
+			t.Fatal("bootstrap after etcd had answered")
+		}
+	})
+}

@@ -183,7 +183,7 @@ type Setting struct {
 var Settings = []Setting{
 	{"vip.address", "required"}, {"vip.interface", "auto"}, {"vip.etcd", "required"},
 	{"vip.etcd.ca", "empty"}, {"vip.etcd.cert", "empty"}, {"vip.etcd.key", "empty"},
-	{"vip.ttl", "3s"}, {"vip.key", "see meaning"}, {"vip.name", "see meaning"},
+	{"vip.ttl", "3s"}, {"vip.key", "see meaning"}, {"vip.name", "see meaning"}, {"vip.bootstrap", "empty"},
 	{"vip.garp", "5"}, {"vip.garp.interval", "1s"}, {"vip.garp.refresh", "30s"}, {"vip.probe", "20ms"},
 	{"vip.config", "empty"}, {"vip.config.timeout", "30s"}, {"vip.log", "auto"},
 	{"vip.check", "empty"}, {"vip.check.ca", "empty"}, {"vip.check.interval", "1s"}, {"vip.check.timeout", "1s"},
