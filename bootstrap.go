@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -30,6 +34,79 @@ type bootstrap struct {
 	marker string // the file that remembers it ("": none)
 	on     bool   // taking or holding the VIP without an election
 	tick   alarm  // moves the hold's deadline forward while etcd is silent
+	// unwatch stops the watch for another host's claims while the node
+	// holds without an election (nil: none runs).
+	unwatch context.CancelFunc
+}
+
+// claimSeen is another host claiming a VIP while this node holds it
+// without an election: an elected holder's probe or announcement.
+type claimSeen struct {
+	ip  netip.Addr
+	mac net.HardwareAddr
+}
+
+// errBootYield: a bootstrap holder saw another host claim the VIP.
+var errBootYield = errors.New("another host claims the VIP")
+
+// watchClaims listens on frames, sending nothing, for another host that
+// claims one of vips, and reports the first to out; one goroutine per
+// VIP, all ended by stopWatch.
+func (b *bootstrap) watchClaims(frames linkFrames, vips []netip.Prefix, out chan<- claimSeen) {
+	b.stopWatch()
+	if frames == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.unwatch = cancel
+	for _, p := range vips {
+		go func(ip netip.Addr) {
+			for ctx.Err() == nil {
+				mac, err := frames.watch(ctx, ip, time.Second)
+				switch {
+				case mac != nil:
+					select {
+					case out <- claimSeen{ip: ip, mac: mac}:
+					case <-ctx.Done():
+					}
+					return
+				case err != nil && ctx.Err() == nil:
+					b.log.warnf("bootstrap: %v (watching again in 1 s)", err)
+					sleepCtx(ctx, time.Second)
+				}
+			}
+		}(p.Addr())
+	}
+}
+
+// stopWatch ends the watch for claims, if one runs.
+func (b *bootstrap) stopWatch() {
+	if b.unwatch != nil {
+		b.unwatch()
+		b.unwatch = nil
+	}
+}
+
+// over ends bootstrap for this boot at the first sign of another holder
+// (a claim seen while holding, or an answer to the bootstrap probe): an
+// elected holder means etcd exists, and a host that configured the VIP by
+// hand is not to be fought. Remembered like etcd's answer, so that the
+// node does not take the VIP back the moment the other holder's probe has
+// stopped answering, nor after a restart.
+func (b *bootstrap) over(why string) {
+	b.log.infof("bootstrap over: %s; from now on this node holds the VIP only when elected through etcd", why)
+	b.seen = true
+	if err := b.remember(); err != nil {
+		b.log.warnf("cannot remember that bootstrap is over (%v): a restart during an etcd outage would try again", err)
+	}
+	b.tick.stop()
+	b.on = false
+	b.stopWatch()
+}
+
+// yieldTo is the step-down reason for a claim seen.
+func yieldTo(c claimSeen) error {
+	return fmt.Errorf("%w: %s answers for %s (an elected holder's probe or announcement): letting go", errBootYield, c.mac, c.ip)
 }
 
 // errBootEnded: the bootstrap hold's deadline passed: etcd answered and

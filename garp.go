@@ -376,6 +376,19 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 	if window <= 0 {
 		return nil, nil
 	}
+	return a.listen(ctx, ip, window, true)
+}
+
+// watch listens for window, sending nothing, for another host that claims
+// ip as probe would see it: a bootstrap holder (bootstrap.go) lets go at
+// the first sign of an elected one.
+func (a *announcer) watch(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error) {
+	return a.listen(ctx, ip, window, false)
+}
+
+// listen is probe's and watch's: with send, the queued frames are dropped
+// and the probe goes out first.
+func (a *announcer) listen(ctx context.Context, ip netip.Addr, window time.Duration, send bool) (net.HardwareAddr, error) {
 	what, claimant, frame, err := "ARP probe", a.claimant, []byte(nil), error(nil)
 	if ip.Is4() {
 		frame, err = arpProbe(a.mac, ip)
@@ -383,6 +396,9 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 		what = "neighbour solicitation probe"
 		claimant = func(f []byte, ip netip.Addr) net.HardwareAddr { return ndpClaimant(f, ip, a.mac) }
 		frame, err = ndpProbe(a.mac, ip)
+	}
+	if !send {
+		what = "watch for claims"
 	}
 	wrap := func(err error) error {
 		return fmt.Errorf("%s for %s on %s: %w", what, ip, a.name, err)
@@ -397,11 +413,13 @@ func (a *announcer) probe(ctx context.Context, ip netip.Addr, window time.Durati
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
 	}
-	if err := a.drain(conn); err != nil {
-		return nil, wrap(err)
-	}
-	if err := a.send(conn, frame); err != nil {
-		return nil, wrap(err)
+	if send {
+		if err := a.drain(conn); err != nil {
+			return nil, wrap(err)
+		}
+		if err := a.send(conn, frame); err != nil {
+			return nil, wrap(err)
+		}
 	}
 	if err := conn.SetReadDeadline(time.Now().Add(window)); err != nil {
 		return nil, wrap(err)

@@ -151,7 +151,7 @@ const (
 	stepPriority                       // handed over to a higher vip.priority
 	stepDrained                        // handed over: an operator drained this node (vipd -drain)
 	stepMoved                          // handed over: an operator moved the VIP (vipd -move)
-	stepBootEnded                      // a bootstrap hold ended: etcd answered and this node was not elected in time
+	stepBootEnded                      // a bootstrap hold ended: etcd answered and this node was not elected in time, or another host claimed the VIP
 	stepStop                           // stopped by a signal
 	stepForeign                        // won the campaign, stepped aside: another host kept answering for the VIP
 	stepOther                          // none of the above: a bug if it ever counts
@@ -182,6 +182,7 @@ func stepReasonOf(err error) stepReason {
 		{errLinkGone, stepLinkDown},
 		{errForeign, stepForeign},
 		{errBootEnded, stepBootEnded},
+		{errBootYield, stepBootEnded},
 	} {
 		if errors.Is(err, c.target) {
 			return c.r

@@ -56,6 +56,7 @@ type kernel interface {
 type linkFrames interface {
 	announce(ip netip.Addr) error
 	probe(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error)
+	watch(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error)
 	Close() error
 }
 
@@ -112,6 +113,7 @@ type inbox struct {
 	health  chan healthEvent // from the checker (check.go), if there is one
 	drain   chan drainMarks  // the group's drain marks (drain.go)
 	move    chan moveRequest // the group's move request (move.go)
+	claims  chan claimSeen   // another host's claim, seen by a bootstrap holder (bootstrap.go)
 	checked chan error       // the configuration check of a SIGHUP
 	ticks   chan *alarm      // the node's alarms, as they go off
 }
@@ -149,6 +151,7 @@ func newNode(cfg Config, log *logger, deps nodeDeps) *node {
 			health:  make(chan healthEvent, 1),
 			drain:   make(chan drainMarks, 1),
 			move:    make(chan moveRequest, 1),
+			claims:  make(chan claimSeen, 2),
 			checked: make(chan error, 1),
 			ticks:   make(chan *alarm, 16),
 		},
@@ -251,6 +254,8 @@ func (in *inbox) next(signals <-chan os.Signal) event {
 		return m
 	case m := <-in.move:
 		return m
+	case c := <-in.claims:
+		return c
 	case a := <-in.ticks:
 		return a
 	}
@@ -276,6 +281,11 @@ func (n *node) handle(now time.Time, ev event) bool {
 		n.onMarks(ev)
 	case moveRequest:
 		n.onMove(ev)
+	case claimSeen:
+		if n.state == stateBootstrap && !n.fence.elected { // a stale one after the hold ended is nothing
+			n.boot.over(fmt.Sprintf("%s claims %s", ev.mac, ev.ip))
+			n.stepDown(yieldTo(ev))
+		}
 	case *alarm:
 		if !ev.take() {
 			return true // stale
@@ -430,6 +440,7 @@ func (n *node) quit(graceful bool, wait time.Duration) campaigner {
 // is left on the link.
 func (n *node) release() bool {
 	n.take.stop()
+	n.boot.stopWatch()
 	return n.hold.release(n.view.link.Index)
 }
 
@@ -613,8 +624,10 @@ func (n *node) takeAddress() {
 	st, how := stateLeader, n.rs.how()
 	if !n.fence.elected {
 		st, how = stateBootstrap, "without an election (bootstrap); added"
+		n.boot.watchClaims(n.view.frames, n.cfg.Addresses, n.in.claims)
 	} else if n.state == stateBootstrap {
 		how = "elected; kept the bootstrap hold's address"
+		n.boot.stopWatch()
 	}
 	n.setState(st, fmt.Sprintf("%s %s on %s (lifetime %d s)", how, prefixList(n.cfg.Addresses), n.view.link.Name, int(life/time.Second)))
 	n.considerHandover()
@@ -657,6 +670,9 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		n.hold.stopBurst() // its frames would go out on the old sockets
 	}
 	err := n.view.apply(l, ok, plan, why)
+	if plan.closeFrames && n.boot.unwatch != nil { // the watch's sockets are gone
+		n.boot.watchClaims(n.view.frames, n.cfg.Addresses, n.in.claims)
+	}
 	if plan.ableAgain {
 		n.ableAgain(fmt.Sprintf("%s changed", l.Name))
 	}
@@ -676,6 +692,14 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 // onProbe takes the address only after a probe that nobody answered
 // (takeover.onProbe).
 func (n *node) onProbe(r probeResult) {
+	if n.boot.on && !n.fence.elected && r.foreign != nil && r.seq == n.take.seq {
+		// Another host holds the VIP: bootstrap is over, the term goes on.
+		n.take.stop()
+		n.boot.over(fmt.Sprintf("%s answers the bootstrap probe for %s", r.foreign, prefixList(n.cfg.Addresses)))
+		n.fence.boot = time.Time{}
+		n.expiry.stop()
+		return
+	}
 	take, err := n.take.onProbe(r, n.deps.now())
 	n.stepDownOn(err)
 	if take {

@@ -197,6 +197,14 @@ func (f *fakeFrames) queue(a probeAnswer) { f.probe4 <- a; f.probe6 <- a }
 
 func (f *fakeFrames) announce(ip netip.Addr) error { f.sent = append(f.sent, ip); return nil }
 func (f *fakeFrames) Close() error                 { return nil }
+
+// watch reports nothing until ctx ends: the node tests hand claims to the
+// node as events.
+func (f *fakeFrames) watch(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
 func (f *fakeFrames) probe(ctx context.Context, ip netip.Addr, window time.Duration) (net.HardwareAddr, error) {
 	q := f.probe4
 	if ip.Is6() {
@@ -1325,12 +1333,45 @@ func TestNodeBootstrap(t *testing.T) {
 			t.Fatalf("after the hold: bootstrap %v, state %v", nl.n.boot.on, nl.n.state)
 		}
 	})
+	t.Run("another host claims the VIP: let go at once", func(t *testing.T) {
+		nl := bootLab(t)
+		if nl.n.boot.unwatch == nil {
+			t.Fatal("no watch for claims while holding without an election")
+		}
+		other := net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 2}
+		nl.handle(claimSeen{ip: vip4.Addr(), mac: other})
+		if nl.n.hold.holding || len(nl.kern.held) != 0 || !errors.Is(nl.n.stepped, errBootYield) || nl.n.boot.unwatch != nil {
+			t.Fatalf("after another host's claim: holding %v, kernel %v, stepped %v", nl.n.hold.holding, nl.kern.held, nl.n.stepped)
+		}
+		if nl.n.boot.on || nl.n.take.wait.armed || nl.n.take.cancel != nil {
+			t.Fatal("a bootstrap holder that let go for a claim tries to take the VIP again")
+		}
+		if !strings.Contains(nl.log.String(), "02:00:5e:00:53:02 answers for 192.0.2.100") {
+			t.Fatalf("log:\n%s", nl.log.String())
+		}
+	})
+	t.Run("elected: the watch ends, a late claim is nothing", func(t *testing.T) {
+		nl := bootLab(t)
+		nl.event(evGranted, nl.now(), false)
+		nl.event(evElected, nl.now(), false)
+		if nl.n.boot.unwatch != nil {
+			t.Fatal("the watch for claims outlived the bootstrap hold")
+		}
+		nl.handle(claimSeen{ip: vip4.Addr(), mac: net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 2}})
+		if nl.n.state != stateLeader {
+			t.Fatalf("an elected leader stepped down for a stale claim: %v", nl.n.stepped)
+		}
+	})
 	t.Run("another host answers: no take", func(t *testing.T) {
 		nl := newNodeLab(t, ttl, "vip.bootstrap=n1")
 		nl.frames.queue(func(netip.Addr) (net.HardwareAddr, error) { return net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 9}, nil })
 		nl.probe()
-		if nl.n.hold.holding || len(nl.kern.held) != 0 {
-			t.Fatalf("took the VIP another host answers for: kernel %v", nl.kern.held)
+		if nl.n.hold.holding || len(nl.kern.held) != 0 || nl.n.boot.on || !nl.n.boot.seen || nl.n.take.wait.armed {
+			t.Fatalf("another host answers: kernel %v, bootstrap on %v, over %v, probing again %v", nl.kern.held, nl.n.boot.on, nl.n.boot.seen, nl.n.take.wait.armed)
+		}
+		nl.advance(5 * ttl) // nothing lapses, nothing is taken: an ordinary candidate
+		if nl.n.hold.holding || nl.n.state != stateCandidate || len(nl.terms) != 1 {
+			t.Fatalf("after the bootstrap ended: state %v, %d terms", nl.n.state, len(nl.terms))
 		}
 	})
 	t.Run("not named, or etcd answered before: none", func(t *testing.T) {

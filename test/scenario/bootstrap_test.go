@@ -19,6 +19,30 @@ import (
 func TestBootstrap(t *testing.T) {
 	t.Run("n1 elected", func(t *testing.T) { testBootstrap(t) })
 	t.Run("n1 ranked lower", func(t *testing.T) { testBootstrap(t, "vip.priority=-5", "vip.preempt.delay=0") })
+	t.Run("n1 cut off from etcd", testBootstrapYield)
+}
+
+// testBootstrapYield: n1 holds without etcd; etcd starts where n1 cannot
+// reach it, so n2 or n3 is elected: its probe is the first sign n1 sees,
+// and n1 lets go at once; one move, never two holders.
+func testBootstrapYield(t *testing.T) {
+	l := lab.New(t, 3, "vip.ttl=2", "vip.bootstrap=n1")
+	p := l.StartProber()
+	m := l.Etcd[0]
+	l.StopMember(m)
+	n1 := l.Nodes[0]
+	l.StartAll()
+	l.WaitHolder(n1, 10*time.Second)
+	n1.NS.IP(t, "route", "add", "blackhole", lab.EtcdIP+"/32")
+	t1 := time.Now()
+	l.StartEtcd(m)
+	h := l.HolderOtherThan(n1, lab.MoveBound)
+	l.WaitHolder(h, lab.MoveBound)
+	l.AssertNoOverlap()
+	l.WantGains(2, "etcd started out of n1's reach")
+	lab.WaitLogCount(t, n1, "(an elected holder's probe or announcement): letting go", 1, time.Second)
+	out, _ := p.Outage(t1, n1.Name)
+	t.Logf("%s was elected; n1 let go at its probe; the client's outage %v", h.Name, out.Round(time.Millisecond))
 }
 
 func testBootstrap(t *testing.T, n1Words ...string) {
@@ -71,6 +95,11 @@ func testBootstrap(t *testing.T, n1Words ...string) {
 	t.Logf("etcd started: %s holds the VIP through the election; the client's outage %v, largest probe gap %v",
 		h.Name, out.Round(time.Millisecond), gap.Round(time.Millisecond))
 
+	for _, line := range strings.Split(n1.Log.String(), "\n") {
+		if strings.Contains(line, "bootstrap ->") || strings.Contains(line, "etcd answers") {
+			t.Logf("n1: %s", line)
+		}
+	}
 	if len(n1Words) > 0 && h == n1 {
 		t.Errorf("n1, ranked lower, holds the VIP:\n%s", n1.Log.String())
 	}
@@ -96,8 +125,9 @@ func testBootstrap(t *testing.T, n1Words ...string) {
 
 // TestBootstrapCutOff: n2 holds the VIP through etcd; n1, named by
 // vip.bootstrap, starts cut off from etcd (it never heard from it since
-// boot), and again after a SIGKILL: its probe sees n2 answer, and it never
-// takes the VIP.
+// boot): its probe sees n2 answer, so bootstrap is over and it never takes
+// the VIP; restarted after a SIGKILL, it remembers that and does not even
+// probe.
 func TestBootstrapCutOff(t *testing.T) {
 	l := lab.New(t, 3, "vip.ttl=2", "vip.bootstrap=n1")
 	l.StartProber()
@@ -106,11 +136,14 @@ func TestBootstrapCutOff(t *testing.T) {
 	l.WaitHolder(n2, lab.ElectBound)
 	l.Start(n3)
 	n1.NS.IP(t, "route", "add", "blackhole", lab.EtcdIP+"/32")
-	for range 2 {
-		l.Start(n1)
-		lab.WaitLogCount(t, n1, "another host answers", 1, 10*time.Second)
-		time.Sleep(2 * lab.TTL)
-		l.Kill(n1)
+	l.Start(n1)
+	lab.WaitLogCount(t, n1, "answers the bootstrap probe", 1, 10*time.Second)
+	time.Sleep(2 * lab.TTL)
+	l.Kill(n1)
+	l.Start(n1)
+	time.Sleep(2 * lab.TTL)
+	if strings.Contains(n1.Log.String(), "bootstrap") {
+		t.Errorf("n1, restarted, went into bootstrap again:\n%s", n1.Log.String())
 	}
 	l.WaitHolder(n2, time.Second)
 	l.WantGains(1, "n1 started cut off from etcd, twice")
