@@ -121,6 +121,19 @@ func testBootstrap(t *testing.T, n1Words ...string) {
 			t.Errorf("%s entered bootstrap again with etcd present:\n%s", nd.Name, nd.Log.String())
 		}
 	}
+
+	// etcd goes away, and n1 restarts: it heard from etcd since boot, so
+	// it waits for etcd like everyone else.
+	l.StopMember(m)
+	l.Signal(n1, syscall.SIGTERM)
+	if err := l.Wait(n1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.Start(n1, n1Words...)
+	time.Sleep(3 * lab.TTL)
+	if strings.Contains(n1.Log.String(), "bootstrap") || l.HasVIP(n1) {
+		t.Errorf("n1, restarted during an etcd outage, holds the VIP without an election:\n%s", n1.Log.String())
+	}
 }
 
 // TestBootstrapCutOff: n2 holds the VIP through etcd; n1, named by
