@@ -60,6 +60,7 @@ type arpWatch struct {
 	frames []arpSeen
 	stop   chan struct{}
 	done   sync.WaitGroup
+	closed sync.Once
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -136,10 +137,13 @@ func (l *bootLab) watchARP(t *testing.T) *arpWatch {
 	return w
 }
 
+// close may be called again: the second call does nothing.
 func (w *arpWatch) close() {
-	close(w.stop)
-	w.done.Wait()
-	syscall.Close(w.fd)
+	w.closed.Do(func() {
+		close(w.stop)
+		w.done.Wait()
+		syscall.Close(w.fd)
+	})
 }
 
 // from counts the gratuitous ARPs for the VIP that mac sent after since,
@@ -157,6 +161,32 @@ func (w *arpWatch) from(mac string, since time.Time) (garps int, last time.Time)
 		last = f.at
 	}
 	return garps, last
+}
+
+// arpSpan is when one MAC first and last answered for the VIP (or
+// announced it) in a capture.
+type arpSpan struct {
+	mac         string
+	first, last time.Time
+}
+
+// spans is every MAC that answered for the VIP, in the order each first
+// did: one holder after another gives spans that do not overlap.
+func (w *arpWatch) spans() []arpSpan {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []arpSpan
+	at := map[string]int{}
+	for _, f := range w.frames {
+		i, ok := at[f.mac]
+		if !ok {
+			i = len(out)
+			at[f.mac] = i
+			out = append(out, arpSpan{mac: f.mac, first: f.at})
+		}
+		out[i].last = f.at
+	}
+	return out
 }
 
 // pauseHolder stops the holder's VM for 10 s; another VM takes over

@@ -409,6 +409,22 @@ func (l *bootLab) waitHolder(not *vm, timeout time.Duration) (*vm, time.Time) {
 	return nil, time.Time{}
 }
 
+// waitLeader polls until a VM's console says it leads (its last change of
+// state was to leader) and the client reaches that VM (bounded); it
+// returns the VM with the time the client reached it. While an earlier
+// holder still answers (vm1's bootstrap hold), waitHolder would see that
+// one.
+func (l *bootLab) waitLeader(timeout time.Duration) (*vm, time.Time) {
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for _, v := range l.vms {
+			if v.count("-> leader") > v.count("leader -> ") && l.holder() == v {
+				return v, time.Now()
+			}
+		}
+	}
+	return nil, time.Time{}
+}
+
 // waitConsole waits until every VM's console has a vipd line containing s.
 func (l *bootLab) waitConsole(s string, timeout time.Duration, vms ...*vm) bool {
 	var wg sync.WaitGroup
