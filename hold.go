@@ -208,7 +208,7 @@ func (h *addrHold) extend(link linkMessage, f *fence, g gate) error {
 func (h *addrHold) putBack(p netip.Prefix, link linkMessage, f *fence, g gate) error {
 	h.missing = true
 	if f.lifetime(g.now()) < time.Second {
-		h.log.warnf("%s was removed from %s while leader; renewing at once to put it back", p, link.Name)
+		h.log.warnf("%s was removed from %s while this node holds it; renewing at once to put it back", p, link.Name)
 		g.term.renewNow()
 		return nil
 	}
