@@ -426,6 +426,20 @@ func (l *bootLab) waitLeader(timeout time.Duration) (*vm, time.Time) {
 }
 
 // waitConsole waits until every VM's console has a vipd line containing s.
+// waitConsoleAny waits (bounded) until v's console has any of ss, and
+// records when in v.up, as waitConsole does.
+func (l *bootLab) waitConsoleAny(timeout time.Duration, v *vm, ss ...string) bool {
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, s := range ss {
+			if v.count(s) > 0 {
+				v.up = time.Since(v.started)
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (l *bootLab) waitConsole(s string, timeout time.Duration, vms ...*vm) bool {
 	var wg sync.WaitGroup
 	ok := true
