@@ -554,7 +554,11 @@ func (n *node) onElected(ev termEvent) {
 		n.fence.boot = time.Time{}
 		if n.hold.holding { // the bootstrap hold's address: nobody else took it, as it answered
 			n.take.stop()
+			n.boot.stopWatch()
 			n.takeAddress()
+			if n.hold.holding && n.state == stateBootstrap { // its lifetime waits for a renewal (addrHold.take)
+				n.setState(stateLeader, "elected; kept the bootstrap hold's address")
+			}
 			return
 		}
 	}

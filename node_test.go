@@ -1315,6 +1315,18 @@ func TestNodeBootstrap(t *testing.T) {
 			t.Fatalf("the elected leader lost the VIP: %v", nl.n.stepped)
 		}
 	})
+	t.Run("elected late in its lease: leader at once, the lifetime at the renewal", func(t *testing.T) {
+		nl := bootLab(t)
+		nl.event(evGranted, nl.now(), false)
+		nl.event(evElected, nl.now().Add(-1200*time.Millisecond), false) // too little left for a lifetime
+		if nl.n.state != stateLeader || !nl.n.hold.holding || nl.kern.dels != 0 || nl.n.boot.unwatch != nil {
+			t.Fatalf("elected with little lease left: state %v, holding %v, deletions %d", nl.n.state, nl.n.hold.holding, nl.kern.dels)
+		}
+		nl.renewed()
+		if nl.n.state != stateLeader || nl.kern.held[vip4] == 0 {
+			t.Fatalf("after the renewal: state %v, kernel %v", nl.n.state, nl.kern.held)
+		}
+	})
 	t.Run("elected elsewhere: the hold lapses within a TTL", func(t *testing.T) {
 		nl := bootLab(t)
 		nl.event(evGranted, nl.now(), false)
