@@ -1,0 +1,400 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The kernel fence (issue 24, first part): an eBPF program on the VIP
+// interface's egress drops every frame that speaks for the VIP once the
+// kernel's monotonic clock passes a deadline kept in a BPF map. The daemon
+// moves the deadline forward on each acknowledged renewal; a frozen or
+// wedged process cannot, so the node falls silent on time, to the
+// millisecond, whatever its process does, including a frame that a freeze
+// held between the deadline check and sendto.
+//
+// A frame speaks for the VIP if it is
+//   - ARP whose sender IP is a VIP (replies, requests, announcements; a
+//     probe's sender is 0.0.0.0 and passes);
+//   - IPv4 from a VIP, or IPv6 from a VIP;
+//   - an ICMPv6 neighbour advertisement whose target is a VIP (its source
+//     is often the link-local address).
+//
+// The program is assembled here, as the NDP socket's classic BPF filter
+// is, and loaded with bpf(2); it is attached as a direct-action cls_bpf
+// filter under a clsact qdisc, with raw rtnetlink.
+
+// fenceProgram is an assembled eBPF program: 8-byte instructions.
+type fenceProgram []bpfInsn
+
+// bpfInsn is one eBPF instruction (include/uapi/linux/bpf.h, struct
+// bpf_insn): opcode, destination and source registers, offset, immediate.
+type bpfInsn struct {
+	op       uint8
+	dst, src uint8
+	off      int16
+	imm      int32
+}
+
+// MarshalBinary encodes the instruction as the kernel reads it (little
+// endian on the machines vipd builds for).
+func (i bpfInsn) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 8)
+	b[0] = i.op
+	b[1] = i.dst&0x0f | i.src<<4
+	binary.LittleEndian.PutUint16(b[2:], uint16(i.off))
+	binary.LittleEndian.PutUint32(b[4:], uint32(i.imm))
+	return b, nil
+}
+
+// eBPF opcodes and registers used here.
+const (
+	bpfLdxW  = 0x61 // dst = *(u32 *)(src + off)
+	bpfLdxH  = 0x69 // dst = *(u16 *)(src + off)
+	bpfLdxB  = 0x71 // dst = *(u8 *)(src + off)
+	bpfLdxDW = 0x79 // dst = *(u64 *)(src + off)
+	bpfStW   = 0x62 // *(u32 *)(dst + off) = imm
+	bpfMovX  = 0xbf // dst = src (64 bit)
+	bpfMovK  = 0xb7 // dst = imm
+	bpfAddK  = 0x07 // dst += imm
+	bpfLdDW  = 0x18 // dst = imm64 (two instructions); src 1: a map's fd
+	bpfJeqK  = 0x15 // if dst == imm goto +off
+	bpfJneK  = 0x55 // if dst != imm goto +off
+	// if (u32)dst != (u32)imm goto +off: an immediate is sign-extended to
+	// 64 bits, a 32-bit load is not, so words with the top bit set (most
+	// IPv6 addresses) compare only as 32-bit values.
+	bpfJne32K = 0x56
+	bpfJgtX   = 0x2d // if dst > src goto +off (unsigned)
+	bpfJa     = 0x05 // goto +off
+	bpfCall   = 0x85
+	bpfExit   = 0x95
+
+	r0, r1, r2, r3, r4, r5, r6, r10 = 0, 1, 2, 3, 4, 5, 6, 10
+
+	helperMapLookup = 1
+	helperKtimeNs   = 5 // bpf_ktime_get_ns: CLOCK_MONOTONIC
+
+	tcActOK   = 0
+	tcActShot = 2
+
+	skbData    = 76 // offsetof(struct __sk_buff, data)
+	skbDataEnd = 80 // offsetof(struct __sk_buff, data_end)
+)
+
+// le32 is a 4-byte field of a frame as a little-endian load sees it.
+func le32(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
+
+// le16 is a 2-byte network-order value as a little-endian load sees it.
+func le16(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
+
+// asm collects instructions with labels, resolved at the end.
+type asm struct {
+	insns  []bpfInsn
+	labels map[string]int
+	fixups map[int]string // instruction index -> label its offset jumps to
+}
+
+func (a *asm) emit(i bpfInsn) { a.insns = append(a.insns, i) }
+
+// jump emits a jump to label, resolved by done.
+func (a *asm) jump(op, dst, src uint8, imm int32, label string) {
+	a.fixups[len(a.insns)] = label
+	a.emit(bpfInsn{op: op, dst: dst, src: src, imm: imm})
+}
+
+func (a *asm) label(name string) { a.labels[name] = len(a.insns) }
+
+func (a *asm) done() (fenceProgram, error) {
+	for at, l := range a.fixups {
+		to, ok := a.labels[l]
+		if !ok {
+			return nil, fmt.Errorf("assemble the fence: no label %q", l)
+		}
+		a.insns[at].off = int16(to - at - 1)
+	}
+	return fenceProgram(a.insns), nil
+}
+
+// need checks that off bytes of the frame are there (r2: data, r3:
+// data_end), else the frame passes: it cannot speak for the VIP.
+func (a *asm) need(off int32) {
+	a.emit(bpfInsn{op: bpfMovX, dst: r4, src: r2})
+	a.emit(bpfInsn{op: bpfAddK, dst: r4, imm: off})
+	a.jump(bpfJgtX, r4, r3, 0, "pass")
+}
+
+// match jumps to "fenced" if the 4n bytes at off (from r2) are ip.
+func (a *asm) match(off int16, ip netip.Addr, next string) {
+	b := ip.AsSlice()
+	for i := 0; i < len(b); i += 4 {
+		a.emit(bpfInsn{op: bpfLdxW, dst: r5, src: r2, off: off + int16(i)})
+		a.jump(bpfJne32K, r5, 0, le32(b[i:i+4]), next)
+	}
+	a.jump(bpfJa, 0, 0, 0, "fenced")
+}
+
+// assembleFence builds the program for vips, reading the deadline from the
+// map with fd mapFD (key 0: CLOCK_MONOTONIC nanoseconds).
+func assembleFence(vips []netip.Prefix, mapFD int) (fenceProgram, error) {
+	a := &asm{labels: map[string]int{}, fixups: map[int]string{}}
+	a.emit(bpfInsn{op: bpfLdxW, dst: r2, src: r1, off: skbData})
+	a.emit(bpfInsn{op: bpfLdxW, dst: r3, src: r1, off: skbDataEnd})
+	a.need(14)
+	a.emit(bpfInsn{op: bpfLdxH, dst: r5, src: r2, off: 12}) // EtherType
+	a.jump(bpfJeqK, r5, 0, le16(unix.ETH_P_ARP), "arp")     // small, positive: 64-bit compares are right
+	a.jump(bpfJeqK, r5, 0, le16(unix.ETH_P_IP), "ipv4")
+	a.jump(bpfJeqK, r5, 0, le16(unix.ETH_P_IPV6), "ipv6")
+	a.jump(bpfJa, 0, 0, 0, "pass")
+
+	var v4, v6 []netip.Addr
+	for _, p := range vips {
+		if p.Addr().Is4() {
+			v4 = append(v4, p.Addr())
+		} else {
+			v6 = append(v6, p.Addr())
+		}
+	}
+	a.label("arp")
+	a.need(14 + 28)
+	a.matchAll(14+14, v4, "pass") // sender protocol address
+	a.label("ipv4")
+	a.need(14 + 20)
+	a.matchAll(14+12, v4, "pass") // source address
+	a.label("ipv6")
+	a.need(14 + 40)
+	a.matchAll(14+8, v6, "ipv6.na") // source address
+	a.label("ipv6.na")
+	a.emit(bpfInsn{op: bpfLdxB, dst: r5, src: r2, off: 14 + 6}) // next header
+	a.jump(bpfJneK, r5, 0, unix.IPPROTO_ICMPV6, "pass")
+	a.need(14 + 40 + 24)
+	a.emit(bpfInsn{op: bpfLdxB, dst: r5, src: r2, off: 14 + 40}) // ICMPv6 type
+	a.jump(bpfJneK, r5, 0, 136, "pass")                          // neighbour advertisement
+	a.matchAll(14+40+8, v6, "pass")                              // target address
+
+	// fenced: drop the frame once the deadline has passed (or is gone).
+	a.label("fenced")
+	a.emit(bpfInsn{op: bpfStW, dst: r10, off: -4, imm: 0})
+	a.emit(bpfInsn{op: bpfMovX, dst: r2, src: r10})
+	a.emit(bpfInsn{op: bpfAddK, dst: r2, imm: -4})
+	a.emit(bpfInsn{op: bpfLdDW, dst: r1, src: 1, imm: int32(mapFD)})
+	a.emit(bpfInsn{})
+	a.emit(bpfInsn{op: bpfCall, imm: helperMapLookup})
+	a.jump(bpfJeqK, r0, 0, 0, "drop")
+	a.emit(bpfInsn{op: bpfLdxDW, dst: r6, src: r0})
+	a.emit(bpfInsn{op: bpfCall, imm: helperKtimeNs})
+	a.jump(bpfJgtX, r0, r6, 0, "drop")
+	a.label("pass")
+	a.emit(bpfInsn{op: bpfMovK, dst: r0, imm: tcActOK})
+	a.emit(bpfInsn{op: bpfExit})
+	a.label("drop")
+	a.emit(bpfInsn{op: bpfMovK, dst: r0, imm: tcActShot})
+	a.emit(bpfInsn{op: bpfExit})
+	return a.done()
+}
+
+// matchAll jumps to "fenced" if the address at off is one of ips, and to
+// then if it is none.
+func (a *asm) matchAll(off int16, ips []netip.Addr, then string) {
+	for i, ip := range ips {
+		next := fmt.Sprintf("%s.after.%d.%d", then, off, i)
+		a.match(off, ip, next)
+		a.label(next)
+	}
+	a.jump(bpfJa, 0, 0, 0, then)
+}
+
+// MarshalBinary is the program as bpf(2) takes it.
+func (p fenceProgram) MarshalBinary() ([]byte, error) {
+	var out []byte
+	for _, i := range p {
+		b, _ := i.MarshalBinary()
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// bpf(2) commands' attributes (union bpf_attr), the fields vipd sets.
+type bpfMapCreateAttr struct {
+	mapType, keySize, valueSize, maxEntries, mapFlags uint32
+}
+
+type bpfMapElemAttr struct {
+	mapFD uint32
+	_     uint32
+	key   uint64
+	value uint64
+	flags uint64
+}
+
+type bpfProgLoadAttr struct {
+	progType    uint32
+	insnCnt     uint32
+	insns       uint64
+	license     uint64
+	logLevel    uint32
+	logSize     uint32
+	logBuf      uint64
+	kernVersion uint32
+	progFlags   uint32
+}
+
+func bpfSys(cmd int, attr unsafe.Pointer, size uintptr) (int, error) {
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, uintptr(cmd), uintptr(attr), size)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+// kernelFence is the loaded fence: its map (the deadline) and program,
+// attached to one interface.
+type kernelFence struct {
+	mapFD, progFD int
+	ifindex       uint32
+	rt            *rtnl
+}
+
+// loadFence creates the deadline map (closed: deadline 0), loads the
+// program for vips and attaches it to ifindex's egress.
+func loadFence(rt *rtnl, ifindex uint32, vips []netip.Prefix) (*kernelFence, error) {
+	ma := bpfMapCreateAttr{mapType: unix.BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 8, maxEntries: 1}
+	mapFD, err := bpfSys(unix.BPF_MAP_CREATE, unsafe.Pointer(&ma), unsafe.Sizeof(ma))
+	if err != nil {
+		return nil, fmt.Errorf("kernel fence: create its map: %w", err)
+	}
+	f := &kernelFence{mapFD: mapFD, progFD: -1, ifindex: ifindex, rt: rt}
+	prog, err := assembleFence(vips, mapFD)
+	if err == nil {
+		f.progFD, err = loadProgram(prog)
+	}
+	if err == nil {
+		err = f.attach()
+	}
+	if err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func loadProgram(prog fenceProgram) (int, error) {
+	code, _ := prog.MarshalBinary()
+	license := []byte("Apache-2.0\x00")
+	log := make([]byte, 64<<10)
+	pa := bpfProgLoadAttr{progType: unix.BPF_PROG_TYPE_SCHED_CLS, insnCnt: uint32(len(prog)),
+		insns: uint64(uintptr(unsafe.Pointer(&code[0]))), license: uint64(uintptr(unsafe.Pointer(&license[0]))),
+		logLevel: 1, logSize: uint32(len(log)), logBuf: uint64(uintptr(unsafe.Pointer(&log[0])))}
+	fd, err := bpfSys(unix.BPF_PROG_LOAD, unsafe.Pointer(&pa), unsafe.Sizeof(pa))
+	runtime.KeepAlive(code)
+	runtime.KeepAlive(license)
+	if err != nil {
+		return -1, fmt.Errorf("kernel fence: load the program: %w: %s", err, cString(log))
+	}
+	return fd, nil
+}
+
+// set moves the deadline to until, converted to CLOCK_MONOTONIC: the
+// program compares it with bpf_ktime_get_ns.
+func (f *kernelFence) set(until time.Time) error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return err
+	}
+	mono := ts.Nano() + int64(time.Until(until))
+	if until.IsZero() || mono < 0 {
+		mono = 0
+	}
+	key, value := uint32(0), uint64(mono)
+	ea := bpfMapElemAttr{mapFD: uint32(f.mapFD), key: uint64(uintptr(unsafe.Pointer(&key))), value: uint64(uintptr(unsafe.Pointer(&value)))}
+	_, err := bpfSys(unix.BPF_MAP_UPDATE_ELEM, unsafe.Pointer(&ea), unsafe.Sizeof(ea))
+	runtime.KeepAlive(&key)
+	runtime.KeepAlive(&value)
+	if err != nil {
+		return fmt.Errorf("kernel fence: move its deadline: %w", err)
+	}
+	return nil
+}
+
+// tc constants (include/uapi/linux/pkt_sched.h, pkt_cls.h).
+const (
+	tcHClsact     = 0xfffffff1
+	tcHMinEgress  = 0xfff3
+	tcaKind       = 1
+	tcaOptions    = 2
+	tcaBPFFD      = 6
+	tcaBPFName    = 7
+	tcaBPFFlags   = 8
+	tcaBPFActDir  = 1
+	fencePriority = 0xbeef // our filter's preference, so that we find and remove only it
+)
+
+// tcMsg is struct tcmsg.
+type tcMsg struct {
+	ifindex              int32
+	handle, parent, info uint32
+}
+
+func (m tcMsg) MarshalBinary() []byte {
+	b := make([]byte, 20)
+	b[0] = unix.AF_UNSPEC
+	binary.NativeEndian.PutUint32(b[4:], uint32(m.ifindex))
+	binary.NativeEndian.PutUint32(b[8:], m.handle)
+	binary.NativeEndian.PutUint32(b[12:], m.parent)
+	binary.NativeEndian.PutUint32(b[16:], m.info)
+	return b
+}
+
+// attach adds a clsact qdisc (if there is none) and the program as a
+// direct-action filter on egress.
+func (f *kernelFence) attach() error {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(tcaKind, "clsact")
+	attrs, _ := ae.Encode()
+	q := tcMsg{ifindex: int32(f.ifindex), handle: 0xffff0000, parent: tcHClsact}
+	_, err := f.rt.execute(unix.RTM_NEWQDISC, netlink.Acknowledge|netlink.Create|netlink.Excl, append(q.MarshalBinary(), attrs...))
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("kernel fence: add the clsact qdisc: %w", err)
+	}
+	ae = netlink.NewAttributeEncoder()
+	ae.String(tcaKind, "bpf")
+	ae.Nested(tcaOptions, func(nae *netlink.AttributeEncoder) error {
+		nae.Uint32(tcaBPFFD, uint32(f.progFD))
+		nae.String(tcaBPFName, "vipd_fence")
+		nae.Uint32(tcaBPFFlags, tcaBPFActDir)
+		return nil
+	})
+	attrs, _ = ae.Encode()
+	flt := tcMsg{ifindex: int32(f.ifindex), parent: tcHClsact&0xffff0000 | tcHMinEgress,
+		info: fencePriority<<16 | uint32(le16(unix.ETH_P_ALL))}
+	if _, err := f.rt.execute(unix.RTM_NEWTFILTER, netlink.Acknowledge|netlink.Create|netlink.Excl, append(flt.MarshalBinary(), attrs...)); err != nil {
+		return fmt.Errorf("kernel fence: attach the filter: %w", err)
+	}
+	return nil
+}
+
+// close removes the filter and closes the program and the map.
+func (f *kernelFence) close() error {
+	var err error
+	if f.progFD >= 0 {
+		flt := tcMsg{ifindex: int32(f.ifindex), parent: tcHClsact&0xffff0000 | tcHMinEgress,
+			info: fencePriority<<16 | uint32(le16(unix.ETH_P_ALL))}
+		if _, derr := f.rt.execute(unix.RTM_DELTFILTER, netlink.Acknowledge, flt.MarshalBinary()); derr != nil && !errors.Is(derr, unix.ENOENT) {
+			err = fmt.Errorf("kernel fence: remove the filter: %w", derr)
+		}
+		unix.Close(f.progFD)
+		f.progFD = -1
+	}
+	if f.mapFD >= 0 {
+		unix.Close(f.mapFD)
+		f.mapFD = -1
+	}
+	return err
+}

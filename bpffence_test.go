@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+
+	"vipd/test/lab"
+)
+
+// fenceFrame is a test frame and whether it speaks for the VIP. Each has
+// its own source MAC (02:00:5e:00:53:xx), so the receiver can tell them
+// apart from what the kernel sends by itself.
+type fenceFrame struct {
+	name   string
+	fenced bool
+	frame  []byte
+}
+
+func fenceFrames(vip4, vip6 netip.Addr) []fenceFrame {
+	other4, other6 := netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")
+	mac := func(i byte) []byte { return []byte{2, 0, 0x5e, 0, 0x53, 0x10 + i} }
+	eth := func(i byte, typ uint16, payload []byte) []byte {
+		b := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac(i)...)
+		b = binary.BigEndian.AppendUint16(b, typ)
+		return append(b, payload...)
+	}
+	arp := func(i byte, op uint16, sender, target netip.Addr) []byte {
+		p := []byte{0, 1, 8, 0, 6, 4}
+		p = binary.BigEndian.AppendUint16(p, op)
+		p = append(append(p, mac(i)...), sender.AsSlice()...)
+		p = append(append(p, make([]byte, 6)...), target.AsSlice()...)
+		return eth(i, unix.ETH_P_ARP, p)
+	}
+	ipv4 := func(i byte, src netip.Addr) []byte {
+		h := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
+		h = append(append(h, src.AsSlice()...), 192, 0, 2, 1)
+		return eth(i, unix.ETH_P_IP, append(h, make([]byte, 8)...))
+	}
+	ipv6 := func(i byte, src netip.Addr, next byte, payload []byte) []byte {
+		h := []byte{0x60, 0, 0, 0}
+		h = binary.BigEndian.AppendUint16(h, uint16(len(payload)))
+		h = append(h, next, 255)
+		h = append(append(h, src.AsSlice()...), netip.MustParseAddr("ff02::1").AsSlice()...)
+		return eth(i, unix.ETH_P_IPV6, append(h, payload...))
+	}
+	na := func(target netip.Addr) []byte {
+		return append([]byte{136, 0, 0, 0, 0x20, 0, 0, 0}, target.AsSlice()...)
+	}
+	linkLocal := netip.MustParseAddr("fe80::1")
+	return []fenceFrame{
+		{"ARP announcement of the VIP", true, arp(1, 1, vip4, vip4)},
+		{"ARP reply from the VIP", true, arp(2, 2, vip4, other4)},
+		{"ARP probe for the VIP (sender 0.0.0.0)", false, arp(3, 1, netip.IPv4Unspecified(), vip4)},
+		{"ARP from another address", false, arp(4, 1, other4, vip4)},
+		{"IPv4 from the VIP", true, ipv4(5, vip4)},
+		{"IPv4 from another address", false, ipv4(6, other4)},
+		{"IPv6 from the VIP", true, ipv6(7, vip6, unix.IPPROTO_UDP, make([]byte, 8))},
+		{"IPv6 from another address", false, ipv6(8, other6, unix.IPPROTO_UDP, make([]byte, 8))},
+		{"NA for the VIP from the link-local address", true, ipv6(9, linkLocal, unix.IPPROTO_ICMPV6, na(vip6))},
+		{"NA for another address", false, ipv6(10, linkLocal, unix.IPPROTO_ICMPV6, na(other6))},
+		{"a short frame", false, eth(11, unix.ETH_P_IP, []byte{0x45})},
+	}
+}
+
+// TestKernelFence loads the fence on a veth's egress in a namespace and
+// sends frames through it, seen from the peer namespace: before the
+// deadline everything passes; after it, exactly the frames that speak for
+// the VIP are dropped; with the fence removed, everything passes again.
+func TestKernelFence(t *testing.T) {
+	lab.NeedRoot(t)
+	a, b := lab.NewNS(t, "fence-a"), lab.NewNS(t, "fence-b")
+	lab.Veth(t, a, "eth0", b, "eth0")
+	// .200: its last byte sets the sign bit of the word the program compares.
+	vip4, vip6 := netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("2001:db8::100")
+	rt, err := dialRTNL(a.Fd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	var tx, rx *packet.Conn
+	var ifindex int
+	if err := a.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		ifindex = ifi.Index
+		tx, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := b.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		rx, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+
+	f, err := loadFence(rt, uint32(ifindex), []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			f.close()
+		}
+	}()
+	frames := fenceFrames(vip4, vip6)
+
+	// through sends every frame and reports which ones arrived.
+	through := func() map[string]bool {
+		t.Helper()
+		for _, fr := range frames {
+			// A frame the filter drops on egress comes back to the sender
+			// as ENOBUFS (NET_XMIT_DROP).
+			if _, err := tx.WriteTo(fr.frame, &packet.Addr{HardwareAddr: net.HardwareAddr(fr.frame[:6])}); err != nil && !errors.Is(err, unix.ENOBUFS) {
+				t.Fatalf("send %s: %v", fr.name, err)
+			}
+		}
+		got := map[string]bool{}
+		buf := make([]byte, 2048)
+		rx.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		for {
+			n, _, err := rx.ReadFrom(buf)
+			if err != nil {
+				return got
+			}
+			for _, fr := range frames {
+				if bytes.Equal(buf[6:12], fr.frame[6:12]) && n >= len(fr.frame) && bytes.Equal(buf[:len(fr.frame)], fr.frame) {
+					got[fr.name] = true
+				}
+			}
+		}
+	}
+	check := func(when string, dropFenced bool) {
+		t.Helper()
+		got := through()
+		for _, fr := range frames {
+			if want := !(dropFenced && fr.fenced); got[fr.name] != want {
+				t.Errorf("%s: %s arrived %v, want %v", when, fr.name, got[fr.name], want)
+			}
+		}
+	}
+
+	check("a fresh fence, deadline 0", true)
+	if err := f.set(time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	check("before the deadline", false)
+	if err := f.set(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	check("50 ms after a deadline 50 ms ahead", true)
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	closed = true
+	check("the fence removed", false)
+}
+
+// TestFenceAssembles pins the program's shape: every jump lands inside
+// it, and it ends in exits.
+func TestFenceAssembles(t *testing.T) {
+	prog, err := assembleFence([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/32"), netip.MustParsePrefix("2001:db8::100/128")}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range prog {
+		if in.op&0x07 == 0x05 && in.op != bpfCall && in.op != bpfExit { // a jump
+			if to := i + 1 + int(in.off); to < 0 || to >= len(prog) {
+				t.Errorf("instruction %d jumps to %d, outside the program (%d)", i, to, len(prog))
+			}
+		}
+	}
+	if prog[len(prog)-1].op != bpfExit {
+		t.Error("the program does not end in an exit")
+	}
+	b, _ := bpfInsn{op: bpfLdxW, dst: r2, src: r1, off: skbData}.MarshalBinary()
+	if !bytes.Equal(b, []byte{0x61, 0x12, 76, 0, 0, 0, 0, 0}) {
+		t.Errorf("ldxw r2, [r1+76] encodes as % x", b)
+	}
+}
