@@ -255,28 +255,28 @@ func bpfSys(cmd int, attr unsafe.Pointer, size uintptr) (int, error) {
 }
 
 // kernelFence is the loaded fence: its map (the deadline) and program,
-// attached to one interface.
+// and the interface it is attached to (0: none). Loading needs CAP_BPF
+// (or CAP_SYS_ADMIN), which vipd has only at start; attaching and moving
+// the deadline need no more than it keeps (CAP_NET_ADMIN, the map's fd).
 type kernelFence struct {
 	mapFD, progFD int
-	ifindex       uint32
 	rt            *rtnl
+	ifindex       uint32
+	last          int64 // the deadline last written, CLOCK_MONOTONIC ns
 }
 
-// loadFence creates the deadline map (closed: deadline 0), loads the
-// program for vips and attaches it to ifindex's egress.
-func loadFence(rt *rtnl, ifindex uint32, vips []netip.Prefix) (*kernelFence, error) {
+// loadFence creates the deadline map (closed: deadline 0) and loads the
+// program for vips; attach puts it on an interface.
+func loadFence(rt *rtnl, vips []netip.Prefix) (*kernelFence, error) {
 	ma := bpfMapCreateAttr{mapType: unix.BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 8, maxEntries: 1}
 	mapFD, err := bpfSys(unix.BPF_MAP_CREATE, unsafe.Pointer(&ma), unsafe.Sizeof(ma))
 	if err != nil {
 		return nil, fmt.Errorf("kernel fence: create its map: %w", err)
 	}
-	f := &kernelFence{mapFD: mapFD, progFD: -1, ifindex: ifindex, rt: rt}
+	f := &kernelFence{mapFD: mapFD, progFD: -1, rt: rt}
 	prog, err := assembleFence(vips, mapFD)
 	if err == nil {
 		f.progFD, err = loadProgram(prog)
-	}
-	if err == nil {
-		err = f.attach()
 	}
 	if err != nil {
 		f.close()
@@ -295,6 +295,7 @@ func loadProgram(prog fenceProgram) (int, error) {
 	fd, err := bpfSys(unix.BPF_PROG_LOAD, unsafe.Pointer(&pa), unsafe.Sizeof(pa))
 	runtime.KeepAlive(code)
 	runtime.KeepAlive(license)
+	runtime.KeepAlive(log)
 	if err != nil {
 		return -1, fmt.Errorf("kernel fence: load the program: %w: %s", err, cString(log))
 	}
@@ -312,6 +313,10 @@ func (f *kernelFence) set(until time.Time) error {
 	if until.IsZero() || mono < 0 {
 		mono = 0
 	}
+	if mono == f.last {
+		return nil
+	}
+	f.last = mono
 	key, value := uint32(0), uint64(mono)
 	ea := bpfMapElemAttr{mapFD: uint32(f.mapFD), key: uint64(uintptr(unsafe.Pointer(&key))), value: uint64(uintptr(unsafe.Pointer(&value)))}
 	_, err := bpfSys(unix.BPF_MAP_UPDATE_ELEM, unsafe.Pointer(&ea), unsafe.Sizeof(ea))
@@ -352,13 +357,18 @@ func (m tcMsg) MarshalBinary() []byte {
 	return b
 }
 
-// attach adds a clsact qdisc (if there is none) and the program as a
-// direct-action filter on egress.
-func (f *kernelFence) attach() error {
+// attach adds a clsact qdisc to ifindex (if it has none) and the program
+// as a direct-action filter on its egress, after removing it from the
+// interface it was on, if any.
+func (f *kernelFence) attach(ifindex uint32) error {
+	if f.ifindex == ifindex {
+		return nil
+	}
+	f.detach()
 	ae := netlink.NewAttributeEncoder()
 	ae.String(tcaKind, "clsact")
 	attrs, _ := ae.Encode()
-	q := tcMsg{ifindex: int32(f.ifindex), handle: 0xffff0000, parent: tcHClsact}
+	q := tcMsg{ifindex: int32(ifindex), handle: 0xffff0000, parent: tcHClsact}
 	_, err := f.rt.execute(unix.RTM_NEWQDISC, netlink.Acknowledge|netlink.Create|netlink.Excl, append(q.MarshalBinary(), attrs...))
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("kernel fence: add the clsact qdisc: %w", err)
@@ -372,23 +382,52 @@ func (f *kernelFence) attach() error {
 		return nil
 	})
 	attrs, _ = ae.Encode()
-	flt := tcMsg{ifindex: int32(f.ifindex), parent: tcHClsact&0xffff0000 | tcHMinEgress,
-		info: fencePriority<<16 | uint32(le16(unix.ETH_P_ALL))}
-	if _, err := f.rt.execute(unix.RTM_NEWTFILTER, netlink.Acknowledge|netlink.Create|netlink.Excl, append(flt.MarshalBinary(), attrs...)); err != nil {
+	// A filter of ours left by an earlier run (killed before it could
+	// remove it, or the image before a SIGHUP) goes first: cls_bpf runs
+	// the filters of one preference in turn and the first verdict wins, so
+	// an old one, whose deadline nobody moves any more, would silence the
+	// VIP for good.
+	if err := removeFenceFilter(f.rt, ifindex); err != nil {
+		return err
+	}
+	if _, err := f.rt.execute(unix.RTM_NEWTFILTER, netlink.Acknowledge|netlink.Create|netlink.Excl, append(fenceFilter(ifindex).MarshalBinary(), attrs...)); err != nil {
 		return fmt.Errorf("kernel fence: attach the filter: %w", err)
+	}
+	f.ifindex = ifindex
+	return nil
+}
+
+// removeFenceFilter deletes our preference's filters on ifindex's egress,
+// whoever left them; none there is no error.
+func removeFenceFilter(rt *rtnl, ifindex uint32) error {
+	_, err := rt.execute(unix.RTM_DELTFILTER, netlink.Acknowledge, fenceFilter(ifindex).MarshalBinary())
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("kernel fence: remove the filter: %w", err)
 	}
 	return nil
 }
 
-// close removes the filter and closes the program and the map.
+// fenceFilter names our filter on ifindex's egress: its preference and
+// protocol.
+func fenceFilter(ifindex uint32) tcMsg {
+	return tcMsg{ifindex: int32(ifindex), parent: tcHClsact&0xffff0000 | tcHMinEgress,
+		info: fencePriority<<16 | uint32(le16(unix.ETH_P_ALL))}
+}
+
+// detach removes the filter from the interface it is on.
+func (f *kernelFence) detach() error {
+	if f.ifindex == 0 {
+		return nil
+	}
+	err := removeFenceFilter(f.rt, f.ifindex)
+	f.ifindex = 0
+	return err
+}
+
+// close detaches the filter and closes the program and the map.
 func (f *kernelFence) close() error {
-	var err error
+	err := f.detach()
 	if f.progFD >= 0 {
-		flt := tcMsg{ifindex: int32(f.ifindex), parent: tcHClsact&0xffff0000 | tcHMinEgress,
-			info: fencePriority<<16 | uint32(le16(unix.ETH_P_ALL))}
-		if _, derr := f.rt.execute(unix.RTM_DELTFILTER, netlink.Acknowledge, flt.MarshalBinary()); derr != nil && !errors.Is(derr, unix.ENOENT) {
-			err = fmt.Errorf("kernel fence: remove the filter: %w", derr)
-		}
 		unix.Close(f.progFD)
 		f.progFD = -1
 	}

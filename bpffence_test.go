@@ -111,8 +111,11 @@ func TestKernelFence(t *testing.T) {
 	}
 	defer rx.Close()
 
-	f, err := loadFence(rt, uint32(ifindex), []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)})
+	f, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.attach(uint32(ifindex)); err != nil {
 		t.Fatal(err)
 	}
 	closed := false
@@ -159,6 +162,23 @@ func TestKernelFence(t *testing.T) {
 	}
 
 	check("a fresh fence, deadline 0", true)
+
+	// A fence left by a run that was killed (its deadline passed, nobody
+	// moves it) is replaced, not run before ours.
+	stale, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.attach(uint32(ifindex)); err != nil {
+		t.Fatal(err)
+	}
+	// "Killed": its fds are gone, its filter stays.
+	unix.Close(stale.progFD)
+	unix.Close(stale.mapFD)
+	f.ifindex = 0
+	if err := f.attach(uint32(ifindex)); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.set(time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
