@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
 	"time"
 	"unsafe"
 
@@ -262,7 +264,8 @@ type kernelFence struct {
 	mapFD, progFD int
 	rt            *rtnl
 	ifindex       uint32
-	last          int64 // the deadline last written, CLOCK_MONOTONIC ns
+	last          int64  // the deadline last written, CLOCK_MONOTONIC ns
+	vips          string // the VIPs the program was assembled for (vipsKey)
 }
 
 // loadFence creates the deadline map (closed: deadline 0) and loads the
@@ -436,4 +439,118 @@ func (f *kernelFence) close() error {
 		f.mapFD = -1
 	}
 	return err
+}
+
+// fenceFDEnv names the program's and the map's descriptors that a SIGHUP
+// re-exec hands to the new image, which has no CAP_BPF to load its own.
+const fenceFDEnv = "VIPD_FENCE_FD"
+
+// fenceSink is the kernel fence as the node drives it: attached to the
+// link in use, its deadline the fence's while the node holds the VIP.
+type fenceSink interface {
+	attach(ifindex uint32) error
+	set(until time.Time) error
+}
+
+// noFence stands in when no fence could be loaded: it only removes a
+// filter that an earlier image left on the link, whose deadline nobody
+// would move any more.
+type noFence struct{ rt *rtnl }
+
+func (n noFence) attach(ifindex uint32) error { return removeFenceFilter(n.rt, ifindex) }
+func (noFence) set(time.Time) error           { return nil }
+
+// vipsKey names the VIPs a program was assembled for.
+func vipsKey(vips []netip.Prefix) string { return prefixList(vips) }
+
+// startFence adopts the fence a re-exec handed over (for the same VIPs),
+// or loads one; without one (no CAP_BPF, an old kernel) it says so once
+// and returns noFence.
+func startFence(rt *rtnl, vips []netip.Prefix, log *logger) fenceSink {
+	if os.Getenv("VIPD_TEST_NO_KERNEL_FENCE") != "" {
+		log.infof("no kernel fence: VIPD_TEST_NO_KERNEL_FENCE is set (tests only)")
+		return noFence{rt}
+	}
+	if f := adoptFence(rt, vips); f != nil {
+		return f
+	}
+	f, err := loadFence(rt, vips)
+	if err != nil {
+		log.warnf("no kernel fence: %v (vipd runs on; a frame held up by a freeze between the deadline check and its send can still leave late: docs/design.md)", err)
+		return noFence{rt}
+	}
+	f.vips = vipsKey(vips)
+	return f
+}
+
+// adoptFence takes over the descriptors a re-exec handed over, if they
+// are a BPF program and map and were loaded for these VIPs; otherwise it
+// closes them (the filter they serve is removed at attach).
+func adoptFence(rt *rtnl, vips []netip.Prefix) *kernelFence {
+	word, ok := os.LookupEnv(fenceFDEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(fenceFDEnv) // nothing started later inherits it
+	var prog, m int
+	var ifindex uint32
+	var key string
+	if n, _ := fmt.Sscanf(word, "%d,%d,%d,%s", &prog, &m, &ifindex, &key); n != 4 {
+		return nil
+	}
+	isBPF := func(fd int, kind string) bool {
+		link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		return err == nil && link == "anon_inode:bpf-"+kind
+	}
+	if !isBPF(prog, "prog") || !isBPF(m, "map") {
+		return nil // not ours: left alone
+	}
+	for _, fd := range []int{prog, m} {
+		unix.CloseOnExec(fd)
+	}
+	f := &kernelFence{mapFD: m, progFD: prog, rt: rt, ifindex: ifindex, vips: key}
+	if key != vipsKey(vips) {
+		f.close()
+		return nil
+	}
+	return f
+}
+
+// inherit makes the program and map survive the exec that follows and
+// returns the environment word that names them; undo puts their
+// close-on-exec back if the exec fails.
+func (f *kernelFence) inherit() (string, func(), error) {
+	none := func() {}
+	if f == nil {
+		return "", none, nil
+	}
+	for _, fd := range []int{f.progFD, f.mapFD} {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return "", none, nil
+		}
+	}
+	undo := func() {
+		for _, fd := range []int{f.progFD, f.mapFD} {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return fmt.Sprintf("%s=%d,%d,%d,%s", fenceFDEnv, f.progFD, f.mapFD, f.ifindex, f.vips), undo, nil
+}
+
+// stopBeforeSend is a test hook: with VIPD_TEST_STOP_BEFORE_SEND=N, the
+// process stops itself (SIGSTOP) right before the Nth claiming frame is
+// sent, after its deadline check, which is the window only the kernel
+// fence closes (test/scenario/fence_test.go). Without it, nil.
+func stopBeforeSend(log *logger) func() {
+	n, err := strconv.Atoi(os.Getenv("VIPD_TEST_STOP_BEFORE_SEND"))
+	if err != nil || n <= 0 {
+		return nil
+	}
+	log.infof("VIPD_TEST_STOP_BEFORE_SEND=%d: stopping before the %dth claiming frame (tests only)", n, n)
+	count := 0
+	return func() {
+		if count++; count == n {
+			unix.Kill(os.Getpid(), unix.SIGSTOP)
+		}
+	}
 }

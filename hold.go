@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // addrHold is the VIP on the link: whether this node put it there, the
@@ -127,10 +129,11 @@ func pendingStep(pending string, since, vouched time.Time) announceStep {
 // (node.claim): may is node.mayClaim, the one check that reads the clock
 // and the deadline right before each frame; term renews, frames sends.
 type gate struct {
-	may    func() bool
-	now    func() time.Time
-	term   campaigner
-	frames linkFrames
+	may        func() bool
+	now        func() time.Time
+	term       campaigner
+	frames     linkFrames
+	beforeSend func() // a test hook (nodeDeps.beforeSend); nil in use
 }
 
 // take adds the addresses with a lifetime that ends before the fence f
@@ -313,9 +316,18 @@ func (h *addrHold) announce(why string, g gate) {
 		if !g.may() || g.frames == nil {
 			return
 		}
-		if err := g.frames.announce(p.Addr()); err != nil {
+		if g.beforeSend != nil {
+			g.beforeSend()
+		}
+		err := g.frames.announce(p.Addr())
+		switch {
+		case errors.Is(err, unix.ENOBUFS):
+			// The kernel fence dropped it: the deadline had passed by the
+			// time it was sent (a freeze after the check above).
+			h.log.warnf("%s announcement of %s dropped by the kernel fence: the deadline passed before it was sent", why, p.Addr())
+		case err != nil:
 			h.log.warnf("%s announcement: %v", why, err)
-		} else {
+		default:
 			h.met.announced(p.Addr())
 		}
 	}

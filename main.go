@@ -333,6 +333,12 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	if cfg.Metrics != "" {
 		metricsLn = listenMetrics(cfg.Metrics)
 	}
+	// The kernel fence is loaded while vipd still has CAP_BPF; a SIGHUP's
+	// image adopts the one handed over instead.
+	kf := startFence(rt, cfg.Addresses, log)
+	if f, ok := kf.(*kernelFence); ok {
+		defer f.close() // a graceful stop removes the filter; an exec keeps it
+	}
 	dropPrivileges(cfg.ConfigSource, log) // the config partition is read and unmounted by now
 
 	// The lock comes before etcd or the address is touched, and after the
@@ -369,7 +375,9 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	}
 
 	deps := realDeps(rt, cli, tlsCfg, log)
-	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn) }
+	deps.kfence, deps.beforeSend = kf, stopBeforeSend(log)
+	kfHand, _ := kf.(*kernelFence)
+	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn, kfHand) }
 	n := newNode(cfg, log, deps)
 	n.rs.sf = &stateFile{path: statePath(cfg.Key), log: log}
 	n.boot.load(bootMarkerPath(cfg.Key))

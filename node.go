@@ -70,6 +70,11 @@ type nodeDeps struct {
 	newTerm     func(cfg electConfig, events chan<- termEvent) campaigner
 	reexec      func(stateRecord) error // SIGHUP (resume.go, with the group's lock); returns only on failure
 	checkConfig func() error            // SIGHUP: vipd -check with the same arguments (resume.go)
+	// kfence is the kernel fence (bpffence.go); nil: none (the node tests).
+	kfence fenceSink
+	// beforeSend runs right before each claiming frame is sent, after the
+	// deadline check: a test hook (VIPD_TEST_STOP_BEFORE_SEND); nil in use.
+	beforeSend func()
 }
 
 // realDeps are the parts vipd runs with; tlsCfg is the etcd client's, for
@@ -267,6 +272,7 @@ func (in *inbox) next(signals <-chan os.Signal) event {
 // and overdue announcement ticks arrive together, and none of them may
 // act on the old leadership.
 func (n *node) handle(now time.Time, ev event) bool {
+	defer n.syncKernelFence()
 	n.checkDeadline(now)
 	switch ev := ev.(type) {
 	case rtnlEvent:
@@ -360,7 +366,7 @@ func (n *node) mayClaim() bool {
 // claim is the gate the hold's claiming frames go through (mayClaim),
 // with the clock, the term and the link's sockets as they are now.
 func (n *node) claim() gate {
-	return gate{may: n.mayClaim, now: n.deps.now, term: n.term, frames: n.view.frames}
+	return gate{may: n.mayClaim, now: n.deps.now, term: n.term, frames: n.view.frames, beforeSend: n.deps.beforeSend}
 }
 
 // stepDown gives up the address and the term, then campaigns again with a
@@ -620,6 +626,7 @@ func (n *node) takeAddress() {
 		return // waiting for the renewal take asked for
 	}
 	n.stand.held(n.rs.tookAt(n.deps.now()))
+	n.syncKernelFence() // a fresh or closed kernel fence would drop the first announcement
 	// The first announcement goes out before anything slower (the log
 	// line, the state file): the neighbours learn the new MAC at once.
 	if !n.hold.claim(n.rs.resumed, n.claim()) { // a resumed term's neighbours still point here: one announcement, no burst
@@ -674,6 +681,9 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		n.hold.stopBurst() // its frames would go out on the old sockets
 	}
 	err := n.view.apply(l, ok, plan, why)
+	if ok {
+		n.fenceLink()
+	}
 	if plan.closeFrames && n.boot.unwatch != nil { // the watch's sockets are gone
 		n.boot.watchClaims(n.view.frames, n.cfg.Addresses, n.in.claims)
 	}
@@ -690,6 +700,32 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		}
 	case linkNewMAC:
 		n.hold.startBurst(false, n.claim())
+	}
+}
+
+// fenceLink puts the kernel fence on the link in use (bpffence.go).
+func (n *node) fenceLink() {
+	if n.deps.kfence == nil || n.view.link.Index == 0 {
+		return
+	}
+	if err := n.deps.kfence.attach(n.view.link.Index); err != nil {
+		n.log.warnf("%v (vipd runs on without it on %s)", err, n.view.link.Name)
+	}
+}
+
+// syncKernelFence gives the kernel fence the node's deadline while it
+// holds the VIP, and closes it (deadline 0) while it does not: the
+// kernel drops the VIP's frames past it, whatever this process does.
+func (n *node) syncKernelFence() {
+	if n.deps.kfence == nil {
+		return
+	}
+	var until time.Time
+	if n.hold.holding {
+		until, _ = n.fence.holdUntil()
+	}
+	if err := n.deps.kfence.set(until); err != nil {
+		n.log.warnf("%v", err)
 	}
 }
 

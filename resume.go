@@ -258,7 +258,8 @@ func reexec(r stateRecord, keep ...handedOver) error {
 		return fmt.Errorf("re-exec: %w", err)
 	}
 	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool {
-		return strings.HasPrefix(e, handoffEnv+"=") || strings.HasPrefix(e, lockFDEnv+"=") || strings.HasPrefix(e, metricsFDEnv+"=")
+		return strings.HasPrefix(e, handoffEnv+"=") || strings.HasPrefix(e, lockFDEnv+"=") || strings.HasPrefix(e, metricsFDEnv+"=") ||
+			strings.HasPrefix(e, fenceFDEnv+"=")
 	}), handoffEnv+"="+string(b))
 	var undos []func()
 	undo := func() {
