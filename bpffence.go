@@ -450,6 +450,7 @@ const fenceFDEnv = "VIPD_FENCE_FD"
 type fenceSink interface {
 	attach(ifindex uint32) error
 	set(until time.Time) error
+	inForce() bool // attached to a link
 }
 
 // noFence stands in when no fence could be loaded: it only removes a
@@ -459,6 +460,9 @@ type noFence struct{ rt *rtnl }
 
 func (n noFence) attach(ifindex uint32) error { return removeFenceFilter(n.rt, ifindex) }
 func (noFence) set(time.Time) error           { return nil }
+func (noFence) inForce() bool                 { return false }
+
+func (f *kernelFence) inForce() bool { return f.ifindex != 0 }
 
 // vipsKey names the VIPs a program was assembled for.
 func vipsKey(vips []netip.Prefix) string { return prefixList(vips) }

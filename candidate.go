@@ -145,8 +145,13 @@ func (p *poller) run() {
 	go p.t.followWrites(p.ctx, writes)
 	tick := time.NewTicker(leaderPoll)
 	defer tick.Stop()
+	// The poll's ticks alone would see a short window run out up to a
+	// tick late: staleAt goes off when it does.
+	staleAt := time.NewTimer(time.Hour)
+	defer staleAt.Stop()
 	pollNow := true
 	for {
+		p.armStale(staleAt)
 		if !pollNow {
 			select {
 			case <-p.ctx.Done():
@@ -158,6 +163,10 @@ func (p *poller) run() {
 				if !p.tick(time.Now()) {
 					continue
 				}
+			case <-staleAt.C:
+				if !p.tick(time.Now()) {
+					continue
+				}
 			}
 		}
 		var leads bool
@@ -166,6 +175,18 @@ func (p *poller) run() {
 			return
 		}
 	}
+}
+
+// armStale sets timer to go off when the holder's heartbeat will have
+// stood still for its window, as far as the poll knows it now.
+func (p *poller) armStale(timer *time.Timer) {
+	timer.Stop()
+	if w := p.h.window(); w > 0 {
+		if d := time.Until(p.h.since.Add(w)); d > 0 { // past: the ticks ask again
+			timer.Reset(d)
+		}
+	}
+	p.t.prevFenced.Store(p.h.fenced > 0)
 }
 
 // heard takes in the writes the watch reported. It says whether what
@@ -310,8 +331,10 @@ func (p *poller) removeStale() bool {
 //
 // The holder rewrites its election key every TTL/leaderRenewalsPerTTL and holds
 // the address only until the send time of its last acknowledged heartbeat +
-// TTL - margin. A candidate that has seen the key's mod revision stand still
-// for the holder's whole TTL, counted from the moment it first saw that
+// TTL - margin (or, fenced in the kernel, until that send time + its
+// window - fenceMargin, elect.go beatDeadline). A candidate that has seen
+// the key's mod revision stand still for the holder's whole TTL (or the
+// window its entry advertises), counted from the moment it first saw that
 // revision (which was written after the heartbeat was sent), knows that the
 // holder's deadline has passed by at least the margin: the same room that
 // etcd's own lease expiry leaves. It may then remove the key, on condition
@@ -326,6 +349,19 @@ type holderView struct {
 	createRev, modRev int64
 	since             time.Time     // when this mod revision was first seen
 	ttl               time.Duration // the holder's granted lease TTL; 0 until known
+	// fenced is the window the holder's entry advertises (fence=MS): it
+	// fences itself in the kernel by it; 0: it does not, the TTL rule.
+	fenced time.Duration
+}
+
+// window is how long the holder's heartbeat must stand still before its
+// key may be removed: the window it advertises, or else its TTL (0 while
+// unknown).
+func (h *holderView) window() time.Duration {
+	if h.fenced > 0 && (h.ttl == 0 || h.fenced < h.ttl) {
+		return h.fenced
+	}
+	return h.ttl
 }
 
 // observe records the holder's key as read at now.
@@ -337,8 +373,9 @@ func (h *holderView) observe(kv *mvccpb.KeyValue, now time.Time) {
 	if !h.sameKey(kv) {
 		ttl = 0 // another holder: its TTL is looked up again
 	}
-	*h = holderView{key: string(kv.Key), name: parseEntry(kv.Value).name, createRev: kv.CreateRevision, modRev: kv.ModRevision,
-		since: now, ttl: ttl}
+	e := parseEntry(kv.Value)
+	*h = holderView{key: string(kv.Key), name: e.name, createRev: kv.CreateRevision, modRev: kv.ModRevision,
+		since: now, ttl: ttl, fenced: time.Duration(e.window) * time.Millisecond}
 }
 
 // heard records a write to a key under the election prefix, seen at now:
@@ -351,6 +388,7 @@ func (h *holderView) heard(kv *mvccpb.KeyValue, now time.Time) bool {
 	}
 	if kv.ModRevision > h.modRev {
 		h.modRev, h.since = kv.ModRevision, now
+		h.fenced = time.Duration(parseEntry(kv.Value).window) * time.Millisecond
 	}
 	return true
 }
@@ -359,16 +397,17 @@ func (h *holderView) heard(kv *mvccpb.KeyValue, now time.Time) bool {
 // longer than a leader's renewal interval and a poll: the watch has
 // nothing to say, and etcd is asked. Also true before the holder is known.
 func (h *holderView) quiet(now time.Time) bool {
-	return h.ttl == 0 || now.Sub(h.since) > h.ttl/leaderRenewalsPerTTL+leaderPoll
+	return h.ttl == 0 || now.Sub(h.since) > h.window()/leaderRenewalsPerTTL+leaderPoll
 }
 
 func (h *holderView) sameKey(kv *mvccpb.KeyValue) bool {
 	return string(kv.Key) == h.key && kv.CreateRevision == h.createRev
 }
 
-// stale says whether the holder's heartbeat has stood still for its TTL.
+// stale says whether the holder's heartbeat has stood still for its
+// window (its TTL, without a kernel fence).
 func (h *holderView) stale(now time.Time) bool {
-	return h.ttl > 0 && now.Sub(h.since) >= h.ttl
+	return h.ttl > 0 && now.Sub(h.since) >= h.window()
 }
 
 // tickAction is what a candidate's poll does at a tick of its clock.
@@ -378,7 +417,7 @@ const (
 	tickWait  tickAction = iota // the heartbeat moves: the watch says enough, etcd is not asked
 	tickPoll                    // still quiet: ask etcd
 	tickQuiet                   // just went quiet: touch the members, renew on a fresh stream, ask etcd
-	tickStale                   // stood still for its TTL: renew on a fresh stream, ask etcd, remove the key
+	tickStale                   // stood still for its window: renew on a fresh stream, ask etcd, remove the key
 )
 
 // onTick decides a tick at now, given whether the heartbeat was quiet at

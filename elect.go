@@ -52,8 +52,12 @@ type termEvent struct {
 	// said so before it left (see claim), so the kernel holds no copy of
 	// it anywhere and the address can be added at once.
 	released bool
-	rival    rival // evRival
-	err      error
+	// fenced (evElected): the last holder the poll saw advertised a
+	// kernel fence, so any copy its kernel keeps is silent: no takeover
+	// wait either.
+	fenced bool
+	rival  rival // evRival
+	err    error
 	// The term's lease and election key (evGranted, evElected), for the
 	// state file and so for a later resume (resume.go); createRev once
 	// elected. resumed (evGranted, evElected): the term carries on the
@@ -93,9 +97,13 @@ type campaigner interface {
 
 // electConfig is the part of the configuration a term needs.
 type electConfig struct {
-	prefix    string
-	name      string
-	ttl       time.Duration
+	prefix string
+	name   string
+	ttl    time.Duration
+	// window is the failure-detection window this node fences itself by
+	// in the kernel while it holds (vip.window, or the TTL); 0 without a
+	// kernel fence: the TTL rule. It is advertised in the entry.
+	window    time.Duration
 	rank      rank         // the rank to campaign with; setRank changes it
 	endpoints []string     // for diagnose
 	tls       *tls.Config  // for diagnose
@@ -118,9 +126,13 @@ type term struct {
 	ttl      time.Duration // the effective TTL, set once the lease is granted
 	trouble  chan error    // etcd unreachable (the error) or back (nil); see reportTrouble
 	released atomic.Bool   // set by resign before the term is cancelled
-	poke     chan struct{} // renewNow
-	ranks    chan rank     // setRank; holds the latest only
-	own      ownEntry      // our election entry, as published and as the heartbeat writes it
+	// prevFenced says whether the last holder the poll saw advertised a
+	// kernel fence (candidate.go): its copy of the address, if its kernel
+	// keeps one, cannot speak, so no takeover wait is due (takeover.go).
+	prevFenced atomic.Bool
+	poke       chan struct{} // renewNow
+	ranks      chan rank     // setRank; holds the latest only
+	own        ownEntry      // our election entry, as published and as the heartbeat writes it
 	// renewer sends the lease's renewals, one at a time (the resume's,
 	// then keep's), but the candidate's poll may ask it for a fresh
 	// stream (renewer.fresh).
@@ -139,7 +151,7 @@ func startTerm(cli *clientv3.Client, cfg electConfig, log *logger, events chan<-
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &term{cli: cli, cfg: cfg, log: log, events: events, ctx: ctx, cancel: cancel, done: make(chan struct{}), trouble: make(chan error, 8),
 		poke: make(chan struct{}, 1), ranks: make(chan rank, 1), renewer: renewer{cli: cli, met: cfg.met}}
-	t.own.publish(entryValue(cfg.name, cfg.rank))
+	t.own.publish(entryValue(cfg.name, cfg.rank, cfg.window))
 	go t.reportTrouble()
 	go t.run()
 	return t
@@ -189,6 +201,36 @@ func (t *term) setRank(r rank) {
 // lifetime granularity all need room.
 func margin(ttl time.Duration) time.Duration {
 	return max(500*time.Millisecond, ttl/4)
+}
+
+// beatDeadline is when a leader must have stepped down if its last
+// acknowledged heartbeat was sent at sent. Without a kernel fence (window
+// 0) it is the lease's rule: other nodes wait a TTL of standing still
+// (candidate.go holderView). With one, they wait the window the entry
+// advertises, and the kernel drops the VIP's frames at this deadline to
+// the millisecond, so only fenceMargin is kept back (docs/design.md,
+// section 8a).
+func beatDeadline(sent time.Time, ttl, window time.Duration) time.Time {
+	if window <= 0 {
+		return deadlineAfter(sent, ttl)
+	}
+	return sent.Add(window - fenceMargin(window))
+}
+
+// fenceMargin is what a kernel-fenced holder keeps back from its window:
+// the transmit queue behind the filter (a frame that passed it just in
+// time is on the wire within milliseconds) and the two clocks' rates.
+func fenceMargin(window time.Duration) time.Duration {
+	return max(50*time.Millisecond, window/10)
+}
+
+// window is the time the leader's heartbeat may stand still before the
+// other nodes take over: the TTL, or the kernel-fenced window if shorter.
+func (t *term) window() time.Duration {
+	if w := t.cfg.window; w > 0 && (t.ttl == 0 || w < t.ttl) {
+		return w
+	}
+	return t.ttl
 }
 
 // deadlineAfter is when a node must have stepped down if its last
@@ -361,7 +403,7 @@ func (t *term) publishRank(key string, id clientv3.LeaseID) {
 			}
 		}
 		if want != published {
-			value := entryValue(t.cfg.name, want)
+			value := entryValue(t.cfg.name, want, t.cfg.window)
 			ctx, cancel := context.WithTimeout(t.ctx, rpcTimeout)
 			resp, err := t.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", id)).
 				Then(clientv3.OpPut(key, t.own.withTenure(value), clientv3.WithIgnoreLease())).Commit()

@@ -17,6 +17,13 @@ import (
 // TestHolderView follows a holder's key through polls and watch events:
 // only a mod revision that stood still for the holder's TTL, counted from
 // when it was first seen, makes the holder stale.
+// fencedKV is a holder's election key whose entry advertises a kernel
+// fence of window ms.
+func fencedKV(key string, create, mod int64, window int) *mvccpb.KeyValue {
+	return &mvccpb.KeyValue{Key: []byte(key), CreateRevision: create, ModRevision: mod, Lease: 7,
+		Value: []byte(fmt.Sprintf("n1 healthy 0 since=1 beat=2 fence=%d", window))}
+}
+
 func TestHolderView(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
@@ -37,6 +44,17 @@ func TestHolderView(t *testing.T) {
 		{"unknown TTL is never stale", []step{
 			{poll: kv("/k/a", 5, 9), at: 0},
 			{poll: kv("/k/a", 5, 9), at: 10000, stale: false},
+		}},
+		{"a holder fenced in the kernel: the window it advertises", []step{
+			{poll: fencedKV("/k/a", 5, 9, 500), ttl: 2 * time.Second, at: 0},
+			{poll: fencedKV("/k/a", 5, 9, 500), at: 499, stale: false},
+			{poll: fencedKV("/k/a", 5, 9, 500), at: 500, stale: true},
+		}},
+		{"a heartbeat without the fence brings the TTL back", []step{
+			{poll: fencedKV("/k/a", 5, 9, 500), ttl: 2 * time.Second, at: 0},
+			{watch: kv("/k/a", 5, 12), at: 100},
+			{poll: kv("/k/a", 5, 12), at: 700, stale: false},
+			{poll: kv("/k/a", 5, 12), at: 2100, stale: true},
 		}},
 		{"stands still for the TTL", []step{
 			{poll: kv("/k/a", 5, 9), ttl: 2 * time.Second, at: 0},

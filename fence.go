@@ -19,6 +19,10 @@ type fence struct {
 	// without an election, and its own timer moves this forward. Zero
 	// otherwise; an election ends it.
 	boot time.Time
+	// kernel says that the node's kernel fence (bpffence.go) drops the
+	// VIP's frames at holdUntil, to the millisecond: the address lifetime
+	// is then only the second line (see end).
+	kernel bool
 }
 
 // holdUntil is when the address must be gone at the latest: the lease's
@@ -96,8 +100,20 @@ const (
 )
 
 // end is when the address's kernel lifetime must end at the latest.
+//
+// With the kernel fence, other nodes take over as soon as the window has
+// passed, often well within the one-second granularity of lifetimes; what
+// keeps them from two holders is the filter, which silences the VIP here
+// at holdUntil whatever the address does. The lifetime then only bounds
+// how long a silent copy outlives a killed vipd: a second past holdUntil,
+// which lets the address be added whenever holdUntil is ahead
+// (docs/design.md, section 8a, replaces "never add with less than 1 s
+// left" for fenced nodes).
 func (f *fence) end() time.Time {
 	until, _ := f.holdUntil()
+	if f.kernel {
+		return until.Add(time.Second)
+	}
 	fence := until.Add(margin(f.ttl) + takeoverWait - kernelSlack)
 	if fence.Before(until) {
 		return fence

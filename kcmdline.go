@@ -38,6 +38,10 @@ type etcdConfig struct {
 	Etcd                      []string // endpoint URLs as given
 	EtcdCA, EtcdCert, EtcdKey string
 	TTL                       time.Duration
+	// Window is how long the holder's heartbeat may stand still before
+	// the others take over, when its kernel fence (bpffence.go) is in
+	// force; 0 means the TTL. Without the fence the TTL rule applies.
+	Window time.Duration
 }
 
 // announceConfig is the probe before a take and the announcements after.
@@ -214,6 +218,12 @@ var settings = []setting{
 		get: func(c *Config) string { return c.EtcdCert }, usage: "PEM client certificate for etcd (mutual TLS)"},
 	{key: "vip.etcd.key", set: setEtcdKey, get: func(c *Config) string { return c.EtcdKey }, usage: "PEM key of that certificate"},
 	{key: "vip.ttl", def: "3s", set: setTTL, get: func(c *Config) string { return c.TTL.String() }, usage: "lease TTL: seconds (3) or a duration (2500ms), 2s to 1h"},
+	{key: "vip.window", def: "ttl", set: setWindow, get: func(c *Config) string {
+		if c.Window == 0 {
+			return "ttl"
+		}
+		return c.Window.String()
+	}, usage: "with the kernel fence: how long the holder's heartbeat may stand still before another node takes over, 300ms up to vip.ttl; ttl: the TTL"},
 	{key: "vip.key", defFunc: defaultKey, set: setKey, get: func(c *Config) string { return c.Key }, usage: "election key prefix in etcd (default /vipd/<first address>)"},
 	{key: "vip.name", defFunc: usableHostname, set: setName, get: func(c *Config) string { return c.Name }, usage: "this node's unique name in the election (default: hostname, else the interface MAC)"},
 	{key: "vip.bootstrap", set: setBootstrap, get: func(c *Config) string { return c.Bootstrap }, usage: "the vip.name of the one node that may hold the VIP before any etcd has answered since boot (probe first); empty: off"},
@@ -698,6 +708,28 @@ func setTTL(c *Config, v string) error {
 	c.TTL = d
 	return nil
 }
+
+// setWindow reads vip.window, which comes after vip.ttl in the table.
+// Below 300 ms a heartbeat every quarter of the window (75 ms) leaves etcd
+// less than 200 ms to answer before the holder must step down; above the
+// TTL the lease would end first anyway.
+func setWindow(c *Config, v string) error {
+	if v == "ttl" {
+		c.Window = 0
+		return nil
+	}
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	if d < minWindow || d > c.TTL {
+		return fmt.Errorf("must be ttl or between %v and vip.ttl (%v)", minWindow, c.TTL)
+	}
+	c.Window = d
+	return nil
+}
+
+const minWindow = 300 * time.Millisecond
 
 func defaultKey(c *Config, _ string) string {
 	return "/vipd/" + c.Addresses[0].Addr().String()

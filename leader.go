@@ -39,7 +39,7 @@ type keeper struct {
 // release. A resumed term (resumelead.go) starts in the lead, from the
 // confirmation it sent at r.sent.
 func (t *term) keep(id clientv3.LeaseID, key string, won <-chan int64, stopPoll func(), r *resumed) keeper {
-	k := keeper{t: t, id: id, key: key, interval: renewalInterval(t.ttl, false)}
+	k := keeper{t: t, id: id, key: key, interval: t.renewalInterval(false)}
 	defer t.renewer.close()
 	k.run(won, stopPoll, r)
 	return k
@@ -51,7 +51,7 @@ func (k *keeper) run(won <-chan int64, stopPoll func(), r *resumed) {
 	timer := time.NewTimer(k.interval)
 	defer timer.Stop()
 	if r != nil {
-		k.createRev, k.leading, k.interval = r.createRev, true, renewalInterval(t.ttl, true)
+		k.createRev, k.leading, k.interval = r.createRev, true, t.renewalInterval(true)
 		k.follow(r.rev)
 		timer.Reset(time.Until(r.sent.Add(k.interval)))
 	}
@@ -79,6 +79,16 @@ func (k *keeper) run(won <-chan int64, stopPoll func(), r *resumed) {
 		}
 		timer.Reset(time.Until(next))
 	}
+}
+
+// renewalInterval is the time between renewals: a candidate's, or a
+// leader's, whose heartbeat goes with each and so comes leaderRenewalsPerTTL
+// times per window.
+func (t *term) renewalInterval(leading bool) time.Duration {
+	if leading {
+		return t.window() / leaderRenewalsPerTTL
+	}
+	return renewalInterval(t.ttl, false)
 }
 
 // renewalInterval is the time between renewals of a lease of ttl.
@@ -121,7 +131,7 @@ func nextRenewal(sent time.Time, interval time.Duration, after renewalAfter) tim
 		// The next one goes out soon, on a new stream that the
 		// balancer may put on another member.
 		return sent.Add(backoffMin)
-	case afterUnreleasedClaim:
+	case afterUnreleasedClaim: // (a fenced predecessor counts as released: takeoverDelay)
 		// The node adds the address takeoverWait after the claim
 		// (takeover.go takeoverDelay). A renewal sent shortly before
 		// then lets the fence allow it a lifetime at once (at
@@ -142,7 +152,7 @@ func (k *keeper) elected(rev int64) (time.Time, bool, bool) {
 	if t.own.held.IsZero() {
 		t.own.held = sent
 	}
-	k.interval = renewalInterval(t.ttl, true)
+	k.interval = t.renewalInterval(true)
 	c := claimer{t: t, key: k.key, createRev: rev, id: k.id}
 	// The closures take copies, so that the keeper stays on keep's stack.
 	id, interval := k.id, k.interval
@@ -157,7 +167,7 @@ func (k *keeper) elected(rev int64) (time.Time, bool, bool) {
 	}
 	k.leading = true
 	k.follow(claimRev)
-	ev := termEvent{kind: evElected, beat: deadlineAfter(sent, t.ttl), released: released, lease: k.id, key: k.key, createRev: rev, held: t.own.held}
+	ev := termEvent{kind: evElected, beat: beatDeadline(sent, t.ttl, t.cfg.window), released: released, fenced: t.prevFenced.Load(), lease: k.id, key: k.key, createRev: rev, held: t.own.held}
 	if !k.renewed(renewErr, sent, &ev) {
 		return sent, released, false
 	}
@@ -194,7 +204,7 @@ func (k *keeper) tick() time.Time {
 	if k.leading && beatErr == nil {
 		// A missed heartbeat is not reported: it only lets the deadline
 		// come closer. The renewal reports etcd trouble.
-		ev.beat = deadlineAfter(sent, t.ttl)
+		ev.beat = beatDeadline(sent, t.ttl, t.cfg.window)
 	}
 	if !k.renewed(renewErr, sent, &ev) {
 		return time.Time{}

@@ -180,6 +180,7 @@ func stepReasonOf(err error) stepReason {
 		{errAddFailed, stepAddFailed},
 		{errLinkDown, stepLinkDown},
 		{errLinkGone, stepLinkDown},
+		{errFenceLost, stepLinkDown},
 		{errForeign, stepForeign},
 		{errBootEnded, stepBootEnded},
 		{errBootYield, stepBootEnded},

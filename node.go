@@ -108,6 +108,10 @@ var (
 	errAddFailed = errors.New("cannot add the address")
 	errStalled   = errors.New("stalled while setting the address")
 	errForeign   = errors.New("another host answers for the address")
+	// errFenceLost: the kernel fence could not follow the link (a new
+	// interface under the same name): the term advertised a window that
+	// only the fence makes safe. Counted as link_down.
+	errFenceLost = errors.New("kernel fence lost")
 )
 
 // inbox is where the node's event sources report to the loop.
@@ -464,6 +468,8 @@ func (n *node) campaign() {
 	n.stand.onMarks(n.stand.marks, name, nil)     // the name may be new (a MAC)
 	n.stand.onMove(n.stand.moveReq, name, 0, nil) // a move was for the term that ended
 	ec := electConfig{prefix: n.cfg.Key, name: name, ttl: n.cfg.TTL, rank: n.stand.rank(), endpoints: n.cfg.Etcd, met: n.met}
+	ec.window = n.fencedWindow()
+	n.fence.kernel = ec.window > 0
 	ec.resume = n.rs.carry(name, n.cfg.Name != "")
 	n.log.infof("%s %s as %q (%s)", campaignVerb(ec.resume), n.cfg.Key, name, n.stand.rank())
 	n.term = n.deps.newTerm(ec, n.in.term)
@@ -573,7 +579,7 @@ func (n *node) onElected(ev termEvent) {
 		n.hupAfterResume()
 		return
 	}
-	n.take.elected(ev.released, n.cfg.Probe)
+	n.take.elected(ev.released, ev.fenced, n.cfg.Probe)
 }
 
 // logTrouble says that etcd is unreachable (err), or reachable again.
@@ -703,14 +709,30 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 	}
 }
 
-// fenceLink puts the kernel fence on the link in use (bpffence.go).
+// fenceLink puts the kernel fence on the link in use (bpffence.go). A
+// term that advertised a fenced window cannot go on without it.
 func (n *node) fenceLink() {
 	if n.deps.kfence == nil || n.view.link.Index == 0 {
 		return
 	}
-	if err := n.deps.kfence.attach(n.view.link.Index); err != nil {
-		n.log.warnf("%v (vipd runs on without it on %s)", err, n.view.link.Name)
+	err := n.deps.kfence.attach(n.view.link.Index)
+	if err == nil {
+		return
 	}
+	n.log.warnf("%v (vipd runs on without it on %s: the TTL rule, docs/design.md section 8)", err, n.view.link.Name)
+	if n.term != nil && n.fence.kernel {
+		n.stepDown(fmt.Errorf("%w on %s: %w", errFenceLost, n.view.link.Name, err))
+	}
+}
+
+// fencedWindow is the window a new term advertises and fences by: the
+// configured one (or the TTL) while the kernel fence is attached, else
+// 0, the TTL rule.
+func (n *node) fencedWindow() time.Duration {
+	if n.deps.kfence == nil || !n.deps.kfence.inForce() {
+		return 0
+	}
+	return cmp.Or(n.cfg.Window, n.cfg.TTL)
 }
 
 // syncKernelFence gives the kernel fence the node's deadline while it

@@ -571,6 +571,8 @@ func TestNodeTakeoverWait(t *testing.T) {
 		{"0", false, takeoverWait, time.Hour},
 		{"0", true, 0, takeoverWait},
 	}
+	// (A predecessor fenced in the kernel counts as released: see
+	// TestNodeTakeoverFenced.)
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("probe=%s released=%v", c.probe, c.released), func(t *testing.T) {
 			nl := newNodeLab(t, 2*time.Second, "vip.probe="+c.probe)
@@ -629,6 +631,39 @@ func TestNodeLifetimeFence(t *testing.T) {
 		f.deadline, f.beat = deadlineAfter(r, ttl), deadlineAfter(r, ttl)
 		if f.lifetime(r) < time.Second {
 			t.Fatalf("TTL %v: a prompt acknowledgement allows no lifetime", ttl)
+		}
+	}
+}
+
+// TestNodeLifetimeKernelFence: with the kernel fence, whose filter
+// silences the VIP at holdUntil to the millisecond, every window the
+// parser accepts lets a node add the address whenever its deadline is
+// ahead, and the lifetime never leaves a silent copy more than a second
+// (plus the kernel's slack) past it; the heartbeat's deadline keeps
+// fenceMargin from the earliest takeover (send + window).
+func TestNodeLifetimeKernelFence(t *testing.T) {
+	r := time.Now()
+	for window := minWindow; window <= 3*time.Second; window += 50 * time.Millisecond {
+		ttl := max(2*time.Second, window)
+		f := &fence{ttl: ttl, elected: true, kernel: true}
+		for delay := time.Duration(0); delay < 2*window; delay += 5 * time.Millisecond {
+			sent := r.Add(-delay)
+			f.deadline, f.beat = deadlineAfter(sent, ttl), beatDeadline(sent, ttl, window)
+			until, _ := f.holdUntil()
+			if takeover := sent.Add(window); !until.Before(takeover.Add(-fenceMargin(window) + time.Millisecond)) {
+				t.Fatalf("window %v: deadline %v after the send, want at least %v before the earliest takeover at %v",
+					window, until.Sub(sent), fenceMargin(window), window)
+			}
+			life := f.lifetime(r)
+			if until.After(r) && life < time.Second {
+				t.Fatalf("window %v, ack after %v: no lifetime with %v left before the deadline", window, delay, until.Sub(r))
+			}
+			if !until.After(r) && life >= time.Second && r.Add(life).After(until.Add(time.Second)) {
+				t.Fatalf("window %v, ack after %v: lifetime %v past a deadline that has passed", window, delay, life)
+			}
+			if life >= time.Second && r.Add(life).After(until.Add(time.Second)) {
+				t.Fatalf("window %v, ack after %v: lifetime %v outlasts the deadline by more than a second", window, delay, life)
+			}
 		}
 	}
 }
@@ -1396,4 +1431,85 @@ func TestNodeBootstrap(t *testing.T) {
 			t.Fatal("bootstrap after etcd had answered")
 		}
 	})
+}
+
+// fakeKernelFence records the deadlines the node gives its kernel fence.
+type fakeKernelFence struct {
+	attached uint32
+	sets     []time.Time
+}
+
+func (f *fakeKernelFence) attach(ifindex uint32) error { f.attached = ifindex; return nil }
+func (f *fakeKernelFence) set(until time.Time) error {
+	if len(f.sets) == 0 || !f.sets[len(f.sets)-1].Equal(until) {
+		f.sets = append(f.sets, until)
+	}
+	return nil
+}
+func (f *fakeKernelFence) inForce() bool { return f.attached != 0 }
+func (f *fakeKernelFence) last() time.Time {
+	if len(f.sets) == 0 {
+		return time.Time{}
+	}
+	return f.sets[len(f.sets)-1]
+}
+
+// TestNodeKernelFenced: with its kernel fence attached, a node campaigns
+// with the configured window (advertised in its entry); elected after a
+// fenced holder it takes the address without the takeover wait, with a
+// lifetime although less than a second is left before its deadline (the
+// filter, not the lifetime, is the fence then), and gives the filter
+// that deadline before the first announcement; past it, the filter is
+// closed. Without the fence the same settings campaign by the TTL rule.
+func TestNodeKernelFenced(t *testing.T) {
+	const ttl, window = 2 * time.Second, 500 * time.Millisecond
+	for _, fenced := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fenced=%v", fenced), func(t *testing.T) {
+			var kf *fakeKernelFence
+			var cfgs []electConfig
+			nl := newNodeLabWith(t, ttl, func(nl *nodeLab) {
+				if fenced {
+					kf = &fakeKernelFence{}
+					nl.n.deps.kfence = kf
+				}
+				inner := nl.n.deps.newTerm
+				nl.n.deps.newTerm = func(c electConfig, ch chan<- termEvent) campaigner {
+					cfgs = append(cfgs, c)
+					return inner(c, ch)
+				}
+			}, "vip.window="+window.String())
+			want := time.Duration(0)
+			if fenced {
+				want = window
+			}
+			if cfgs[0].window != want || nl.n.fence.kernel != fenced {
+				t.Fatalf("campaigned with window %v (kernel fence %v), want %v", cfgs[0].window, nl.n.fence.kernel, want)
+			}
+			if !fenced {
+				return
+			}
+			now := nl.now()
+			nl.event(evGranted, now, false)
+			nl.handle(termEvent{t: nl.term(), kind: evElected, ttl: ttl, fenced: true, vouched: now,
+				deadline: deadlineAfter(now, ttl), beat: beatDeadline(now, ttl, window)})
+			if d := nl.probe(); d > nl.n.cfg.Probe {
+				t.Fatalf("took the address %v after the election: a fenced predecessor needs no takeover wait", d)
+			}
+			if !nl.n.hold.holding {
+				t.Fatalf("not holding with %v left before the deadline", time.Until(beatDeadline(now, ttl, window)))
+			}
+			if life := nl.kern.held[fakeVIP4]; life != time.Second {
+				t.Fatalf("lifetime %v, want 1s", life)
+			}
+			if got := kf.last(); !got.Equal(beatDeadline(now, ttl, window)) {
+				t.Fatalf("kernel fence deadline %v, want the heartbeat's %v", got, beatDeadline(now, ttl, window))
+			}
+			for nl.clk.fireNext(now.Add(window)) {
+				nl.pump()
+			}
+			if nl.n.hold.holding || !kf.last().IsZero() {
+				t.Fatalf("past the deadline: holding %v, kernel fence deadline %v (want closed)", nl.n.hold.holding, kf.last())
+			}
+		})
+	}
 }

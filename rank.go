@@ -86,6 +86,11 @@ type entry struct {
 	rank  rank
 	since int64 // unix milliseconds, holder's clock; 0: not a holder
 	beat  int64 // unix milliseconds, holder's clock; 0 when since is
+	// window is the failure-detection window, in milliseconds, that the
+	// node fences itself by in the kernel while it holds (bpffence.go):
+	// candidates take over once its heartbeat has stood still that long.
+	// 0: no kernel fence, the TTL rule (docs/design.md, section 8a).
+	window int64
 }
 
 // holds says whether the entry was written by a holder (its claim or a
@@ -93,9 +98,9 @@ type entry struct {
 func (e entry) holds() bool { return e.since != 0 }
 
 // MarshalText writes "NAME healthy|unhealthy|unable PRIORITY", followed
-// by " since=MS beat=MS" for a holder, " drained=1" for a drained node
-// and " moved=1" for the target of a move (a vipd of 0.1.0 skips those
-// words and ranks the node as if it were neither). Names have no whitespace
+// by " since=MS beat=MS" for a holder, " drained=1" for a drained node,
+// " moved=1" for the target of a move and " fence=MS" for a node fenced
+// in the kernel (a vipd of 0.1.0 skips those words and ranks the node as if it were neither). Names have no whitespace
 // (kcmdline.go validName), so the fields split cleanly. A vipd from
 // before "unable" existed cannot read such an entry and ranks it below
 // everyone (UnmarshalText), which is what "unable" means anyway.
@@ -110,14 +115,17 @@ func (e entry) MarshalText() ([]byte, error) {
 	if e.rank.moved {
 		s += " moved=1"
 	}
+	if e.window > 0 {
+		s += " fence=" + strconv.FormatInt(e.window, 10)
+	}
 	return []byte(s), nil
 }
 
 // UnmarshalText reads an election key's value. A bare name is what vipd
 // wrote before ranks existed: such a node has the default rank (healthy,
 // priority 0). After "NAME HEALTH PRIORITY" come KEY=VALUE words in any
-// order, each key once: since= and beat= (both or neither), drained=1
-// and moved=1 are read, and any other key is skipped, so that a later version may add one without
+// order, each key once: since= and beat= (both or neither), drained=1,
+// moved=1 and fence=MS are read, and any other key is skipped, so that a later version may add one without
 // making this one misread its entries (docs/operating.md, "Upgrades").
 // Only canonical spacing is read. Anything else names the node by the
 // whole value and ranks it below everyone.
@@ -145,7 +153,7 @@ func (e *entry) UnmarshalText(b []byte) error {
 }
 
 // readFields reads the KEY=VALUE words after the rank: since= and beat=,
-// both or neither, drained=1 and moved=1; other keys are skipped. A word without a key, or a key
+// both or neither, drained=1, moved=1 and fence=MS; other keys are skipped. A word without a key, or a key
 // given twice, makes the entry unreadable.
 func (e *entry) readFields(words []string) bool {
 	var seen []string
@@ -165,6 +173,8 @@ func (e *entry) readFields(words []string) bool {
 			e.rank.drained, valid = true, w == "drained=1"
 		case "moved":
 			e.rank.moved, valid = true, w == "moved=1"
+		case "fence":
+			e.window, valid = millisField(w, "fence=")
 		default:
 			valid = true
 		}
@@ -197,8 +207,8 @@ func parseEntry(b []byte) entry {
 	return e
 }
 
-func entryValue(name string, r rank) string {
-	b, _ := entry{name: name, rank: r}.MarshalText()
+func entryValue(name string, r rank, window time.Duration) string {
+	b, _ := entry{name: name, rank: r, window: window.Milliseconds()}.MarshalText()
 	return string(b)
 }
 

@@ -57,6 +57,10 @@ func TestEntryText(t *testing.T) {
 		{"n1 healthy 5 drained=1", e{name: "n1", rank: rank{drained: true, healthy: true, priority: 5}}, true},
 		{"n1 healthy 0 since=5 beat=6 drained=1", e{name: "n1", rank: rank{drained: true, healthy: true}, since: 5, beat: 6}, true},
 		{"n1 healthy 0 drained=0", e{name: "n1 healthy 0 drained=0", rank: unranked}, false},
+		// A node fenced in the kernel: the window it fences by.
+		{"n1 healthy 0 since=5 beat=6 fence=500", e{name: "n1", rank: rank{healthy: true}, since: 5, beat: 6, window: 500}, true},
+		{"n1 healthy 0 fence=0", e{name: "n1 healthy 0 fence=0", rank: unranked}, false},
+		{"n1 healthy 0 fence=500ms", e{name: "n1 healthy 0 fence=500ms", rank: unranked}, false},
 		// Keys a later version adds are skipped, wherever they stand.
 		{"n1 healthy 0 ver=0.2.0", e{name: "n1", rank: rank{healthy: true, priority: 0}}, true},
 		{"n1 unable 3 since=5 beat=6 ver=0.2.0 x=", e{name: "n1", rank: rank{unable: true, priority: 3}, since: 5, beat: 6}, true},
@@ -95,7 +99,7 @@ func TestEntryText(t *testing.T) {
 			// Written back without the keys it skipped, since= and beat= in
 			// their place.
 			want := strings.Join(slices.DeleteFunc(strings.Fields(c.value), func(w string) bool {
-				return strings.Contains(w, "=") && !strings.HasPrefix(w, "since=") && !strings.HasPrefix(w, "beat=") && w != "drained=1"
+				return strings.Contains(w, "=") && !strings.HasPrefix(w, "since=") && !strings.HasPrefix(w, "beat=") && w != "drained=1" && !strings.HasPrefix(w, "fence=")
 			}), " ")
 			if want == "n1 healthy 0 beat=6 since=5" {
 				want = "n1 healthy 0 since=5 beat=6"

@@ -109,7 +109,7 @@ func (rs *resumer) carryOn(rev int64, sent time.Time) {
 	if !t.send(termEvent{kind: evGranted, ttl: r.ttl, deadline: deadlineAfter(sent, r.ttl), vouched: sent, lease: r.id, key: r.key, resumed: true}) {
 		return
 	}
-	if !t.send(termEvent{kind: evElected, beat: deadlineAfter(sent, r.ttl), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev, held: r.held, took: r.took}) {
+	if !t.send(termEvent{kind: evElected, beat: beatDeadline(sent, r.ttl, t.cfg.window), released: true, resumed: true, lease: r.id, key: r.key, createRev: r.createRev, held: r.held, took: r.took}) {
 		return
 	}
 	go t.publishRank(r.key, r.id)

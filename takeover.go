@@ -49,12 +49,13 @@ func (t *takeover) begin(delay time.Duration) {
 
 // elected starts the takeover of a won campaign, with a probe of window:
 // after the takeover wait unless the previous holder said it released
-// the address.
-func (t *takeover) elected(released bool, window time.Duration) {
-	if !released {
-		t.log.infof("elected; no release mark from the previous holder, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
+// the address, or fenced itself in the kernel (its copy, if its kernel
+// still keeps one, cannot speak: docs/design.md, section 8a).
+func (t *takeover) elected(released, fenced bool, window time.Duration) {
+	if !released && !fenced {
+		t.log.infof("elected; no release mark from the previous holder and it was not fenced in the kernel, so the address is added after %v (the kernel's lifetime slack)", takeoverWait)
 	}
-	t.begin(takeoverDelay(released, window))
+	t.begin(takeoverDelay(released || fenced, window))
 }
 
 // stop abandons a round in progress: its result, if one comes, is stale.
