@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -539,6 +540,44 @@ func (f *kernelFence) inherit() (string, func(), error) {
 		}
 	}
 	return fmt.Sprintf("%s=%d,%d,%d,%s", fenceFDEnv, f.progFD, f.mapFD, f.ifindex, f.vips), undo, nil
+}
+
+// checkFenceLine starts the line of vipd -check that says which fence is
+// in force; a SIGHUP re-exec looks for it to know that the new binary
+// takes over the kernel fence (resume.go checkReload).
+const checkFenceLine = "# kernel fence: "
+
+// fenceAvailable says, for vipd -check, whether the kernel fence can be
+// loaded here (it loads and closes one) and what it means for cfg.
+func fenceAvailable(cfg Config) string {
+	f, err := loadFence(nil, cfg.Addresses)
+	if err != nil {
+		return fmt.Sprintf("not available to this process (%v): the address lifetime and the TTL rule fence the VIP, failover after vip.ttl (%v)", err, cfg.TTL)
+	}
+	f.close()
+	return fmt.Sprintf("available: the VIP's frames are dropped in the kernel at the holder's deadline; failover after vip.window (%s)", cmp.Or(cfg.Window, cfg.TTL))
+}
+
+// handOffUnfenced is a SIGHUP re-exec into a binary that cannot take over
+// the kernel fence (a vipd before 0.2.0). A holder refuses it: the new
+// image would hold the VIP without the filter while its entry still
+// advertises the fenced window, and its lifetime rule differs. A
+// candidate removes its filter (the old image would never move its
+// deadline, which would silence the VIP on this node for good) and goes.
+// If the exec then fails, the process has lost its fence under an entry
+// that advertises it: it exits, for its supervisor to start it afresh.
+func handOffUnfenced(r stateRecord, f *kernelFence, exec func() error, log *logger) error {
+	if r.State == stateLeader.String() || r.State == stateBootstrap.String() {
+		return errors.New("the new binary cannot take over the kernel fence (a vipd before 0.2.0): restart vipd instead, which hands the VIP over gracefully")
+	}
+	log.infof("the new binary cannot take over the kernel fence (a vipd before 0.2.0): removing the filter; it runs by the TTL rule")
+	if err := f.close(); err != nil {
+		log.warnf("%v", err)
+	}
+	err := exec()
+	log.errorf("%v; the kernel fence is gone with an entry that advertises it: exiting, to be started afresh", err)
+	os.Exit(exitRuntime)
+	return err
 }
 
 // stopBeforeSend is a test hook: with VIPD_TEST_STOP_BEFORE_SEND=N, the

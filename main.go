@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -154,6 +155,7 @@ func vipd(argv []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, w)
 		}
 		fmt.Fprintf(stdout, "# state file: %s\n", statePath(st.cfg.Key))
+		fmt.Fprintf(stdout, "%s%s\n", checkFenceLine, fenceAvailable(st.cfg))
 		return exitOK
 	}
 	if *status {
@@ -377,7 +379,18 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	deps := realDeps(rt, cli, tlsCfg, log)
 	deps.kfence, deps.beforeSend = kf, stopBeforeSend(log)
 	kfHand, _ := kf.(*kernelFence)
-	deps.reexec = func(r stateRecord) error { return reexec(r, lock, metricsLn, kfHand) }
+	var nextFenced atomic.Bool // the new image's -check named the kernel fence
+	deps.checkConfig = func() error {
+		fenced, err := checkReload()
+		nextFenced.Store(fenced)
+		return err
+	}
+	deps.reexec = func(r stateRecord) error {
+		if kfHand != nil && kfHand.inForce() && !nextFenced.Load() {
+			return handOffUnfenced(r, kfHand, func() error { return reexec(r, lock, metricsLn) }, log)
+		}
+		return reexec(r, lock, metricsLn, kfHand)
+	}
 	n := newNode(cfg, log, deps)
 	n.rs.sf = &stateFile{path: statePath(cfg.Key), log: log}
 	n.boot.load(bootMarkerPath(cfg.Key))

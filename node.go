@@ -95,7 +95,7 @@ func realDeps(rt *rtnl, cli *clientv3.Client, tlsCfg *tls.Config, log *logger) n
 			cfg.tls = tlsCfg
 			return startTerm(cli, cfg, log, events)
 		},
-		checkConfig: checkReload,
+		checkConfig: func() error { _, err := checkReload(); return err },
 	}
 }
 

@@ -204,37 +204,41 @@ func removeRecorded(r stateRecord, kern kernel, log *logger) bool {
 
 // checkReload runs this binary with -check and the same arguments: the
 // configuration a re-exec would read, read by the binary that would run
-// it. It returns the child's first line on stderr when it refuses.
-func checkReload() error {
+// it. It returns the child's first line when it refuses, and whether the
+// child can take over the kernel fence (its -check names it: a vipd
+// before 0.2.0 cannot).
+func checkReload() (bool, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find own binary: %w", err)
+		return false, fmt.Errorf("find own binary: %w", err)
 	}
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer null.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer r.Close()
-	p, err := os.StartProcess(exe, append([]string{os.Args[0], "-check"}, os.Args[1:]...), &os.ProcAttr{Files: []*os.File{null, null, w}})
+	// stdout too: a refusal writes only stderr, so its first line is
+	// still the reason.
+	p, err := os.StartProcess(exe, append([]string{os.Args[0], "-check"}, os.Args[1:]...), &os.ProcAttr{Files: []*os.File{null, w, w}})
 	w.Close()
 	if err != nil {
-		return fmt.Errorf("run %s -check: %w", exe, err)
+		return false, fmt.Errorf("run %s -check: %w", exe, err)
 	}
-	out, _ := io.ReadAll(io.LimitReader(r, 4096))
+	out, _ := io.ReadAll(io.LimitReader(r, 16<<10))
 	st, err := p.Wait()
 	if err != nil {
-		return fmt.Errorf("%s -check: %w", exe, err)
+		return false, fmt.Errorf("%s -check: %w", exe, err)
 	}
 	if !st.Success() {
 		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-		return fmt.Errorf("%s -check: %v: %s", exe, st, line)
+		return false, fmt.Errorf("%s -check: %v: %s", exe, st, line)
 	}
-	return nil
+	return strings.Contains(string(out), "\n"+checkFenceLine), nil
 }
 
 // handedOver is a descriptor that a re-exec hands to the new image: the

@@ -58,6 +58,10 @@ type statusCandidate struct {
 	LeaseTTL int64  `json:"lease_left_s"` // etcd's whole seconds; -1: expired or unknown
 	Self     bool   `json:"this_node,omitempty"`
 	Version  string `json:"version,omitempty"` // its info key's (elect.go); empty: none, a vipd before 0.1.0
+	// FenceMS is the window its entry advertises (fence=MS): it fences
+	// itself in the kernel by it while it holds; 0: no kernel fence, the
+	// TTL rule.
+	FenceMS int64 `json:"fence_window_ms,omitempty"`
 }
 
 // statusHolder is the candidate that has claimed the VIP. Since, Beat
@@ -322,7 +326,11 @@ func buildStatus(key string, endpoints []string, v electionView, self string, no
 			since, beat := time.UnixMilli(h.since), time.UnixMilli(h.beat)
 			held, age := now.Sub(since).Milliseconds(), now.Sub(beat).Milliseconds()
 			sh.Since, sh.HeldMS, sh.Beat, sh.BeatAgeMS = since, &held, beat, &age
-			sh.Stale = sh.TTLMS > 0 && age > sh.TTLMS
+			window := sh.TTLMS
+			if sh.FenceMS > 0 && (window == 0 || sh.FenceMS < window) {
+				window = sh.FenceMS
+			}
+			sh.Stale = window > 0 && age > window
 		}
 		rep.Holder = sh
 	}
@@ -335,7 +343,7 @@ func buildStatus(key string, endpoints []string, v electionView, self string, no
 func statusOf(c candidate, v electionView, self string) statusCandidate {
 	s := statusCandidate{Name: c.name, Rank: c.rank.String(), Healthy: c.rank.healthy, Unable: c.rank.unable, Drained: c.rank.drained, Priority: c.rank.priority,
 		Key: c.key, Lease: strconv.FormatInt(int64(c.lease), 16), LeaseTTL: -1, Self: self != "" && c.name == self,
-		Version: v.versions[c.lease]}
+		Version: v.versions[c.lease], FenceMS: c.window}
 	if c.rank == unranked {
 		s.Rank, s.Priority, s.Unranked, s.Unable, s.Drained = "unranked", 0, true, false, false
 	}
@@ -388,20 +396,24 @@ func writeStatus(w io.Writer, rep statusReport) {
 	for _, c := range all {
 		nameW, rankW = max(nameW, len(c.Name)+len(statusSelfMark(c))), max(rankW, len(c.Rank))
 	}
-	verW := 0
+	verW, fenceW := 0, 0
 	for _, c := range all {
-		verW = max(verW, len(statusVersion(c)))
+		verW, fenceW = max(verW, len(statusVersion(c))), max(fenceW, len(statusFence(c)))
 	}
 	row := func(role string, c statusCandidate) string {
-		return fmt.Sprintf("%-10s %-*s  %-*s  %-*s  lease %s", role, nameW, c.Name+statusSelfMark(c), rankW, c.Rank,
-			verW, statusVersion(c), statusLeaseLeft(c.LeaseTTL))
+		return fmt.Sprintf("%-10s %-*s  %-*s  %-*s  %-*s  lease %s", role, nameW, c.Name+statusSelfMark(c), rankW, c.Rank,
+			verW, statusVersion(c), fenceW, statusFence(c), statusLeaseLeft(c.LeaseTTL))
 	}
 	if h := rep.Holder; h != nil && h.HeldMS == nil {
 		fmt.Fprintf(w, "%s  since unknown (no since=/beat= in its entry: a vipd before 0.1.0)\n", row("holder", h.statusCandidate))
 	} else if h != nil {
 		beat := "heartbeat " + statusAgo(time.Duration(*h.BeatAgeMS)*time.Millisecond)
 		if h.Stale {
-			beat += fmt.Sprintf(" STALE (older than its %v TTL)", time.Duration(h.TTLMS)*time.Millisecond)
+			limit, what := time.Duration(h.TTLMS)*time.Millisecond, "TTL"
+			if h.FenceMS > 0 && (h.TTLMS == 0 || h.FenceMS < h.TTLMS) {
+				limit, what = time.Duration(h.FenceMS)*time.Millisecond, "fenced window"
+			}
+			beat += fmt.Sprintf(" STALE (older than its %v %s)", limit, what)
 		}
 		fmt.Fprintf(w, "%s  since %s (for %s)  %s\n", row("holder", h.statusCandidate),
 			h.Since.Format(statusStamp), statusSpan(time.Duration(*h.HeldMS)*time.Millisecond), beat)
@@ -427,6 +439,16 @@ func statusVersion(c statusCandidate) string {
 		return "vipd ?"
 	}
 	return "vipd " + c.Version
+}
+
+// statusFence is the column naming the fence a node holds by: "kernel
+// fence 500ms" (the window it advertises) or "TTL rule" (no kernel fence:
+// its address lifetime, and takeover after its lease TTL).
+func statusFence(c statusCandidate) string {
+	if c.FenceMS > 0 {
+		return "kernel fence " + (time.Duration(c.FenceMS) * time.Millisecond).String()
+	}
+	return "TTL rule"
 }
 
 func statusSelfMark(c statusCandidate) string {

@@ -167,9 +167,16 @@ func TestBuildStatus(t *testing.T) {
 			t.Errorf("holder without since= has %q in JSON: %s", k, b)
 		}
 	}
+	// A holder fenced in the kernel is stale after the window it
+	// advertises, not its TTL.
+	fbeat := strconv.FormatInt(now.Add(-time.Second).UnixMilli(), 10)
+	fenced := buildStatus("/vipd/192.0.2.100", nil, electionView{cs: fakeCandidates("x healthy 0 since="+fbeat+" beat="+fbeat+" fence=500", "y healthy 0"), leases: leases}, "", now)
+	if h := fenced.Holder; h == nil || !h.Stale || h.FenceMS != 500 {
+		t.Fatalf("fenced holder 1s after its last heartbeat: %+v", fenced.Holder)
+	}
 	var w bytes.Buffer
 	writeStatus(&w, old)
-	if !regexp.MustCompile(`(?m)^holder +x +healthy, priority 0 +vipd \? +lease 2s left +since unknown \(`).MatchString(w.String()) {
+	if !regexp.MustCompile(`(?m)^holder +x +healthy, priority 0 +vipd \? +TTL rule +lease 2s left +since unknown \(`).MatchString(w.String()) {
 		t.Errorf("holder without since=:\n%s", w.String())
 	}
 }
@@ -178,7 +185,7 @@ func TestWriteStatus(t *testing.T) {
 	now := time.UnixMilli(1_700_000_100_000)
 	beat := now.Add(-4 * time.Second)
 	cs := fakeCandidates("node-one healthy 0 since="+strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10)+" beat="+strconv.FormatInt(beat.UnixMilli(), 10),
-		"n2 healthy 0", "n3 unhealthy 7")
+		"n2 healthy 0 fence=500", "n3 unhealthy 7")
 	leases := map[clientv3.LeaseID]leaseInfo{0x101: {left: 1, granted: 3}, 0x102: {left: 2, granted: 3}}
 	vers := described(cs, "0.1.0+abc1234")
 	vers[0x102] = "0.2.0"
@@ -189,9 +196,9 @@ func TestWriteStatus(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	want := []*regexp.Regexp{
 		regexp.MustCompile(`^group +/vipd/192\.0\.2\.100 \(etcd http://e:2379\)$`),
-		regexp.MustCompile(`^holder +node-one +healthy, priority 0 +vipd 0\.1\.0\+abc1234 +lease 1s left +since .* \(for 1h0m0s\) +heartbeat 4s ago STALE \(older than its 3s TTL\)$`),
-		regexp.MustCompile(`^next 1 +n2 \* +healthy, priority 0 +vipd 0\.2\.0 +lease 2s left$`),
-		regexp.MustCompile(`^next 2 +n3 +unhealthy, priority 7 +vipd 0\.1\.0\+abc1234 +lease unknown$`),
+		regexp.MustCompile(`^holder +node-one +healthy, priority 0 +vipd 0\.1\.0\+abc1234 +TTL rule +lease 1s left +since .* \(for 1h0m0s\) +heartbeat 4s ago STALE \(older than its 3s TTL\)$`),
+		regexp.MustCompile(`^next 1 +n2 \* +healthy, priority 0 +vipd 0\.2\.0 +kernel fence 500ms +lease 2s left$`),
+		regexp.MustCompile(`^next 2 +n3 +unhealthy, priority 7 +vipd 0\.1\.0\+abc1234 +TTL rule +lease unknown$`),
 		regexp.MustCompile(`^this node +no state file$`),
 	}
 	if len(lines) != len(want) {
