@@ -173,11 +173,11 @@ func TestClusterEtcdMembers(t *testing.T) {
 	}
 	l.StopMember(second)
 	lab.WaitFor(t, 5*time.Second, "every node to drop the VIP", func() bool {
-		held, _ := l.Mon.Current()
+		held := l.Mon.WithAddress()
 		return len(held) == 0
 	})
 	time.Sleep(2 * lab.TTL)
-	if held, _ := l.Mon.Current(); len(held) != 0 {
+	if held := l.Mon.WithAddress(); len(held) != 0 {
 		t.Fatalf("%v hold %s without an etcd quorum", l.Names(held), lab.VIP)
 	}
 	for _, nd := range l.Nodes {

@@ -232,10 +232,10 @@ func TestProbeErrorDoesNotTake(t *testing.T) {
 	})
 	held := func() string {
 		var h []string
-		if cur, _ := l.Mon.Current(); len(cur) > 0 {
+		if cur := l.Mon.WithAddress(); len(cur) > 0 {
 			h = append(h, lab.VIP)
 		}
-		if cur, _ := l.Mon6.Current(); len(cur) > 0 {
+		if cur := l.Mon6.WithAddress(); len(cur) > 0 {
 			h = append(h, lab.VIP6)
 		}
 		return strings.Join(h, ",")
