@@ -593,7 +593,14 @@ func stopBeforeSend(log *logger) func() {
 	count := 0
 	return func() {
 		if count++; count == n {
-			unix.Kill(os.Getpid(), unix.SIGSTOP)
+			// Sent to this thread, not the process: kill(2) may wake
+			// another thread to begin the stop while this one goes on
+			// into sendto, which made the test hit the window only
+			// sometimes. A signal to the current thread is acted on
+			// before the system call returns.
+			runtime.LockOSThread()
+			unix.Tgkill(os.Getpid(), unix.Gettid(), unix.SIGSTOP)
+			runtime.UnlockOSThread()
 		}
 	}
 }
