@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"os"
 	"runtime"
@@ -85,8 +86,8 @@ const (
 	helperMapLookup = 1
 	helperKtimeNs   = 5 // bpf_ktime_get_ns: CLOCK_MONOTONIC
 
-	tcActOK   = 0
-	tcActShot = 2
+	tcActUnspec = -1 // no verdict: the next filter decides (another group's, other software's)
+	tcActShot   = 2
 
 	skbData    = 76 // offsetof(struct __sk_buff, data)
 	skbDataEnd = 80 // offsetof(struct __sk_buff, data_end)
@@ -195,7 +196,7 @@ func assembleFence(vips []netip.Prefix, mapFD int) (fenceProgram, error) {
 	a.emit(bpfInsn{op: bpfCall, imm: helperKtimeNs})
 	a.jump(bpfJgtX, r0, r6, 0, "drop")
 	a.label("pass")
-	a.emit(bpfInsn{op: bpfMovK, dst: r0, imm: tcActOK})
+	a.emit(bpfInsn{op: bpfMovK, dst: r0, imm: tcActUnspec})
 	a.emit(bpfInsn{op: bpfExit})
 	a.label("drop")
 	a.emit(bpfInsn{op: bpfMovK, dst: r0, imm: tcActShot})
@@ -264,6 +265,7 @@ func bpfSys(cmd int, attr unsafe.Pointer, size uintptr) (int, error) {
 type kernelFence struct {
 	mapFD, progFD int
 	rt            *rtnl
+	handle        uint32 // our group's filter (fenceHandle)
 	ifindex       uint32
 	last          int64  // the deadline last written, CLOCK_MONOTONIC ns
 	vips          string // the VIPs the program was assembled for (vipsKey)
@@ -271,13 +273,13 @@ type kernelFence struct {
 
 // loadFence creates the deadline map (closed: deadline 0) and loads the
 // program for vips; attach puts it on an interface.
-func loadFence(rt *rtnl, vips []netip.Prefix) (*kernelFence, error) {
+func loadFence(rt *rtnl, vips []netip.Prefix, handle uint32) (*kernelFence, error) {
 	ma := bpfMapCreateAttr{mapType: unix.BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: 8, maxEntries: 1}
 	mapFD, err := bpfSys(unix.BPF_MAP_CREATE, unsafe.Pointer(&ma), unsafe.Sizeof(ma))
 	if err != nil {
 		return nil, fmt.Errorf("kernel fence: create its map: %w", err)
 	}
-	f := &kernelFence{mapFD: mapFD, progFD: -1, rt: rt}
+	f := &kernelFence{mapFD: mapFD, progFD: -1, rt: rt, handle: handle}
 	prog, err := assembleFence(vips, mapFD)
 	if err == nil {
 		f.progFD, err = loadProgram(prog)
@@ -391,31 +393,41 @@ func (f *kernelFence) attach(ifindex uint32) error {
 	// the filters of one preference in turn and the first verdict wins, so
 	// an old one, whose deadline nobody moves any more, would silence the
 	// VIP for good.
-	if err := removeFenceFilter(f.rt, ifindex); err != nil {
+	if err := removeFenceFilter(f.rt, ifindex, f.handle); err != nil {
 		return err
 	}
-	if _, err := f.rt.execute(unix.RTM_NEWTFILTER, netlink.Acknowledge|netlink.Create|netlink.Excl, append(fenceFilter(ifindex).MarshalBinary(), attrs...)); err != nil {
+	if _, err := f.rt.execute(unix.RTM_NEWTFILTER, netlink.Acknowledge|netlink.Create|netlink.Excl, append(fenceFilter(ifindex, f.handle).MarshalBinary(), attrs...)); err != nil {
 		return fmt.Errorf("kernel fence: attach the filter: %w", err)
 	}
 	f.ifindex = ifindex
 	return nil
 }
 
-// removeFenceFilter deletes our preference's filters on ifindex's egress,
-// whoever left them; none there is no error.
-func removeFenceFilter(rt *rtnl, ifindex uint32) error {
-	_, err := rt.execute(unix.RTM_DELTFILTER, netlink.Acknowledge, fenceFilter(ifindex).MarshalBinary())
+// removeFenceFilter deletes our group's filter (handle) on ifindex's
+// egress, whoever left it; none there is no error. Other groups' filters
+// at our preference, and everyone else's, stay.
+func removeFenceFilter(rt *rtnl, ifindex, handle uint32) error {
+	_, err := rt.execute(unix.RTM_DELTFILTER, netlink.Acknowledge, fenceFilter(ifindex, handle).MarshalBinary())
 	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("kernel fence: remove the filter: %w", err)
 	}
 	return nil
 }
 
-// fenceFilter names our filter on ifindex's egress: its preference and
-// protocol.
-func fenceFilter(ifindex uint32) tcMsg {
-	return tcMsg{ifindex: int32(ifindex), parent: tcHClsact&0xffff0000 | tcHMinEgress,
+// fenceFilter names our group's filter on ifindex's egress: our
+// preference, the group's handle.
+func fenceFilter(ifindex, handle uint32) tcMsg {
+	return tcMsg{ifindex: int32(ifindex), handle: handle, parent: tcHClsact&0xffff0000 | tcHMinEgress,
 		info: fencePriority<<16 | uint32(le16(unix.ETH_P_ALL))}
+}
+
+// fenceHandle is the filter handle of the group vip.key: groups share
+// our preference on a shared clsact, each replaces only its own filter,
+// and a vipd restarted after a crash finds the one it left.
+func fenceHandle(key string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return max(h.Sum32(), 1) // 0 would mean every filter of the preference
 }
 
 // detach removes the filter from the interface it is on.
@@ -423,7 +435,7 @@ func (f *kernelFence) detach() error {
 	if f.ifindex == 0 {
 		return nil
 	}
-	err := removeFenceFilter(f.rt, f.ifindex)
+	err := removeFenceFilter(f.rt, f.ifindex, f.handle)
 	f.ifindex = 0
 	return err
 }
@@ -457,9 +469,12 @@ type fenceSink interface {
 // noFence stands in when no fence could be loaded: it only removes a
 // filter that an earlier image left on the link, whose deadline nobody
 // would move any more.
-type noFence struct{ rt *rtnl }
+type noFence struct {
+	rt     *rtnl
+	handle uint32
+}
 
-func (n noFence) attach(ifindex uint32) error { return removeFenceFilter(n.rt, ifindex) }
+func (n noFence) attach(ifindex uint32) error { return removeFenceFilter(n.rt, ifindex, n.handle) }
 func (noFence) set(time.Time) error           { return nil }
 func (noFence) inForce() bool                 { return false }
 
@@ -471,18 +486,19 @@ func vipsKey(vips []netip.Prefix) string { return prefixList(vips) }
 // startFence adopts the fence a re-exec handed over (for the same VIPs),
 // or loads one; without one (no CAP_BPF, an old kernel) it says so once
 // and returns noFence.
-func startFence(rt *rtnl, vips []netip.Prefix, log *logger) fenceSink {
+func startFence(rt *rtnl, vips []netip.Prefix, key string, log *logger) fenceSink {
+	handle := fenceHandle(key)
 	if os.Getenv("VIPD_TEST_NO_KERNEL_FENCE") != "" {
 		log.infof("no kernel fence: VIPD_TEST_NO_KERNEL_FENCE is set (tests only)")
-		return noFence{rt}
+		return noFence{rt, handle}
 	}
-	if f := adoptFence(rt, vips); f != nil {
+	if f := adoptFence(rt, vips, handle); f != nil {
 		return f
 	}
-	f, err := loadFence(rt, vips)
+	f, err := loadFence(rt, vips, handle)
 	if err != nil {
-		log.warnf("no kernel fence: %v (vipd runs on; a frame held up by a freeze between the deadline check and its send can still leave late: docs/design.md)", err)
-		return noFence{rt}
+		log.warnf("no kernel fence: %v (vipd runs on by the TTL rule; a frame held up by a freeze between the deadline check and its send can still leave late: docs/design.md section 8a)", err)
+		return noFence{rt, handle}
 	}
 	f.vips = vipsKey(vips)
 	return f
@@ -491,16 +507,16 @@ func startFence(rt *rtnl, vips []netip.Prefix, log *logger) fenceSink {
 // adoptFence takes over the descriptors a re-exec handed over, if they
 // are a BPF program and map and were loaded for these VIPs; otherwise it
 // closes them (the filter they serve is removed at attach).
-func adoptFence(rt *rtnl, vips []netip.Prefix) *kernelFence {
+func adoptFence(rt *rtnl, vips []netip.Prefix, handle uint32) *kernelFence {
 	word, ok := os.LookupEnv(fenceFDEnv)
 	if !ok {
 		return nil
 	}
 	os.Unsetenv(fenceFDEnv) // nothing started later inherits it
 	var prog, m int
-	var ifindex uint32
+	var ifindex, handed uint32
 	var key string
-	if n, _ := fmt.Sscanf(word, "%d,%d,%d,%s", &prog, &m, &ifindex, &key); n != 4 {
+	if n, _ := fmt.Sscanf(word, "%d,%d,%d,%d,%s", &prog, &m, &ifindex, &handed, &key); n != 5 {
 		return nil
 	}
 	isBPF := func(fd int, kind string) bool {
@@ -513,10 +529,14 @@ func adoptFence(rt *rtnl, vips []netip.Prefix) *kernelFence {
 	for _, fd := range []int{prog, m} {
 		unix.CloseOnExec(fd)
 	}
-	f := &kernelFence{mapFD: m, progFD: prog, rt: rt, ifindex: ifindex, vips: key}
+	f := &kernelFence{mapFD: m, progFD: prog, rt: rt, ifindex: ifindex, vips: key, handle: handle}
 	if key != vipsKey(vips) {
 		f.close()
 		return nil
+	}
+	if handed != handle { // vip.key changed: the old group's filter goes
+		removeFenceFilter(rt, ifindex, handed)
+		f.ifindex = 0
 	}
 	return f
 }
@@ -539,7 +559,7 @@ func (f *kernelFence) inherit() (string, func(), error) {
 			unix.CloseOnExec(fd)
 		}
 	}
-	return fmt.Sprintf("%s=%d,%d,%d,%s", fenceFDEnv, f.progFD, f.mapFD, f.ifindex, f.vips), undo, nil
+	return fmt.Sprintf("%s=%d,%d,%d,%d,%s", fenceFDEnv, f.progFD, f.mapFD, f.ifindex, f.handle, f.vips), undo, nil
 }
 
 // checkFenceLine starts the line of vipd -check that says which fence is
@@ -550,7 +570,7 @@ const checkFenceLine = "# kernel fence: "
 // fenceAvailable says, for vipd -check, whether the kernel fence can be
 // loaded here (it loads and closes one) and what it means for cfg.
 func fenceAvailable(cfg Config) string {
-	f, err := loadFence(nil, cfg.Addresses)
+	f, err := loadFence(nil, cfg.Addresses, fenceHandle(cfg.Key))
 	if err != nil {
 		return fmt.Sprintf("not available to this process (%v): the address lifetime and the TTL rule fence the VIP, failover after vip.ttl (%v)", err, cfg.TTL)
 	}

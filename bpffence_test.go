@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,43 +76,10 @@ func fenceFrames(vip4, vip6 netip.Addr) []fenceFrame {
 // deadline everything passes; after it, exactly the frames that speak for
 // the VIP are dropped; with the fence removed, everything passes again.
 func TestKernelFence(t *testing.T) {
-	lab.NeedRoot(t)
-	a, b := lab.NewNS(t, "fence-a"), lab.NewNS(t, "fence-b")
-	lab.Veth(t, a, "eth0", b, "eth0")
 	// .200: its last byte sets the sign bit of the word the program compares.
 	vip4, vip6 := netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("2001:db8::100")
-	rt, err := dialRTNL(a.Fd(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	var tx, rx *packet.Conn
-	var ifindex int
-	if err := a.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		ifindex = ifi.Index
-		tx, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
-	if err := b.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		rx, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-
-	f, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)})
+	rt, tx, rx, ifindex := fenceVeth(t)
+	f, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)}, fenceHandle("/vipd/a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +133,7 @@ func TestKernelFence(t *testing.T) {
 
 	// A fence left by a run that was killed (its deadline passed, nobody
 	// moves it) is replaced, not run before ours.
-	stale, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)})
+	stale, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)}, fenceHandle("/vipd/a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,6 +161,152 @@ func TestKernelFence(t *testing.T) {
 	}
 	closed = true
 	check("the fence removed", false)
+
+	// Another group's filter on the same clsact (the IPv4 VIP only, its
+	// deadline 0) is not ours to replace or remove.
+	other, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32)}, fenceHandle("/vipd/b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.close()
+	if err := other.attach(uint32(ifindex)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)}, fenceHandle("/vipd/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.attach(uint32(ifindex)); err != nil {
+		t.Fatal(err)
+	}
+	again.set(time.Now().Add(time.Hour))
+	if err := again.close(); err != nil {
+		t.Fatal(err)
+	}
+	got := through()
+	for _, fr := range frames {
+		if want := !(fr.fenced && (strings.HasPrefix(fr.name, "IPv4") || strings.HasPrefix(fr.name, "ARP"))); got[fr.name] != want {
+			t.Errorf("another group's filter beside ours: %s arrived %v, want %v", fr.name, got[fr.name], want)
+		}
+	}
+}
+
+// fenceVeth is a veth between two namespaces the test creates: rtnetlink
+// and a packet socket on the sending end, a packet socket on the other.
+func fenceVeth(t *testing.T) (rt *rtnl, tx, rx *packet.Conn, ifindex int) {
+	lab.NeedRoot(t)
+	a, b := lab.NewNS(t, "fence-a"), lab.NewNS(t, "fence-b")
+	lab.Veth(t, a, "eth0", b, "eth0")
+	rt, err := dialRTNL(a.Fd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	listen := func(ns *lab.NS, c **packet.Conn, index *int) {
+		if err := ns.Do(func() error {
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil {
+				return err
+			}
+			*index = ifi.Index
+			*c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*c).Close() })
+	}
+	var peer int
+	listen(a, &tx, &ifindex)
+	listen(b, &rx, &peer)
+	return rt, tx, rx, ifindex
+}
+
+// TestKernelFenceStopsOnTime pins the kernel fact the fenced window rests
+// on (docs/design.md, section 8a): with the deadline 300 ms ahead and
+// frames sent every millisecond, the frames that speak for the VIP stop
+// being seen from the other namespace within 50 ms of the deadline (a
+// few ms here), the others never stop, and a deadline moved forward lets
+// the VIP's frames through again.
+func TestKernelFenceStopsOnTime(t *testing.T) {
+	vip4 := netip.MustParseAddr("192.0.2.200")
+	rt, tx, rx, ifindex := fenceVeth(t)
+	f, err := loadFence(rt, []netip.Prefix{netip.PrefixFrom(vip4, 32)}, fenceHandle("/vipd/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	if err := f.attach(uint32(ifindex)); err != nil {
+		t.Fatal(err)
+	}
+	var speak, other fenceFrame
+	for _, fr := range fenceFrames(vip4, netip.MustParseAddr("2001:db8::100")) {
+		switch fr.name {
+		case "ARP announcement of the VIP":
+			speak = fr
+		case "IPv4 from another address":
+			other = fr
+		}
+	}
+	type seen struct{ last, first time.Time }
+	// run sends both frames every millisecond for span and reports when
+	// the other namespace saw the VIP's first and last, and how many of
+	// the others it saw.
+	run := func(span time.Duration) (vip seen, others int) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for end := time.Now().Add(span); time.Now().Before(end); time.Sleep(time.Millisecond) {
+				for _, fr := range []fenceFrame{speak, other} {
+					tx.WriteTo(fr.frame, &packet.Addr{HardwareAddr: net.HardwareAddr(fr.frame[:6])})
+				}
+			}
+		}()
+		buf := make([]byte, 2048)
+		for {
+			rx.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, _, err := rx.ReadFrom(buf)
+			if err != nil {
+				select {
+				case <-done:
+					return vip, others
+				default:
+					continue
+				}
+			}
+			now := time.Now()
+			switch {
+			case n >= len(speak.frame) && bytes.Equal(buf[:len(speak.frame)], speak.frame):
+				if vip.first.IsZero() {
+					vip.first = now
+				}
+				vip.last = now
+			case n >= len(other.frame) && bytes.Equal(buf[:len(other.frame)], other.frame):
+				others++
+			}
+		}
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	if err := f.set(deadline); err != nil {
+		t.Fatal(err)
+	}
+	vip, others := run(600 * time.Millisecond)
+	if vip.last.IsZero() {
+		t.Fatal("no frame of the VIP passed before the deadline")
+	}
+	if late := vip.last.Sub(deadline); late > 50*time.Millisecond || late < -50*time.Millisecond {
+		t.Fatalf("the VIP's frames stopped %v from the deadline, want within 50ms", late)
+	}
+	if others < 300 {
+		t.Fatalf("%d frames from another address seen in 600 ms, want them all (about 600)", others)
+	}
+	t.Logf("the VIP's last frame was seen %v from the deadline; %d frames from another address passed", vip.last.Sub(deadline).Round(100*time.Microsecond), others)
+	if err := f.set(time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if vip, _ = run(100 * time.Millisecond); vip.first.IsZero() {
+		t.Fatal("a deadline moved forward did not let the VIP's frames through again")
+	}
 }
 
 // TestFenceAssembles pins the program's shape: every jump lands inside

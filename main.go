@@ -337,7 +337,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	}
 	// The kernel fence is loaded while vipd still has CAP_BPF; a SIGHUP's
 	// image adopts the one handed over instead.
-	kf := startFence(rt, cfg.Addresses, log)
+	kf := startFence(rt, cfg.Addresses, cfg.Key, log)
 	if f, ok := kf.(*kernelFence); ok {
 		defer f.close() // a graceful stop removes the filter; an exec keeps it
 	}
