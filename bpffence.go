@@ -303,7 +303,10 @@ func loadProgram(prog fenceProgram) (int, error) {
 	runtime.KeepAlive(license)
 	runtime.KeepAlive(log)
 	if err != nil {
-		return -1, fmt.Errorf("kernel fence: load the program: %w: %s", err, cString(log))
+		if msg := cString(log); msg != "" {
+			return -1, fmt.Errorf("kernel fence: load the program: %w: %s", err, msg)
+		}
+		return -1, fmt.Errorf("kernel fence: load the program: %w (it needs CAP_BPF and CAP_NET_ADMIN)", err)
 	}
 	return fd, nil
 }

@@ -299,14 +299,17 @@ func TestRecipesSystemdUnit(t *testing.T) {
 	if svc == nil {
 		t.Fatal("no [Service] section")
 	}
-	two := []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}
+	three := []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW"} // CAP_BPF: the kernel fence, dropped once loaded
 	for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
-		if got := recipeFieldSet(svc[k]); !slices.Equal(got, two) {
-			t.Errorf("%s = %q, want exactly %q", k, got, two)
+		if got := recipeFieldSet(svc[k]); !slices.Equal(got, three) {
+			t.Errorf("%s = %q, want exactly %q", k, got, three)
 		}
 	}
-	if caps := regexp.MustCompile(`CAP_[A-Z_]+`).FindAllString(text, -1); len(recipeFieldSet(caps)) != 2 {
-		t.Errorf("the unit names capabilities other than the two: %q", recipeFieldSet(caps))
+	if caps := regexp.MustCompile(`CAP_[A-Z_]+`).FindAllString(text, -1); len(recipeFieldSet(caps)) != 3 {
+		t.Errorf("the unit names capabilities other than the three: %q", recipeFieldSet(caps))
+	}
+	if !slices.Contains(svc["SystemCallFilter"], "bpf") {
+		t.Errorf("SystemCallFilter = %q: bpf(2), which loads the kernel fence, is not allowed", svc["SystemCallFilter"])
 	}
 	want := map[string]string{
 		"Type":                     "simple",
@@ -697,8 +700,8 @@ func TestRecipesLinuxKit(t *testing.T) {
 	if img, _ := recipeAt(svc, "image").(string); img == "" {
 		t.Error("no image")
 	}
-	if got := recipeSortedStrings(recipeAt(svc, "capabilities")); !slices.Equal(got, []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}) {
-		t.Errorf("capabilities = %q, want exactly CAP_NET_ADMIN and CAP_NET_RAW", got)
+	if got := recipeSortedStrings(recipeAt(svc, "capabilities")); !slices.Equal(got, []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW"}) {
+		t.Errorf("capabilities = %q, want exactly CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW", got)
 	}
 	// A kernel section would replace the image's whole command line
 	// (linuxkit build keeps the last file's cmdline), console= and all.
@@ -757,8 +760,8 @@ func TestRecipesKubeadm(t *testing.T) {
 	if got := recipeSortedStrings(recipeAt(caps, "drop")); !slices.Equal(got, []string{"ALL"}) {
 		t.Errorf("capabilities.drop = %q, want [ALL]", got)
 	}
-	if got := recipeSortedStrings(recipeAt(caps, "add")); !slices.Equal(got, []string{"NET_ADMIN", "NET_RAW"}) {
-		t.Errorf("capabilities.add = %q, want exactly NET_ADMIN and NET_RAW", got)
+	if got := recipeSortedStrings(recipeAt(caps, "add")); !slices.Equal(got, []string{"BPF", "NET_ADMIN", "NET_RAW"}) {
+		t.Errorf("capabilities.add = %q, want exactly BPF, NET_ADMIN and NET_RAW", got)
 	}
 	if got := recipeAt(c, "securityContext", "allowPrivilegeEscalation"); got != "false" {
 		t.Errorf("allowPrivilegeEscalation = %v, want false (no_new_privs)", got)
