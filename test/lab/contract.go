@@ -112,7 +112,8 @@ type StatusCandidate struct {
 	Lease    string `json:"lease"`
 	LeaseTTL int64  `json:"lease_left_s"`
 	Self     bool   `json:"this_node,omitempty"`
-	Version  string `json:"version,omitempty"` // empty: the node publishes none (before 0.1.0)
+	Version  string `json:"version,omitempty"`         // empty: the node publishes none (before 0.1.0)
+	FenceMS  int64  `json:"fence_window_ms,omitempty"` // the window it fences by in the kernel; 0: the TTL rule
 }
 
 // StatusHolder is the candidate that has claimed the VIP.
@@ -183,7 +184,7 @@ type Setting struct {
 var Settings = []Setting{
 	{"vip.address", "required"}, {"vip.interface", "auto"}, {"vip.etcd", "required"},
 	{"vip.etcd.ca", "empty"}, {"vip.etcd.cert", "empty"}, {"vip.etcd.key", "empty"},
-	{"vip.ttl", "3s"}, {"vip.key", "see meaning"}, {"vip.name", "see meaning"}, {"vip.bootstrap", "empty"},
+	{"vip.ttl", "3s"}, {"vip.window", "ttl"}, {"vip.key", "see meaning"}, {"vip.name", "see meaning"}, {"vip.bootstrap", "empty"},
 	{"vip.garp", "5"}, {"vip.garp.interval", "1s"}, {"vip.garp.refresh", "30s"}, {"vip.probe", "20ms"},
 	{"vip.config", "empty"}, {"vip.config.timeout", "30s"}, {"vip.log", "auto"},
 	{"vip.check", "empty"}, {"vip.check.ca", "empty"}, {"vip.check.interval", "1s"}, {"vip.check.timeout", "1s"},

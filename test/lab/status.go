@@ -135,11 +135,11 @@ func (l *Lab) statusShows(nd *Node, holder string, cands []string) string {
 	if human.Code != 0 {
 		return fmt.Sprintf("-status on %s: exit %d, stderr %q", nd.Name, human.Code, human.Stderr)
 	}
-	if !regexp.MustCompile(`(?m)^holder +` + regexp.QuoteMeta(holder) + `( \*)? +healthy, priority 0 +vipd \S+ +lease \d+s left +since `).MatchString(human.Stdout) {
+	if !regexp.MustCompile(`(?m)^holder +` + regexp.QuoteMeta(holder) + `( \*)? +healthy, priority 0 +vipd \S+( +kernel fence \S+| +TTL rule)? +lease \d+s left +since `).MatchString(human.Stdout) {
 		return fmt.Sprintf("-status on %s does not name %s as holder:\n%s", nd.Name, holder, human.Stdout)
 	}
 	for i, c := range rep.Candidates {
-		if !regexp.MustCompile(fmt.Sprintf(`(?m)^next %d +%s( \*)? +healthy, priority 0 +vipd \S+ +lease \d+s left$`, i+1, regexp.QuoteMeta(c.Name))).MatchString(human.Stdout) {
+		if !regexp.MustCompile(fmt.Sprintf(`(?m)^next %d +%s( \*)? +healthy, priority 0 +vipd \S+( +kernel fence \S+| +TTL rule)? +lease \d+s left$`, i+1, regexp.QuoteMeta(c.Name))).MatchString(human.Stdout) {
 			return fmt.Sprintf("-status on %s does not list %s as candidate %d:\n%s", nd.Name, c.Name, i+1, human.Stdout)
 		}
 	}
