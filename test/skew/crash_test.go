@@ -40,6 +40,13 @@ func (s *skewLab) crashRestart(bin string) []string {
 	gains := s.Mon.Gains()
 	t0 := time.Now()
 	s.Kill(nd)
+	if bin == s.old && s.ver(nd) == "new" {
+		// The killed vipd's kernel fence stays on the link with its
+		// last deadline (that is its point), and the old vipd knows
+		// nothing of it: a downgrade after a crash removes it first, as
+		// docs/operating.md says.
+		s.unfence(nd)
+	}
 	nd.Bin = bin
 	s.Start(nd)
 	leads := s.waitLeads(nd, t0)
@@ -71,6 +78,15 @@ func (s *skewLab) crashRestart(bin string) []string {
 	s.waitNamed(h)
 	gap, _ := s.P.MaxGap(t0.Add(-time.Second), t1)
 	return []string{killed, s.ver(nd), outcome, took, leads, gap.Round(time.Millisecond).String(), fmt.Sprint(s.P.Lost(t0, t1))}
+}
+
+// unfence removes the kernel fence's filters from nd's interface, as the
+// downgrade procedure does with tc.
+func (s *skewLab) unfence(nd *lab.Node) {
+	s.T.Helper()
+	if out, err := nd.NS.Command("tc", "filter", "del", "dev", "eth0", "egress", "pref", "48879").CombinedOutput(); err != nil {
+		s.T.Fatalf("tc filter del on %s: %v: %s", nd.Name, err, out)
+	}
 }
 
 // waitLeads watches nd's state file until TTL + 3 s after the kill at t0

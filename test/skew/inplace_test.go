@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -94,4 +95,59 @@ func (s *skewLab) waitSwapped(nd *lab.Node, want string, pid int) {
 		}
 	}
 	s.T.Fatalf("%s's state file: %+v (%v), want version %q, pid %d, state leader\n%s", nd.Name, st, err, want, pid, nd.Log.String())
+}
+
+// testInPlaceFenced: the rollback in place of a holder that runs the new
+// vipd with its kernel fence. The old binary could not take the fence
+// over (it would hold the VIP unfenced under an entry that advertises the
+// fenced window, or silence it for good under the filter it does not
+// know), so the SIGHUP is refused: the same process goes on, still the new
+// version, still holding, and says so in one line. The way that remains,
+// a graceful stop, removes the filter, and the old binary then runs on
+// that node by the TTL rule.
+func testInPlaceFenced(t *testing.T) {
+	s := newSkewLab(t, [3]bool{true, false, false})
+	n1 := s.Nodes[0]
+	n1.Bin = filepath.Join(t.TempDir(), "vipd")
+	install(t, s.cur, n1.Bin)
+	s.startAll()
+	oldRel, newRel := release(t, s.old), release(t, s.cur)
+	pid := n1.Cmd.Process.Pid
+	s.waitSwapped(n1, newRel, pid)
+	if strings.Contains(n1.Log.String(), "no kernel fence") {
+		t.Fatalf("n1 runs without its kernel fence: the test would prove nothing\n%s", n1.Log.String())
+	}
+	gains := s.Mon.Gains()
+	install(t, s.old, n1.Bin)
+	s.Signal(n1, syscall.SIGHUP)
+	lab.WaitLogCount(t, n1, "cannot take over the kernel fence", 1, 10*time.Second)
+	time.Sleep(lab.SettleAfter)
+	s.waitSwapped(n1, newRel, pid)
+	lab.AssertKept(t, s.Lab, n1, gains)
+	if mac := s.ClientNeighbour(); mac != n1.MAC {
+		t.Errorf("after the refused SIGHUP the client's neighbour entry names %q, want n1's %s", mac, n1.MAC)
+	}
+	s.stop(n1)
+	s.HolderOtherThan(n1, lab.MoveBound)
+	if out, err := n1.NS.Command("tc", "filter", "show", "dev", "eth0", "egress").CombinedOutput(); err != nil || strings.Contains(string(out), "vipd_fence") {
+		t.Errorf("after a graceful stop n1's egress filters are %q (%v), want no vipd_fence", out, err)
+	}
+	s.Start(n1)
+	s.waitState(n1, oldRel, "candidate")
+	s.AssertNoOverlap()
+	t.Logf("n1's SIGHUP into %s was refused while it held the VIP with the kernel fence; stopped and started again it runs %s", oldRel, oldRel)
+}
+
+// waitState waits (bounded) until nd's state file says version want runs
+// in state.
+func (s *skewLab) waitState(nd *lab.Node, want, state string) {
+	s.T.Helper()
+	var st nodeState
+	var err error
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if st, err = stateOf(nd); err == nil && st.Version == want && st.State == state {
+			return
+		}
+	}
+	s.T.Fatalf("%s's state file: %+v (%v), want version %q in state %s\n%s", nd.Name, st, err, want, state, nd.Log.String())
 }

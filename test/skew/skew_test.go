@@ -12,6 +12,7 @@
 package skew
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -142,6 +143,21 @@ func newSkewLab(t *testing.T, newer [3]bool) *skewLab {
 		}
 	})
 	return s
+}
+
+// skewWindow is what the new vipd runs with: the kernel fence at a
+// window shorter than the TTL, so that fenced and unfenced nodes mix in
+// every subtest (an old vipd refuses the key, and waits a fenced holder's
+// TTL, never less than its window).
+const skewWindow = "vip.window=600ms"
+
+// Start starts nd's vipd; the new one with skewWindow.
+func (s *skewLab) Start(nd *lab.Node, extra ...string) {
+	s.T.Helper()
+	if release(s.T, cmp.Or(nd.Bin, s.cur)) == release(s.T, s.cur) {
+		extra = append(extra, skewWindow)
+	}
+	s.Lab.Start(nd, extra...)
 }
 
 // ver names the version a node runs.
@@ -338,6 +354,7 @@ func TestSkew(t *testing.T) {
 	oldVipd(t)
 	t.Run("faults", testFaults)
 	t.Run("in-place", testInPlace)
+	t.Run("in-place-fenced", testInPlaceFenced)
 	t.Run("crash-restart", testCrashRestart)
 	t.Run("rolling", testRollingUpgrade)
 	t.Run("before-since", testBeforeSince)
