@@ -224,6 +224,11 @@ func TestSoak(t *testing.T) {
 	s.report(dur, wall)
 }
 
+// soakWords are extra vip.* words for every node from $VIPD_SOAK_WORDS
+// (space-separated), e.g. vip.window=600ms for the kernel fence's short
+// window; named in the report.
+func soakWords() []string { return strings.Fields(os.Getenv("VIPD_SOAK_WORDS")) }
+
 func newSoak(t *testing.T, seed uint64) *soak {
 	bin, _ := lab.Binaries(t)
 	s := &soak{T: t, seed: seed, rng: newRand(seed), bin: bin, quit: make(chan struct{}), series: map[int]*resSeries{}}
@@ -233,6 +238,7 @@ func newSoak(t *testing.T, seed uint64) *soak {
 			// Every node checks its own lab service (test/lab/service.go),
 			// so that ranks and handovers live through the faults too.
 			"vip.check=" + lab.CheckURL, "vip.check.interval=500ms", "vip.check.timeout=500ms", "vip.preempt.delay=2s"}})
+	l.Opt.Args = append(l.Opt.Args, soakWords()...)
 	s.l, s.t0 = l, l.Mon.Start
 	s.procs = make([]*proc, len(l.Nodes))
 	for range l.Nodes {
@@ -1216,6 +1222,9 @@ func (s *soak) report(dur time.Duration, wall time.Time) {
 	version, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
 	head := fmt.Sprintf("Soak: %v of faults, seed %d, vipd %s, %d faults, %s wall time; 3 nodes (vipd + etcd member each), dual-stack VIP, vip.ttl=2, vip.garp=%d every %v",
 		dur, s.seed, strings.TrimSpace(string(version)), len(s.runs), time.Since(wall).Round(time.Second), soakGarp, soakGarpInterval)
+	if w := soakWords(); len(w) > 0 {
+		head += ", " + strings.Join(w, " ")
+	}
 	if s.aborted {
 		head += "; ABORTED early (see the violations)"
 	}
