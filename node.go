@@ -687,8 +687,9 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 		n.hold.stopBurst() // its frames would go out on the old sockets
 	}
 	err := n.view.apply(l, ok, plan, why)
+	var fenceErr error
 	if ok {
-		n.fenceLink()
+		fenceErr = n.fenceLink()
 	}
 	if plan.closeFrames && n.boot.unwatch != nil { // the watch's sockets are gone
 		n.boot.watchClaims(n.view.frames, n.cfg.Addresses, n.in.claims)
@@ -707,22 +708,24 @@ func (n *node) setLink(l linkMessage, ok bool, why string) {
 	case linkNewMAC:
 		n.hold.startBurst(false, n.claim())
 	}
+	if fenceErr != nil && plan.step != linkDown && plan.step != linkGone && n.term != nil && n.fence.kernel {
+		n.stepDown(fenceErr)
+	}
 }
 
-// fenceLink puts the kernel fence on the link in use (bpffence.go). A
-// term that advertised a fenced window cannot go on without it.
-func (n *node) fenceLink() {
+// fenceLink puts the kernel fence on the link in use (bpffence.go). It
+// returns why it could not: a term that advertised a fenced window
+// cannot go on without it (setLink steps down).
+func (n *node) fenceLink() error {
 	if n.deps.kfence == nil || n.view.link.Index == 0 {
-		return
+		return nil
 	}
 	err := n.deps.kfence.attach(n.view.link.Index)
 	if err == nil {
-		return
+		return nil
 	}
 	n.log.warnf("%v (vipd runs on without it on %s: the TTL rule, docs/design.md section 8)", err, n.view.link.Name)
-	if n.term != nil && n.fence.kernel {
-		n.stepDown(fmt.Errorf("%w on %s: %w", errFenceLost, n.view.link.Name, err))
-	}
+	return fmt.Errorf("%w on %s: %w", errFenceLost, n.view.link.Name, err)
 }
 
 // fencedWindow is the window a new term advertises and fences by: the

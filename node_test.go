@@ -1435,11 +1435,19 @@ func TestNodeBootstrap(t *testing.T) {
 
 // fakeKernelFence records the deadlines the node gives its kernel fence.
 type fakeKernelFence struct {
-	attached uint32
-	sets     []time.Time
+	attached  uint32
+	sets      []time.Time
+	attachErr error // attach fails (and leaves the fence detached)
 }
 
-func (f *fakeKernelFence) attach(ifindex uint32) error { f.attached = ifindex; return nil }
+func (f *fakeKernelFence) attach(ifindex uint32) error {
+	if f.attachErr != nil {
+		f.attached = 0
+		return f.attachErr
+	}
+	f.attached = ifindex
+	return nil
+}
 func (f *fakeKernelFence) set(until time.Time) error {
 	if len(f.sets) == 0 || !f.sets[len(f.sets)-1].Equal(until) {
 		f.sets = append(f.sets, until)
@@ -1511,5 +1519,38 @@ func TestNodeKernelFenced(t *testing.T) {
 				t.Fatalf("past the deadline: holding %v, kernel fence deadline %v (want closed)", nl.n.hold.holding, kf.last())
 			}
 		})
+	}
+}
+
+// TestNodeKernelFenceLost: a holder whose term advertised the fenced
+// window and whose fence can no longer be attached (its link changed)
+// steps down, counted as link_down, and campaigns again by the TTL rule.
+func TestNodeKernelFenceLost(t *testing.T) {
+	kf := &fakeKernelFence{}
+	var cfgs []electConfig
+	nl := newNodeLabWith(t, 2*time.Second, func(nl *nodeLab) {
+		nl.n.deps.kfence = kf
+		inner := nl.n.deps.newTerm
+		nl.n.deps.newTerm = func(c electConfig, ch chan<- termEvent) campaigner {
+			cfgs = append(cfgs, c)
+			return inner(c, ch)
+		}
+	}, "vip.window=500ms")
+	nl.lead()
+	kf.attachErr = errors.New("kernel fence: attach the filter: no such device")
+	l := nl.n.view.link
+	l.HardwareAddr = net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 9}
+	nl.handle(rtnlEvent{link: &l})
+	nl.wantStepDown(errFenceLost)
+	if r := stepReasonOf(nl.n.stepped); r != stepLinkDown {
+		t.Errorf("counted as %v, want link_down", r)
+	}
+	nl.pump()
+	if len(cfgs) < 2 || cfgs[0].window != 500*time.Millisecond || cfgs[len(cfgs)-1].window != 0 {
+		var ws []time.Duration
+		for _, c := range cfgs {
+			ws = append(ws, c.window)
+		}
+		t.Fatalf("terms campaigned with windows %v, want 500ms, then 0 (the TTL rule)", ws)
 	}
 }
