@@ -53,6 +53,10 @@ func TestBoot(t *testing.T) {
 	if !l.waitConsole("vipd: starting ", bootTimeout, vms[0]) {
 		t.Fatal("vm1's vipd did not start")
 	}
+	// The kernel fence loads before that line, or a warning says why not.
+	if n := vms[0].count("no kernel fence"); n > 0 {
+		t.Errorf("vm1's vipd runs without its kernel fence:\n%s", strings.Join(vms[0].vipdLines(), "\n"))
+	}
 	vipdUp := vms[0].started.Add(vms[0].up)
 	b, seen := l.waitHolder(nil, time.Until(vipdUp.Add(10*time.Second)))
 	if b == nil {

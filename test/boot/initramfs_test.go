@@ -156,9 +156,10 @@ var recipeDir = filepath.Join("..", "..", "docs", "busybox")
 // bootModules are what the VMs need that Debian's cloud kernel builds as
 // modules: the virtio PCI transport, its network and block drivers
 // (net_failover and failover come as virtio_net's dependencies), and, on
-// arm64, virtio_console for the control line (hvc0: -M virt has one UART).
+// arm64, virtio_console for the control line (hvc0: -M virt has one UART);
+// and vipd's kernel fence: sch_ingress (the clsact qdisc) and cls_bpf.
 // ext4, for the config partition, is built in.
-var bootModules = []string{"virtio_pci", "virtio_net", "virtio_blk"}
+var bootModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "sch_ingress", "cls_bpf"}
 
 // buildInitramfs writes g's initramfs: busybox (linked as /init, so
 // that the kernel starts busybox init, which reads /etc/inittab), the
