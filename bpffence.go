@@ -323,9 +323,8 @@ func (f *kernelFence) set(until time.Time) error {
 		mono = 0
 	}
 	if mono == f.last {
-		return nil
+		return nil // only 0 repeats: a deadline carries the clock's nanoseconds
 	}
-	f.last = mono
 	key, value := uint32(0), uint64(mono)
 	ea := bpfMapElemAttr{mapFD: uint32(f.mapFD), key: uint64(uintptr(unsafe.Pointer(&key))), value: uint64(uintptr(unsafe.Pointer(&value)))}
 	_, err := bpfSys(unix.BPF_MAP_UPDATE_ELEM, unsafe.Pointer(&ea), unsafe.Sizeof(ea))
@@ -334,6 +333,7 @@ func (f *kernelFence) set(until time.Time) error {
 	if err != nil {
 		return fmt.Errorf("kernel fence: move its deadline: %w", err)
 	}
+	f.last = mono
 	return nil
 }
 
@@ -532,14 +532,17 @@ func adoptFence(rt *rtnl, vips []netip.Prefix, handle uint32) *kernelFence {
 	for _, fd := range []int{prog, m} {
 		unix.CloseOnExec(fd)
 	}
-	f := &kernelFence{mapFD: m, progFD: prog, rt: rt, ifindex: ifindex, vips: key, handle: handle}
+	// The handed-over filter is the old image's group's (handed): a
+	// vip.key that changed with the SIGHUP names another.
+	f := &kernelFence{mapFD: m, progFD: prog, rt: rt, ifindex: ifindex, vips: key, handle: handed,
+		last: -1} // unknown: the first set writes, even a 0
 	if key != vipsKey(vips) {
 		f.close()
 		return nil
 	}
-	if handed != handle { // vip.key changed: the old group's filter goes
-		removeFenceFilter(rt, ifindex, handed)
-		f.ifindex = 0
+	if handed != handle {
+		f.detach()
+		f.handle = handle
 	}
 	return f
 }

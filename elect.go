@@ -214,6 +214,9 @@ func beatDeadline(sent time.Time, ttl, window time.Duration) time.Time {
 	if window <= 0 {
 		return deadlineAfter(sent, ttl)
 	}
+	// Candidates wait the shorter of the advertised window and the
+	// granted TTL (a resumed term's lease may be shorter than vip.ttl).
+	window = min(window, ttl)
 	return sent.Add(window - fenceMargin(window))
 }
 

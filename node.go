@@ -370,6 +370,9 @@ func (n *node) mayClaim() bool {
 // claim is the gate the hold's claiming frames go through (mayClaim),
 // with the clock, the term and the link's sockets as they are now.
 func (n *node) claim() gate {
+	// The kernel fence moves with the deadline before any claiming frame
+	// (handle syncs it again once the event is done).
+	n.syncKernelFence()
 	return gate{may: n.mayClaim, now: n.deps.now, term: n.term, frames: n.view.frames, beforeSend: n.deps.beforeSend}
 }
 
