@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 	"unsafe"
@@ -269,6 +270,7 @@ type kernelFence struct {
 	ifindex       uint32
 	last          int64  // the deadline last written, CLOCK_MONOTONIC ns
 	vips          string // the VIPs the program was assembled for (vipsKey)
+	addrs         []netip.Addr
 }
 
 // loadFence creates the deadline map (closed: deadline 0) and loads the
@@ -467,6 +469,7 @@ type fenceSink interface {
 	attach(ifindex uint32) error
 	set(until time.Time) error
 	inForce() bool // attached to a link
+	check() error  // the filter is still there (someone may have removed it, or the qdisc)
 }
 
 // noFence stands in when no fence could be loaded: it only removes a
@@ -475,13 +478,103 @@ type fenceSink interface {
 type noFence struct {
 	rt     *rtnl
 	handle uint32
+	vips   []netip.Prefix
+	log    *logger
 }
 
-func (n noFence) attach(ifindex uint32) error { return removeFenceFilter(n.rt, ifindex, n.handle) }
-func (noFence) set(time.Time) error           { return nil }
-func (noFence) inForce() bool                 { return false }
+// attach removes a filter of our group that an earlier image left on the
+// link, whose deadline nobody would move any more. A copy of the VIP that
+// image left there goes first: the filter kept it silent, and this vipd,
+// by the TTL rule, cannot vouch for it.
+func (n noFence) attach(ifindex uint32) error {
+	if there, err := filterPresent(n.rt, ifindex, n.handle); err != nil || !there {
+		return err
+	}
+	for _, p := range n.vips {
+		if gone, err := n.rt.delAddr(ifindex, p); err != nil {
+			return fmt.Errorf("kernel fence: remove %s under the filter an earlier run left: %w", p, err)
+		} else if gone {
+			n.log.infof("removed %s, left silent under the kernel fence of an earlier run, before removing that filter", p)
+		}
+	}
+	return removeFenceFilter(n.rt, ifindex, n.handle)
+}
+
+func (noFence) check() error        { return nil }
+func (noFence) set(time.Time) error { return nil }
+func (noFence) inForce() bool       { return false }
 
 func (f *kernelFence) inForce() bool { return f.ifindex != 0 }
+
+// check says whether our filter is still on the link: a `tc qdisc del`, a
+// CNI that resets the clsact qdisc, would take it away without a word.
+// Gone, the fence is no longer in force (the next attach puts it back).
+func (f *kernelFence) check() error {
+	if f.ifindex == 0 {
+		return nil
+	}
+	there, err := filterPresent(f.rt, f.ifindex, f.handle)
+	if err != nil || there {
+		return err
+	}
+	f.ifindex = 0
+	return errors.New("kernel fence: our filter is gone from the link (removed by someone else)")
+}
+
+// filterPresent asks the kernel for our group's filter on ifindex.
+func filterPresent(rt *rtnl, ifindex, handle uint32) (bool, error) {
+	_, err := rt.execute(unix.RTM_GETTFILTER, netlink.Request, fenceFilter(ifindex, handle).MarshalBinary())
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENODEV):
+		return false, nil
+	}
+	return false, fmt.Errorf("kernel fence: look for the filter: %w", err)
+}
+
+// stop ends the fence at a graceful stop. The filter goes, unless a copy
+// of a VIP is still on the link (its removal failed, or a resumed copy):
+// then it stays, closed, so that the copy stays silent, and the next vipd
+// replaces it.
+func (f *kernelFence) stop(log *logger) {
+	if f.ifindex != 0 {
+		if left := vipsOn(f.rt, f.ifindex, f.addrs); len(left) > 0 {
+			if err := f.set(time.Time{}); err == nil {
+				log.warnf("kernel fence left in place, closed: %v still on the link (the next vipd replaces it)", left)
+				f.ifindex = 0 // kept: close only drops our descriptors
+			}
+		}
+	}
+	if err := f.close(); err != nil {
+		log.warnf("%v", err)
+	}
+}
+
+// vipsOn lists which of addrs are on ifindex (none if the kernel does not
+// say).
+func vipsOn(rt *rtnl, ifindex uint32, addrs []netip.Addr) []netip.Addr {
+	all, err := rt.addrs(unix.AF_UNSPEC)
+	if err != nil {
+		return nil
+	}
+	var on []netip.Addr
+	for _, a := range all {
+		if a.Index == ifindex && slices.Contains(addrs, a.Address) {
+			on = append(on, a.Address)
+		}
+	}
+	return on
+}
+
+// vipAddrs are the VIPs' addresses.
+func vipAddrs(vips []netip.Prefix) []netip.Addr {
+	a := make([]netip.Addr, len(vips))
+	for i, p := range vips {
+		a[i] = p.Addr()
+	}
+	return a
+}
 
 // vipsKey names the VIPs a program was assembled for.
 func vipsKey(vips []netip.Prefix) string { return prefixList(vips) }
@@ -493,17 +586,18 @@ func startFence(rt *rtnl, vips []netip.Prefix, key string, log *logger) fenceSin
 	handle := fenceHandle(key)
 	if os.Getenv("VIPD_TEST_NO_KERNEL_FENCE") != "" {
 		log.infof("no kernel fence: VIPD_TEST_NO_KERNEL_FENCE is set (tests only)")
-		return noFence{rt, handle}
+		return noFence{rt, handle, vips, log}
 	}
 	if f := adoptFence(rt, vips, handle); f != nil {
+		f.addrs = vipAddrs(vips)
 		return f
 	}
 	f, err := loadFence(rt, vips, handle)
 	if err != nil {
 		log.warnf("no kernel fence: %v (vipd runs on by the TTL rule; a frame held up by a freeze between the deadline check and its send can still leave late: docs/design.md section 8a)", err)
-		return noFence{rt, handle}
+		return noFence{rt, handle, vips, log}
 	}
-	f.vips = vipsKey(vips)
+	f.vips, f.addrs = vipsKey(vips), vipAddrs(vips)
 	return f
 }
 

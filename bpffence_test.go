@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -188,6 +189,41 @@ func TestKernelFence(t *testing.T) {
 		if want := !(fr.fenced && (strings.HasPrefix(fr.name, "IPv4") || strings.HasPrefix(fr.name, "ARP"))); got[fr.name] != want {
 			t.Errorf("another group's filter beside ours: %s arrived %v, want %v", fr.name, got[fr.name], want)
 		}
+	}
+
+	// Someone else removes our filter: check says so once, and the fence
+	// is no longer in force until it is attached again.
+	if err := other.check(); err != nil || !other.inForce() {
+		t.Fatalf("check with the filter in place: %v (in force %v)", err, other.inForce())
+	}
+	if err := removeFenceFilter(rt, uint32(ifindex), other.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.check(); err == nil || other.inForce() {
+		t.Fatalf("check after the filter was removed by someone else: %v (in force %v), want an error", err, other.inForce())
+	}
+	if err := other.attach(uint32(ifindex)); err != nil || !other.inForce() {
+		t.Fatalf("attach again: %v", err)
+	}
+
+	// A vipd without the fence, after a run of its group killed while it
+	// held the VIP: the copy goes first, then the filter.
+	vipPrefix := netip.PrefixFrom(vip4, 32)
+	if err := rt.setAddr(uint32(ifindex), vipPrefix, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(other.progFD) // "killed"
+	unix.Close(other.mapFD)
+	other.progFD, other.mapFD, other.ifindex = -1, -1, 0 // for its deferred close
+	nf := noFence{rt: rt, handle: other.handle, vips: []netip.Prefix{vipPrefix}, log: &logger{w: io.Discard}}
+	if err := nf.attach(uint32(ifindex)); err != nil {
+		t.Fatal(err)
+	}
+	if there, err := filterPresent(rt, uint32(ifindex), other.handle); err != nil || there {
+		t.Errorf("the filter a killed run left is still there (%v) after a vipd without the fence attached", err)
+	}
+	if left := vipsOn(rt, uint32(ifindex), []netip.Addr{vip4}); len(left) != 0 {
+		t.Errorf("%v still on the link after the filter that kept it silent went", left)
 	}
 }
 

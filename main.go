@@ -339,7 +339,7 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 	// image adopts the one handed over instead.
 	kf := startFence(rt, cfg.Addresses, cfg.Key, log)
 	if f, ok := kf.(*kernelFence); ok {
-		defer f.close() // a graceful stop removes the filter; an exec keeps it
+		defer f.stop(log) // a graceful stop removes the filter; an exec keeps it
 	}
 	dropPrivileges(cfg.ConfigSource, log) // the config partition is read and unmounted by now
 

@@ -303,6 +303,7 @@ func (n *node) handle(now time.Time, ev event) bool {
 		switch ev {
 		case &n.pulse: // run marks the loop alive
 			n.pulse.set(pulseEvery)
+			n.checkKernelFence()
 		case &n.expiry: // handle has checked the deadline
 		case &n.take.wait:
 			n.take.probe(n.view.frames, n.cfg.Addresses, n.cfg.Probe, n.in.probes)
@@ -729,6 +730,25 @@ func (n *node) fenceLink() error {
 	}
 	n.log.warnf("%v (vipd runs on without it on %s: the TTL rule, docs/design.md section 8)", err, n.view.link.Name)
 	return fmt.Errorf("%w on %s: %w", errFenceLost, n.view.link.Name, err)
+}
+
+// checkKernelFence looks, once a second, whether the kernel fence's filter
+// is still on the link; someone else may have removed it. A term that
+// advertised the fenced window ends (and the filter is put back for the
+// next).
+func (n *node) checkKernelFence() {
+	if n.deps.kfence == nil {
+		return
+	}
+	err := n.deps.kfence.check()
+	if err == nil {
+		return
+	}
+	n.log.warnf("%v", err)
+	if n.term != nil && n.fence.kernel {
+		n.stepDown(fmt.Errorf("%w on %s: %w", errFenceLost, n.view.link.Name, err))
+	}
+	n.fenceLink()
 }
 
 // fencedWindow is the window a new term advertises and fences by: the

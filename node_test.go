@@ -1455,6 +1455,7 @@ func (f *fakeKernelFence) set(until time.Time) error {
 	return nil
 }
 func (f *fakeKernelFence) inForce() bool { return f.attached != 0 }
+func (f *fakeKernelFence) check() error  { return nil }
 func (f *fakeKernelFence) last() time.Time {
 	if len(f.sets) == 0 {
 		return time.Time{}
