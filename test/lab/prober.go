@@ -35,27 +35,98 @@ func (l *Lab) StartResponders() {
 }
 
 // startEcho answers UDP probes on labEchoPort (IPv4 and IPv6) inside the
-// node's namespace with the node's name, until the socket is closed.
-func startEcho(nd *Node) (*net.UDPConn, error) {
-	var c *net.UDPConn
+// node's namespace with the node's name, until it is closed. It answers
+// from the address the probe was sent to, as a real service does (and
+// not from the node's own address, which the kernel would pick for an
+// unconnected socket): an answer from the VIP is a frame that speaks for
+// it, so a node whose kernel fence has closed cannot answer.
+func startEcho(nd *Node) (*echo, error) {
+	e := &echo{}
 	err := nd.NS.Do(func() (err error) {
-		c, err = net.ListenUDP("udp", &net.UDPAddr{Port: labEchoPort})
-		return err
+		if e.c4, err = net.ListenUDP("udp4", &net.UDPAddr{Port: labEchoPort}); err != nil {
+			return err
+		}
+		if e.c6, err = net.ListenUDP("udp6", &net.UDPAddr{Port: labEchoPort}); err != nil {
+			e.c4.Close()
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("echo responder in %s: %w", nd.Name, err)
 	}
-	go func(name string) {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDP(append(buf[:n:n], name...), from)
+	for _, c := range []*net.UDPConn{e.c4, e.c6} {
+		if err := pktinfoOn(c); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("echo responder in %s: %w", nd.Name, err)
 		}
-	}(nd.Name)
-	return c, nil
+		go answerFromDst(c, nd.Name)
+	}
+	return e, nil
+}
+
+// echo is a node's two echo sockets.
+type echo struct{ c4, c6 *net.UDPConn }
+
+func (e *echo) Close() error {
+	e.c4.Close()
+	return e.c6.Close()
+}
+
+// pktinfoOn asks the kernel to say, with each datagram, the address it
+// was sent to.
+func pktinfoOn(c *net.UDPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	return err
+}
+
+// answerFromDst echoes each datagram with name appended, from the
+// address it was sent to.
+func answerFromDst(c *net.UDPConn, name string) {
+	buf, oob := make([]byte, 64), make([]byte, 128)
+	for {
+		n, oobn, _, from, err := c.ReadMsgUDP(buf, oob)
+		if err != nil {
+			return
+		}
+		c.WriteMsgUDP(append(buf[:n:n], name...), replyFrom(oob[:oobn]), from)
+	}
+}
+
+// replyFrom turns the destination a datagram came with into the control
+// message that makes the answer leave from it.
+func replyFrom(oob []byte) []byte {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
+			var in unix.Inet4Pktinfo
+			copy(in.Addr[:], m.Data[8:12]) // struct in_pktinfo: ifindex, spec_dst, addr
+			return unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: in.Addr})
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
+			var in unix.Inet6Pktinfo
+			copy(in.Addr[:], m.Data[:16]) // struct in6_pktinfo: addr, ifindex
+			return unix.PktInfo6(&unix.Inet6Pktinfo{Addr: in.Addr})
+		}
+	}
+	return nil
 }
 
 // answer is one probe that was answered.

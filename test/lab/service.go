@@ -29,7 +29,7 @@ type Service struct {
 	Nd    *Node
 	Mu    sync.Mutex
 	http  *http.Server // nil while down
-	echo  *net.UDPConn
+	echo  *echo
 	since time.Time // when it last came up
 }
 
