@@ -145,9 +145,9 @@ func (p *poller) run() {
 	go p.t.followWrites(p.ctx, writes)
 	tick := time.NewTicker(leaderPoll)
 	defer tick.Stop()
-	// The poll's ticks alone would see a short window run out up to a
-	// tick late: staleAt goes off when it does.
-	staleAt := time.NewTimer(time.Hour)
+	// The poll's ticks alone would see a short window run out, or the
+	// heartbeat go quiet, up to a tick late: staleAt goes off when they do.
+	staleAt := time.NewTimer(time.Hour) // armStale
 	defer staleAt.Stop()
 	pollNow := true
 	for {
@@ -178,12 +178,16 @@ func (p *poller) run() {
 }
 
 // armStale sets timer to go off when the holder's heartbeat will have
-// stood still for its window, as far as the poll knows it now.
+// gone quiet, or else stood still for its window, as far as the poll
+// knows it now.
 func (p *poller) armStale(timer *time.Timer) {
 	timer.Stop()
 	if w := p.h.window(); w > 0 {
-		if d := time.Until(p.h.since.Add(w)); d > 0 { // past: the ticks ask again
-			timer.Reset(d)
+		for _, after := range []time.Duration{p.h.quietAfter() + time.Millisecond, w} {
+			if d := time.Until(p.h.since.Add(after)); d > 0 { // both past: the ticks ask again
+				timer.Reset(d)
+				break
+			}
 		}
 	}
 	p.t.prevFenced.Store(p.h.fenced > 0)
@@ -223,12 +227,13 @@ func (p *poller) tick(now time.Time) bool {
 // key, the next key in line leads.
 func (p *poller) poll() (leads, again bool) {
 	t := p.t
-	rctx, cancel := context.WithTimeout(p.ctx, leaderPoll)
+	timeout, start := p.reqTimeout(), time.Now()
+	rctx, cancel := context.WithTimeout(p.ctx, timeout)
 	resp, err := t.cli.Get(rctx, t.cfg.prefix+"/", clientv3.WithFirstCreate()...)
 	cancel()
 	t.failed(p.ctx, opRead, err)
 	if err != nil || len(resp.Kvs) == 0 {
-		return false, false
+		return false, err != nil && p.retryNow(start, timeout)
 	}
 	kv := resp.Kvs[0]
 	if string(kv.Key) == p.key && clientv3.LeaseID(kv.Lease) == p.id {
@@ -240,6 +245,26 @@ func (p *poller) poll() (leads, again bool) {
 		p.h.ttl = p.grantedTTL(clientv3.LeaseID(kv.Lease))
 	}
 	return false, p.h.stale(time.Now()) && p.removeStale()
+}
+
+// reqTimeout bounds a poll's request: leaderPoll, or less once the
+// holder's heartbeat is stale under a short window. A request that went
+// to a member which vanished with the holder's node waits for nothing
+// (its connection is found dead only after TCP's retransmissions); the
+// next one, at once (retryNow), goes to another member (round robin).
+func (p *poller) reqTimeout() time.Duration {
+	if !p.h.stale(time.Now()) {
+		return leaderPoll
+	}
+	return min(leaderPoll, max(p.h.window()/6, 50*time.Millisecond))
+}
+
+// retryNow says whether a request of the stale path that failed is sent
+// again at once: only after it waited out its timeout (a member that
+// does not answer), not after a quick refusal (etcd down), which waits
+// for the next tick.
+func (p *poller) retryNow(start time.Time, timeout time.Duration) bool {
+	return p.h.stale(time.Now()) && time.Since(start) >= timeout/2
 }
 
 // touchMembers sends one small read per etcd endpoint at once, when the
@@ -311,16 +336,22 @@ func (p *poller) grantedTTL(id clientv3.LeaseID) time.Duration {
 }
 
 // removeStale deletes the election key of a holder whose heartbeat stood
-// still, unless it has moved since. It reports whether the key was removed.
+// still, unless it has moved since. It reports whether to ask etcd again
+// at once: the key was removed (the next key leads), or the request went
+// unanswered (retryNow).
 func (p *poller) removeStale() bool {
 	h := p.h
-	ctx, cancel := context.WithTimeout(p.ctx, leaderPoll)
+	timeout, start := p.reqTimeout(), time.Now()
+	ctx, cancel := context.WithTimeout(p.ctx, timeout)
 	defer cancel()
 	resp, err := p.t.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(h.key), "=", h.modRev)).
 		Then(clientv3.OpDelete(h.key)).Commit()
 	p.t.failed(ctx, opWrite, err)
-	if err != nil || !resp.Succeeded {
-		return false // etcd busy (we ask again), or the heartbeat moved, or the key is gone already
+	if err != nil {
+		return p.retryNow(start, timeout) // no answer: again at once (on another member); else at the next tick
+	}
+	if !resp.Succeeded {
+		return false // the heartbeat moved, or the key is gone already
 	}
 	p.t.log.warnf("removed election key %s of holder %q: its heartbeat stood still for %v (dead, frozen or cut off; by its own deadline it no longer holds the address)",
 		h.key, h.name, time.Since(h.since).Round(time.Millisecond))
@@ -397,7 +428,16 @@ func (h *holderView) heard(kv *mvccpb.KeyValue, now time.Time) bool {
 // longer than a leader's renewal interval and a poll: the watch has
 // nothing to say, and etcd is asked. Also true before the holder is known.
 func (h *holderView) quiet(now time.Time) bool {
-	return h.ttl == 0 || now.Sub(h.since) > h.window()/leaderRenewalsPerTTL+leaderPoll
+	return h.ttl == 0 || now.Sub(h.since) > h.quietAfter()
+}
+
+// quietAfter is how long after the heartbeat was last seen to move it
+// counts as quiet: a poll's worth after the next one was due, or a twelfth
+// of the window when the window is short. The members are touched then
+// (touchMembers), and a vanished one must be found before the window ends.
+func (h *holderView) quietAfter() time.Duration {
+	w := h.window()
+	return w/leaderRenewalsPerTTL + min(leaderPoll, w/12)
 }
 
 func (h *holderView) sameKey(kv *mvccpb.KeyValue) bool {

@@ -98,6 +98,13 @@ func claimNext(err error, moved int) claimStep {
 // claimAttempt bounds each request of a claim (see claimRanked).
 const claimAttempt = 500 * time.Millisecond
 
+// claimAttempt is the term's bound on each request of its claim: less
+// under a short fenced window, so that a request that went to a vanished
+// member is given up (and sent to the next) sooner.
+func (t *term) claimAttempt() time.Duration {
+	return min(claimAttempt, max(t.window()/6, 50*time.Millisecond))
+}
+
 // errClaimRPC: a claim's request failed or went unanswered; it may be
 // sent again.
 var errClaimRPC = errors.New("no answer")
@@ -143,7 +150,7 @@ func listCandidates(ctx context.Context, cli *clientv3.Client, prefix string) ([
 // candidates reads every election entry: ours, and the others in queue
 // order.
 func (c claimer) candidates() (candidate, []candidate, error) {
-	cs, _, err := c.t.readCandidates(claimAttempt)
+	cs, _, err := c.t.readCandidates(c.t.claimAttempt())
 	if err != nil {
 		return candidate{}, nil, err
 	}
@@ -185,7 +192,7 @@ func bestOf(cs []candidate) (candidate, bool) {
 // the revision of the claim and whether the mark was there.
 func (c claimer) claim(others []candidate) (int64, bool, error) {
 	t, key, createRev, id := c.t, c.key, c.createRev, c.id
-	ctx, cancel := context.WithTimeout(t.ctx, claimAttempt)
+	ctx, cancel := context.WithTimeout(t.ctx, t.claimAttempt())
 	defer cancel()
 	conds := []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(key), "=", createRev),

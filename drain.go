@@ -185,7 +185,7 @@ func drainNow(ctx context.Context, cli *clientv3.Client, key, name string, on bo
 // runDrain is `vipd -drain [NAME]` and `vipd -undrain [NAME]` with a
 // configuration: NAME defaults to this node's vip.name.
 func runDrain(st setup, name string, on bool, stdout, stderr io.Writer) int {
-	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
+	cli, err := newEtcdClient(st.cfg.Etcd, st.tls, time.Second)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: etcd client: %v\n", err)
 		return exitRuntime

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -359,7 +360,11 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 
 	// The client does not connect here: an unreachable etcd is waited for
 	// by the lease loop, with logs.
-	cli, err := newEtcdClient(cfg.Etcd, tlsCfg)
+	window := cfg.TTL
+	if _, fenced := kf.(*kernelFence); fenced {
+		window = cmp.Or(cfg.Window, cfg.TTL)
+	}
+	cli, err := newEtcdClient(cfg.Etcd, tlsCfg, etcdDeadAfter(window))
 	if err != nil {
 		log.fail(stderr, "etcd client for %s: %v", strings.Join(cfg.Etcd, ","), err)
 		return exitRuntime
@@ -443,15 +448,27 @@ func serve(st setup, signals chan os.Signal, stderr io.Writer) int {
 // node that boots before its etcd exists) vipd would find etcd back up to
 // two minutes late. It is capped at a second: a failed connection attempt
 // costs one SYN.
-func newEtcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
+//
+// deadAfter is that timeout: a second, or less for a node fenced in the
+// kernel with a short window (etcdDeadAfter), whose failover must not wait
+// a second for a vanished member's connection to be dropped.
+func newEtcdClient(endpoints []string, tlsCfg *tls.Config, deadAfter time.Duration) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:            endpoints,
 		TLS:                  tlsCfg,
 		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: time.Second,
+		DialKeepAliveTimeout: deadAfter,
 		DialOptions:          []grpc.DialOption{grpc.WithConnectParams(etcdReconnect())},
 		Logger:               zap.NewNop(),
 	})
+}
+
+// etcdDeadAfter is how long a request may go unanswered at the TCP level
+// before its connection is dropped: half the failure-detection window, at
+// least 300 ms (below that one lost segment and its retransmission would
+// drop a healthy connection), at most a second.
+func etcdDeadAfter(window time.Duration) time.Duration {
+	return min(max(window/2, 300*time.Millisecond), time.Second)
 }
 
 // etcdReconnect is how gRPC retries a connection to an etcd endpoint.

@@ -134,7 +134,7 @@ func moveNow(ctx context.Context, cli *clientv3.Client, key, name, who string) (
 
 // runMove is `vipd -move [NAME]` with a configuration.
 func runMove(st setup, name string, stdout, stderr io.Writer) int {
-	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
+	cli, err := newEtcdClient(st.cfg.Etcd, st.tls, time.Second)
 	if err != nil {
 		fmt.Fprintf(stderr, "vipd: etcd client: %v\n", err)
 		return exitRuntime

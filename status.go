@@ -181,7 +181,7 @@ func printStatus(reps []statusReport, asJSON bool, stdout, stderr io.Writer) int
 // statusTimeout. Its error says why etcd could not be asked, with what a
 // plain connection attempt finds out.
 func askEtcd(st setup) (electionView, error) {
-	cli, err := newEtcdClient(st.cfg.Etcd, st.tls)
+	cli, err := newEtcdClient(st.cfg.Etcd, st.tls, time.Second)
 	if err != nil {
 		return electionView{}, fmt.Errorf("etcd client: %w", err)
 	}
