@@ -306,6 +306,8 @@ func TestTermPollTick(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	known := holderView{key: "/k/a", createRev: 5, modRev: 9, since: t0, ttl: 2 * time.Second}
+	fenced := known
+	fenced.fenced = 600 * time.Millisecond
 	cases := []struct {
 		name     string
 		h        holderView
@@ -316,9 +318,12 @@ func TestTermPollTick(t *testing.T) {
 		{"holder unknown: ask, touching the members once", holderView{}, 0, false, tickQuiet},
 		{"holder unknown, already quiet", holderView{}, 0, true, tickPoll},
 		{"heartbeat just seen", known, 100, false, tickWait},
-		{"within a renewal interval and a poll", known, 750, false, tickWait},
-		{"moving again after a quiet spell", known, 750, true, tickWait},
-		{"quiet: first tick", known, 751, false, tickQuiet},
+		{"within a renewal interval and a twelfth of the TTL", known, 666, false, tickWait},
+		{"moving again after a quiet spell", known, 666, true, tickWait},
+		{"quiet: first tick", known, 667, false, tickQuiet},
+		{"fenced 600 ms: within a renewal interval and a twelfth", fenced, 200, false, tickWait},
+		{"fenced 600 ms: quiet", fenced, 201, false, tickQuiet},
+		{"fenced 600 ms: stood still for its window", fenced, 600, true, tickStale},
 		{"quiet: later ticks", known, 1500, true, tickPoll},
 		{"stood still for its TTL", known, 2000, true, tickStale},
 		{"stale without a quiet tick before", known, 2500, false, tickStale},
