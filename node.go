@@ -769,8 +769,13 @@ func (n *node) syncKernelFence() {
 		return
 	}
 	var until time.Time
-	if n.hold.holding {
+	switch {
+	case n.hold.holding:
 		until, _ = n.fence.holdUntil()
+	case n.rs.resuming:
+		// The deadline a SIGHUP's earlier image left stands (it was its
+		// holdUntil) until this run resumes the term, or lets it go.
+		return
 	}
 	if err := n.deps.kfence.set(until); err != nil {
 		n.log.warnf("%v", err)
