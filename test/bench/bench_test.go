@@ -310,7 +310,7 @@ var fastEtcd = []string{"--heartbeat-interval=50", "--election-timeout=500"}
 // shortest that keeps the VIP in place in steady state on this machine
 // (docs/design.md, section 8a); BenchmarkEtcdDisturbance measures what it
 // costs when etcd hiccups.
-const benchWindow = "vip.window=500ms"
+const benchWindow = "vip.window=400ms"
 
 // BenchmarkFailover measures client-visible outages for each fault, for
 // vipd (default etcd timers and tuned ones) and for keepalived in the same

@@ -93,7 +93,7 @@ func BenchmarkEtcdDisturbance(b *testing.B) {
 					}
 					ids[m] = id
 				}
-				p := l.StartProberTo(lab.VIP)
+				p := l.StartProber() // the responders too: the client's gaps are measured
 				for _, nd := range l.Nodes {
 					l.Start(nd)
 				}
