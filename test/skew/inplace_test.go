@@ -110,7 +110,15 @@ func testInPlaceFenced(t *testing.T) {
 	n1 := s.Nodes[0]
 	n1.Bin = filepath.Join(t.TempDir(), "vipd")
 	install(t, s.cur, n1.Bin)
-	s.startAll()
+	// n1 at the default window, the TTL: the old binary refuses
+	// vip.window (the settings trap of a rollback, which its -check
+	// catches first), and this is about the fence.
+	s.Lab.Start(n1)
+	s.WaitHolder(n1, lab.ElectBound)
+	for _, nd := range s.Nodes[1:] {
+		s.Start(nd)
+	}
+	s.WaitClientNeighbour(n1.MAC, 5*time.Second)
 	oldRel, newRel := release(t, s.old), release(t, s.cur)
 	pid := n1.Cmd.Process.Pid
 	s.waitSwapped(n1, newRel, pid)
