@@ -131,7 +131,7 @@ func nextRenewal(sent time.Time, interval time.Duration, after renewalAfter) tim
 		// The next one goes out soon, on a new stream that the
 		// balancer may put on another member.
 		return sent.Add(backoffMin)
-	case afterUnreleasedClaim: // (a fenced predecessor counts as released: takeoverDelay)
+	case afterUnreleasedClaim: // (after a fenced predecessor there is no wait, and this renewal is merely early)
 		// The node adds the address takeoverWait after the claim
 		// (takeover.go takeoverDelay). A renewal sent shortly before
 		// then lets the fence allow it a lifetime at once (at
