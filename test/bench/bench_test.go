@@ -185,14 +185,7 @@ type result struct {
 func trial(b *testing.B, l *lab.Lab, c client, f fault, settle time.Duration) (result, bool) {
 	// Each trial is one fault on a healthy cluster: the member cut off in
 	// the previous trial must have rejoined first.
-	lab.WaitFor(b, 30*time.Second, "every etcd member to be healthy", func() bool {
-		for _, m := range l.Etcd {
-			if !l.EtcdHealthy(m) {
-				return false
-			}
-		}
-		return true
-	})
+	waitEtcdHealthy(b, l)
 	h := l.Holder(3*lab.ElectBound, settle)
 	if f.prepare != nil {
 		h = f.prepare(l)
@@ -243,6 +236,18 @@ func trial(b *testing.B, l *lab.Lab, c client, f fault, settle time.Duration) (r
 		r.na = c.na.First(next.MAC, t0).Sub(gained6)
 	}
 	return r, ok
+}
+
+// waitEtcdHealthy waits until every etcd member answers its health check.
+func waitEtcdHealthy(b testing.TB, l *lab.Lab) {
+	lab.WaitFor(b, 30*time.Second, "every etcd member to be healthy", func() bool {
+		for _, m := range l.Etcd {
+			if !l.EtcdHealthy(m) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // series are the results of the trials of one fault.

@@ -100,14 +100,7 @@ func BenchmarkEtcdDisturbance(b *testing.B) {
 				moved, moves := 0, 0
 				var gaps []time.Duration
 				for i := 0; i < trials; i++ {
-					lab.WaitFor(b, 30*time.Second, "every etcd member to be healthy", func() bool {
-						for _, m := range l.Etcd {
-							if !l.EtcdHealthy(m) {
-								return false
-							}
-						}
-						return true
-					})
+					waitEtcdHealthy(b, l)
 					l.Holder(3*lab.ElectBound, time.Second+time.Duration(i%10)*100*time.Millisecond)
 					g0, t0 := l.Mon.Gains(), time.Now()
 					d.do(l, ids)
